@@ -1,0 +1,193 @@
+//! Settles each delivery exactly once, by its own acker: ack, dead-letter
+//! then ack, or requeue.
+//!
+//! A dead letter is published with publisher confirms and `mandatory`, and
+//! the original is acked only after the broker confirmed the dead letter *and*
+//! did not return it as unroutable. RabbitMQ confirms a message sent to a
+//! missing queue with an ack and drops it, so without both checks a deleted
+//! dead-letter queue would silently lose events.
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::topology::Topology;
+use crate::outcome::{DeadLetter, Outcome};
+use crate::worker::Processed;
+
+/// Persistent delivery mode.
+const PERSISTENT: u8 = 2;
+
+/// How settling went; `NotSettled` means the broker will redeliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    Acked,
+    DeadLettered,
+    Requeued,
+    /// The delivery belongs to a channel that is gone, or the dead letter
+    /// could not be published: the broker still holds it and redelivers it.
+    NotSettled(String),
+}
+
+pub struct Settler {
+    publisher: Channel,
+    topology: Topology,
+}
+
+impl Settler {
+    /// `publisher` must be in confirm mode.
+    pub fn new(publisher: Channel, topology: Topology) -> Self {
+        Self {
+            publisher,
+            topology,
+        }
+    }
+
+    pub async fn settle(&self, delivery: &Delivery, processed: &Processed) -> Settled {
+        match &processed.outcome {
+            Outcome::Applied
+            | Outcome::Added
+            | Outcome::AlreadyApplied
+            | Outcome::Skipped { .. } => ack(delivery, Settled::Acked).await,
+            Outcome::DeadLetter(dead_letter) => {
+                match self
+                    .publish_dead_letter(delivery, processed, dead_letter)
+                    .await
+                {
+                    Ok(()) => ack(delivery, Settled::DeadLettered).await,
+                    Err(why) => {
+                        // Hand it back now rather than at the next reconnect.
+                        let _ = requeue(delivery).await;
+                        Settled::NotSettled(format!("dead letter not published: {why}"))
+                    }
+                }
+            }
+            Outcome::Requeue { .. } => requeue(delivery).await,
+        }
+    }
+
+    /// Hands a delivery back unprocessed (shutdown grace over).
+    pub async fn abandon(&self, delivery: &Delivery) -> Settled {
+        requeue(delivery).await
+    }
+
+    async fn publish_dead_letter(
+        &self,
+        delivery: &Delivery,
+        processed: &Processed,
+        dead_letter: &DeadLetter,
+    ) -> Result<(), String> {
+        let headers = dead_letter_headers(
+            delivery.properties.headers().clone().unwrap_or_default(),
+            dead_letter,
+            processed.attempts,
+            &self.topology.queue,
+        );
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(PERSISTENT)
+            .with_headers(headers);
+        if let Some(content_type) = delivery.properties.content_type() {
+            properties = properties.with_content_type(content_type.clone());
+        }
+        // A short string holds 255 bytes; a longer id stays in the body.
+        if let Some(id) = processed
+            .event_id
+            .as_ref()
+            .filter(|id| id.as_str().len() <= 255)
+        {
+            properties = properties.with_message_id(id.as_str().into());
+        }
+        let confirmation = self
+            .publisher
+            .basic_publish(
+                ShortString::from(""),
+                self.topology.dead_letter_queue.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &delivery.data,
+                properties,
+            )
+            .await
+            .map_err(|e| format!("publish failed: {e}"))?
+            .await
+            .map_err(|e| format!("no confirmation: {e}"))?;
+        if confirmation.is_nack() {
+            return Err("the broker nacked it".into());
+        }
+        if let Some(returned) = confirmation.take_message() {
+            tracing::error!(
+                queue = %self.topology.dead_letter_queue,
+                reply = %returned.reply_text,
+                "the dead-letter queue is missing: the broker returned the dead letter as unroutable"
+            );
+            self.topology
+                .repair_dead_letter_queue(&self.publisher)
+                .await;
+            return Err(format!("unroutable ({})", returned.reply_text));
+        }
+        Ok(())
+    }
+}
+
+async fn ack(delivery: &Delivery, done: Settled) -> Settled {
+    match delivery.ack(BasicAckOptions::default()).await {
+        Ok(true) => done,
+        // lapin's answer for an acker of a channel that was lost.
+        Ok(false) => Settled::NotSettled("stale channel: the broker will redeliver it".into()),
+        Err(e) => Settled::NotSettled(format!("ack failed: {e}")),
+    }
+}
+
+async fn requeue(delivery: &Delivery) -> Settled {
+    let options = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    match delivery.nack(options).await {
+        Ok(true) => Settled::Requeued,
+        Ok(false) => Settled::NotSettled("stale channel: the broker will redeliver it".into()),
+        Err(e) => Settled::NotSettled(format!("nack failed: {e}")),
+    }
+}
+
+/// SPEC "Dead-letter messages" headers, over the original ones (kept so a
+/// replay carries what the producer sent).
+pub fn dead_letter_headers(
+    mut headers: FieldTable,
+    dead_letter: &DeadLetter,
+    attempts: u32,
+    source_queue: &str,
+) -> FieldTable {
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    headers.insert("failure-reason".into(), text(dead_letter.reason.as_str()));
+    if let Some(zoom) = &dead_letter.zoom {
+        if let Some(status) = zoom.status {
+            headers.insert(
+                "zoom-http-status".into(),
+                AMQPValue::LongLongInt(status.into()),
+            );
+        }
+        if let Some(code) = zoom.code {
+            headers.insert("zoom-error-code".into(), AMQPValue::LongLongInt(code));
+        }
+        headers.insert("zoom-error-message".into(), text(&zoom.message));
+    }
+    if let Some(detail) = &dead_letter.detail {
+        headers.insert("detail".into(), text(detail));
+    }
+    headers.insert(
+        "failure-attempts".into(),
+        AMQPValue::LongLongInt(attempts.into()),
+    );
+    let now = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    headers.insert("failed-at".into(), text(&now));
+    headers.insert("source-queue".into(), text(source_queue));
+    headers
+}

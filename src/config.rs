@@ -1,0 +1,445 @@
+//! Settings: one TOML file (figment), secrets from the environment.
+//!
+//! Loading either yields complete, checked [`Settings`] or one
+//! [`ConfigError`] line that names the key, so a bad deployment fails at
+//! start-up instead of at the first event.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::mapping::Mapping;
+
+/// A start-up error: printed as one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+/// Looks up an environment variable; injected so tests need not touch the
+/// process environment.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub amqp: AmqpSettings,
+    pub zoom: ZoomSettings,
+    pub retry: RetrySettings,
+    pub worker: WorkerSettings,
+    pub http: HttpSettings,
+    pub mapping: Mapping,
+    pub credentials: ZoomCredentials,
+}
+
+/// Server-to-server OAuth app credentials. `Debug` is redacted by `secrecy`.
+#[derive(Debug, Clone)]
+pub struct ZoomCredentials {
+    pub account_id: SecretString,
+    pub client_id: SecretString,
+    pub client_secret: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpSettings {
+    /// Carries the broker password, hence secret.
+    pub url: SecretString,
+    pub queue: String,
+    /// Defaults to `<queue>.dead`.
+    pub dead_letter_queue: Option<String>,
+    pub prefetch: u16,
+    pub declare_topology: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ZoomSettings {
+    pub api_base_url: String,
+    pub oauth_token_url: String,
+    pub requests_per_second: u32,
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrySettings {
+    pub initial_interval_ms: u64,
+    pub max_interval_ms: u64,
+    pub max_elapsed_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unmapped {
+    DeadLetter,
+    Skip,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub unmapped: Unmapped,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+}
+
+/// The file as written; sections default, the mapping does not.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    amqp: AmqpSettings,
+    #[serde(default)]
+    zoom: ZoomSettings,
+    #[serde(default)]
+    retry: RetrySettings,
+    #[serde(default)]
+    worker: WorkerSettings,
+    #[serde(default)]
+    http: HttpSettings,
+    #[serde(default)]
+    departments: BTreeMap<String, String>,
+    #[serde(default)]
+    departments_file: Option<PathBuf>,
+}
+
+/// A `departments_file` holds a `[departments]` table and nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepartmentsFile {
+    departments: BTreeMap<String, String>,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            queue: "hr.user.department_changed".into(),
+            dead_letter_queue: None,
+            prefetch: 64,
+            declare_topology: true,
+        }
+    }
+}
+
+impl Default for ZoomSettings {
+    fn default() -> Self {
+        Self {
+            api_base_url: "https://api.zoom.us/v2".into(),
+            oauth_token_url: "https://zoom.us/oauth/token".into(),
+            requests_per_second: 10,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            initial_interval_ms: 500,
+            max_interval_ms: 30_000,
+            max_elapsed_secs: 600,
+        }
+    }
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            unmapped: Unmapped::DeadLetter,
+            shutdown_grace_secs: 25,
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+impl AmqpSettings {
+    pub fn dead_letter_queue(&self) -> String {
+        self.dead_letter_queue
+            .clone()
+            .unwrap_or_else(|| format!("{}.dead", self.queue))
+    }
+}
+
+impl ZoomSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+impl RetrySettings {
+    pub fn initial_interval(&self) -> Duration {
+        Duration::from_millis(self.initial_interval_ms)
+    }
+    pub fn max_interval(&self) -> Duration {
+        Duration::from_millis(self.max_interval_ms)
+    }
+    pub fn max_elapsed(&self) -> Duration {
+        Duration::from_secs(self.max_elapsed_secs)
+    }
+}
+
+impl WorkerSettings {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+impl Settings {
+    /// Loads `path`, then `ZDS_`-prefixed overrides (`ZDS_WORKER__CONCURRENCY=4`),
+    /// then the secrets and `AMQP_URL` from `env`.
+    pub fn load(path: &Path, env: EnvLookup<'_>) -> Result<Self, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError(format!(
+                "config file {} does not exist or is not a file",
+                path.display()
+            )));
+        }
+        let file: FileConfig = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("ZDS_").split("__"))
+            .extract()
+            .map_err(|e| ConfigError(figment_error_line(e)))?;
+
+        let mut departments = file.departments;
+        if let Some(extra) = &file.departments_file {
+            // Relative to the main file, so a config directory can move as a whole.
+            let extra = path.parent().unwrap_or(Path::new(".")).join(extra);
+            let table: DepartmentsFile = Figment::new()
+                .merge(Toml::file_exact(&extra))
+                .extract()
+                .map_err(|e| {
+                ConfigError(format!(
+                    "departments_file {}: {}",
+                    extra.display(),
+                    figment_error_line(e)
+                ))
+            })?;
+            for (department, group) in table.departments {
+                if departments.insert(department.clone(), group).is_some() {
+                    return Err(ConfigError(format!(
+                        "departments: {department:?} is in both the config file and departments_file"
+                    )));
+                }
+            }
+        }
+        let mapping = Mapping::new(&departments).map_err(ConfigError)?;
+
+        let mut amqp = file.amqp;
+        if let Some(url) = env("AMQP_URL").filter(|u| !u.is_empty()) {
+            amqp.url = url.into();
+        }
+        let credentials = ZoomCredentials {
+            account_id: required_secret(env, "ZOOM_ACCOUNT_ID")?,
+            client_id: required_secret(env, "ZOOM_CLIENT_ID")?,
+            client_secret: required_secret(env, "ZOOM_CLIENT_SECRET")?,
+        };
+        let settings = Self {
+            amqp,
+            zoom: file.zoom,
+            retry: file.retry,
+            worker: file.worker,
+            http: file.http,
+            mapping,
+            credentials,
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Rules serde cannot express.
+    fn check(&self) -> Result<(), ConfigError> {
+        let fail = |msg: &str| Err(ConfigError(msg.to_owned()));
+        if self.amqp.queue.trim().is_empty() {
+            return fail("amqp.queue must not be empty");
+        }
+        if self.amqp.dead_letter_queue() == self.amqp.queue {
+            return fail("amqp.dead_letter_queue must differ from amqp.queue");
+        }
+        if self.amqp.prefetch == 0 {
+            return fail("amqp.prefetch must be at least 1");
+        }
+        for (key, value) in [
+            ("zoom.api_base_url", &self.zoom.api_base_url),
+            ("zoom.oauth_token_url", &self.zoom.oauth_token_url),
+        ] {
+            match url::Url::parse(value) {
+                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+                _ => {
+                    return Err(ConfigError(format!(
+                        "{key} is not an http(s) URL: {value:?}"
+                    )));
+                }
+            }
+        }
+        if self.zoom.requests_per_second == 0 {
+            return fail("zoom.requests_per_second must be at least 1");
+        }
+        if self.zoom.request_timeout_ms == 0 {
+            return fail("zoom.request_timeout_ms must be at least 1");
+        }
+        if self.retry.initial_interval_ms == 0
+            || self.retry.initial_interval_ms > self.retry.max_interval_ms
+        {
+            return fail(
+                "retry.initial_interval_ms must be at least 1 and at most retry.max_interval_ms",
+            );
+        }
+        if self.worker.concurrency == 0 {
+            return fail("worker.concurrency must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn required_secret(env: EnvLookup<'_>, name: &str) -> Result<SecretString, ConfigError> {
+    match env(name) {
+        Some(value) if !value.trim().is_empty() => Ok(value.into()),
+        _ => Err(ConfigError(format!(
+            "environment variable {name} is not set (Zoom server-to-server OAuth credentials come from the environment)"
+        ))),
+    }
+}
+
+/// figment's message already names the key and the file; keep it on one line.
+fn figment_error_line(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| e.to_string().replace('\n', " "))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::io::Write;
+
+    fn env_with_secrets(name: &str) -> Option<String> {
+        match name {
+            "ZOOM_ACCOUNT_ID" | "ZOOM_CLIENT_ID" | "ZOOM_CLIENT_SECRET" => Some("x".into()),
+            _ => None,
+        }
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    const MINIMAL: &str = "[departments]\n\"Sales\" = \"grp_sales\"\n";
+
+    #[test]
+    fn every_key_but_mapping_and_secrets_has_a_default() {
+        let f = file(MINIMAL);
+        let s = Settings::load(f.path(), &env_with_secrets).unwrap();
+        assert_eq!(s.amqp.queue, "hr.user.department_changed");
+        assert_eq!(
+            s.amqp.dead_letter_queue(),
+            "hr.user.department_changed.dead"
+        );
+        assert_eq!(s.amqp.prefetch, 64);
+        assert_eq!(s.zoom.requests_per_second, 10);
+        assert_eq!(s.retry.max_elapsed_secs, 600);
+        assert_eq!(s.worker.concurrency, 16);
+        assert_eq!(s.worker.unmapped, Unmapped::DeadLetter);
+        assert_eq!(s.http.listen.port(), 9464);
+    }
+
+    #[test]
+    fn amqp_url_comes_from_the_environment_when_set() {
+        let f = file(MINIMAL);
+        let env = |name: &str| match name {
+            "AMQP_URL" => Some("amqp://other:5672/%2f".to_owned()),
+            other => env_with_secrets(other),
+        };
+        let s = Settings::load(f.path(), &env).unwrap();
+        assert_eq!(s.amqp.url.expose_secret(), "amqp://other:5672/%2f");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                "[zoom]\nrequests_per_second = \"fast\"\n[departments]\nS = \"g\"\n",
+                "requests_per_second",
+            ),
+            (
+                "[worker]\nconcurency = 3\n[departments]\nS = \"g\"\n",
+                "concurency",
+            ),
+            (
+                "[worker]\nunmapped = \"drop\"\n[departments]\nS = \"g\"\n",
+                "unmapped",
+            ),
+            ("[amqp]\nqueue = \"q\"\n", "mapping is empty"),
+            ("[departments]\nS = \"../g\"\n", "departments"),
+            ("not toml at all [", "TOML"),
+        ];
+        for (text, expected) in cases {
+            let f = file(text);
+            let err = Settings::load(f.path(), &env_with_secrets)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_secret_is_named() {
+        let f = file(MINIMAL);
+        let env = |name: &str| (name != "ZOOM_CLIENT_SECRET").then(|| "x".to_owned());
+        let err = Settings::load(f.path(), &env).unwrap_err().to_string();
+        assert!(err.contains("ZOOM_CLIENT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn departments_file_is_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("d.toml"),
+            "[departments]\nSales = \"grp_s\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("c.toml"), "departments_file = \"d.toml\"\n").unwrap();
+        let s = Settings::load(&dir.path().join("c.toml"), &env_with_secrets).unwrap();
+        assert_eq!(s.mapping.group_of("sales").unwrap().as_str(), "grp_s");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let f = file(MINIMAL);
+        let env = |name: &str| match name {
+            "AMQP_URL" => Some("amqp://u:hunter2@h/%2f".to_owned()),
+            _ => Some("topsecret".to_owned()),
+        };
+        let s = Settings::load(f.path(), &env).unwrap();
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("topsecret") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+    }
+}

@@ -1,0 +1,440 @@
+//! Raw message bytes → a validated [`DepartmentChange`].
+//!
+//! Everything the daemon later puts in a URL path or a log line passes through
+//! here once, so no other module has to re-check it: an invalid message never
+//! becomes a `DepartmentChange`, it becomes an [`InvalidPayload`] that is
+//! dead-lettered with the reason.
+
+use std::fmt;
+
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Messages larger than this are rejected before any parsing.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// Why a message could not become a [`DepartmentChange`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct InvalidPayload {
+    /// One line for the dead-letter `detail` header and the log.
+    pub detail: String,
+    /// The message's `event_id`, when it could be read and is valid, so the
+    /// dead letter can still carry it as `message_id`.
+    pub event_id: Option<EventId>,
+}
+
+/// The HR system's id of the event (1–128 characters, no control characters).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventId(String);
+
+/// A Zoom user id: `[A-Za-z0-9_-]{1,64}`, so it is safe in a URL path as is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ZoomUserId(String);
+
+/// An email address used to look a user up; percent-encoded when it goes into
+/// a path (see [`Email::as_path_segment`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+/// A department name as HR sent it (trimmed, non-empty).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Department(String);
+
+/// Who the event is about: Zoom's id, an email, or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRef {
+    Id(ZoomUserId),
+    Email(Email),
+    Both { id: ZoomUserId, email: Email },
+}
+
+/// A validated "user changed department" event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepartmentChange {
+    pub event_id: EventId,
+    pub user: UserRef,
+    pub previous_department: Option<Department>,
+    pub new_department: Department,
+    pub occurred_at: Option<OffsetDateTime>,
+}
+
+/// The wire shape; only used to get the fields out before validating them.
+#[derive(Deserialize)]
+struct RawEvent {
+    event_id: String,
+    #[serde(default)]
+    zoom_user_id: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    previous_department: Option<String>,
+    new_department: String,
+    #[serde(default)]
+    occurred_at: Option<String>,
+}
+
+impl DepartmentChange {
+    /// Parses and validates one message body.
+    pub fn parse(bytes: &[u8]) -> Result<Self, InvalidPayload> {
+        if bytes.len() > MAX_PAYLOAD_BYTES {
+            return Err(invalid(
+                format!(
+                    "message is {} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit",
+                    bytes.len()
+                ),
+                None,
+            ));
+        }
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| invalid(format!("message is not UTF-8: {e}"), None))?;
+        let event_id = lenient_event_id(text);
+        let raw: RawEvent = serde_json::from_str(text).map_err(|e| {
+            invalid(
+                format!("message is not a valid event: {e}"),
+                event_id.clone(),
+            )
+        })?;
+        Self::validate(raw).map_err(|detail| invalid(detail, event_id))
+    }
+
+    fn validate(raw: RawEvent) -> Result<Self, String> {
+        let event_id = EventId::parse(&raw.event_id)?;
+        let id = raw
+            .zoom_user_id
+            .filter(|s| !s.is_empty())
+            .map(|s| ZoomUserId::parse(&s))
+            .transpose()?;
+        let email = raw
+            .email
+            .filter(|s| !s.is_empty())
+            .map(|s| Email::parse(&s))
+            .transpose()?;
+        let user = match (id, email) {
+            (Some(id), Some(email)) => UserRef::Both { id, email },
+            (Some(id), None) => UserRef::Id(id),
+            (None, Some(email)) => UserRef::Email(email),
+            (None, None) => return Err("one of zoom_user_id or email is required".into()),
+        };
+        let previous_department = match raw.previous_department.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(name) => Some(Department::parse(name, "previous_department")?),
+        };
+        let new_department = Department::parse(&raw.new_department, "new_department")?;
+        let occurred_at = raw
+            .occurred_at
+            .map(|s| {
+                OffsetDateTime::parse(&s, &Rfc3339)
+                    .map_err(|e| format!("occurred_at is not an RFC 3339 date-time: {e}"))
+            })
+            .transpose()?;
+        Ok(Self {
+            event_id,
+            user,
+            previous_department,
+            new_department,
+            occurred_at,
+        })
+    }
+
+    /// The key that orders events: the same person's events are applied one
+    /// after another. The Zoom id when given, else the lower-cased email.
+    pub fn user_key(&self) -> String {
+        match &self.user {
+            UserRef::Id(id) | UserRef::Both { id, .. } => id.as_str().to_owned(),
+            UserRef::Email(email) => email.as_str().to_lowercase(),
+        }
+    }
+
+    /// The Zoom user id, when the event carries one.
+    pub fn zoom_user_id(&self) -> Option<&ZoomUserId> {
+        match &self.user {
+            UserRef::Id(id) | UserRef::Both { id, .. } => Some(id),
+            UserRef::Email(_) => None,
+        }
+    }
+}
+
+fn invalid(detail: String, event_id: Option<EventId>) -> InvalidPayload {
+    InvalidPayload { detail, event_id }
+}
+
+/// Reads `event_id` from a message that may fail validation elsewhere, so its
+/// dead letter can still be traced back to the HR event.
+fn lenient_event_id(text: &str) -> Option<EventId> {
+    #[derive(Deserialize)]
+    struct OnlyId {
+        event_id: String,
+    }
+    serde_json::from_str::<OnlyId>(text)
+        .ok()
+        .and_then(|raw| EventId::parse(&raw.event_id).ok())
+}
+
+impl EventId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let len = s.chars().count();
+        if !(1..=128).contains(&len) {
+            return Err(format!("event_id must be 1 to 128 characters, got {len}"));
+        }
+        if s.chars().any(char::is_control) {
+            return Err("event_id contains control characters".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl ZoomUserId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if is_zoom_id(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "zoom_user_id {s:?} is not a Zoom user id ([A-Za-z0-9_-], 1 to 64 characters)"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Zoom's ids (users, groups) use this alphabet; anything else could change a
+/// request's path or query.
+pub fn is_zoom_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Email {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("email {s:?} is not an email address");
+        if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad());
+        }
+        match s.split_once('@') {
+            Some((local, domain))
+                if !local.is_empty()
+                    && !domain.is_empty()
+                    && !domain.contains('@')
+                    && !s.contains(['/', '\\', '?', '#', '%']) =>
+            {
+                Ok(Self(s.to_owned()))
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Department {
+    fn parse(s: &str, field: &str) -> Result<Self, String> {
+        let name = s.trim();
+        if name.is_empty() {
+            return Err(format!("{field} is empty"));
+        }
+        if name.chars().count() > 256 || name.chars().any(char::is_control) {
+            return Err(format!(
+                "{field} must be at most 256 characters without control characters"
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for ZoomUserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Department {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for UserRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UserRef::Id(id) | UserRef::Both { id, .. } => id.fmt(f),
+            UserRef::Email(email) => email.fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: serde_json::Value) -> Result<DepartmentChange, InvalidPayload> {
+        DepartmentChange::parse(json.to_string().as_bytes())
+    }
+
+    #[test]
+    fn parses_the_spec_example() {
+        let change = event(serde_json::json!({
+            "event_id": "hr-7f3a9c",
+            "zoom_user_id": "KDcuGIm1QgePTO8WbOqwIQ",
+            "email": "jane.doe@example.com",
+            "previous_department": "Engineering",
+            "new_department": " Sales ",
+            "occurred_at": "2026-11-26T09:00:00Z",
+            "unknown": {"ignored": true}
+        }))
+        .unwrap();
+        assert_eq!(change.event_id.as_str(), "hr-7f3a9c");
+        assert_eq!(
+            change.zoom_user_id().unwrap().as_str(),
+            "KDcuGIm1QgePTO8WbOqwIQ"
+        );
+        assert_eq!(change.new_department.as_str(), "Sales");
+        assert_eq!(change.previous_department.unwrap().as_str(), "Engineering");
+        assert!(change.occurred_at.is_some());
+    }
+
+    #[test]
+    fn email_only_is_keyed_by_lower_case_email() {
+        let change = event(serde_json::json!({
+            "event_id": "e1", "email": "Jane@Example.com", "new_department": "Sales"
+        }))
+        .unwrap();
+        assert_eq!(change.user_key(), "jane@example.com");
+        assert!(change.zoom_user_id().is_none());
+    }
+
+    #[test]
+    fn rejects_path_changing_user_ids() {
+        for id in [
+            "../../users/me",
+            "abc?x=1",
+            "a/b",
+            "a#b",
+            "a%2Fb",
+            "a b",
+            "a\nb",
+            "",
+        ] {
+            let json = serde_json::json!({
+                "event_id": "e1", "zoom_user_id": id, "new_department": "Sales"
+            });
+            let result = event(json);
+            if id.is_empty() {
+                // An empty id counts as absent: then an email is required.
+                assert!(result.unwrap_err().detail.contains("required"));
+            } else {
+                let err = result.unwrap_err();
+                assert!(err.detail.contains("zoom_user_id"), "{id}: {err}");
+                assert_eq!(err.event_id.unwrap().as_str(), "e1");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_emails() {
+        for email in [
+            "no-at-sign",
+            "a@b/c",
+            "a@b?c",
+            "a b@c",
+            "@x",
+            "x@",
+            "a%2f@b",
+        ] {
+            let err = event(serde_json::json!({
+                "event_id": "e1", "email": email, "new_department": "Sales"
+            }))
+            .unwrap_err();
+            assert!(err.detail.contains("email"), "{email}: {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_oversize_non_utf8_and_malformed() {
+        let big = vec![b' '; MAX_PAYLOAD_BYTES + 1];
+        assert!(
+            DepartmentChange::parse(&big)
+                .unwrap_err()
+                .detail
+                .contains("limit")
+        );
+        let err = DepartmentChange::parse(&[0xff, 0xfe, 0x00]).unwrap_err();
+        assert!(err.detail.contains("UTF-8"));
+        let err = DepartmentChange::parse(b"{not json").unwrap_err();
+        assert!(err.detail.contains("not a valid event"));
+        assert!(err.event_id.is_none());
+    }
+
+    #[test]
+    fn requires_fields_and_checks_their_rules() {
+        let cases = [
+            (
+                serde_json::json!({"zoom_user_id": "u1", "new_department": "S"}),
+                "event_id",
+            ),
+            (
+                serde_json::json!({"event_id": "e", "zoom_user_id": "u1"}),
+                "new_department",
+            ),
+            (
+                serde_json::json!({"event_id": "e", "new_department": "S"}),
+                "required",
+            ),
+            (
+                serde_json::json!({"event_id": "x".repeat(129), "zoom_user_id": "u", "new_department": "S"}),
+                "event_id",
+            ),
+            (
+                serde_json::json!({"event_id": "e", "zoom_user_id": "u", "new_department": "  "}),
+                "new_department",
+            ),
+            (
+                serde_json::json!({"event_id": "e", "zoom_user_id": "u", "new_department": "S", "occurred_at": "yesterday"}),
+                "occurred_at",
+            ),
+            (
+                serde_json::json!({"event_id": 7, "zoom_user_id": "u", "new_department": "S"}),
+                "invalid type",
+            ),
+        ];
+        for (json, expected) in cases {
+            let err = event(json.clone()).unwrap_err();
+            assert!(err.detail.contains(expected), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn blank_previous_department_counts_as_absent() {
+        let change = event(serde_json::json!({
+            "event_id": "e", "zoom_user_id": "u", "previous_department": " ", "new_department": "S"
+        }))
+        .unwrap();
+        assert!(change.previous_department.is_none());
+    }
+}

@@ -1,0 +1,15 @@
+//! zoom-dept-sync: keeps Zoom group membership in step with HR department
+//! changes published on RabbitMQ. See `README.md` and `SPEC.md`.
+
+pub mod broker;
+pub mod config;
+pub mod event;
+pub mod mapping;
+pub mod ordering;
+pub mod outcome;
+pub mod retry;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;
+pub mod worker;
+pub mod zoom;

@@ -1,0 +1,106 @@
+//! The one type every event's processing ends in. Settling, logging and
+//! metrics all read it, so a new outcome is added here once.
+
+use std::fmt;
+
+use tokio::time::Instant;
+
+use crate::zoom::ZoomError;
+
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The user was moved to the target group.
+    Applied,
+    /// The user was in no managed group and was added to the target.
+    Added,
+    /// The user was already in the target group (a duplicate or redelivery).
+    AlreadyApplied,
+    /// Nothing to do: same source and target, or unmapped with `skip`.
+    Skipped { why: &'static str },
+    /// Cannot be applied: goes to the dead-letter queue, then is acked.
+    DeadLetter(DeadLetter),
+    /// Not the event's fault and not now (rate limit, auth, shutdown): back to
+    /// the broker, to be tried again.
+    Requeue {
+        why: String,
+        resume_at: Option<Instant>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub reason: FailureReason,
+    /// Why, in words (the `detail` header), when no Zoom answer says it.
+    pub detail: Option<String>,
+    /// The Zoom answer that caused it, if one did.
+    pub zoom: Option<ZoomError>,
+}
+
+/// The `failure-reason` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    ZoomRejected,
+    InvalidPayload,
+    UnmappedDepartment,
+    RetriesExhausted,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ZoomRejected => "zoom_rejected",
+            Self::InvalidPayload => "invalid_payload",
+            Self::UnmappedDepartment => "unmapped_department",
+            Self::RetriesExhausted => "retries_exhausted",
+        }
+    }
+}
+
+impl Outcome {
+    pub fn dead_letter(reason: FailureReason, detail: impl Into<String>) -> Self {
+        Self::DeadLetter(DeadLetter {
+            reason,
+            detail: Some(detail.into()),
+            zoom: None,
+        })
+    }
+
+    pub fn zoom_failure(reason: FailureReason, error: ZoomError) -> Self {
+        Self::DeadLetter(DeadLetter {
+            reason,
+            detail: None,
+            zoom: Some(error),
+        })
+    }
+
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Added => "added",
+            Self::AlreadyApplied => "already_applied",
+            Self::Skipped { .. } => "skipped",
+            Self::DeadLetter(_) => "dead_lettered",
+            Self::Requeue { .. } => "requeued",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Skipped { why } => write!(f, "skipped ({why})"),
+            Self::DeadLetter(dl) => {
+                write!(f, "dead-lettered ({})", dl.reason.as_str())?;
+                if let Some(zoom) = &dl.zoom {
+                    write!(f, ": {zoom}")?;
+                } else if let Some(detail) = &dl.detail {
+                    write!(f, ": {detail}")?;
+                }
+                Ok(())
+            }
+            Self::Requeue { why, .. } => write!(f, "requeued ({why})"),
+            other => f.write_str(other.label()),
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Decides what each event needs and runs it to an [`Outcome`].
+//!
+//! Knows nothing of AMQP: the consumer hands it message bytes, and gets back a
+//! [`Processed`] to settle. Per-user order and the concurrency limit live here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::config::{Settings, Unmapped};
+use crate::event::{DepartmentChange, Email, EventId, UserRef, ZoomUserId};
+use crate::mapping::{GroupId, Mapping, Plan};
+use crate::ordering::{KeyedOrder, Turn};
+use crate::outcome::{FailureReason, Outcome};
+use crate::zoom::{Attempts, Client, ErrorKind, Failure, UserPath, ZoomError, ZoomUser};
+
+/// How long an email → Zoom id answer is trusted.
+const EMAIL_CACHE_TTL: Duration = Duration::from_secs(3600);
+const EMAIL_CACHE_CAPACITY: u64 = 10_000;
+/// How long to hold events back after Zoom refused the app's credentials.
+const AUTH_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+pub struct Worker {
+    zoom: Client,
+    mapping: Mapping,
+    unmapped: Unmapped,
+    slots: Semaphore,
+    order: Arc<KeyedOrder>,
+    ids_by_email: Cache<String, ZoomUserId>,
+}
+
+/// One message, parsed and queued behind its user's earlier events.
+pub struct Prepared {
+    parsed: Result<DepartmentChange, crate::event::InvalidPayload>,
+    turn: Option<Turn>,
+    received: Instant,
+}
+
+/// What became of one message, with what the log line and the dead letter
+/// need to know.
+#[derive(Debug)]
+pub struct Processed {
+    pub outcome: Outcome,
+    pub event: Option<DepartmentChange>,
+    pub event_id: Option<EventId>,
+    /// The group the user was moved from and the target, when known.
+    pub from_group: Option<GroupId>,
+    pub to_group: Option<GroupId>,
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
+/// The state of one event's run, filled in as the plan unfolds.
+struct Run<'a> {
+    change: &'a DepartmentChange,
+    attempts: Attempts,
+    from_group: Option<GroupId>,
+    to_group: Option<GroupId>,
+}
+
+impl Worker {
+    pub fn new(settings: &Settings) -> Result<Self, String> {
+        Ok(Self {
+            zoom: Client::new(settings)?,
+            mapping: settings.mapping.clone(),
+            unmapped: settings.worker.unmapped,
+            slots: Semaphore::new(settings.worker.concurrency),
+            order: Arc::new(KeyedOrder::default()),
+            ids_by_email: Cache::builder()
+                .max_capacity(EMAIL_CACHE_CAPACITY)
+                .time_to_live(EMAIL_CACHE_TTL)
+                .build(),
+        })
+    }
+
+    /// Parses a message and takes its place in its user's line. Synchronous
+    /// and cheap: the consumer calls it in delivery order.
+    pub fn prepare(&self, body: &[u8]) -> Prepared {
+        let parsed = DepartmentChange::parse(body);
+        let turn = parsed
+            .as_ref()
+            .ok()
+            .map(|change| self.order.enqueue(change.user_key()));
+        Prepared {
+            parsed,
+            turn,
+            received: Instant::now(),
+        }
+    }
+
+    /// Runs one prepared message to its outcome: waits for the user's earlier
+    /// events, then for a free slot, then talks to Zoom.
+    pub async fn process(&self, prepared: Prepared) -> Processed {
+        let Prepared {
+            parsed,
+            mut turn,
+            received,
+        } = prepared;
+        let change = match parsed {
+            Ok(change) => change,
+            Err(invalid) => {
+                return Processed {
+                    outcome: Outcome::dead_letter(FailureReason::InvalidPayload, invalid.detail),
+                    event: None,
+                    event_id: invalid.event_id,
+                    from_group: None,
+                    to_group: None,
+                    attempts: 0,
+                    elapsed: received.elapsed(),
+                };
+            }
+        };
+        if let Some(turn) = turn.as_mut() {
+            turn.wait().await;
+        }
+        // Taken after the turn: a user's queued events must not hold slots
+        // that other users' events could use.
+        let _slot = self.slots.acquire().await;
+        let mut run = Run {
+            change: &change,
+            attempts: Attempts::default(),
+            from_group: None,
+            to_group: None,
+        };
+        let outcome = self.execute(&mut run).await;
+        let (attempts, from_group, to_group) = (run.attempts.get(), run.from_group, run.to_group);
+        drop(turn);
+        Processed {
+            outcome,
+            event_id: Some(change.event_id.clone()),
+            event: Some(change),
+            from_group,
+            to_group,
+            attempts,
+            elapsed: received.elapsed(),
+        }
+    }
+
+    async fn execute(&self, run: &mut Run<'_>) -> Outcome {
+        let plan = self.mapping.plan(run.change);
+        match plan {
+            Plan::Unmapped => match self.unmapped {
+                Unmapped::DeadLetter => Outcome::dead_letter(
+                    FailureReason::UnmappedDepartment,
+                    format!(
+                        "new_department {:?} has no Zoom group in the mapping",
+                        run.change.new_department.as_str()
+                    ),
+                ),
+                Unmapped::Skip => Outcome::Skipped {
+                    why: "new_department is not mapped",
+                },
+            },
+            Plan::AlreadyThere { group } => {
+                run.from_group = Some(group.clone());
+                run.to_group = Some(group);
+                Outcome::Skipped {
+                    why: "previous and new department map to the same group",
+                }
+            }
+            Plan::Move { from, to } => {
+                run.from_group = Some(from.clone());
+                run.to_group = Some(to.clone());
+                match self.user_id(run).await {
+                    Ok((id, _)) => self.move_checked(run, &from, &id, &to).await,
+                    Err(failure) => self.failed(run, failure),
+                }
+            }
+            Plan::Lookup { to } => {
+                run.to_group = Some(to.clone());
+                match self.user_with_groups(run).await {
+                    Ok((id, user)) => self.place(run, &id, &user, &to).await,
+                    Err(failure) => self.failed(run, failure),
+                }
+            }
+        }
+    }
+
+    /// The user's Zoom id; for an email-only event, from the cache or from
+    /// `GET /users/{email}` (whose answer is returned too, to spare a lookup).
+    async fn user_id(&self, run: &Run<'_>) -> Result<(ZoomUserId, Option<ZoomUser>), Failure> {
+        let email = match &run.change.user {
+            UserRef::Id(id) | UserRef::Both { id, .. } => return Ok((id.clone(), None)),
+            UserRef::Email(email) => email,
+        };
+        let key = email.as_str().to_lowercase();
+        if let Some(id) = self.ids_by_email.get(&key) {
+            return Ok((id, None));
+        }
+        let user = self
+            .zoom
+            .get_user(UserPath::Email(email), &run.attempts)
+            .await?;
+        let id = ZoomUserId::parse(&user.id).map_err(|e| unreadable_user(email, e))?;
+        self.ids_by_email.insert(key, id.clone());
+        Ok((id, Some(user)))
+    }
+
+    /// The user's id and current groups (one `GET /users/{..}`).
+    async fn user_with_groups(&self, run: &Run<'_>) -> Result<(ZoomUserId, ZoomUser), Failure> {
+        match self.user_id(run).await? {
+            (id, Some(user)) => Ok((id, user)),
+            (id, None) => {
+                let user = self.zoom.get_user(UserPath::Id(&id), &run.attempts).await?;
+                Ok((id, user))
+            }
+        }
+    }
+
+    /// Source unknown: decide from the user's managed groups.
+    async fn place(
+        &self,
+        run: &mut Run<'_>,
+        id: &ZoomUserId,
+        user: &ZoomUser,
+        to: &GroupId,
+    ) -> Outcome {
+        let mut managed: Vec<GroupId> = user
+            .group_ids
+            .iter()
+            .filter_map(|g| GroupId::parse(g).ok())
+            .filter(|g| self.mapping.is_managed(g))
+            .collect();
+        managed.sort();
+        if managed.contains(to) {
+            run.from_group = Some(to.clone());
+            return Outcome::AlreadyApplied;
+        }
+        let Some((from, others)) = managed.split_first() else {
+            return match self.zoom.add_member(to, id, &run.attempts).await {
+                Ok(()) => Outcome::Added,
+                Err(failure) => self.failed(run, failure),
+            };
+        };
+        run.from_group = Some(from.clone());
+        let moved = self.move_checked(run, from, id, to).await;
+        if !matches!(moved, Outcome::Applied) {
+            return moved;
+        }
+        // In several managed groups: leave only the target (SPEC invariant).
+        for other in others {
+            match self.zoom.remove_member(other, id, &run.attempts).await {
+                Ok(()) => {
+                    tracing::info!(group = %other, "removed the user from another managed group")
+                }
+                // Already gone: the invariant holds.
+                Err(Failure::Rejected(e)) if e.status == Some(404) => {}
+                Err(failure) => return self.failed(run, failure),
+            }
+        }
+        Outcome::Applied
+    }
+
+    /// `PATCH` move; a 400/404 is checked once against the user's groups, so
+    /// a duplicate or redelivered event is recognised as already applied.
+    async fn move_checked(
+        &self,
+        run: &mut Run<'_>,
+        from: &GroupId,
+        id: &ZoomUserId,
+        to: &GroupId,
+    ) -> Outcome {
+        let rejection = match self.zoom.move_member(from, id, to, &run.attempts).await {
+            Ok(()) => return Outcome::Applied,
+            Err(Failure::Rejected(e)) if matches!(e.status, Some(400 | 404)) => e,
+            Err(failure) => return self.failed(run, failure),
+        };
+        match self.zoom.get_user(UserPath::Id(id), &run.attempts).await {
+            Ok(user) if user.group_ids.iter().any(|g| g == to.as_str()) => {
+                tracing::info!(rejection = %rejection, "Zoom rejected the move, but the user is already in the target group");
+                Outcome::AlreadyApplied
+            }
+            // Not in the target, or the check itself was refused: the
+            // original rejection is what the operator needs to see.
+            Ok(_) | Err(Failure::Rejected(_)) => self.failed(run, Failure::Rejected(rejection)),
+            Err(failure) => self.failed(run, failure),
+        }
+    }
+
+    /// A call's failure as the event's outcome.
+    fn failed(&self, run: &Run<'_>, failure: Failure) -> Outcome {
+        match failure {
+            Failure::Rejected(e) => {
+                if let UserRef::Email(email) = &run.change.user {
+                    // The cached id may be what Zoom no longer knows.
+                    self.ids_by_email.invalidate(&email.as_str().to_lowercase());
+                }
+                Outcome::zoom_failure(FailureReason::ZoomRejected, e)
+            }
+            Failure::Exhausted(e) => Outcome::zoom_failure(FailureReason::RetriesExhausted, e),
+            Failure::RateLimited { until } => Outcome::Requeue {
+                why: "Zoom's rate limit holds calls back past the retry budget".into(),
+                resume_at: Some(until),
+            },
+            Failure::Auth(e) => Outcome::Requeue {
+                why: format!("Zoom refused the app's credentials or scopes: {e}"),
+                resume_at: Some(Instant::now() + AUTH_RETRY_WAIT),
+            },
+        }
+    }
+
+    /// When Zoom's rate limit holds every call back: the instant it lifts.
+    pub fn rate_limited_until(&self) -> Option<Instant> {
+        self.zoom.rate_limited_until()
+    }
+}
+
+fn unreadable_user(email: &Email, detail: String) -> Failure {
+    Failure::Rejected(ZoomError {
+        kind: ErrorKind::Rejected,
+        status: Some(200),
+        code: None,
+        message: format!("GET /users/{email} returned an unusable id: {detail}"),
+        server_wait: None,
+    })
+}

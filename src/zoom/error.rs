@@ -1,0 +1,188 @@
+//! Zoom's answers, classified once as SPEC's failure table says.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+
+use crate::retry;
+
+/// Zoom's error code for an expired or invalid access token.
+pub const CODE_INVALID_TOKEN: i64 = 124;
+
+/// What kind of failure an answer is; decides retry, refresh or dead-letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 429: wait (as told) and retry; slows every call to the account.
+    RateLimited,
+    /// 5xx, timeout, connection error: retry with backoff.
+    Transient,
+    /// 401 or code 124: refresh the token and retry once.
+    Unauthorized,
+    /// 403: a scope problem of the app, never the event's fault.
+    Forbidden,
+    /// The token endpoint refused the app's credentials.
+    Credentials,
+    /// 400, 404, other 4xx: the event cannot be applied as it is.
+    Rejected,
+}
+
+/// One failed Zoom answer (or a failure to get one).
+#[derive(Debug, Clone)]
+pub struct ZoomError {
+    pub kind: ErrorKind,
+    /// `None` when no answer came (timeout, connection error).
+    pub status: Option<u16>,
+    /// Zoom's `code` from the JSON body.
+    pub code: Option<i64>,
+    /// Zoom's `message` from the body, or a description of the I/O failure.
+    pub message: String,
+    /// What `Retry-After` / `X-RateLimit-Reset` asked for.
+    pub server_wait: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: Option<i64>,
+    message: Option<String>,
+}
+
+/// Keeps dead-letter headers and log lines a sane size.
+const MAX_MESSAGE_CHARS: usize = 512;
+
+impl ZoomError {
+    /// Classifies a non-success answer of the REST API.
+    pub fn from_answer(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
+        let parsed = serde_json::from_slice::<ErrorBody>(body).ok();
+        let code = parsed.as_ref().and_then(|b| b.code);
+        let message = parsed
+            .and_then(|b| b.message)
+            .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+        let kind = match status.as_u16() {
+            429 => ErrorKind::RateLimited,
+            401 => ErrorKind::Unauthorized,
+            _ if code == Some(CODE_INVALID_TOKEN) => ErrorKind::Unauthorized,
+            403 => ErrorKind::Forbidden,
+            s if s >= 500 => ErrorKind::Transient,
+            _ => ErrorKind::Rejected,
+        };
+        let server_wait = (kind == ErrorKind::RateLimited || status.is_server_error())
+            .then(|| retry::server_wait(headers, SystemTime::now()))
+            .flatten();
+        Self {
+            kind,
+            status: Some(status.as_u16()),
+            code,
+            message: truncate(message),
+            server_wait,
+        }
+    }
+
+    /// No answer at all: timeouts and connection errors are transient.
+    pub fn from_transport(error: &reqwest::Error) -> Self {
+        let what = if error.is_timeout() {
+            "timed out"
+        } else if error.is_connect() {
+            "connection failed"
+        } else {
+            "request failed"
+        };
+        Self {
+            kind: ErrorKind::Transient,
+            status: None,
+            code: None,
+            // reqwest's Display carries the URL, never a header.
+            message: truncate(format!("{what}: {error}")),
+            server_wait: None,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, ErrorKind::RateLimited | ErrorKind::Transient)
+    }
+
+    /// 401/403/credentials: the daemon's problem, not the event's.
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Unauthorized | ErrorKind::Forbidden | ErrorKind::Credentials
+        )
+    }
+}
+
+fn truncate(mut message: String) -> String {
+    message = message.trim().replace(['\n', '\r'], " ");
+    if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        message.truncate(cut);
+    }
+    message
+}
+
+impl fmt::Display for ZoomError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Some(status) => write!(f, "HTTP {status}")?,
+            None => f.write_str("no answer")?,
+        }
+        if let Some(code) = self.code {
+            write!(f, ", code {code}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    fn classify(status: u16, body: &str) -> ZoomError {
+        ZoomError::from_answer(
+            StatusCode::from_u16(status).unwrap(),
+            &HeaderMap::new(),
+            body.as_bytes(),
+        )
+    }
+
+    #[test]
+    fn follows_the_failure_table() {
+        assert_eq!(classify(429, "").kind, ErrorKind::RateLimited);
+        for status in [500, 502, 503, 504] {
+            assert_eq!(classify(status, "").kind, ErrorKind::Transient);
+        }
+        assert_eq!(classify(401, "").kind, ErrorKind::Unauthorized);
+        assert_eq!(
+            classify(400, r#"{"code":124,"message":"Invalid access token."}"#).kind,
+            ErrorKind::Unauthorized
+        );
+        assert_eq!(classify(403, "").kind, ErrorKind::Forbidden);
+        for status in [400, 404, 409, 422] {
+            assert_eq!(classify(status, "").kind, ErrorKind::Rejected);
+        }
+    }
+
+    #[test]
+    fn reads_zoom_code_and_message() {
+        let e = classify(404, r#"{"code":4130,"message":"Group does not exist: x."}"#);
+        assert_eq!((e.status, e.code), (Some(404), Some(4130)));
+        assert_eq!(e.message, "Group does not exist: x.");
+        let e = classify(502, "<html>bad gateway</html>");
+        assert_eq!(e.code, None);
+        assert_eq!(e.message, "<html>bad gateway</html>");
+        assert_eq!(
+            classify(400, &"x".repeat(5000)).message.len(),
+            MAX_MESSAGE_CHARS
+        );
+    }
+
+    #[test]
+    fn a_429_carries_the_server_wait() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("3"));
+        let e = ZoomError::from_answer(StatusCode::TOO_MANY_REQUESTS, &headers, b"{}");
+        assert_eq!(e.server_wait, Some(Duration::from_secs(3)));
+        assert!(e.is_retryable());
+    }
+}

@@ -1,0 +1,303 @@
+//! The only code that speaks HTTP. Every call goes through the account's
+//! [`RateGate`], carries the shared token, is retried as SPEC's failure table
+//! says, and ends in a typed result: `Ok`, or a [`Failure`] that tells the
+//! worker what to do with the event.
+
+pub mod auth;
+pub mod error;
+pub mod rate;
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use backon::Retryable;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::config::{RetrySettings, Settings};
+use crate::event::{Email, ZoomUserId};
+use crate::mapping::GroupId;
+use crate::retry::{self, Budget, Stop};
+use auth::TokenSource;
+pub use error::{ErrorKind, ZoomError};
+use rate::RateGate;
+
+/// Counts the HTTP requests made for one event (`failure-attempts`).
+#[derive(Debug, Default)]
+pub struct Attempts(AtomicU32);
+
+impl Attempts {
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn add_one(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How a call failed, in the terms the worker decides on.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// 400, 404, other 4xx: the event cannot be applied as it is.
+    Rejected(ZoomError),
+    /// A transient failure outlasted `retry.max_elapsed_secs`.
+    Exhausted(ZoomError),
+    /// Zoom's rate limit holds calls back past the retry budget.
+    RateLimited { until: Instant },
+    /// Credentials or scopes are wrong (401 after a refresh, 403, the token
+    /// endpoint refusing): not the event's fault.
+    Auth(ZoomError),
+}
+
+/// What `GET /users/{id}` tells us.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ZoomUser {
+    pub id: String,
+    #[serde(default)]
+    pub group_ids: Vec<String>,
+}
+
+/// Which user a path names: an id, or (for lookups) an email.
+pub enum UserPath<'a> {
+    Id(&'a ZoomUserId),
+    Email(&'a Email),
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    api_base: Url,
+    tokens: TokenSource,
+    gate: RateGate,
+    retry: RetrySettings,
+}
+
+impl Client {
+    pub fn new(settings: &Settings) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.zoom.request_timeout())
+            .user_agent(concat!("zoom-dept-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let api_base = Url::parse(&settings.zoom.api_base_url)
+            .map_err(|e| format!("zoom.api_base_url: {e}"))?;
+        let rate = NonZeroU32::new(settings.zoom.requests_per_second)
+            .ok_or("zoom.requests_per_second must be at least 1")?;
+        Ok(Self {
+            tokens: TokenSource::new(
+                http.clone(),
+                settings.zoom.oauth_token_url.clone(),
+                settings.credentials.clone(),
+            ),
+            http,
+            api_base,
+            gate: RateGate::new(rate),
+            retry: settings.retry.clone(),
+        })
+    }
+
+    /// When a 429 holds every call back: the instant calls resume.
+    pub fn rate_limited_until(&self) -> Option<Instant> {
+        self.gate.closed_until()
+    }
+
+    /// `PATCH /groups/{from}/members/{user}` `{"action":"move","target_group_id":to}`.
+    pub async fn move_member(
+        &self,
+        from: &GroupId,
+        user: &ZoomUserId,
+        to: &GroupId,
+        attempts: &Attempts,
+    ) -> Result<(), Failure> {
+        let url = self.url(&["groups", from.as_str(), "members", user.as_str()]);
+        let body = json!({"action": "move", "target_group_id": to.as_str()});
+        self.call(Method::PATCH, url, Some(body), attempts)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /groups/{group}/members` `{"members":[{"id":user}]}`.
+    pub async fn add_member(
+        &self,
+        group: &GroupId,
+        user: &ZoomUserId,
+        attempts: &Attempts,
+    ) -> Result<(), Failure> {
+        let url = self.url(&["groups", group.as_str(), "members"]);
+        let body = json!({"members": [{"id": user.as_str()}]});
+        self.call(Method::POST, url, Some(body), attempts)
+            .await
+            .map(drop)
+    }
+
+    /// `DELETE /groups/{group}/members/{user}`.
+    pub async fn remove_member(
+        &self,
+        group: &GroupId,
+        user: &ZoomUserId,
+        attempts: &Attempts,
+    ) -> Result<(), Failure> {
+        let url = self.url(&["groups", group.as_str(), "members", user.as_str()]);
+        self.call(Method::DELETE, url, None, attempts)
+            .await
+            .map(drop)
+    }
+
+    /// `GET /users/{id or email}`.
+    pub async fn get_user(
+        &self,
+        user: UserPath<'_>,
+        attempts: &Attempts,
+    ) -> Result<ZoomUser, Failure> {
+        let segment = match user {
+            UserPath::Id(id) => id.as_str(),
+            UserPath::Email(email) => email.as_str(),
+        };
+        let url = self.url(&["users", segment]);
+        let body = self.call(Method::GET, url, None, attempts).await?;
+        serde_json::from_slice(&body).map_err(|e| {
+            // Zoom answered 200 with something we cannot read: retrying will
+            // not change it, so the event is rejected with the reason.
+            Failure::Rejected(ZoomError {
+                kind: ErrorKind::Rejected,
+                status: Some(200),
+                code: None,
+                message: format!("unreadable user record: {e}"),
+                server_wait: None,
+            })
+        })
+    }
+
+    /// `api_base_url` plus percent-encoded segments: no value can add a path
+    /// segment, a query or a fragment.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.api_base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// One logical call with its retries; returns the success body.
+    async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<serde_json::Value>,
+        attempts: &Attempts,
+    ) -> Result<Vec<u8>, Failure> {
+        let mut budget = Budget::start(&self.retry);
+        let deadline = budget.deadline();
+        let request = Request { method, url, body };
+        let result = (|| self.attempt(&request, deadline, attempts))
+            .retry(retry::exponential(&self.retry))
+            .sleep(tokio::time::sleep)
+            .when(ZoomError::is_retryable)
+            .adjust(|e: &ZoomError, step| {
+                budget.next_wait(step, e.server_wait, e.kind == ErrorKind::RateLimited)
+            })
+            .notify(|e: &ZoomError, wait: Duration| {
+                tracing::warn!(
+                    method = %request.method,
+                    path = request.url.path(),
+                    error = %e,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "Zoom call failed; retrying"
+                );
+            })
+            .await;
+        match result {
+            Ok(body) => Ok(body),
+            Err(error) => Err(match budget.stopped() {
+                Some(Stop::RateLimitedPastBudget { until }) => Failure::RateLimited { until },
+                Some(Stop::BudgetSpent) => Failure::Exhausted(error),
+                None if error.is_auth() => Failure::Auth(error),
+                None if error.is_retryable() => Failure::Exhausted(error),
+                None => Failure::Rejected(error),
+            }),
+        }
+    }
+
+    /// One try: through the gate, with the token; a 401 refreshes the token
+    /// and tries once more.
+    async fn attempt(
+        &self,
+        request: &Request,
+        deadline: Instant,
+        attempts: &Attempts,
+    ) -> Result<Vec<u8>, ZoomError> {
+        let token = self.tokens.token().await?;
+        match self.send(request, &token, deadline, attempts).await {
+            Err(e) if e.kind == ErrorKind::Unauthorized => {
+                tracing::warn!(error = %e, "Zoom refused the access token; fetching a new one");
+                self.tokens.invalidate(&token).await;
+                let token = self.tokens.token().await?;
+                self.send(request, &token, deadline, attempts).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send(
+        &self,
+        request: &Request,
+        token: &auth::AccessToken,
+        deadline: Instant,
+        attempts: &Attempts,
+    ) -> Result<Vec<u8>, ZoomError> {
+        if let Err(opens) = self.gate.admit(deadline).await {
+            return Err(ZoomError::gate_closed(opens));
+        }
+        attempts.add_one();
+        let mut builder = self
+            .http
+            .request(request.method.clone(), request.url.clone())
+            .header(reqwest::header::AUTHORIZATION, token.bearer());
+        if let Some(body) = &request.body {
+            builder = builder.json(body);
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| ZoomError::from_transport(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| ZoomError::from_transport(&e))?;
+        if status.is_success() {
+            return Ok(body.to_vec());
+        }
+        let error = ZoomError::from_answer(status, &headers, &body);
+        if error.kind == ErrorKind::RateLimited {
+            // The limit is the account's: hold every call back, not just this one.
+            let wait = error.server_wait.unwrap_or(self.retry.initial_interval());
+            self.gate.close_for(wait);
+        }
+        Err(error)
+    }
+}
+
+struct Request {
+    method: Method,
+    url: Url,
+    body: Option<serde_json::Value>,
+}
+
+impl ZoomError {
+    /// The gate is closed (another call's 429) until `opens`, past this
+    /// call's budget; treated like a 429 that asked for that wait.
+    fn gate_closed(opens: Instant) -> Self {
+        Self {
+            kind: ErrorKind::RateLimited,
+            status: None,
+            code: None,
+            message: "rate limited: calls to Zoom are paused".into(),
+            server_wait: Some(opens.saturating_duration_since(Instant::now())),
+        }
+    }
+}
