@@ -31,15 +31,19 @@ impl RateGate {
     /// when that is after `deadline`: the caller must not wait that long.
     pub async fn admit(&self, deadline: Instant) -> Result<(), Instant> {
         loop {
-            let closed_until = *self.closed_until.lock().unwrap_or_else(|e| e.into_inner());
-            match closed_until {
+            match self.closed_until() {
                 Some(until) if until > deadline => return Err(until),
-                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
-                _ => break,
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => {
+                    self.limiter.until_ready().await;
+                    // A 429 may have closed the gate while this call waited
+                    // for its turn: then the turn is given up.
+                    if self.closed_until().is_none() {
+                        return Ok(());
+                    }
+                }
             }
         }
-        self.limiter.until_ready().await;
-        Ok(())
     }
 
     /// Holds every call back for `wait` (a 429's wait); never shortens a

@@ -1,0 +1,63 @@
+//! Start-up with a bad configuration: exit code 2 and one line naming the key.
+
+use std::process::Command;
+
+const MAPPING: &str = "[departments]\n\"Sales\" = \"grp_sales\"\n";
+
+fn run(config: &str, secrets: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_clear()
+        .envs(secrets.iter().copied())
+        .output()
+        .expect("run the binary");
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    (output.status.code().unwrap_or(-1), stderr)
+}
+
+const ALL_SECRETS: [(&str, &str); 3] = [
+    ("ZOOM_ACCOUNT_ID", "acct"),
+    ("ZOOM_CLIENT_ID", "id"),
+    ("ZOOM_CLIENT_SECRET", "s3cret-value"),
+];
+
+#[test]
+fn a_missing_secret_exits_2_naming_it() {
+    let (code, stderr) = run(MAPPING, &ALL_SECRETS[..2]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("ZOOM_CLIENT_SECRET"), "{stderr}");
+}
+
+#[test]
+fn a_key_with_the_wrong_type_exits_2_naming_it() {
+    let config = format!("[worker]\nconcurrency = \"lots\"\n{MAPPING}");
+    let (code, stderr) = run(&config, &ALL_SECRETS);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("concurrency"), "{stderr}");
+    assert!(!stderr.contains("s3cret-value"), "no secret in errors");
+}
+
+#[test]
+fn an_empty_mapping_exits_2() {
+    let (code, stderr) = run("[departments]\n", &ALL_SECRETS);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("mapping is empty"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_exits_2() {
+    let output = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"))
+        .args(["run", "--config", "/nonexistent/zds.toml"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/zds.toml"));
+}

@@ -1,0 +1,156 @@
+//! Rejections go to the dead-letter queue with SPEC's headers, body unchanged;
+//! a dead letter that cannot be published is never lost.
+
+use lapin::BasicProperties;
+use lapin::options::QueueDeleteOptions;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{TestApp, event, header_int, header_str, zoom_error};
+
+async fn mount_user(app: &TestApp, id: &str, groups: &[&str]) {
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/users/{id}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "id": id, "email": "x@example.com", "group_ids": groups,
+        })))
+        .mount(&app.zoom)
+        .await;
+}
+
+#[tokio::test]
+async fn zoom_400_and_404_are_dead_lettered_with_code_and_message() {
+    let mut app = TestApp::spawn().await;
+    Mock::given(method("PATCH"))
+        .and(path("/v2/groups/grp_eng/members/U400"))
+        .respond_with(zoom_error(400, 300, "Invalid target group."))
+        .mount(&app.zoom)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/v2/groups/grp_eng/members/U404"))
+        .respond_with(zoom_error(404, 4130, "Group does not exist: grp_eng."))
+        .mount(&app.zoom)
+        .await;
+    // The duplicate check finds neither user in the target group.
+    mount_user(&app, "U400", &["grp_eng"]).await;
+    mount_user(&app, "U404", &["grp_eng"]).await;
+
+    let body400 =
+        serde_json::to_vec_pretty(&event("e-400", "U400", Some("Engineering"), "Sales")).unwrap();
+    let body404 = event("e-404", "U404", Some("Engineering"), "Sales")
+        .to_string()
+        .into_bytes();
+    app.publish_with(
+        &body400,
+        BasicProperties::default().with_content_type("application/vnd.hr+json".into()),
+    )
+    .await;
+    app.publish(&body404).await;
+
+    let mut letters = app.dead_letters(2).await;
+    letters.sort_by_key(|d| header_int(d, "zoom-http-status"));
+    let (l400, l404) = (&letters[0], &letters[1]);
+
+    assert_eq!(l400.data, body400, "body byte-identical");
+    assert_eq!(l404.data, body404, "body byte-identical");
+    for (letter, status, code, message, id) in [
+        (l400, 400, 300, "Invalid target group.", "e-400"),
+        (l404, 404, 4130, "Group does not exist: grp_eng.", "e-404"),
+    ] {
+        assert_eq!(
+            header_str(letter, "failure-reason").as_deref(),
+            Some("zoom_rejected")
+        );
+        assert_eq!(header_int(letter, "zoom-http-status"), Some(status));
+        assert_eq!(header_int(letter, "zoom-error-code"), Some(code));
+        assert_eq!(
+            header_str(letter, "zoom-error-message").as_deref(),
+            Some(message)
+        );
+        // The PATCH and the one duplicate check.
+        assert_eq!(header_int(letter, "failure-attempts"), Some(2));
+        assert_eq!(
+            header_str(letter, "source-queue").as_deref(),
+            Some(app.queue.as_str())
+        );
+        let failed_at = header_str(letter, "failed-at").unwrap();
+        let failed_at = OffsetDateTime::parse(&failed_at, &Rfc3339).expect("RFC 3339");
+        assert_eq!(failed_at.offset(), time::UtcOffset::UTC);
+        assert_eq!(
+            letter.properties.message_id().as_ref().map(|s| s.as_str()),
+            Some(id)
+        );
+        assert_eq!(*letter.properties.delivery_mode(), Some(2), "persistent");
+        let headers = letter.properties.headers().clone().unwrap();
+        assert!(
+            headers
+                .inner()
+                .keys()
+                .all(|k| !k.as_str().starts_with("x-")),
+            "no x- headers: {headers:?}"
+        );
+    }
+    assert_eq!(
+        l400.properties.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/vnd.hr+json")
+    );
+    app.stop_and_assert_queues_empty().await;
+}
+
+#[tokio::test]
+async fn an_unmapped_department_is_dead_lettered() {
+    let mut app = TestApp::spawn().await;
+    app.publish_json(event("e-unmapped", "U1", Some("Engineering"), "Legal"))
+        .await;
+    let letters = app.dead_letters(1).await;
+    assert_eq!(
+        header_str(&letters[0], "failure-reason").as_deref(),
+        Some("unmapped_department")
+    );
+    assert!(header_str(&letters[0], "detail").unwrap().contains("Legal"));
+    assert_eq!(header_int(&letters[0], "failure-attempts"), Some(0));
+    assert_eq!(header_int(&letters[0], "zoom-http-status"), None);
+    app.stop_and_assert_queues_empty().await;
+    assert!(app.api_requests().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_unmapped_department_is_skipped_when_configured() {
+    let mut app =
+        TestApp::spawn_with(|s| s.worker.unmapped = zoom_dept_sync::config::Unmapped::Skip).await;
+    app.publish_json(event("e-unmapped", "U1", Some("Engineering"), "Legal"))
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&app.zoom)
+        .await;
+    app.publish_json(event("e-after", "U1", Some("Engineering"), "Sales"))
+        .await;
+    app.wait_for_api_requests(1).await;
+    app.stop_and_assert_queues_empty().await;
+}
+
+#[tokio::test]
+async fn a_deleted_dead_letter_queue_loses_nothing() {
+    let mut app = TestApp::spawn().await;
+    // The operator deletes the dead-letter queue while the daemon runs.
+    app.channel
+        .queue_delete(
+            app.dead_letter_queue.as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    app.publish(b"{not json").await;
+    // The broker returns the first dead letter as unroutable; the daemon
+    // declares the queue again and the requeued event lands there.
+    let letters = app.dead_letters(1).await;
+    assert_eq!(letters[0].data, b"{not json");
+    assert_eq!(
+        header_str(&letters[0], "failure-reason").as_deref(),
+        Some("invalid_payload")
+    );
+    app.stop_and_assert_queues_empty().await;
+}

@@ -1,0 +1,471 @@
+//! `TestApp`: one daemon, in-process, against the real broker and a wiremock
+//! Zoom, with its own queue pair. Every integration test starts here.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use zoom_dept_sync::config::{
+    AmqpSettings, HttpSettings, RetrySettings, Settings, WorkerSettings, ZoomCredentials,
+    ZoomSettings,
+};
+use zoom_dept_sync::mapping::Mapping;
+
+pub const TOKEN: &str = "test-access-token-1";
+pub const TOKEN_PATH: &str = "/oauth/token";
+pub const CLIENT_ID: &str = "test-client-id";
+pub const CLIENT_SECRET: &str = "test-client-secret";
+pub const ACCOUNT_ID: &str = "test-account";
+
+/// The mapping every test starts with.
+pub const DEPARTMENTS: [(&str, &str); 4] = [
+    ("Engineering", "grp_eng"),
+    ("Sales", "grp_sales"),
+    ("Support", "grp_support"),
+    ("Marketing", "grp_mkt"),
+];
+
+/// The broker: `AMQP_URL` when set (CI, this machine), else a RabbitMQ
+/// container started once for the whole test run (a laptop with Docker).
+pub fn amqp_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        std::env::var("AMQP_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(start_rabbitmq_container)
+    })
+    .clone()
+}
+
+fn start_rabbitmq_container() -> String {
+    use testcontainers::GenericImage;
+    use testcontainers::core::{IntoContainerPort, WaitFor};
+    use testcontainers::runners::AsyncRunner;
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The container lives on its own runtime for the whole run: each test's
+    // runtime ends with the test.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime for the container");
+        runtime.block_on(async move {
+            let container = GenericImage::new("rabbitmq", "3.13-management")
+                .with_exposed_port(5672.tcp())
+                .with_wait_for(WaitFor::message_on_stdout("Server startup complete"))
+                .start()
+                .await
+                .expect("AMQP_URL is not set and no RabbitMQ container could be started");
+            let port = container
+                .get_host_port_ipv4(5672)
+                .await
+                .expect("container port");
+            tx.send(format!("amqp://guest:guest@127.0.0.1:{port}/%2f"))
+                .expect("send url");
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().expect("RabbitMQ container did not start")
+}
+
+/// Queue names no other test (or earlier run) uses.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "zds-test.{prefix}.{}.{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        fastrand::u32(..)
+    )
+}
+
+/// Settings for a test: fast retries, no real rate limit, the test mapping.
+pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) -> Settings {
+    let departments: BTreeMap<String, String> = DEPARTMENTS
+        .iter()
+        .map(|(d, g)| ((*d).to_owned(), (*g).to_owned()))
+        .collect();
+    Settings {
+        amqp: AmqpSettings {
+            url: amqp_url().into(),
+            queue: queue.to_owned(),
+            dead_letter_queue: Some(dead_letter_queue.to_owned()),
+            prefetch: 64,
+            declare_topology: true,
+        },
+        zoom: ZoomSettings {
+            api_base_url: format!("{}/v2", zoom.uri()),
+            oauth_token_url: format!("{}{TOKEN_PATH}", zoom.uri()),
+            requests_per_second: 1000,
+            request_timeout_ms: 5000,
+        },
+        retry: RetrySettings {
+            initial_interval_ms: 50,
+            max_interval_ms: 500,
+            max_elapsed_secs: 10,
+        },
+        worker: WorkerSettings {
+            concurrency: 16,
+            ..WorkerSettings::default()
+        },
+        http: HttpSettings::default(),
+        mapping: Mapping::new(&departments).expect("test mapping"),
+        credentials: ZoomCredentials {
+            account_id: ACCOUNT_ID.into(),
+            client_id: CLIENT_ID.into(),
+            client_secret: CLIENT_SECRET.into(),
+        },
+    }
+}
+
+pub struct TestApp {
+    pub zoom: MockServer,
+    pub queue: String,
+    pub dead_letter_queue: String,
+    pub channel: Channel,
+    connection: Connection,
+    shutdown: CancellationToken,
+    daemon: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl TestApp {
+    /// A daemon with the default test settings.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A daemon whose settings `configure` adjusts first.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        let zoom = MockServer::start().await;
+        mount_token_endpoint(&zoom).await;
+        let queue = unique_name("in");
+        let dead_letter_queue = format!("{queue}.dead");
+        let mut settings = test_settings(&zoom, &queue, &dead_letter_queue);
+        configure(&mut settings);
+
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("test connection to the broker");
+        let channel = connection.create_channel().await.expect("test channel");
+        // Declared here too (same arguments as the daemon) so a test can
+        // publish before the daemon is up.
+        for q in [&queue, &dead_letter_queue] {
+            channel
+                .queue_declare(
+                    q.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("declare test queue");
+        }
+        let shutdown = CancellationToken::new();
+        let daemon = tokio::spawn(zoom_dept_sync::startup::run(settings, shutdown.clone()));
+        let app = Self {
+            zoom,
+            queue,
+            dead_letter_queue,
+            channel,
+            connection,
+            shutdown,
+            daemon: Some(daemon),
+        };
+        app.wait_until_consuming().await;
+        app
+    }
+
+    async fn wait_until_consuming(&self) {
+        eventually(
+            "the daemon consumes the input queue",
+            Duration::from_secs(20),
+            || async { self.queue_state(&self.queue).await.1 >= 1 },
+        )
+        .await;
+    }
+
+    /// (ready messages, consumers) of a queue; on a channel of its own, since
+    /// a failed passive declare closes the channel.
+    pub async fn queue_state(&self, queue: &str) -> (u32, u32) {
+        let channel = self.connection.create_channel().await.expect("channel");
+        let q = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue exists");
+        let _ = channel.close(200, "".into()).await;
+        (q.message_count(), q.consumer_count())
+    }
+
+    pub async fn publish(&self, body: &[u8]) {
+        self.publish_with(
+            body,
+            BasicProperties::default().with_content_type("application/json".into()),
+        )
+        .await;
+    }
+
+    pub async fn publish_json(&self, event: serde_json::Value) {
+        self.publish(event.to_string().as_bytes()).await;
+    }
+
+    pub async fn publish_with(&self, body: &[u8], properties: BasicProperties) {
+        self.channel
+            .basic_publish(
+                "".into(),
+                self.queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("publish confirm");
+    }
+
+    /// Waits for `count` dead letters and takes them off the queue. The queue
+    /// may be missing for a while (a test deletes it): a failed get closes
+    /// its channel, so each failure gets a new one.
+    pub async fn dead_letters(&self, count: usize) -> Vec<Delivery> {
+        let mut letters = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut channel = self.channel.clone();
+        while letters.len() < count {
+            let got = channel
+                .basic_get(
+                    self.dead_letter_queue.as_str().into(),
+                    BasicGetOptions { no_ack: true },
+                )
+                .await;
+            match got {
+                Ok(Some(message)) => {
+                    letters.push(message.delivery);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(_) => channel = self.connection.create_channel().await.expect("new channel"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {count} dead letters, got {}",
+                letters.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        letters
+    }
+
+    /// Stops the daemon gracefully; afterwards nothing is unacked, so queue
+    /// counts are final.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(daemon) = self.daemon.take() {
+            tokio::time::timeout(Duration::from_secs(40), daemon)
+                .await
+                .expect("daemon stops within the grace")
+                .expect("daemon task")
+                .expect("daemon result");
+        }
+    }
+
+    /// Stops the daemon and asserts both queues are empty: every event was
+    /// settled and none was dead-lettered.
+    pub async fn stop_and_assert_queues_empty(&mut self) {
+        self.stop().await;
+        assert_eq!(
+            self.queue_state(&self.queue).await.0,
+            0,
+            "input queue empty"
+        );
+        assert_eq!(
+            self.queue_state(&self.dead_letter_queue).await.0,
+            0,
+            "dead-letter queue empty"
+        );
+    }
+
+    /// Requests Zoom received, less the token endpoint.
+    pub async fn api_requests(&self) -> Vec<Request> {
+        self.zoom
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.url.path() != TOKEN_PATH)
+            .collect()
+    }
+
+    pub async fn token_requests(&self) -> usize {
+        self.zoom
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path() == TOKEN_PATH)
+            .count()
+    }
+
+    /// Waits until Zoom received `count` API requests and returns them.
+    pub async fn wait_for_api_requests(&self, count: usize) -> Vec<Request> {
+        eventually(
+            &format!("Zoom receives {count} API requests"),
+            Duration::from_secs(30),
+            || async { self.api_requests().await.len() >= count },
+        )
+        .await;
+        self.api_requests().await
+    }
+}
+
+impl Drop for TestApp {
+    /// Deletes the test's queues even when the test failed (the broker
+    /// outlives the tests). Uses its own connection on its own thread: the
+    /// test's runtime may be the one being dropped.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let queues = [self.queue.clone(), self.dead_letter_queue.clone()];
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let Ok(connection) =
+                    Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+                else {
+                    return;
+                };
+                if let Ok(channel) = connection.create_channel().await {
+                    for q in queues {
+                        let _ = channel
+                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                }
+                let _ = connection.close(200, "test done".into()).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Polls `condition` until it holds; fails the test after `within`.
+pub async fn eventually<F, Fut>(what: &str, within: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn mount_token_endpoint(zoom: &MockServer) {
+    Mock::given(method("POST"))
+        .and(path(TOKEN_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "access_token": TOKEN,
+            "token_type": "bearer",
+            "expires_in": 3600,
+            "scope": "group:write:admin user:read:admin",
+        })))
+        .mount(zoom)
+        .await;
+}
+
+/// A valid event; `user` is a Zoom user id.
+pub fn event(id: &str, user: &str, previous: Option<&str>, new: &str) -> serde_json::Value {
+    serde_json::json!({
+        "event_id": id,
+        "zoom_user_id": user,
+        "email": format!("{}@example.com", user.to_lowercase()),
+        "previous_department": previous,
+        "new_department": new,
+        "occurred_at": "2026-11-26T09:00:00Z",
+    })
+}
+
+/// Answers with a script of responses, one per request (the last repeats),
+/// and records when each request came.
+#[derive(Clone)]
+pub struct Script {
+    responses: Arc<Vec<ResponseTemplate>>,
+    pub times: Arc<Mutex<Vec<SystemTime>>>,
+}
+
+impl Script {
+    pub fn new(responses: Vec<ResponseTemplate>) -> Self {
+        assert!(!responses.is_empty());
+        Self {
+            responses: Arc::new(responses),
+            times: Arc::default(),
+        }
+    }
+
+    pub fn times(&self) -> Vec<SystemTime> {
+        self.times.lock().unwrap().clone()
+    }
+}
+
+impl Respond for Script {
+    fn respond(&self, _request: &Request) -> ResponseTemplate {
+        let mut times = self.times.lock().unwrap();
+        times.push(SystemTime::now());
+        let i = (times.len() - 1).min(self.responses.len() - 1);
+        self.responses[i].clone()
+    }
+}
+
+/// A Zoom error body.
+pub fn zoom_error(status: u16, code: i64, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status)
+        .set_body_json(serde_json::json!({"code": code, "message": message}))
+}
+
+/// A header of a delivered message, as text (strings) or as an integer.
+pub fn header(delivery: &Delivery, name: &str) -> Option<AMQPValue> {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(name).cloned())
+}
+
+pub fn header_str(delivery: &Delivery, name: &str) -> Option<String> {
+    match header(delivery, name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        other => panic!("header {name} is not a string: {other:?}"),
+    }
+}
+
+pub fn header_int(delivery: &Delivery, name: &str) -> Option<i64> {
+    match header(delivery, name)? {
+        AMQPValue::LongLongInt(i) => Some(i),
+        AMQPValue::LongInt(i) => Some(i.into()),
+        AMQPValue::ShortInt(i) => Some(i.into()),
+        other => panic!("header {name} is not an integer: {other:?}"),
+    }
+}

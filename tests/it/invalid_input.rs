@@ -1,0 +1,76 @@
+//! Bad input is dead-lettered as `invalid_payload` without any Zoom call, and
+//! the daemon goes on with the next event.
+
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{TestApp, event, header_int, header_str};
+
+#[tokio::test]
+async fn invalid_messages_are_dead_lettered_and_the_next_event_is_processed() {
+    let mut app = TestApp::spawn().await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&app.zoom)
+        .await;
+
+    let mut one_mib =
+        br#"{"event_id":"big","zoom_user_id":"U1","new_department":"Sales","pad":""#.to_vec();
+    one_mib.resize(1024 * 1024 - 2, b'x');
+    one_mib.extend_from_slice(b"\"}");
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("malformed", b"{\"event_id\": \"e1\", ".to_vec()),
+        ("1 MiB", one_mib),
+        ("not UTF-8", vec![0xff, 0xfe, b'{', 0x80]),
+        (
+            "dot-dot",
+            event("e-dotdot", "../../users/me", Some("Engineering"), "Sales")
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "query",
+            event("e-query", "abc?x=1", Some("Engineering"), "Sales")
+                .to_string()
+                .into_bytes(),
+        ),
+    ];
+    for (_, body) in &bad {
+        app.publish(body).await;
+    }
+    app.publish_json(event("e-valid", "U1", Some("Engineering"), "Sales"))
+        .await;
+
+    let letters = app.dead_letters(bad.len()).await;
+    for (what, body) in &bad {
+        let letter = letters
+            .iter()
+            .find(|l| &l.data == body)
+            .unwrap_or_else(|| panic!("no dead letter for the {what} message"));
+        assert_eq!(
+            header_str(letter, "failure-reason").as_deref(),
+            Some("invalid_payload"),
+            "{what}"
+        );
+        assert!(
+            header_str(letter, "detail").is_some_and(|d| !d.is_empty()),
+            "{what}"
+        );
+        assert_eq!(header_int(letter, "failure-attempts"), Some(0), "{what}");
+    }
+    let dotdot = letters.iter().find(|l| l.data == bad[3].1).unwrap();
+    assert_eq!(
+        dotdot.properties.message_id().as_ref().map(|s| s.as_str()),
+        Some("e-dotdot")
+    );
+    assert!(
+        header_str(dotdot, "detail")
+            .unwrap()
+            .contains("zoom_user_id")
+    );
+
+    let requests = app.wait_for_api_requests(1).await;
+    app.stop_and_assert_queues_empty().await;
+    assert_eq!(requests.len(), 1, "only the valid event reached Zoom");
+    assert_eq!(requests[0].url.path(), "/v2/groups/grp_eng/members/U1");
+}
