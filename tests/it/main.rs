@@ -5,5 +5,8 @@ mod config_errors;
 mod dead_letters;
 mod helpers;
 mod invalid_input;
+mod lookups;
 mod moves;
+mod ordering;
+mod rate_limit;
 mod retries;
