@@ -54,6 +54,18 @@ pub struct AmqpSettings {
     pub dead_letter_queue: Option<String>,
     pub prefetch: u16,
     pub declare_topology: bool,
+    /// Declare the input queue with `x-single-active-consumer`, so replicas
+    /// stand by while one consumes (failover).
+    pub single_active_consumer: bool,
+    /// `classic`, or `quorum` for a replicated queue on a RabbitMQ cluster.
+    pub queue_type: QueueType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueType {
+    Classic,
+    Quorum,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +141,8 @@ impl Default for AmqpSettings {
             dead_letter_queue: None,
             prefetch: 64,
             declare_topology: true,
+            single_active_consumer: false,
+            queue_type: QueueType::Classic,
         }
     }
 }
@@ -413,6 +427,17 @@ mod tests {
         let env = |name: &str| (name != "ZOOM_CLIENT_SECRET").then(|| "x".to_owned());
         let err = Settings::load(f.path(), &env).unwrap_err().to_string();
         assert!(err.contains("ZOOM_CLIENT_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let s = Settings::load(&path, &env_with_secrets).unwrap();
+        assert_eq!(
+            s.mapping.group_of("engineering").unwrap().as_str(),
+            "grp_eng_0001"
+        );
+        assert_eq!(s.amqp.queue_type, QueueType::Classic);
     }
 
     #[test]

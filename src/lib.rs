@@ -4,7 +4,10 @@
 pub mod broker;
 pub mod config;
 pub mod event;
+pub mod health;
+pub mod http;
 pub mod mapping;
+pub mod metrics;
 pub mod ordering;
 pub mod outcome;
 pub mod retry;

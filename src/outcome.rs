@@ -19,12 +19,18 @@ pub enum Outcome {
     Skipped { why: &'static str },
     /// Cannot be applied: goes to the dead-letter queue, then is acked.
     DeadLetter(DeadLetter),
-    /// Not the event's fault and not now (rate limit, auth, shutdown): back to
-    /// the broker, to be tried again.
-    Requeue {
-        why: String,
-        resume_at: Option<Instant>,
-    },
+    /// Not the event's fault and not now: back to the broker, and the daemon
+    /// pauses consuming until the cause is over.
+    Requeue { why: String, cause: RequeueCause },
+}
+
+/// Why an event went back to the broker; decides how the pause ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequeueCause {
+    /// Zoom's rate limit holds calls back until this instant.
+    RateLimited { until: Instant },
+    /// Zoom refused the app's credentials or scopes: retry with backoff.
+    Auth,
 }
 
 #[derive(Debug, Clone)]

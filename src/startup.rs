@@ -5,14 +5,27 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::broker;
+use crate::broker::{self, Daemon};
 use crate::config::Settings;
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::worker::Worker;
 
 /// Runs the daemon until `shutdown` is cancelled and in-flight work is
 /// settled or handed back.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
-    let worker = Arc::new(Worker::new(&settings)?);
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let daemon = Daemon {
+        worker: Arc::new(Worker::new(&settings, Arc::clone(&metrics))?),
+        health: Arc::clone(&health),
+        metrics: Arc::clone(&metrics),
+        shutdown_grace: settings.worker.shutdown_grace(),
+    };
+    // The HTTP server stops after the broker loop, so /readyz reports the
+    // shutdown while in-flight events finish.
+    let http_stop = CancellationToken::new();
+    let http = crate::http::serve(settings.http.listen, health, metrics, http_stop.clone()).await?;
     tracing::info!(
         queue = %settings.amqp.queue,
         dead_letter_queue = %settings.amqp.dead_letter_queue(),
@@ -20,7 +33,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         requests_per_second = settings.zoom.requests_per_second,
         "zoom-dept-sync starting"
     );
-    broker::run(Arc::new(settings), worker, shutdown).await;
+    broker::run(&settings, daemon, shutdown).await;
+    http_stop.cancel();
+    let _ = http.await;
     tracing::info!("zoom-dept-sync stopped");
     Ok(())
 }

@@ -13,15 +13,14 @@ use tokio::time::Instant;
 use crate::config::{Settings, Unmapped};
 use crate::event::{DepartmentChange, Email, EventId, UserRef, ZoomUserId};
 use crate::mapping::{GroupId, Mapping, Plan};
+use crate::metrics::Metrics;
 use crate::ordering::{KeyedOrder, Turn};
-use crate::outcome::{FailureReason, Outcome};
+use crate::outcome::{FailureReason, Outcome, RequeueCause};
 use crate::zoom::{Attempts, Client, ErrorKind, Failure, UserPath, ZoomError, ZoomUser};
 
 /// How long an email → Zoom id answer is trusted.
 const EMAIL_CACHE_TTL: Duration = Duration::from_secs(3600);
 const EMAIL_CACHE_CAPACITY: u64 = 10_000;
-/// How long to hold events back after Zoom refused the app's credentials.
-const AUTH_RETRY_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Worker {
     zoom: Client,
@@ -62,9 +61,9 @@ struct Run<'a> {
 }
 
 impl Worker {
-    pub fn new(settings: &Settings) -> Result<Self, String> {
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, String> {
         Ok(Self {
-            zoom: Client::new(settings)?,
+            zoom: Client::new(settings, metrics)?,
             mapping: settings.mapping.clone(),
             unmapped: settings.worker.unmapped,
             slots: Semaphore::new(settings.worker.concurrency),
@@ -293,18 +292,19 @@ impl Worker {
             Failure::Exhausted(e) => Outcome::zoom_failure(FailureReason::RetriesExhausted, e),
             Failure::RateLimited { until } => Outcome::Requeue {
                 why: "Zoom's rate limit holds calls back past the retry budget".into(),
-                resume_at: Some(until),
+                cause: RequeueCause::RateLimited { until },
             },
             Failure::Auth(e) => Outcome::Requeue {
                 why: format!("Zoom refused the app's credentials or scopes: {e}"),
-                resume_at: Some(Instant::now() + AUTH_RETRY_WAIT),
+                cause: RequeueCause::Auth,
             },
         }
     }
 
-    /// When Zoom's rate limit holds every call back: the instant it lifts.
-    pub fn rate_limited_until(&self) -> Option<Instant> {
-        self.zoom.rate_limited_until()
+    /// Asks the token endpoint for a new token: `Ok` once the credentials
+    /// work again, so a pause for auth failures can end.
+    pub async fn probe_credentials(&self) -> Result<(), String> {
+        self.zoom.refresh_token().await.map_err(|e| e.to_string())
     }
 }
 

@@ -1,25 +1,30 @@
 //! One session's consume loop: take deliveries in order, hand each to the
-//! worker as its own task, settle it with its own acker.
+//! worker as its own task, settle it with its own acker; pause consuming
+//! while Zoom cannot take calls.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use lapin::Consumer;
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
 use lapin::types::FieldTable;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::settle::{Settled, Settler};
-use super::{RECOVERY_LIMIT, Session};
-use crate::config::Settings;
-use crate::outcome::Outcome;
-use crate::worker::{Processed, Worker};
+use super::{Daemon, RECOVERY_LIMIT, Session};
+use crate::outcome::{Outcome, RequeueCause};
+use crate::worker::Processed;
 
 const CONSUMER_TAG: &str = "zoom-dept-sync";
+/// First wait after Zoom refused the credentials; doubles up to the maximum.
+const AUTH_RETRY_FIRST: Duration = Duration::from_secs(2);
+const AUTH_RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// Why a session's loop ended.
 #[derive(Debug)]
@@ -30,84 +35,140 @@ pub enum SessionEnd {
     Lost(String),
 }
 
-/// "Take no more deliveries until …", set when an event is requeued because
-/// of Zoom's rate limit or credentials, so the daemon does not spin.
-#[derive(Default)]
-struct Pause(Mutex<Option<Instant>>);
+/// A request to stop consuming for a while, set by a requeued event, plus
+/// the current wait between credential probes (it grows while auth fails).
+struct PauseRequest {
+    slot: Mutex<Option<(RequeueCause, String)>>,
+    requested: Notify,
+    auth_wait: Mutex<Duration>,
+}
 
-impl Pause {
-    fn until(&self, resume_at: Instant) {
-        let mut until = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if until.is_none_or(|u| u < resume_at) {
-            *until = Some(resume_at);
+impl PauseRequest {
+    fn new() -> Self {
+        Self {
+            slot: Mutex::default(),
+            requested: Notify::new(),
+            auth_wait: Mutex::new(AUTH_RETRY_FIRST),
         }
     }
 
-    fn current(&self) -> Option<Instant> {
-        let until = *self.0.lock().unwrap_or_else(|e| e.into_inner());
-        until.filter(|u| *u > Instant::now())
+    fn set(&self, cause: RequeueCause, why: &str) {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        // A rate-limit pause with a later end wins over an earlier one.
+        let keep = matches!(
+            (&*slot, cause),
+            (Some((RequeueCause::RateLimited { until: a }, _)), RequeueCause::RateLimited { until: b }) if *a >= b
+        );
+        if !keep {
+            *slot = Some((cause, why.to_owned()));
+        }
+        self.requested.notify_one();
+    }
+
+    fn take(&self) -> Option<(RequeueCause, String)> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Resolves once a pause is requested.
+    async fn wait(&self) {
+        while self
+            .slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            self.requested.notified().await;
+        }
+    }
+
+    /// The wait before the next credential probe; doubles it for the one after.
+    fn next_auth_wait(&self) -> Duration {
+        let mut wait = self.auth_wait.lock().unwrap_or_else(|e| e.into_inner());
+        let current = *wait;
+        *wait = (current * 2).min(AUTH_RETRY_MAX);
+        current
+    }
+
+    /// Zoom accepted a call: auth waits start small again.
+    fn zoom_worked(&self) {
+        *self.auth_wait.lock().unwrap_or_else(|e| e.into_inner()) = AUTH_RETRY_FIRST;
     }
 }
 
 pub(super) async fn consume(
     session: &Session,
-    settings: &Settings,
-    worker: &Arc<Worker>,
+    daemon: &Daemon,
     shutdown: &CancellationToken,
 ) -> SessionEnd {
-    let mut deliveries = match session
-        .consuming
-        .basic_consume(
-            session.topology.queue.as_str().into(),
-            CONSUMER_TAG.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-    {
+    let mut deliveries = match start_consuming(session).await {
         Ok(consumer) => consumer,
         Err(e) => return SessionEnd::Lost(format!("cannot consume: {e}")),
     };
+    daemon.health.consuming();
     let settler = Arc::new(Settler::new(
         session.publishing.clone(),
         session.topology.clone(),
     ));
     let tracker = TaskTracker::new();
     let abandon = CancellationToken::new();
-    let pause = Arc::new(Pause::default());
+    let pause = Arc::new(PauseRequest::new());
     let mut watchdog = tokio::time::interval(Duration::from_secs(1));
     let mut down_since: Option<Instant> = None;
 
     let end = loop {
-        if let Some(until) = pause.current() {
-            tracing::warn!(
-                resume_in_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64,
-                "pausing consumption"
-            );
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => continue,
-                _ = shutdown.cancelled() => break SessionEnd::Shutdown,
+        if let Some((cause, why)) = pause.take() {
+            stop_consuming(session, &mut deliveries).await;
+            let resumed = wait_out_pause(daemon, cause, &why, &pause, shutdown).await;
+            daemon.health.resumed();
+            if !resumed {
+                break SessionEnd::Shutdown;
             }
+            deliveries = match start_consuming(session).await {
+                Ok(consumer) => consumer,
+                Err(e) => {
+                    break SessionEnd::Lost(format!("cannot consume again after a pause: {e}"));
+                }
+            };
+            tracing::info!("resumed consuming");
+            continue;
         }
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break SessionEnd::Shutdown,
             _ = watchdog.tick() => {
                 if session.connection.status().connected() {
-                    down_since = None;
-                } else if down_since.get_or_insert_with(Instant::now).elapsed() > RECOVERY_LIMIT {
-                    break SessionEnd::Lost("the connection did not recover in time".into());
+                    if down_since.take().is_some() {
+                        tracing::info!("broker connection recovered");
+                        daemon.health.consuming();
+                    }
+                } else {
+                    let since = *down_since.get_or_insert_with(|| {
+                        tracing::warn!("broker connection lost; lapin is recovering it");
+                        daemon.health.broker_down("broker connection lost; recovering");
+                        Instant::now()
+                    });
+                    if since.elapsed() > RECOVERY_LIMIT {
+                        break SessionEnd::Lost("the connection did not recover in time".into());
+                    }
                 }
             }
+            _ = pause.wait() => {}
             next = deliveries.next() => match next {
                 Some(Ok(delivery)) => {
-                    dispatch(delivery, worker, &settler, &tracker, &abandon, &pause);
+                    dispatch(delivery, daemon, &settler, &tracker, &abandon, &pause);
                 }
                 Some(Err(e)) => break SessionEnd::Lost(format!("consumer failed: {e}")),
-                None => break SessionEnd::Lost("the broker cancelled the consumer (was the queue deleted?)".into()),
+                None => {
+                    tracing::error!(queue = %session.topology.queue, "the broker cancelled the consumer: was the queue deleted?");
+                    break SessionEnd::Lost("the broker cancelled the consumer".into());
+                }
             },
         }
     };
+    daemon.health.broker_down(match &end {
+        SessionEnd::Shutdown => "shutting down".to_owned(),
+        SessionEnd::Lost(why) => why.clone(),
+    });
 
     // Take no more; what is buffered but not dispatched goes back to the
     // broker when the channel closes.
@@ -117,7 +178,7 @@ pub(super) async fn consume(
         .await;
     tracker.close();
     if let SessionEnd::Shutdown = end {
-        let grace = settings.worker.shutdown_grace();
+        let grace = daemon.shutdown_grace;
         tracing::info!(
             in_flight = tracker.len(),
             grace_secs = grace.as_secs(),
@@ -135,19 +196,98 @@ pub(super) async fn consume(
     end
 }
 
+async fn start_consuming(session: &Session) -> Result<Consumer, lapin::Error> {
+    session
+        .consuming
+        .basic_consume(
+            session.topology.queue.as_str().into(),
+            CONSUMER_TAG.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Cancels the consumer and hands back what it had buffered, so no delivery
+/// sits unacked through a pause (RabbitMQ's consumer timeout is 30 minutes;
+/// a daily rate limit is longer).
+async fn stop_consuming(session: &Session, deliveries: &mut Consumer) {
+    if let Err(e) = session
+        .consuming
+        .basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default())
+        .await
+    {
+        tracing::warn!(error = %e, "cannot cancel the consumer");
+    }
+    let requeue = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    let mut handed_back = 0;
+    while let Ok(Some(Ok(delivery))) =
+        tokio::time::timeout(Duration::from_millis(200), deliveries.next()).await
+    {
+        let _ = delivery.nack(requeue).await;
+        handed_back += 1;
+    }
+    tracing::info!(handed_back, "stopped consuming");
+}
+
+/// Waits until the cause of a pause is over. `false` if shutdown came first.
+async fn wait_out_pause(
+    daemon: &Daemon,
+    cause: RequeueCause,
+    why: &str,
+    pause: &PauseRequest,
+    shutdown: &CancellationToken,
+) -> bool {
+    match cause {
+        RequeueCause::RateLimited { until } => {
+            daemon.health.paused(why, Some(until));
+            tracing::warn!(
+                resume_in_secs = until.saturating_duration_since(Instant::now()).as_secs(),
+                reason = why,
+                "pausing consumption until Zoom's rate limit lifts"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => true,
+                _ = shutdown.cancelled() => false,
+            }
+        }
+        RequeueCause::Auth => loop {
+            let wait = pause.next_auth_wait();
+            daemon.health.paused(why, None);
+            tracing::error!(
+                retry_in_secs = wait.as_secs(),
+                reason = why,
+                "pausing consumption: Zoom refuses the app's credentials"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => return false,
+            }
+            match daemon.worker.probe_credentials().await {
+                Ok(()) => return true,
+                Err(e) => tracing::error!(error = %e, "Zoom still refuses the credentials"),
+            }
+        },
+    }
+}
+
 /// Spawns one delivery's processing and settling.
 fn dispatch(
     delivery: Delivery,
-    worker: &Arc<Worker>,
+    daemon: &Daemon,
     settler: &Arc<Settler>,
     tracker: &TaskTracker,
     abandon: &CancellationToken,
-    pause: &Arc<Pause>,
+    pause: &Arc<PauseRequest>,
 ) {
+    daemon.metrics.events_consumed.inc();
     // In delivery order: this is what keeps one user's events in sequence.
-    let prepared = worker.prepare(&delivery.data);
-    let (worker, settler, abandon, pause) = (
-        Arc::clone(worker),
+    let prepared = daemon.worker.prepare(&delivery.data);
+    let (daemon, settler, abandon, pause) = (
+        daemon.clone(),
         Arc::clone(settler),
         abandon.clone(),
         Arc::clone(pause),
@@ -159,18 +299,30 @@ fn dispatch(
     );
     tracker.spawn(
         async move {
+            daemon.metrics.events_in_flight.inc();
             let processed = tokio::select! {
-                processed = worker.process(prepared) => processed,
-                _ = abandon.cancelled() => {
-                    let settled = settler.abandon(&delivery).await;
-                    tracing::warn!(?settled, "shutdown grace over: event handed back to the broker");
-                    return;
-                }
+                processed = daemon.worker.process(prepared) => Some(processed),
+                _ = abandon.cancelled() => None,
             };
-            if let Outcome::Requeue { resume_at: Some(at), .. } = &processed.outcome {
-                pause.until(*at);
+            let Some(processed) = processed else {
+                let settled = settler.abandon(&delivery).await;
+                tracing::warn!(
+                    ?settled,
+                    "shutdown grace over: event handed back to the broker"
+                );
+                daemon.metrics.events_in_flight.dec();
+                return;
+            };
+            match &processed.outcome {
+                Outcome::Requeue { cause, why } => pause.set(*cause, why),
+                Outcome::Applied | Outcome::Added | Outcome::AlreadyApplied => pause.zoom_worked(),
+                _ => {}
             }
             let settled = settler.settle(&delivery, &processed).await;
+            if !matches!(settled, Settled::NotSettled(_)) {
+                daemon.metrics.record_outcome(&processed.outcome);
+            }
+            daemon.metrics.events_in_flight.dec();
             log_outcome(&processed, &settled);
         }
         .instrument(span),

@@ -20,6 +20,8 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::worker::Worker;
 pub use consumer::SessionEnd;
 use topology::Topology;
@@ -27,6 +29,15 @@ use topology::Topology;
 /// How long a connection may stay down (lapin recovering) before it is
 /// dropped and rebuilt.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
+
+/// What every session shares with the rest of the daemon.
+#[derive(Clone)]
+pub struct Daemon {
+    pub worker: Arc<Worker>,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown_grace: Duration,
+}
 
 /// An open connection with its two channels: one consumes, one publishes dead
 /// letters in confirm mode (confirms on the consuming channel would slow acks).
@@ -41,7 +52,7 @@ impl Session {
     async fn open(settings: &Settings) -> Result<Self, lapin::Error> {
         let properties = ConnectionProperties::default()
             .enable_auto_recover()
-            .with_connection_name("zoom-dept-sync".into());
+            .with_connection_name(format!("zoom-dept-sync {}", settings.amqp.queue).into());
         let connection = Connection::connect(settings.amqp.url.expose_secret(), properties).await?;
         let topology = Topology::new(&settings.amqp);
         let consuming = connection.create_channel().await?;
@@ -70,14 +81,19 @@ impl Session {
 }
 
 /// Consumes until `shutdown` fires, reconnecting as often as needed.
-pub async fn run(settings: Arc<Settings>, worker: Arc<Worker>, shutdown: CancellationToken) {
+pub async fn run(settings: &Settings, daemon: Daemon, shutdown: CancellationToken) {
     let mut delays = reconnect_delays();
+    let mut sessions = 0u64;
     loop {
-        let end = match Session::open(&settings).await {
+        let end = match Session::open(settings).await {
             Ok(session) => {
+                sessions += 1;
+                if sessions > 1 {
+                    daemon.metrics.broker_reconnects.inc();
+                }
                 tracing::info!(queue = %session.topology.queue, "connected to the broker; consuming");
                 delays = reconnect_delays();
-                let end = consumer::consume(&session, &settings, &worker, &shutdown).await;
+                let end = consumer::consume(&session, &daemon, &shutdown).await;
                 session.close().await;
                 end
             }
@@ -87,6 +103,7 @@ pub async fn run(settings: Arc<Settings>, worker: Arc<Worker>, shutdown: Cancell
             SessionEnd::Shutdown => return,
             SessionEnd::Lost(reason) => reason,
         };
+        daemon.health.broker_down(reason.clone());
         let delay = delays.next().unwrap_or(Duration::from_secs(30));
         tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "broker session ended; reconnecting");
         tokio::select! {

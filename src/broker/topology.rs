@@ -3,15 +3,17 @@
 
 use lapin::Channel;
 use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable, LongString};
 
-use crate::config::AmqpSettings;
+use crate::config::{AmqpSettings, QueueType};
 
 #[derive(Debug, Clone)]
 pub struct Topology {
     pub queue: String,
     pub dead_letter_queue: String,
     pub declare: bool,
+    single_active_consumer: bool,
+    queue_type: QueueType,
 }
 
 impl Topology {
@@ -20,7 +22,25 @@ impl Topology {
             queue: settings.queue.clone(),
             dead_letter_queue: settings.dead_letter_queue(),
             declare: settings.declare_topology,
+            single_active_consumer: settings.single_active_consumer,
+            queue_type: settings.queue_type,
         }
+    }
+
+    /// The arguments a queue is declared with; a redeclaration with other
+    /// arguments fails, so they come from this one place.
+    pub fn arguments(&self, queue: &str) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        if self.queue_type == QueueType::Quorum {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString(LongString::from("quorum")),
+            );
+        }
+        if self.single_active_consumer && queue == self.queue {
+            arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        }
+        arguments
     }
 
     /// Declares both queues, or checks that they exist.
@@ -38,7 +58,7 @@ impl Topology {
             ..QueueDeclareOptions::default()
         };
         channel
-            .queue_declare(queue.into(), options, FieldTable::default())
+            .queue_declare(queue.into(), options, self.arguments(queue))
             .await
             .map(drop)
     }

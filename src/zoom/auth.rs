@@ -73,6 +73,13 @@ impl TokenSource {
         Ok(token)
     }
 
+    /// Fetches a new token now, replacing the cached one.
+    pub async fn refresh(&self) -> Result<(), ZoomError> {
+        let mut cached = self.cached.lock().await;
+        *cached = Some(self.fetch().await?);
+        Ok(())
+    }
+
     /// Forgets `refused` (Zoom answered 401 to it) unless a newer token has
     /// replaced it already.
     pub async fn invalidate(&self, refused: &AccessToken) {

@@ -8,6 +8,7 @@ pub mod error;
 pub mod rate;
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use url::Url;
 use crate::config::{RetrySettings, Settings};
 use crate::event::{Email, ZoomUserId};
 use crate::mapping::GroupId;
+use crate::metrics::Metrics;
 use crate::retry::{self, Budget, Stop};
 use auth::TokenSource;
 pub use error::{ErrorKind, ZoomError};
@@ -73,10 +75,11 @@ pub struct Client {
     tokens: TokenSource,
     gate: RateGate,
     retry: RetrySettings,
+    metrics: Arc<Metrics>,
 }
 
 impl Client {
-    pub fn new(settings: &Settings) -> Result<Self, String> {
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .timeout(settings.zoom.request_timeout())
             .user_agent(concat!("zoom-dept-sync/", env!("CARGO_PKG_VERSION")))
@@ -96,12 +99,13 @@ impl Client {
             api_base,
             gate: RateGate::new(rate),
             retry: settings.retry.clone(),
+            metrics,
         })
     }
 
-    /// When a 429 holds every call back: the instant calls resume.
-    pub fn rate_limited_until(&self) -> Option<Instant> {
-        self.gate.closed_until()
+    /// Drops the cached token and fetches a new one.
+    pub async fn refresh_token(&self) -> Result<(), ZoomError> {
+        self.tokens.refresh().await
     }
 
     /// `PATCH /groups/{from}/members/{user}` `{"action":"move","target_group_id":to}`.
@@ -200,6 +204,7 @@ impl Client {
                 budget.next_wait(step, e.server_wait, e.kind == ErrorKind::RateLimited)
             })
             .notify(|e: &ZoomError, wait: Duration| {
+                self.metrics.zoom_retries.inc();
                 tracing::warn!(
                     method = %request.method,
                     path = request.url.path(),
@@ -248,10 +253,14 @@ impl Client {
         deadline: Instant,
         attempts: &Attempts,
     ) -> Result<Vec<u8>, ZoomError> {
+        if self.gate.closed_until().is_some() {
+            self.metrics.rate_limit_waits.inc();
+        }
         if let Err(opens) = self.gate.admit(deadline).await {
             return Err(ZoomError::gate_closed(opens));
         }
         attempts.add_one();
+        let started = Instant::now();
         let mut builder = self
             .http
             .request(request.method.clone(), request.url.clone())
@@ -259,16 +268,21 @@ impl Client {
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| ZoomError::from_transport(&e))?;
+        let method = request.method.as_str();
+        let response = match builder.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                self.metrics
+                    .record_call(method, None, e.is_timeout(), started.elapsed());
+                return Err(ZoomError::from_transport(&e));
+            }
+        };
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| ZoomError::from_transport(&e))?;
+        let body = response.bytes().await;
+        self.metrics
+            .record_call(method, Some(status.as_u16()), false, started.elapsed());
+        let body = body.map_err(|e| ZoomError::from_transport(&e))?;
         if status.is_success() {
             return Ok(body.to_vec());
         }

@@ -91,6 +91,12 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// A port nobody listens on right now, for the daemon's HTTP server.
+pub fn free_local_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr")
+}
+
 /// Settings for a test: fast retries, no real rate limit, the test mapping.
 pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) -> Settings {
     let departments: BTreeMap<String, String> = DEPARTMENTS
@@ -103,7 +109,7 @@ pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) ->
             queue: queue.to_owned(),
             dead_letter_queue: Some(dead_letter_queue.to_owned()),
             prefetch: 64,
-            declare_topology: true,
+            ..AmqpSettings::default()
         },
         zoom: ZoomSettings {
             api_base_url: format!("{}/v2", zoom.uri()),
@@ -120,7 +126,9 @@ pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) ->
             concurrency: 16,
             ..WorkerSettings::default()
         },
-        http: HttpSettings::default(),
+        http: HttpSettings {
+            listen: free_local_port(),
+        },
         mapping: Mapping::new(&departments).expect("test mapping"),
         credentials: ZoomCredentials {
             account_id: ACCOUNT_ID.into(),
@@ -132,6 +140,8 @@ pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) ->
 
 pub struct TestApp {
     pub zoom: MockServer,
+    /// The daemon's /healthz, /readyz, /metrics address.
+    pub http: std::net::SocketAddr,
     pub queue: String,
     pub dead_letter_queue: String,
     pub channel: Channel,
@@ -154,6 +164,7 @@ impl TestApp {
         let dead_letter_queue = format!("{queue}.dead");
         let mut settings = test_settings(&zoom, &queue, &dead_letter_queue);
         configure(&mut settings);
+        let http = settings.http.listen;
 
         let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
             .await
@@ -175,6 +186,7 @@ impl TestApp {
         let daemon = tokio::spawn(zoom_dept_sync::startup::run(settings, shutdown.clone()));
         let app = Self {
             zoom,
+            http,
             queue,
             dead_letter_queue,
             channel,
@@ -300,6 +312,15 @@ impl TestApp {
             0,
             "dead-letter queue empty"
         );
+    }
+
+    /// GET on the daemon's HTTP server: (status, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(format!("http://{}{path}", self.http))
+            .await
+            .expect("daemon HTTP server answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
     }
 
     /// Requests Zoom received, less the token endpoint.

@@ -1,0 +1,67 @@
+//! What `/readyz` reports: ready only while connected, consuming and not
+//! paused. Each part of the daemon sets its own piece; nothing else decides.
+
+use std::sync::Mutex;
+
+use tokio::time::Instant;
+
+#[derive(Default)]
+pub struct Health {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// `None` while consuming; else why not.
+    broker_down: Option<String>,
+    /// Why consumption is paused, and until when if known.
+    paused: Option<(String, Option<Instant>)>,
+    started: bool,
+}
+
+impl Health {
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn consuming(&self) {
+        self.with(|s| {
+            s.started = true;
+            s.broker_down = None;
+        });
+    }
+
+    pub fn broker_down(&self, why: impl Into<String>) {
+        let why = why.into();
+        self.with(|s| s.broker_down = Some(why));
+    }
+
+    pub fn paused(&self, why: impl Into<String>, until: Option<Instant>) {
+        let why = why.into();
+        self.with(|s| s.paused = Some((why, until)));
+    }
+
+    pub fn resumed(&self) {
+        self.with(|s| s.paused = None);
+    }
+
+    /// `Ok` when ready, else a one-line reason.
+    pub fn readiness(&self) -> Result<(), String> {
+        self.with(|s| {
+            if !s.started {
+                return Err("not connected to the broker yet".into());
+            }
+            if let Some(why) = &s.broker_down {
+                return Err(format!("not consuming: {why}"));
+            }
+            match &s.paused {
+                Some((why, Some(until))) => Err(format!(
+                    "paused for {} s more: {why}",
+                    until.saturating_duration_since(Instant::now()).as_secs()
+                )),
+                Some((why, None)) => Err(format!("paused: {why}")),
+                None => Ok(()),
+            }
+        })
+    }
+}

@@ -1,0 +1,204 @@
+//! The daemon's Prometheus metrics, in one place so every name and label is
+//! visible together. Served at `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::outcome::Outcome;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    pub reason: &'static str,
+    /// Zoom's error code, or empty when no Zoom answer caused it.
+    pub zoom_code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub method: String,
+    /// The HTTP status, or `timeout` / `error` when no answer came.
+    pub status: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub events_consumed: Counter,
+    pub outcomes: Family<OutcomeLabels, Counter>,
+    pub dead_letters: Family<DeadLetterLabels, Counter>,
+    pub events_in_flight: Gauge,
+    pub zoom_calls: Family<CallLabels, Counter>,
+    pub zoom_call_seconds: Histogram,
+    pub zoom_retries: Counter,
+    pub rate_limit_waits: Counter,
+    pub broker_reconnects: Counter,
+    pub last_success: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("zoom_dept_sync");
+        let m = Self {
+            events_consumed: Counter::default(),
+            outcomes: Family::default(),
+            dead_letters: Family::default(),
+            events_in_flight: Gauge::default(),
+            zoom_calls: Family::default(),
+            zoom_call_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            zoom_retries: Counter::default(),
+            rate_limit_waits: Counter::default(),
+            broker_reconnects: Counter::default(),
+            last_success: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "events_consumed",
+            "Deliveries taken from the input queue",
+            m.events_consumed.clone(),
+        );
+        registry.register("events", "Events by final outcome", m.outcomes.clone());
+        registry.register(
+            "dead_letters",
+            "Events dead-lettered, by reason and Zoom error code",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "events_in_flight",
+            "Events being processed now",
+            m.events_in_flight.clone(),
+        );
+        registry.register(
+            "zoom_calls",
+            "Zoom API requests, by method and status",
+            m.zoom_calls.clone(),
+        );
+        registry.register(
+            "zoom_call_duration_seconds",
+            "Zoom API request latency",
+            m.zoom_call_seconds.clone(),
+        );
+        registry.register(
+            "zoom_retries",
+            "Zoom calls retried after a transient failure",
+            m.zoom_retries.clone(),
+        );
+        registry.register(
+            "rate_limit_waits",
+            "Calls held back by a 429 from Zoom",
+            m.rate_limit_waits.clone(),
+        );
+        registry.register(
+            "broker_reconnects",
+            "Broker sessions opened after a loss",
+            m.broker_reconnects.clone(),
+        );
+        registry.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last event settled without a dead letter",
+            m.last_success.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Counts an event's final outcome (after it was settled).
+    pub fn record_outcome(&self, outcome: &Outcome) {
+        self.outcomes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.label(),
+            })
+            .inc();
+        match outcome {
+            Outcome::DeadLetter(dl) => {
+                let zoom_code = dl
+                    .zoom
+                    .as_ref()
+                    .and_then(|z| z.code)
+                    .map(|c| c.to_string())
+                    .unwrap_or_default();
+                self.dead_letters
+                    .get_or_create(&DeadLetterLabels {
+                        reason: dl.reason.as_str(),
+                        zoom_code,
+                    })
+                    .inc();
+            }
+            Outcome::Requeue { .. } => {}
+            _ => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                self.last_success.set(now.as_secs_f64());
+            }
+        }
+    }
+
+    pub fn record_call(&self, method: &str, status: Option<u16>, timed_out: bool, took: Duration) {
+        let status = match (status, timed_out) {
+            (Some(s), _) => s.to_string(),
+            (None, true) => "timeout".into(),
+            (None, false) => "error".into(),
+        };
+        self.zoom_calls
+            .get_or_create(&CallLabels {
+                method: method.to_owned(),
+                status,
+            })
+            .inc();
+        self.zoom_call_seconds.observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::FailureReason;
+
+    #[test]
+    fn encodes_outcomes_and_dead_letters() {
+        let m = Metrics::new();
+        m.record_outcome(&Outcome::Applied);
+        m.record_outcome(&Outcome::Applied);
+        m.record_outcome(&Outcome::dead_letter(FailureReason::InvalidPayload, "bad"));
+        m.record_call("PATCH", Some(204), false, Duration::from_millis(20));
+        let text = m.encode();
+        assert!(
+            text.contains("zoom_dept_sync_events_total{outcome=\"applied\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "zoom_dept_sync_dead_letters_total{reason=\"invalid_payload\",zoom_code=\"\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("zoom_dept_sync_zoom_calls_total{method=\"PATCH\",status=\"204\"} 1"),
+            "{text}"
+        );
+    }
+}
