@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moka::sync::Cache;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::{Settings, Unmapped};
@@ -26,7 +26,7 @@ pub struct Worker {
     zoom: Client,
     mapping: Mapping,
     unmapped: Unmapped,
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     order: Arc<KeyedOrder>,
     ids_by_email: Cache<String, ZoomUserId>,
 }
@@ -35,6 +35,15 @@ pub struct Worker {
 pub struct Prepared {
     parsed: Result<DepartmentChange, crate::event::InvalidPayload>,
     turn: Option<Turn>,
+    received: Instant,
+}
+
+/// A message whose turn has come, holding its user's place and a slot
+/// until it is dropped (after settling).
+pub struct Admitted {
+    parsed: Result<DepartmentChange, crate::event::InvalidPayload>,
+    _turn: Option<Turn>,
+    _slot: Option<OwnedSemaphorePermit>,
     received: Instant,
 }
 
@@ -66,7 +75,7 @@ impl Worker {
             zoom: Client::new(settings, metrics)?,
             mapping: settings.mapping.clone(),
             unmapped: settings.worker.unmapped,
-            slots: Semaphore::new(settings.worker.concurrency),
+            slots: Arc::new(Semaphore::new(settings.worker.concurrency)),
             order: Arc::new(KeyedOrder::default()),
             ids_by_email: Cache::builder()
                 .max_capacity(EMAIL_CACHE_CAPACITY)
@@ -90,51 +99,67 @@ impl Worker {
         }
     }
 
-    /// Runs one prepared message to its outcome: waits for the user's earlier
-    /// events, then for a free slot, then talks to Zoom.
-    pub async fn process(&self, prepared: Prepared) -> Processed {
+    /// Waits until the message may run: after its user's earlier events, and
+    /// with a free slot. Cancel-safe: dropping the future gives its place up.
+    pub async fn admit(&self, prepared: Prepared) -> Admitted {
         let Prepared {
             parsed,
             mut turn,
             received,
         } = prepared;
-        let change = match parsed {
+        let mut slot = None;
+        if parsed.is_ok() {
+            if let Some(turn) = turn.as_mut() {
+                turn.wait().await;
+            }
+            // Taken after the turn: a user's queued events must not hold
+            // slots that other users' events could use.
+            slot = Arc::clone(&self.slots).acquire_owned().await.ok();
+        }
+        Admitted {
+            parsed,
+            _turn: turn,
+            _slot: slot,
+            received,
+        }
+    }
+
+    /// Runs an admitted message to its outcome. The caller keeps `admitted`
+    /// until the delivery is settled, so the user's next event waits for that.
+    pub async fn process(&self, admitted: &Admitted) -> Processed {
+        let change = match &admitted.parsed {
             Ok(change) => change,
             Err(invalid) => {
                 return Processed {
-                    outcome: Outcome::dead_letter(FailureReason::InvalidPayload, invalid.detail),
+                    outcome: Outcome::dead_letter(
+                        FailureReason::InvalidPayload,
+                        invalid.detail.clone(),
+                    ),
                     event: None,
-                    event_id: invalid.event_id,
+                    event_id: invalid.event_id.clone(),
                     from_group: None,
                     to_group: None,
                     attempts: 0,
-                    elapsed: received.elapsed(),
+                    elapsed: admitted.received.elapsed(),
                 };
             }
         };
-        if let Some(turn) = turn.as_mut() {
-            turn.wait().await;
-        }
-        // Taken after the turn: a user's queued events must not hold slots
-        // that other users' events could use.
-        let _slot = self.slots.acquire().await;
         let mut run = Run {
-            change: &change,
+            change,
             attempts: Attempts::default(),
             from_group: None,
             to_group: None,
         };
         let outcome = self.execute(&mut run).await;
         let (attempts, from_group, to_group) = (run.attempts.get(), run.from_group, run.to_group);
-        drop(turn);
         Processed {
             outcome,
             event_id: Some(change.event_id.clone()),
-            event: Some(change),
+            event: Some(change.clone()),
             from_group,
             to_group,
             attempts,
-            elapsed: received.elapsed(),
+            elapsed: admitted.received.elapsed(),
         }
     }
 

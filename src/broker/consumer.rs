@@ -155,7 +155,7 @@ pub(super) async fn consume(
             _ = pause.wait() => {}
             next = deliveries.next() => match next {
                 Some(Ok(delivery)) => {
-                    dispatch(delivery, daemon, &settler, &tracker, &abandon, &pause);
+                    dispatch(delivery, daemon, &settler, &tracker, &Stops { shutdown, abandon: &abandon }, &pause);
                 }
                 Some(Err(e)) => break SessionEnd::Lost(format!("consumer failed: {e}")),
                 None => {
@@ -274,22 +274,31 @@ async fn wait_out_pause(
     }
 }
 
+/// The two ways a delivery's task is told to give its delivery back.
+struct Stops<'a> {
+    /// Shutdown began: events not started yet go back at once.
+    shutdown: &'a CancellationToken,
+    /// The grace is over: events still running go back too.
+    abandon: &'a CancellationToken,
+}
+
 /// Spawns one delivery's processing and settling.
 fn dispatch(
     delivery: Delivery,
     daemon: &Daemon,
     settler: &Arc<Settler>,
     tracker: &TaskTracker,
-    abandon: &CancellationToken,
+    stops: &Stops<'_>,
     pause: &Arc<PauseRequest>,
 ) {
     daemon.metrics.events_consumed.inc();
     // In delivery order: this is what keeps one user's events in sequence.
     let prepared = daemon.worker.prepare(&delivery.data);
-    let (daemon, settler, abandon, pause) = (
+    let (daemon, settler, shutdown, abandon, pause) = (
         daemon.clone(),
         Arc::clone(settler),
-        abandon.clone(),
+        stops.shutdown.clone(),
+        stops.abandon.clone(),
         Arc::clone(pause),
     );
     let span = tracing::info_span!(
@@ -299,17 +308,22 @@ fn dispatch(
     );
     tracker.spawn(
         async move {
+            let admitted = tokio::select! {
+                admitted = daemon.worker.admit(prepared) => admitted,
+                _ = shutdown.cancelled() => {
+                    let settled = settler.abandon(&delivery).await;
+                    tracing::info!(?settled, "shutting down: event not started, handed back to the broker");
+                    return;
+                }
+            };
             daemon.metrics.events_in_flight.inc();
             let processed = tokio::select! {
-                processed = daemon.worker.process(prepared) => Some(processed),
+                processed = daemon.worker.process(&admitted) => Some(processed),
                 _ = abandon.cancelled() => None,
             };
             let Some(processed) = processed else {
                 let settled = settler.abandon(&delivery).await;
-                tracing::warn!(
-                    ?settled,
-                    "shutdown grace over: event handed back to the broker"
-                );
+                tracing::warn!(?settled, "shutdown grace over: event handed back to the broker");
                 daemon.metrics.events_in_flight.dec();
                 return;
             };
@@ -322,6 +336,7 @@ fn dispatch(
             if !matches!(settled, Settled::NotSettled(_)) {
                 daemon.metrics.record_outcome(&processed.outcome);
             }
+            drop(admitted);
             daemon.metrics.events_in_flight.dec();
             log_outcome(&processed, &settled);
         }

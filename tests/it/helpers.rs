@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use zoom_dept_sync::broker::topology::Topology;
 use zoom_dept_sync::config::{
     AmqpSettings, HttpSettings, RetrySettings, Settings, WorkerSettings, ZoomCredentials,
     ZoomSettings,
@@ -148,6 +149,7 @@ pub struct TestApp {
     connection: Connection,
     shutdown: CancellationToken,
     daemon: Option<JoinHandle<Result<(), String>>>,
+    pub settings: Settings,
 }
 
 impl TestApp {
@@ -158,47 +160,85 @@ impl TestApp {
 
     /// A daemon whose settings `configure` adjusts first.
     pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        let mut app = Self::prepare_with(configure).await;
+        let run = zoom_dept_sync::startup::run(app.settings.clone(), app.shutdown.clone());
+        app.daemon = Some(tokio::spawn(run));
+        app.wait_until_consuming().await;
+        app
+    }
+
+    /// Queues, mock and settings, but no daemon: for tests that run the
+    /// binary instead ([`TestApp::config_toml`]).
+    pub async fn prepare_with(configure: impl FnOnce(&mut Settings)) -> Self {
         let zoom = MockServer::start().await;
         mount_token_endpoint(&zoom).await;
         let queue = unique_name("in");
         let dead_letter_queue = format!("{queue}.dead");
         let mut settings = test_settings(&zoom, &queue, &dead_letter_queue);
         configure(&mut settings);
-        let http = settings.http.listen;
 
         let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
             .await
             .expect("test connection to the broker");
         let channel = connection.create_channel().await.expect("test channel");
-        // Declared here too (same arguments as the daemon) so a test can
+        // Declared here too, with the daemon's arguments, so a test can
         // publish before the daemon is up.
+        let topology = Topology::new(&settings.amqp);
         for q in [&queue, &dead_letter_queue] {
             channel
                 .queue_declare(
                     q.as_str().into(),
                     QueueDeclareOptions::durable(),
-                    FieldTable::default(),
+                    topology.arguments(q),
                 )
                 .await
                 .expect("declare test queue");
         }
-        let shutdown = CancellationToken::new();
-        let daemon = tokio::spawn(zoom_dept_sync::startup::run(settings, shutdown.clone()));
-        let app = Self {
+        Self {
             zoom,
-            http,
+            http: settings.http.listen,
             queue,
             dead_letter_queue,
             channel,
             connection,
-            shutdown,
-            daemon: Some(daemon),
-        };
-        app.wait_until_consuming().await;
-        app
+            shutdown: CancellationToken::new(),
+            daemon: None,
+            settings,
+        }
     }
 
-    async fn wait_until_consuming(&self) {
+    /// The settings as a config file for the binary (secrets and the broker
+    /// URL go in the environment, as in production).
+    pub fn config_toml(&self) -> String {
+        let s = &self.settings;
+        let mut toml = format!(
+            "[amqp]\nqueue = {:?}\ndead_letter_queue = {:?}\nprefetch = {}\nsingle_active_consumer = {}\n\n\
+             [zoom]\napi_base_url = {:?}\noauth_token_url = {:?}\nrequests_per_second = {}\nrequest_timeout_ms = {}\n\n\
+             [retry]\ninitial_interval_ms = {}\nmax_interval_ms = {}\nmax_elapsed_secs = {}\n\n\
+             [worker]\nconcurrency = {}\nshutdown_grace_secs = {}\n\n\
+             [http]\nlisten = \"{}\"\n\n[departments]\n",
+            s.amqp.queue,
+            s.amqp.dead_letter_queue(),
+            s.amqp.prefetch,
+            s.amqp.single_active_consumer,
+            s.zoom.api_base_url,
+            s.zoom.oauth_token_url,
+            s.zoom.requests_per_second,
+            s.zoom.request_timeout_ms,
+            s.retry.initial_interval_ms,
+            s.retry.max_interval_ms,
+            s.retry.max_elapsed_secs,
+            s.worker.concurrency,
+            s.worker.shutdown_grace_secs,
+            s.http.listen,
+        );
+        for (department, group) in DEPARTMENTS {
+            toml.push_str(&format!("{department:?} = {group:?}\n"));
+        }
+        toml
+    }
+
+    pub async fn wait_until_consuming(&self) {
         eventually(
             "the daemon consumes the input queue",
             Duration::from_secs(20),
@@ -346,9 +386,18 @@ impl TestApp {
 
     /// Waits until Zoom received `count` API requests and returns them.
     pub async fn wait_for_api_requests(&self, count: usize) -> Vec<Request> {
+        self.wait_for_api_requests_within(count, Duration::from_secs(30))
+            .await
+    }
+
+    pub async fn wait_for_api_requests_within(
+        &self,
+        count: usize,
+        within: Duration,
+    ) -> Vec<Request> {
         eventually(
             &format!("Zoom receives {count} API requests"),
-            Duration::from_secs(30),
+            within,
             || async { self.api_requests().await.len() >= count },
         )
         .await;

@@ -1,0 +1,400 @@
+//! Running unattended: connection loss, shutdown, long waits, auth outages,
+//! health and metrics, failover.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+use zoom_dept_sync::mapping::Mapping;
+
+use crate::helpers::{Script, TOKEN_PATH, TestApp, amqp_url, event, eventually, zoom_error};
+use crate::process::DaemonProcess;
+use crate::proxy::{self, Proxy};
+
+/// Departments `D0`..`D{n}` mapped to groups `g0`..`g{n}`, so each move's
+/// source group names the event it came from.
+fn numbered_mapping(n: usize) -> Mapping {
+    let table: BTreeMap<String, String> = (0..=n)
+        .map(|i| (format!("D{i}"), format!("g{i}")))
+        .collect();
+    Mapping::new(&table).unwrap()
+}
+
+#[tokio::test]
+async fn connection_cuts_lose_nothing_and_keep_per_user_order() {
+    const USERS: usize = 30;
+    const PER_USER: usize = 10;
+    let proxy = Proxy::start(proxy::broker_addr(&amqp_url())).await;
+    let via = proxy::url_via(&amqp_url(), proxy.addr);
+    let mut app = TestApp::spawn_with(|s| {
+        s.amqp.url = via.into();
+        s.mapping = numbered_mapping(PER_USER);
+        s.zoom.requests_per_second = 100;
+    })
+    .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_millis(20)))
+        .mount(&app.zoom)
+        .await;
+
+    for k in 0..PER_USER {
+        for u in 0..USERS {
+            let previous = format!("D{k}");
+            let new = format!("D{}", k + 1);
+            app.publish_json(event(
+                &format!("u{u}-e{k}"),
+                &format!("U{u}"),
+                Some(&previous),
+                &new,
+            ))
+            .await;
+        }
+    }
+    let total = USERS * PER_USER;
+    for cut_at in [total / 3, 2 * total / 3] {
+        app.wait_for_api_requests(cut_at).await;
+        proxy.cut();
+    }
+    // Every event's move, at least once (a cut can replay an unacked one).
+    eventually("every event applied", Duration::from_secs(90), || async {
+        let requests = app.api_requests().await;
+        let mut seen = std::collections::HashSet::new();
+        for r in &requests {
+            seen.insert(r.url.path().to_owned());
+        }
+        seen.len() == total
+    })
+    .await;
+    app.stop_and_assert_queues_empty().await;
+
+    // Per user: first applications in event order; the last move targets D10.
+    let mut per_user: HashMap<String, Vec<usize>> = HashMap::new();
+    for r in app.api_requests().await {
+        let parts: Vec<&str> = r.url.path().split('/').collect();
+        // /v2/groups/g{k}/members/U{u}
+        let k: usize = parts[3].trim_start_matches('g').parse().unwrap();
+        per_user.entry(parts[5].to_owned()).or_default().push(k);
+    }
+    assert_eq!(per_user.len(), USERS);
+    for (user, ks) in per_user {
+        let mut first_seen = Vec::new();
+        for k in &ks {
+            if !first_seen.contains(k) {
+                first_seen.push(*k);
+            }
+        }
+        assert_eq!(
+            first_seen,
+            (0..PER_USER).collect::<Vec<_>>(),
+            "{user}: {ks:?}"
+        );
+        assert_eq!(
+            *ks.last().unwrap(),
+            PER_USER - 1,
+            "{user} ends in the last target: {ks:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_events_and_a_restart_does_the_rest() {
+    let app = TestApp::prepare_with(|s| {
+        s.worker.concurrency = 10;
+        s.amqp.prefetch = 20;
+    })
+    .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(2)))
+        .mount(&app.zoom)
+        .await;
+    for i in 0..20 {
+        app.publish_json(event(
+            &format!("e{i}"),
+            &format!("U{i}"),
+            Some("Engineering"),
+            "Sales",
+        ))
+        .await;
+    }
+
+    let mut first = DaemonProcess::start(&app.config_toml());
+    app.wait_for_api_requests(10).await;
+    first.signal("TERM");
+    let code = first.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0), "clean exit; log:\n{}", first.log());
+    let after_first = app.api_requests().await.len();
+    assert_eq!(after_first, 10, "only the in-flight ten were sent");
+    assert_eq!(
+        app.queue_state(&app.queue).await.0,
+        10,
+        "the other ten are back in the queue"
+    );
+
+    let mut second = DaemonProcess::start(&app.config_toml());
+    app.wait_for_api_requests(20).await;
+    eventually(
+        "the second daemon settles everything",
+        Duration::from_secs(20),
+        || async { app.queue_state(&app.queue).await.0 == 0 },
+    )
+    .await;
+    second.signal("TERM");
+    assert_eq!(second.wait_exit(Duration::from_secs(30)).await, Some(0));
+
+    let mut paths: Vec<String> = app
+        .api_requests()
+        .await
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 20, "each event applied exactly once");
+    assert_eq!(app.api_requests().await.len(), 20);
+    assert_eq!(app.queue_state(&app.queue).await, (0, 0));
+    assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0);
+}
+
+#[tokio::test]
+async fn events_still_running_after_the_grace_go_back_to_the_queue() {
+    let mut app = TestApp::spawn_with(|s| s.worker.shutdown_grace_secs = 1).await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(10)))
+        .mount(&app.zoom)
+        .await;
+    for i in 0..3 {
+        app.publish_json(event(
+            &format!("e{i}"),
+            &format!("U{i}"),
+            Some("Engineering"),
+            "Sales",
+        ))
+        .await;
+    }
+    app.wait_for_api_requests(3).await;
+    app.stop().await;
+    assert_eq!(
+        app.queue_state(&app.queue).await,
+        (3, 0),
+        "requeued, not lost"
+    );
+    assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0);
+}
+
+#[tokio::test]
+async fn a_daily_rate_limit_requeues_and_pauses_instead_of_dead_lettering() {
+    let mut app = TestApp::spawn_with(|s| s.retry.max_elapsed_secs = 5).await;
+    let script = Script::new(vec![
+        ResponseTemplate::new(429)
+            .insert_header("retry-after", "60")
+            .set_body_json(serde_json::json!({"code": 429, "message": "daily limit"})),
+        ResponseTemplate::new(204),
+    ]);
+    Mock::given(method("PATCH"))
+        .respond_with(script.clone())
+        .mount(&app.zoom)
+        .await;
+
+    app.publish_json(event("e-daily", "U1", Some("Engineering"), "Sales"))
+        .await;
+    app.wait_for_api_requests(1).await;
+    eventually(
+        "the event is back in the queue, nobody consuming",
+        Duration::from_secs(10),
+        || async { app.queue_state(&app.queue).await == (1, 0) },
+    )
+    .await;
+    let (status, body) = app.http_get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("paused") && body.contains("rate limit"),
+        "{body}"
+    );
+    assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0);
+
+    app.wait_for_api_requests_within(2, Duration::from_secs(90))
+        .await;
+    let times = script.times();
+    assert!(times[1].duration_since(times[0]).unwrap() >= Duration::from_secs(60));
+    eventually("ready again", Duration::from_secs(10), || async {
+        app.http_get("/readyz").await.0 == 200
+    })
+    .await;
+    app.stop_and_assert_queues_empty().await;
+}
+
+#[tokio::test]
+async fn refused_credentials_pause_without_dead_letters_until_fixed() {
+    let mut app = TestApp::spawn().await;
+    Mock::given(method("POST"))
+        .and(path(TOKEN_PATH))
+        .respond_with(zoom_error(401, 0, "Invalid client_id or client_secret"))
+        .with_priority(1)
+        .mount(&app.zoom)
+        .await;
+    for i in 0..3 {
+        app.publish_json(event(
+            &format!("e{i}"),
+            &format!("U{i}"),
+            Some("Engineering"),
+            "Sales",
+        ))
+        .await;
+    }
+    eventually(
+        "/readyz reports the auth failure",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = app.http_get("/readyz").await;
+            status == 503 && body.contains("credentials")
+        },
+    )
+    .await;
+    assert_eq!(app.http_get("/healthz").await.0, 200);
+    assert!(app.api_requests().await.is_empty());
+    assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0);
+
+    // The operator fixes the credentials.
+    app.zoom.reset().await;
+    Mock::given(method("POST"))
+        .and(path(TOKEN_PATH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"access_token": "fixed", "expires_in": 3600})),
+        )
+        .mount(&app.zoom)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&app.zoom)
+        .await;
+    app.wait_for_api_requests(3).await;
+    eventually("ready again", Duration::from_secs(10), || async {
+        app.http_get("/readyz").await.0 == 200
+    })
+    .await;
+    app.stop_and_assert_queues_empty().await;
+}
+
+#[tokio::test]
+async fn metrics_count_each_outcome() {
+    let mut app = TestApp::spawn().await;
+    Mock::given(method("PATCH"))
+        .and(path("/v2/groups/grp_eng/members/UGONE"))
+        .respond_with(zoom_error(404, 4130, "Group does not exist"))
+        .mount(&app.zoom)
+        .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&app.zoom)
+        .await;
+    app.publish_json(event("ok1", "U1", Some("Engineering"), "Sales"))
+        .await;
+    app.publish_json(event("ok2", "U2", Some("Engineering"), "Sales"))
+        .await;
+    app.publish_json(event("gone", "UGONE", Some("Engineering"), "Sales"))
+        .await;
+    app.publish_json(event("unmapped", "U3", Some("Engineering"), "Legal"))
+        .await;
+    app.publish(b"not json").await;
+    app.dead_letters(3).await;
+
+    let (status, text) = app.http_get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "zoom_dept_sync_events_consumed_total 5",
+        "zoom_dept_sync_events_total{outcome=\"applied\"} 2",
+        "zoom_dept_sync_events_total{outcome=\"dead_lettered\"} 3",
+        "zoom_dept_sync_dead_letters_total{reason=\"zoom_rejected\",zoom_code=\"4130\"} 1",
+        "zoom_dept_sync_dead_letters_total{reason=\"invalid_payload\",zoom_code=\"\"} 1",
+        "zoom_dept_sync_dead_letters_total{reason=\"unmapped_department\",zoom_code=\"\"} 1",
+        "zoom_dept_sync_zoom_calls_total{method=\"PATCH\",status=\"204\"} 2",
+        "zoom_dept_sync_zoom_calls_total{method=\"PATCH\",status=\"404\"} 1",
+        "zoom_dept_sync_events_in_flight 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("zoom_dept_sync_zoom_call_duration_seconds_count 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("zoom_dept_sync_last_success_timestamp_seconds"),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_standby_replica_takes_over_when_the_active_one_dies() {
+    let app = TestApp::prepare_with(|s| {
+        s.amqp.single_active_consumer = true;
+        s.zoom.requests_per_second = 50;
+    })
+    .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_millis(20)))
+        .mount(&app.zoom)
+        .await;
+    let config = app.config_toml();
+    let active = DaemonProcess::start(&config);
+    eventually(
+        "the first replica consumes",
+        Duration::from_secs(20),
+        || async { app.queue_state(&app.queue).await.1 == 1 },
+    )
+    .await;
+    // The standby gets its own HTTP port.
+    let standby_config = config.replace(
+        &app.settings.http.listen.to_string(),
+        &crate::helpers::free_local_port().to_string(),
+    );
+    let mut standby = DaemonProcess::start(&standby_config);
+    eventually(
+        "the standby is subscribed",
+        Duration::from_secs(20),
+        || async { app.queue_state(&app.queue).await.1 == 2 },
+    )
+    .await;
+
+    for i in 0..100 {
+        app.publish_json(event(
+            &format!("e{i}"),
+            &format!("U{i}"),
+            Some("Engineering"),
+            "Sales",
+        ))
+        .await;
+    }
+    app.wait_for_api_requests(30).await;
+    active.signal("KILL");
+    drop(active);
+    eventually("every event applied", Duration::from_secs(60), || async {
+        let mut paths: Vec<String> = app
+            .api_requests()
+            .await
+            .iter()
+            .map(|r| r.url.path().to_owned())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths.len() == 100
+    })
+    .await;
+    eventually("the queue drained", Duration::from_secs(20), || async {
+        app.queue_state(&app.queue).await.0 == 0
+    })
+    .await;
+    standby.signal("TERM");
+    assert_eq!(standby.wait_exit(Duration::from_secs(30)).await, Some(0));
+    assert!(
+        standby.log().contains("event processed"),
+        "the standby took over"
+    );
+    assert_eq!(app.queue_state(&app.queue).await, (0, 0));
+    assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0);
+}

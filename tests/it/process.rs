@@ -1,0 +1,84 @@
+//! The daemon as a child process, for signals and `kill -9`.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::helpers::{ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, amqp_url};
+
+pub struct DaemonProcess {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DaemonProcess {
+    /// Starts `zoom-dept-sync run` with `config`; secrets and the broker URL
+    /// come from the environment, as in production. Logs go to a file.
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = dir.path().join("daemon.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"))
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env_clear()
+            .env("AMQP_URL", amqp_url())
+            .env("ZOOM_ACCOUNT_ID", ACCOUNT_ID)
+            .env("ZOOM_CLIENT_ID", CLIENT_ID)
+            .env("ZOOM_CLIENT_SECRET", CLIENT_SECRET)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start the daemon");
+        Self {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit; its exit code (`None`: killed by a signal).
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit within {within:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
