@@ -247,9 +247,14 @@ impl TestApp {
         .await;
     }
 
-    /// (ready messages, consumers) of a queue; on a channel of its own, since
-    /// a failed passive declare closes the channel.
+    /// (ready messages, consumers) of a queue.
     pub async fn queue_state(&self, queue: &str) -> (u32, u32) {
+        self.try_queue_state(queue).await.expect("queue exists")
+    }
+
+    /// `None` when the queue does not exist. On a channel of its own, since
+    /// a failed passive declare closes the channel.
+    pub async fn try_queue_state(&self, queue: &str) -> Option<(u32, u32)> {
         let channel = self.connection.create_channel().await.expect("channel");
         let q = channel
             .queue_declare(
@@ -261,9 +266,9 @@ impl TestApp {
                 FieldTable::default(),
             )
             .await
-            .expect("queue exists");
+            .ok()?;
         let _ = channel.close(200, "".into()).await;
-        (q.message_count(), q.consumer_count())
+        Some((q.message_count(), q.consumer_count()))
     }
 
     pub async fn publish(&self, body: &[u8]) {

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use lapin::options::QueueDeleteOptions;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 use zoom_dept_sync::mapping::Mapping;
@@ -54,7 +55,12 @@ async fn connection_cuts_lose_nothing_and_keep_per_user_order() {
     let total = USERS * PER_USER;
     for cut_at in [total / 3, 2 * total / 3] {
         app.wait_for_api_requests(cut_at).await;
+        let connections = proxy.connections();
         proxy.cut();
+        eventually("the daemon reconnects", Duration::from_secs(60), || async {
+            proxy.connections() > connections
+        })
+        .await;
     }
     // Every event's move, at least once (a cut can replay an unacked one).
     eventually("every event applied", Duration::from_secs(90), || async {
@@ -95,6 +101,27 @@ async fn connection_cuts_lose_nothing_and_keep_per_user_order() {
             "{user} ends in the last target: {ks:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_deleted_input_queue_is_declared_again_and_consumed() {
+    let mut app = TestApp::spawn().await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&app.zoom)
+        .await;
+    app.channel
+        .queue_delete(app.queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    eventually("the daemon declared the queue again and consumes it", Duration::from_secs(30), || async {
+        app.try_queue_state(&app.queue).await.is_some_and(|(_, consumers)| consumers == 1)
+    })
+    .await;
+    assert_eq!(app.http_get("/readyz").await.0, 200);
+    app.publish_json(event("e-after", "U1", Some("Engineering"), "Sales")).await;
+    app.wait_for_api_requests(1).await;
+    app.stop_and_assert_queues_empty().await;
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! can cut, as a network failure or a broker restart would.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -11,6 +12,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     current: Arc<Mutex<CancellationToken>>,
     stop: CancellationToken,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -19,7 +21,8 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy addr");
         let current = Arc::new(Mutex::new(CancellationToken::new()));
         let stop = CancellationToken::new();
-        let (conns, stopped) = (Arc::clone(&current), stop.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (conns, stopped, count) = (Arc::clone(&current), stop.clone(), Arc::clone(&accepted));
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -29,6 +32,7 @@ impl Proxy {
                 let Ok((mut inbound, _)) = accepted else {
                     continue;
                 };
+                count.fetch_add(1, Ordering::Relaxed);
                 let cut = conns.lock().unwrap().clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(upstream).await else {
@@ -46,7 +50,13 @@ impl Proxy {
             addr,
             current,
             stop,
+            accepted,
         }
+    }
+
+    /// Connections accepted so far (each reconnection adds one).
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Drops every open connection; new ones are accepted again.
