@@ -352,7 +352,7 @@ fn log_outcome(processed: &Processed, settled: &Settled) {
         .as_ref()
         .map(|id| id.as_str())
         .unwrap_or("-");
-    let user = event.map(|e| e.user.to_string()).unwrap_or_default();
+    let user = event.map_or_else(|| "-".to_owned(), |e| e.user.to_string());
     let previous_department = event
         .and_then(|e| e.previous_department.as_ref())
         .map(|d| d.as_str())

@@ -114,12 +114,19 @@ async fn a_deleted_input_queue_is_declared_again_and_consumed() {
         .queue_delete(app.queue.as_str().into(), QueueDeleteOptions::default())
         .await
         .unwrap();
-    eventually("the daemon declared the queue again and consumes it", Duration::from_secs(30), || async {
-        app.try_queue_state(&app.queue).await.is_some_and(|(_, consumers)| consumers == 1)
-    })
+    eventually(
+        "the daemon declared the queue again and consumes it",
+        Duration::from_secs(30),
+        || async {
+            app.try_queue_state(&app.queue)
+                .await
+                .is_some_and(|(_, consumers)| consumers == 1)
+        },
+    )
     .await;
     assert_eq!(app.http_get("/readyz").await.0, 200);
-    app.publish_json(event("e-after", "U1", Some("Engineering"), "Sales")).await;
+    app.publish_json(event("e-after", "U1", Some("Engineering"), "Sales"))
+        .await;
     app.wait_for_api_requests(1).await;
     app.stop_and_assert_queues_empty().await;
 }
