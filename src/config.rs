@@ -59,6 +59,9 @@ pub struct AmqpSettings {
     pub single_active_consumer: bool,
     /// `classic`, or `quorum` for a replicated queue on a RabbitMQ cluster.
     pub queue_type: QueueType,
+    /// How long lapin may try to recover a lost connection before the daemon
+    /// drops it and builds a new one (lapin can stay "connecting" forever).
+    pub recovery_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -143,6 +146,7 @@ impl Default for AmqpSettings {
             declare_topology: true,
             single_active_consumer: false,
             queue_type: QueueType::Classic,
+            recovery_timeout_secs: 60,
         }
     }
 }
@@ -191,6 +195,12 @@ impl AmqpSettings {
         self.dead_letter_queue
             .clone()
             .unwrap_or_else(|| format!("{}.dead", self.queue))
+    }
+}
+
+impl AmqpSettings {
+    pub fn recovery_timeout(&self) -> Duration {
+        Duration::from_secs(self.recovery_timeout_secs)
     }
 }
 
@@ -291,6 +301,9 @@ impl Settings {
         }
         if self.amqp.prefetch == 0 {
             return fail("amqp.prefetch must be at least 1");
+        }
+        if self.amqp.recovery_timeout_secs == 0 {
+            return fail("amqp.recovery_timeout_secs must be at least 1");
         }
         for (key, value) in [
             ("zoom.api_base_url", &self.zoom.api_base_url),

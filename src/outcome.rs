@@ -31,6 +31,9 @@ pub enum RequeueCause {
     RateLimited { until: Instant },
     /// Zoom refused the app's credentials or scopes: retry with backoff.
     Auth,
+    /// The dead letter could not be published (queue missing, broker nack):
+    /// the original goes back and consuming waits until `until`.
+    DeadLetterQueueUnavailable { until: Instant },
 }
 
 #[derive(Debug, Clone)]

@@ -21,6 +21,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         health: Arc::clone(&health),
         metrics: Arc::clone(&metrics),
         shutdown_grace: settings.worker.shutdown_grace(),
+        recovery_timeout: settings.amqp.recovery_timeout(),
     };
     // The HTTP server stops after the broker loop, so /readyz reports the
     // shutdown while in-flight events finish.

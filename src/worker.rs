@@ -334,11 +334,9 @@ impl Worker {
 }
 
 fn unreadable_user(email: &Email, detail: String) -> Failure {
-    Failure::Rejected(ZoomError {
-        kind: ErrorKind::Rejected,
-        status: Some(200),
-        code: None,
-        message: format!("GET /users/{email} returned an unusable id: {detail}"),
-        server_wait: None,
-    })
+    Failure::Rejected(ZoomError::local(
+        ErrorKind::Rejected,
+        Some(200),
+        format!("GET /users/{email} returned an unusable id: {detail}"),
+    ))
 }

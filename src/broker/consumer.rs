@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::settle::{Settled, Settler};
-use super::{Daemon, RECOVERY_LIMIT, Session};
+use super::{Daemon, Session};
 use crate::outcome::{Outcome, RequeueCause};
 use crate::worker::Processed;
 
@@ -25,6 +25,9 @@ const CONSUMER_TAG: &str = "zoom-dept-sync";
 /// First wait after Zoom refused the credentials; doubles up to the maximum.
 const AUTH_RETRY_FIRST: Duration = Duration::from_secs(2);
 const AUTH_RETRY_MAX: Duration = Duration::from_secs(300);
+/// How long to stop consuming after a dead letter could not be published, so
+/// a missing dead-letter queue does not make events cycle through the broker.
+const DEAD_LETTER_RETRY_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a session's loop ended.
 #[derive(Debug)]
@@ -147,7 +150,7 @@ pub(super) async fn consume(
                         daemon.health.broker_down("broker connection lost; recovering");
                         Instant::now()
                     });
-                    if since.elapsed() > RECOVERY_LIMIT {
+                    if since.elapsed() > daemon.recovery_timeout {
                         break SessionEnd::Lost("the connection did not recover in time".into());
                     }
                 }
@@ -242,12 +245,13 @@ async fn wait_out_pause(
     shutdown: &CancellationToken,
 ) -> bool {
     match cause {
-        RequeueCause::RateLimited { until } => {
+        RequeueCause::RateLimited { until }
+        | RequeueCause::DeadLetterQueueUnavailable { until } => {
             daemon.health.paused(why, Some(until));
             tracing::warn!(
                 resume_in_secs = until.saturating_duration_since(Instant::now()).as_secs(),
                 reason = why,
-                "pausing consumption until Zoom's rate limit lifts"
+                "pausing consumption"
             );
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => true,
@@ -333,8 +337,16 @@ fn dispatch(
                 _ => {}
             }
             let settled = settler.settle(&delivery, &processed).await;
-            if !matches!(settled, Settled::NotSettled(_)) {
-                daemon.metrics.record_outcome(&processed.outcome);
+            match &settled {
+                Settled::DeadLetterFailed(error) if !error.repaired => pause.set(
+                    RequeueCause::DeadLetterQueueUnavailable {
+                        until: Instant::now() + DEAD_LETTER_RETRY_WAIT,
+                    },
+                    &format!("dead letters cannot be published: {}", error.why),
+                ),
+                Settled::DeadLetterFailed(_) => {}
+                Settled::NotSettled(_) => {}
+                _ => daemon.metrics.record_outcome(&processed.outcome),
             }
             drop(admitted);
             daemon.metrics.events_in_flight.dec();
@@ -387,7 +399,7 @@ fn log_outcome(processed: &Processed, settled: &Settled) {
         };
     }
     match (&processed.outcome, settled) {
-        (_, Settled::NotSettled(_)) => {
+        (_, Settled::NotSettled(_) | Settled::DeadLetterFailed(_)) => {
             line!(error, "event not settled; the broker will redeliver it")
         }
         (Outcome::DeadLetter(_), _) => line!(warn, "event dead-lettered"),

@@ -26,10 +26,6 @@ use crate::worker::Worker;
 pub use consumer::SessionEnd;
 use topology::Topology;
 
-/// How long a connection may stay down (lapin recovering) before it is
-/// dropped and rebuilt.
-const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
-
 /// What every session shares with the rest of the daemon.
 #[derive(Clone)]
 pub struct Daemon {
@@ -37,6 +33,9 @@ pub struct Daemon {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     pub shutdown_grace: Duration,
+    /// How long a connection may stay down (lapin recovering) before it is
+    /// dropped and rebuilt.
+    pub recovery_timeout: Duration,
 }
 
 /// An open connection with its two channels: one consumes, one publishes dead

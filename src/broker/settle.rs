@@ -27,9 +27,19 @@ pub enum Settled {
     Acked,
     DeadLettered,
     Requeued,
-    /// The delivery belongs to a channel that is gone, or the dead letter
-    /// could not be published: the broker still holds it and redelivers it.
+    /// The dead letter could not be published; the original was handed back.
+    DeadLetterFailed(DeadLetterError),
+    /// The delivery belongs to a channel that is gone: the broker still
+    /// holds it and redelivers it.
     NotSettled(String),
+}
+
+/// Why a dead letter was not published, and whether the cause (a deleted
+/// dead-letter queue) was put right already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterError {
+    pub why: String,
+    pub repaired: bool,
 }
 
 pub struct Settler {
@@ -58,10 +68,10 @@ impl Settler {
                     .await
                 {
                     Ok(()) => ack(delivery, Settled::DeadLettered).await,
-                    Err(why) => {
+                    Err(error) => {
                         // Hand it back now rather than at the next reconnect.
                         let _ = requeue(delivery).await;
-                        Settled::NotSettled(format!("dead letter not published: {why}"))
+                        Settled::DeadLetterFailed(error)
                     }
                 }
             }
@@ -79,7 +89,11 @@ impl Settler {
         delivery: &Delivery,
         processed: &Processed,
         dead_letter: &DeadLetter,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeadLetterError> {
+        let failed = |why: String| DeadLetterError {
+            why,
+            repaired: false,
+        };
         let headers = dead_letter_headers(
             delivery.properties.headers().clone().unwrap_or_default(),
             dead_letter,
@@ -113,11 +127,11 @@ impl Settler {
                 properties,
             )
             .await
-            .map_err(|e| format!("publish failed: {e}"))?
+            .map_err(|e| failed(format!("publish failed: {e}")))?
             .await
-            .map_err(|e| format!("no confirmation: {e}"))?;
+            .map_err(|e| failed(format!("no confirmation: {e}")))?;
         if confirmation.is_nack() {
-            return Err("the broker nacked it".into());
+            return Err(failed("the broker nacked it".into()));
         }
         if let Some(returned) = confirmation.take_message() {
             tracing::error!(
@@ -125,10 +139,14 @@ impl Settler {
                 reply = %returned.reply_text,
                 "the dead-letter queue is missing: the broker returned the dead letter as unroutable"
             );
-            self.topology
+            let repaired = self
+                .topology
                 .repair_dead_letter_queue(&self.publisher)
                 .await;
-            return Err(format!("unroutable ({})", returned.reply_text));
+            return Err(DeadLetterError {
+                why: format!("unroutable ({})", returned.reply_text),
+                repaired,
+            });
         }
         Ok(())
     }
@@ -175,9 +193,17 @@ pub fn dead_letter_headers(
         if let Some(code) = zoom.code {
             headers.insert("zoom-error-code".into(), AMQPValue::LongLongInt(code));
         }
-        headers.insert("zoom-error-message".into(), text(&zoom.message));
+        if zoom.message_from_zoom {
+            headers.insert("zoom-error-message".into(), text(&zoom.message));
+        }
     }
-    if let Some(detail) = &dead_letter.detail {
+    // Why, in words, when Zoom's body did not say it (a timeout, an HTML 502).
+    let detail = dead_letter.detail.as_deref().or(dead_letter
+        .zoom
+        .as_ref()
+        .filter(|z| !z.message_from_zoom && !z.message.is_empty())
+        .map(|z| z.message.as_str()));
+    if let Some(detail) = detail {
         headers.insert("detail".into(), text(detail));
     }
     headers.insert(

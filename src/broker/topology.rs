@@ -65,20 +65,23 @@ impl Topology {
 
     /// After a dead letter came back unroutable: declare the queue again so
     /// the next try lands, if the daemon owns the topology.
-    pub async fn repair_dead_letter_queue(&self, channel: &Channel) {
+    /// `true` when the queue is back.
+    pub async fn repair_dead_letter_queue(&self, channel: &Channel) -> bool {
         if !self.declare {
             tracing::error!(
                 queue = %self.dead_letter_queue,
                 "declare_topology = false: create the dead-letter queue; events are requeued until it exists"
             );
-            return;
+            return false;
         }
         match self.ensure_queue(channel, &self.dead_letter_queue).await {
             Ok(()) => {
-                tracing::warn!(queue = %self.dead_letter_queue, "declared the dead-letter queue again")
+                tracing::warn!(queue = %self.dead_letter_queue, "declared the dead-letter queue again");
+                true
             }
             Err(e) => {
-                tracing::error!(queue = %self.dead_letter_queue, error = %e, "cannot declare the dead-letter queue")
+                tracing::error!(queue = %self.dead_letter_queue, error = %e, "cannot declare the dead-letter queue");
+                false
             }
         }
     }

@@ -105,12 +105,12 @@ impl TokenSource {
                 ("account_id", self.credentials.account_id.expose_secret()),
             ],
         )
-        .map_err(|e| ZoomError {
-            kind: ErrorKind::Credentials,
-            status: None,
-            code: None,
-            message: format!("zoom.oauth_token_url is not a URL: {e}"),
-            server_wait: None,
+        .map_err(|e| {
+            ZoomError::local(
+                ErrorKind::Credentials,
+                None,
+                format!("zoom.oauth_token_url is not a URL: {e}"),
+            )
         })?;
         let response = self
             .http
@@ -134,12 +134,12 @@ impl TokenSource {
             error.message = format!("token endpoint: {}", error.message);
             return Err(error);
         }
-        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| ZoomError {
-            kind: ErrorKind::Transient,
-            status: Some(status.as_u16()),
-            code: None,
-            message: format!("token endpoint answered without a usable token: {e}"),
-            server_wait: None,
+        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
+            ZoomError::local(
+                ErrorKind::Transient,
+                Some(status.as_u16()),
+                format!("token endpoint answered without a usable token: {e}"),
+            )
         })?;
         let lifetime = Duration::from_secs(answer.expires_in);
         // Refresh a little early so no call goes out with a token about to lapse.

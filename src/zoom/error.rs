@@ -37,8 +37,11 @@ pub struct ZoomError {
     pub status: Option<u16>,
     /// Zoom's `code` from the JSON body.
     pub code: Option<i64>,
-    /// Zoom's `message` from the body, or a description of the I/O failure.
+    /// Zoom's `message` from the body, or else a description (the raw body,
+    /// or what went wrong without an answer).
     pub message: String,
+    /// Whether `message` is Zoom's own `message` field.
+    pub message_from_zoom: bool,
     /// What `Retry-After` / `X-RateLimit-Reset` asked for.
     pub server_wait: Option<Duration>,
 }
@@ -57,9 +60,9 @@ impl ZoomError {
     pub fn from_answer(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
         let parsed = serde_json::from_slice::<ErrorBody>(body).ok();
         let code = parsed.as_ref().and_then(|b| b.code);
-        let message = parsed
-            .and_then(|b| b.message)
-            .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+        let zoom_message = parsed.and_then(|b| b.message);
+        let message_from_zoom = zoom_message.is_some();
+        let message = zoom_message.unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
         let kind = match status.as_u16() {
             429 => ErrorKind::RateLimited,
             401 => ErrorKind::Unauthorized,
@@ -76,7 +79,20 @@ impl ZoomError {
             status: Some(status.as_u16()),
             code,
             message: truncate(message),
+            message_from_zoom,
             server_wait,
+        }
+    }
+
+    /// A failure described by the daemon, not by a Zoom error body.
+    pub fn local(kind: ErrorKind, status: Option<u16>, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            status,
+            code: None,
+            message: truncate(message.into()),
+            message_from_zoom: false,
+            server_wait: None,
         }
     }
 
@@ -89,14 +105,8 @@ impl ZoomError {
         } else {
             "request failed"
         };
-        Self {
-            kind: ErrorKind::Transient,
-            status: None,
-            code: None,
-            // reqwest's Display carries the URL, never a header.
-            message: truncate(format!("{what}: {error}")),
-            server_wait: None,
-        }
+        // reqwest's Display carries the URL, never a header.
+        Self::local(ErrorKind::Transient, None, format!("{what}: {error}"))
     }
 
     pub fn is_retryable(&self) -> bool {
@@ -168,9 +178,11 @@ mod tests {
         let e = classify(404, r#"{"code":4130,"message":"Group does not exist: x."}"#);
         assert_eq!((e.status, e.code), (Some(404), Some(4130)));
         assert_eq!(e.message, "Group does not exist: x.");
+        assert!(e.message_from_zoom);
         let e = classify(502, "<html>bad gateway</html>");
         assert_eq!(e.code, None);
         assert_eq!(e.message, "<html>bad gateway</html>");
+        assert!(!e.message_from_zoom);
         assert_eq!(
             classify(400, &"x".repeat(5000)).message.len(),
             MAX_MESSAGE_CHARS

@@ -165,13 +165,11 @@ impl Client {
         serde_json::from_slice(&body).map_err(|e| {
             // Zoom answered 200 with something we cannot read: retrying will
             // not change it, so the event is rejected with the reason.
-            Failure::Rejected(ZoomError {
-                kind: ErrorKind::Rejected,
-                status: Some(200),
-                code: None,
-                message: format!("unreadable user record: {e}"),
-                server_wait: None,
-            })
+            Failure::Rejected(ZoomError::local(
+                ErrorKind::Rejected,
+                Some(200),
+                format!("unreadable user record: {e}"),
+            ))
         })
     }
 
@@ -307,11 +305,12 @@ impl ZoomError {
     /// call's budget; treated like a 429 that asked for that wait.
     fn gate_closed(opens: Instant) -> Self {
         Self {
-            kind: ErrorKind::RateLimited,
-            status: None,
-            code: None,
-            message: "rate limited: calls to Zoom are paused".into(),
             server_wait: Some(opens.saturating_duration_since(Instant::now())),
+            ..Self::local(
+                ErrorKind::RateLimited,
+                None,
+                "rate limited: calls to Zoom are paused",
+            )
         }
     }
 }

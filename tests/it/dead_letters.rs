@@ -2,13 +2,16 @@
 //! a dead letter that cannot be published is never lost.
 
 use lapin::BasicProperties;
-use lapin::options::QueueDeleteOptions;
+use std::time::Duration;
+
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{TestApp, event, header_int, header_str, zoom_error};
+use crate::helpers::{TestApp, event, eventually, header_int, header_str, zoom_error};
 
 async fn mount_user(app: &TestApp, id: &str, groups: &[&str]) {
     Mock::given(method("GET"))
@@ -152,5 +155,40 @@ async fn a_deleted_dead_letter_queue_loses_nothing() {
         header_str(&letters[0], "failure-reason").as_deref(),
         Some("invalid_payload")
     );
+    app.stop_and_assert_queues_empty().await;
+}
+
+#[tokio::test]
+async fn without_topology_rights_a_missing_dead_letter_queue_holds_events_back() {
+    let mut app = TestApp::spawn_with(|s| s.amqp.declare_topology = false).await;
+    app.channel
+        .queue_delete(
+            app.dead_letter_queue.as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    app.publish(b"{not json").await;
+    eventually("/readyz reports it", Duration::from_secs(10), || async {
+        let (status, body) = app.http_get("/readyz").await;
+        status == 503 && body.contains("dead letters cannot be published")
+    })
+    .await;
+    assert!(
+        app.try_queue_state(&app.dead_letter_queue).await.is_none(),
+        "not declared by the daemon"
+    );
+
+    // The operator creates the queue; the held-back event lands there.
+    app.channel
+        .queue_declare(
+            app.dead_letter_queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let letters = app.dead_letters(1).await;
+    assert_eq!(letters[0].data, b"{not json");
     app.stop_and_assert_queues_empty().await;
 }

@@ -104,6 +104,56 @@ async fn connection_cuts_lose_nothing_and_keep_per_user_order() {
 }
 
 #[tokio::test]
+async fn a_connection_that_does_not_recover_in_time_is_rebuilt() {
+    let proxy = Proxy::start(proxy::broker_addr(&amqp_url())).await;
+    let via = proxy::url_via(&amqp_url(), proxy.addr);
+    let mut app = TestApp::spawn_with(|s| {
+        s.amqp.url = via.into();
+        s.amqp.recovery_timeout_secs = 2;
+    })
+    .await;
+    Mock::given(method("PATCH"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&app.zoom)
+        .await;
+
+    // The "broker" goes away for longer than the recovery timeout.
+    proxy.block(true);
+    proxy.cut();
+    eventually(
+        "/readyz reports the outage",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = app.http_get("/readyz").await;
+            status == 503 && body.contains("not consuming")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    proxy.block(false);
+
+    app.publish_json(event("e-after", "U1", Some("Engineering"), "Sales"))
+        .await;
+    app.wait_for_api_requests_within(1, Duration::from_secs(60))
+        .await;
+    eventually("ready again", Duration::from_secs(10), || async {
+        app.http_get("/readyz").await.0 == 200
+    })
+    .await;
+    let (_, metrics) = app.http_get("/metrics").await;
+    let reconnects: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("zoom_dept_sync_broker_reconnects_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        reconnects >= 1,
+        "the supervisor built a new connection:\n{metrics}"
+    );
+    app.stop_and_assert_queues_empty().await;
+}
+
+#[tokio::test]
 async fn a_deleted_input_queue_is_declared_again_and_consumed() {
     let mut app = TestApp::spawn().await;
     Mock::given(method("PATCH"))

@@ -2,7 +2,7 @@
 //! can cut, as a network failure or a broker restart would.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -13,6 +13,7 @@ pub struct Proxy {
     current: Arc<Mutex<CancellationToken>>,
     stop: CancellationToken,
     accepted: Arc<AtomicUsize>,
+    blocked: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -22,7 +23,13 @@ impl Proxy {
         let current = Arc::new(Mutex::new(CancellationToken::new()));
         let stop = CancellationToken::new();
         let accepted = Arc::new(AtomicUsize::new(0));
-        let (conns, stopped, count) = (Arc::clone(&current), stop.clone(), Arc::clone(&accepted));
+        let blocked = Arc::new(AtomicBool::new(false));
+        let (conns, stopped, count, refuse) = (
+            Arc::clone(&current),
+            stop.clone(),
+            Arc::clone(&accepted),
+            Arc::clone(&blocked),
+        );
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -32,6 +39,10 @@ impl Proxy {
                 let Ok((mut inbound, _)) = accepted else {
                     continue;
                 };
+                if refuse.load(Ordering::Relaxed) {
+                    drop(inbound);
+                    continue;
+                }
                 count.fetch_add(1, Ordering::Relaxed);
                 let cut = conns.lock().unwrap().clone();
                 tokio::spawn(async move {
@@ -51,10 +62,17 @@ impl Proxy {
             current,
             stop,
             accepted,
+            blocked,
         }
     }
 
-    /// Connections accepted so far (each reconnection adds one).
+    /// While blocked, new connections are closed at once (the broker is
+    /// "down"); open ones are not touched (use [`Proxy::cut`]).
+    pub fn block(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Relaxed);
+    }
+
+    /// Connections passed to the broker so far (each reconnection adds one).
     pub fn connections(&self) -> usize {
         self.accepted.load(Ordering::Relaxed)
     }
