@@ -13,16 +13,6 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::helpers::{TestApp, event, eventually, header_int, header_str, zoom_error};
 
-async fn mount_user(app: &TestApp, id: &str, groups: &[&str]) {
-    Mock::given(method("GET"))
-        .and(path(format!("/v2/users/{id}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "id": id, "email": "x@example.com", "group_ids": groups,
-        })))
-        .mount(&app.zoom)
-        .await;
-}
-
 #[tokio::test]
 async fn zoom_400_and_404_are_dead_lettered_with_code_and_message() {
     let mut app = TestApp::spawn().await;
@@ -37,8 +27,8 @@ async fn zoom_400_and_404_are_dead_lettered_with_code_and_message() {
         .mount(&app.zoom)
         .await;
     // The duplicate check finds neither user in the target group.
-    mount_user(&app, "U400", &["grp_eng"]).await;
-    mount_user(&app, "U404", &["grp_eng"]).await;
+    app.mount_user("U400", "U400", &["grp_eng"]).await;
+    app.mount_user("U404", "U404", &["grp_eng"]).await;
 
     let body400 =
         serde_json::to_vec_pretty(&event("e-400", "U400", Some("Engineering"), "Sales")).unwrap();
@@ -125,10 +115,7 @@ async fn an_unmapped_department_is_skipped_when_configured() {
         TestApp::spawn_with(|s| s.worker.unmapped = zoom_dept_sync::config::Unmapped::Skip).await;
     app.publish_json(event("e-unmapped", "U1", Some("Engineering"), "Legal"))
         .await;
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(ResponseTemplate::new(204)).await;
     app.publish_json(event("e-after", "U1", Some("Engineering"), "Sales"))
         .await;
     app.wait_for_api_requests(1).await;

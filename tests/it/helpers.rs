@@ -283,6 +283,52 @@ impl TestApp {
         self.publish(event.to_string().as_bytes()).await;
     }
 
+    /// Publishes `count` moves (Engineering → Sales) for users `U0`, `U1`, ….
+    pub async fn publish_moves(&self, count: usize) {
+        for i in 0..count {
+            self.publish_json(event(
+                &format!("e{i}"),
+                &format!("U{i}"),
+                Some("Engineering"),
+                "Sales",
+            ))
+            .await;
+        }
+    }
+
+    /// Answers every `PATCH` with `response`.
+    pub async fn answer_patches(&self, response: impl Respond + 'static) {
+        Mock::given(method("PATCH"))
+            .respond_with(response)
+            .mount(&self.zoom)
+            .await;
+    }
+
+    /// `GET /users/{lookup}` answers with a user record.
+    pub async fn mount_user(&self, lookup: &str, id: &str, groups: &[&str]) {
+        Mock::given(method("GET"))
+            .and(path(format!("/v2/users/{lookup}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "id": id, "email": "jane.doe@example.com", "group_ids": groups,
+            })))
+            .mount(&self.zoom)
+            .await;
+    }
+
+    /// How many different API paths Zoom was called on (a replayed event
+    /// repeats its path).
+    pub async fn distinct_api_paths(&self) -> usize {
+        let mut paths: Vec<String> = self
+            .api_requests()
+            .await
+            .iter()
+            .map(|r| r.url.path().to_owned())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths.len()
+    }
+
     pub async fn publish_with(&self, body: &[u8], properties: BasicProperties) {
         self.channel
             .basic_publish(

@@ -1,18 +1,14 @@
 //! Bad input is dead-lettered as `invalid_payload` without any Zoom call, and
 //! the daemon goes on with the next event.
 
-use wiremock::matchers::method;
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
 use crate::helpers::{TestApp, event, header_int, header_str};
 
 #[tokio::test]
 async fn invalid_messages_are_dead_lettered_and_the_next_event_is_processed() {
     let mut app = TestApp::spawn().await;
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(ResponseTemplate::new(204)).await;
 
     let mut one_mib =
         br#"{"event_id":"big","zoom_user_id":"U1","new_department":"Sales","pad":""#.to_vec();

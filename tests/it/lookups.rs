@@ -5,16 +5,6 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::helpers::{Script, TestApp, event, header_int, header_str, zoom_error};
 
-async fn mount_user(app: &TestApp, lookup: &str, id: &str, groups: &[&str]) {
-    Mock::given(method("GET"))
-        .and(path(format!("/v2/users/{lookup}")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "id": id, "email": "jane.doe@example.com", "group_ids": groups,
-        })))
-        .mount(&app.zoom)
-        .await;
-}
-
 fn email_only(id: &str, email: &str, previous: Option<&str>, new: &str) -> serde_json::Value {
     serde_json::json!({
         "event_id": id, "email": email,
@@ -25,11 +15,9 @@ fn email_only(id: &str, email: &str, previous: Option<&str>, new: &str) -> serde
 #[tokio::test]
 async fn an_email_only_event_is_resolved_once_and_cached() {
     let mut app = TestApp::spawn().await;
-    mount_user(&app, "jane.doe@example.com", "JaneZoomId1", &["grp_eng"]).await;
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&app.zoom)
+    app.mount_user("jane.doe@example.com", "JaneZoomId1", &["grp_eng"])
         .await;
+    app.answer_patches(ResponseTemplate::new(204)).await;
 
     app.publish_json(email_only(
         "e1",
@@ -106,7 +94,7 @@ async fn an_unknown_email_is_dead_lettered_with_zoom_code_1001() {
 async fn without_a_known_source_the_users_managed_group_is_the_source() {
     let mut app = TestApp::spawn().await;
     // "grp_other" is not in the mapping: never touched.
-    mount_user(&app, "U1", "U1", &["grp_other", "grp_eng"]).await;
+    app.mount_user("U1", "U1", &["grp_other", "grp_eng"]).await;
     Mock::given(method("PATCH"))
         .and(path("/v2/groups/grp_eng/members/U1"))
         .and(body_json(
@@ -129,7 +117,7 @@ async fn without_a_known_source_the_users_managed_group_is_the_source() {
 #[tokio::test]
 async fn a_user_already_in_the_target_gets_no_write() {
     let mut app = TestApp::spawn().await;
-    mount_user(&app, "U1", "U1", &["grp_sales"]).await;
+    app.mount_user("U1", "U1", &["grp_sales"]).await;
     // "Legal" has no group: the source is unknown, so the lookup decides.
     app.publish_json(event("e1", "U1", Some("Legal"), "Sales"))
         .await;
@@ -144,7 +132,7 @@ async fn a_user_already_in_the_target_gets_no_write() {
 #[tokio::test]
 async fn a_user_in_no_managed_group_is_added_to_the_target() {
     let mut app = TestApp::spawn().await;
-    mount_user(&app, "U1", "U1", &["grp_other"]).await;
+    app.mount_user("U1", "U1", &["grp_other"]).await;
     Mock::given(method("POST"))
         .and(path("/v2/groups/grp_sales/members"))
         .and(body_json(serde_json::json!({"members": [{"id": "U1"}]})))
@@ -163,7 +151,8 @@ async fn a_user_in_no_managed_group_is_added_to_the_target() {
 #[tokio::test]
 async fn a_user_in_several_managed_groups_ends_in_the_target_only() {
     let mut app = TestApp::spawn().await;
-    mount_user(&app, "U1", "U1", &["grp_support", "grp_eng", "grp_other"]).await;
+    app.mount_user("U1", "U1", &["grp_support", "grp_eng", "grp_other"])
+        .await;
     Mock::given(method("PATCH"))
         .and(path("/v2/groups/grp_eng/members/U1"))
         .respond_with(ResponseTemplate::new(204))
@@ -197,7 +186,7 @@ async fn a_duplicate_event_is_recognised_as_already_applied() {
         .respond_with(patches.clone())
         .mount(&app.zoom)
         .await;
-    mount_user(&app, "U1", "U1", &["grp_sales"]).await;
+    app.mount_user("U1", "U1", &["grp_sales"]).await;
 
     let duplicate = event("e-dup", "U1", Some("Engineering"), "Sales");
     app.publish_json(duplicate.clone()).await;

@@ -56,10 +56,7 @@ async fn same_source_and_target_group_makes_no_call() {
     app.publish_json(event("e-same", "U1", Some("engineering"), " Engineering "))
         .await;
     // A second, real move proves the first was handled before it.
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(ResponseTemplate::new(204)).await;
     app.publish_json(event("e-next", "U1", Some("Engineering"), "Sales"))
         .await;
     let requests = app.wait_for_api_requests(1).await;

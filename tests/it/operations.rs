@@ -34,9 +34,7 @@ async fn connection_cuts_lose_nothing_and_keep_per_user_order() {
         s.zoom.requests_per_second = 100;
     })
     .await;
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_millis(20)))
-        .mount(&app.zoom)
+    app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_millis(20)))
         .await;
 
     for k in 0..PER_USER {
@@ -64,12 +62,7 @@ async fn connection_cuts_lose_nothing_and_keep_per_user_order() {
     }
     // Every event's move, at least once (a cut can replay an unacked one).
     eventually("every event applied", Duration::from_secs(90), || async {
-        let requests = app.api_requests().await;
-        let mut seen = std::collections::HashSet::new();
-        for r in &requests {
-            seen.insert(r.url.path().to_owned());
-        }
-        seen.len() == total
+        app.distinct_api_paths().await == total
     })
     .await;
     app.stop_and_assert_queues_empty().await;
@@ -112,10 +105,7 @@ async fn a_connection_that_does_not_recover_in_time_is_rebuilt() {
         s.amqp.recovery_timeout_secs = 2;
     })
     .await;
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(ResponseTemplate::new(204)).await;
 
     // The "broker" goes away for longer than the recovery timeout.
     proxy.block(true);
@@ -156,10 +146,7 @@ async fn a_connection_that_does_not_recover_in_time_is_rebuilt() {
 #[tokio::test]
 async fn a_deleted_input_queue_is_declared_again_and_consumed() {
     let mut app = TestApp::spawn().await;
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(ResponseTemplate::new(204)).await;
     app.channel
         .queue_delete(app.queue.as_str().into(), QueueDeleteOptions::default())
         .await
@@ -188,19 +175,9 @@ async fn sigterm_finishes_in_flight_events_and_a_restart_does_the_rest() {
         s.amqp.prefetch = 20;
     })
     .await;
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(2)))
-        .mount(&app.zoom)
+    app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_secs(2)))
         .await;
-    for i in 0..20 {
-        app.publish_json(event(
-            &format!("e{i}"),
-            &format!("U{i}"),
-            Some("Engineering"),
-            "Sales",
-        ))
-        .await;
-    }
+    app.publish_moves(20).await;
 
     let mut first = DaemonProcess::start(&app.config_toml());
     app.wait_for_api_requests(10).await;
@@ -226,15 +203,11 @@ async fn sigterm_finishes_in_flight_events_and_a_restart_does_the_rest() {
     second.signal("TERM");
     assert_eq!(second.wait_exit(Duration::from_secs(30)).await, Some(0));
 
-    let mut paths: Vec<String> = app
-        .api_requests()
-        .await
-        .iter()
-        .map(|r| r.url.path().to_owned())
-        .collect();
-    paths.sort();
-    paths.dedup();
-    assert_eq!(paths.len(), 20, "each event applied exactly once");
+    assert_eq!(
+        app.distinct_api_paths().await,
+        20,
+        "each event applied exactly once"
+    );
     assert_eq!(app.api_requests().await.len(), 20);
     assert_eq!(app.queue_state(&app.queue).await, (0, 0));
     assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0);
@@ -243,19 +216,9 @@ async fn sigterm_finishes_in_flight_events_and_a_restart_does_the_rest() {
 #[tokio::test]
 async fn events_still_running_after_the_grace_go_back_to_the_queue() {
     let mut app = TestApp::spawn_with(|s| s.worker.shutdown_grace_secs = 1).await;
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(10)))
-        .mount(&app.zoom)
+    app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_secs(10)))
         .await;
-    for i in 0..3 {
-        app.publish_json(event(
-            &format!("e{i}"),
-            &format!("U{i}"),
-            Some("Engineering"),
-            "Sales",
-        ))
-        .await;
-    }
+    app.publish_moves(3).await;
     app.wait_for_api_requests(3).await;
     app.stop().await;
     assert_eq!(
@@ -275,10 +238,7 @@ async fn a_daily_rate_limit_requeues_and_pauses_instead_of_dead_lettering() {
             .set_body_json(serde_json::json!({"code": 429, "message": "daily limit"})),
         ResponseTemplate::new(204),
     ]);
-    Mock::given(method("PATCH"))
-        .respond_with(script.clone())
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(script.clone()).await;
 
     app.publish_json(event("e-daily", "U1", Some("Engineering"), "Sales"))
         .await;
@@ -317,15 +277,7 @@ async fn refused_credentials_pause_without_dead_letters_until_fixed() {
         .with_priority(1)
         .mount(&app.zoom)
         .await;
-    for i in 0..3 {
-        app.publish_json(event(
-            &format!("e{i}"),
-            &format!("U{i}"),
-            Some("Engineering"),
-            "Sales",
-        ))
-        .await;
-    }
+    app.publish_moves(3).await;
     eventually(
         "/readyz reports the auth failure",
         Duration::from_secs(10),
@@ -349,10 +301,7 @@ async fn refused_credentials_pause_without_dead_letters_until_fixed() {
         )
         .mount(&app.zoom)
         .await;
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(ResponseTemplate::new(204)).await;
     app.wait_for_api_requests(3).await;
     eventually("ready again", Duration::from_secs(10), || async {
         app.http_get("/readyz").await.0 == 200
@@ -369,10 +318,7 @@ async fn metrics_count_each_outcome() {
         .respond_with(zoom_error(404, 4130, "Group does not exist"))
         .mount(&app.zoom)
         .await;
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(ResponseTemplate::new(204)).await;
     app.publish_json(event("ok1", "U1", Some("Engineering"), "Sales"))
         .await;
     app.publish_json(event("ok2", "U2", Some("Engineering"), "Sales"))
@@ -420,9 +366,7 @@ async fn a_standby_replica_takes_over_when_the_active_one_dies() {
         s.zoom.requests_per_second = 50;
     })
     .await;
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_millis(20)))
-        .mount(&app.zoom)
+    app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_millis(20)))
         .await;
     let config = app.config_toml();
     let active = DaemonProcess::start(&config);
@@ -445,28 +389,12 @@ async fn a_standby_replica_takes_over_when_the_active_one_dies() {
     )
     .await;
 
-    for i in 0..100 {
-        app.publish_json(event(
-            &format!("e{i}"),
-            &format!("U{i}"),
-            Some("Engineering"),
-            "Sales",
-        ))
-        .await;
-    }
+    app.publish_moves(100).await;
     app.wait_for_api_requests(30).await;
     active.signal("KILL");
     drop(active);
     eventually("every event applied", Duration::from_secs(60), || async {
-        let mut paths: Vec<String> = app
-            .api_requests()
-            .await
-            .iter()
-            .map(|r| r.url.path().to_owned())
-            .collect();
-        paths.sort();
-        paths.dedup();
-        paths.len() == 100
+        app.distinct_api_paths().await == 100
     })
     .await;
     eventually("the queue drained", Duration::from_secs(20), || async {

@@ -16,10 +16,7 @@ async fn one_users_events_apply_in_order_while_others_proceed() {
         .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_millis(500)))
         .mount(&app.zoom)
         .await;
-    Mock::given(method("PATCH"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(ResponseTemplate::new(204)).await;
 
     app.publish_json(event("a-b", "U1", Some("Engineering"), "Sales"))
         .await;

@@ -3,29 +3,17 @@
 
 use std::time::Duration;
 
-use wiremock::matchers::method;
-use wiremock::{Mock, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
-use crate::helpers::{Script, TestApp, event};
+use crate::helpers::{Script, TestApp};
 
 #[tokio::test]
 async fn no_one_second_window_sees_more_than_the_configured_rate() {
     let mut app = TestApp::spawn_with(|s| s.zoom.requests_per_second = 20).await;
     let script = Script::new(vec![ResponseTemplate::new(204)]);
-    Mock::given(method("PATCH"))
-        .respond_with(script.clone())
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(script.clone()).await;
 
-    for i in 0..60 {
-        app.publish_json(event(
-            &format!("e{i}"),
-            &format!("U{i}"),
-            Some("Engineering"),
-            "Sales",
-        ))
-        .await;
-    }
+    app.publish_moves(60).await;
     app.wait_for_api_requests(60).await;
     app.stop_and_assert_queues_empty().await;
 
@@ -54,20 +42,9 @@ async fn a_429_holds_back_every_call_until_its_wait_is_over() {
         ResponseTemplate::new(429).insert_header("retry-after", "1"),
         ResponseTemplate::new(204),
     ]);
-    Mock::given(method("PATCH"))
-        .respond_with(script.clone())
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(script.clone()).await;
 
-    for i in 0..10 {
-        app.publish_json(event(
-            &format!("e{i}"),
-            &format!("U{i}"),
-            Some("Engineering"),
-            "Sales",
-        ))
-        .await;
-    }
+    app.publish_moves(10).await;
     app.wait_for_api_requests(11).await;
     app.stop_and_assert_queues_empty().await;
 

@@ -52,10 +52,7 @@ async fn a_429_retry_is_not_sent_before_retry_after_in_seconds() {
         ResponseTemplate::new(429).insert_header("retry-after", "2"),
         ResponseTemplate::new(204),
     ]);
-    Mock::given(method("PATCH"))
-        .respond_with(script.clone())
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(script.clone()).await;
 
     app.publish_json(event("e-429", "U1", Some("Engineering"), "Sales"))
         .await;
@@ -80,10 +77,7 @@ async fn a_429_retry_is_not_sent_before_an_iso_8601_retry_after() {
             .set_body_json(serde_json::json!({"code": 429, "message": "You have reached the maximum daily rate limit"})),
         ResponseTemplate::new(204),
     ]);
-    Mock::given(method("PATCH"))
-        .respond_with(script.clone())
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(script.clone()).await;
 
     app.publish_json(event("e-429-iso", "U1", Some("Engineering"), "Sales"))
         .await;
@@ -111,13 +105,11 @@ async fn a_401_with_code_124_fetches_a_new_token_and_retries_once() {
         .with_priority(1)
         .mount(&app.zoom)
         .await;
-    Mock::given(method("PATCH"))
-        .respond_with(Script::new(vec![
-            zoom_error(401, 124, "Invalid access token."),
-            ResponseTemplate::new(204),
-        ]))
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(Script::new(vec![
+        zoom_error(401, 124, "Invalid access token."),
+        ResponseTemplate::new(204),
+    ]))
+    .await;
 
     app.publish_json(event("e-401", "U1", Some("Engineering"), "Sales"))
         .await;
@@ -151,10 +143,7 @@ async fn server_errors_past_the_budget_dead_letter_as_retries_exhausted() {
         ResponseTemplate::new(500),
         zoom_error(503, 0, "Service unavailable"),
     ]);
-    Mock::given(method("PATCH"))
-        .respond_with(script.clone())
-        .mount(&app.zoom)
-        .await;
+    app.answer_patches(script.clone()).await;
 
     app.publish_json(event("e-exhausted", "U1", Some("Engineering"), "Sales"))
         .await;
