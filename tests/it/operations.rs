@@ -214,6 +214,45 @@ async fn sigterm_finishes_in_flight_events_and_a_restart_does_the_rest() {
 }
 
 #[tokio::test]
+async fn json_logs_carry_the_event_and_never_a_secret() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    app.answer_patches(ResponseTemplate::new(204)).await;
+    let mut daemon = DaemonProcess::start_with_args(&app.config_toml(), &["--log-format", "json"]);
+    app.publish_json(event("hr-json-1", "U1", Some("Engineering"), "Sales"))
+        .await;
+    app.wait_for_api_requests(1).await;
+    eventually("the outcome is logged", Duration::from_secs(10), || async {
+        daemon.log().contains("event processed")
+    })
+    .await;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)).await, Some(0));
+
+    let log = daemon.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let outcome = lines
+        .iter()
+        .find(|l| l["message"] == "event processed")
+        .expect("an outcome line");
+    assert_eq!(outcome["event_id"], "hr-json-1");
+    assert_eq!(outcome["user"], "U1");
+    assert_eq!(outcome["from_group"], "grp_eng");
+    assert_eq!(outcome["to_group"], "grp_sales");
+    assert_eq!(outcome["attempts"], 1);
+    assert_eq!(outcome["outcome"], "applied");
+    for secret in [
+        crate::helpers::CLIENT_SECRET,
+        crate::helpers::TOKEN,
+        "guest:guest",
+    ] {
+        assert!(!log.contains(secret), "{secret:?} appears in the log");
+    }
+}
+
+#[tokio::test]
 async fn events_still_running_after_the_grace_go_back_to_the_queue() {
     let mut app = TestApp::spawn_with(|s| s.worker.shutdown_grace_secs = 1).await;
     app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_secs(10)))

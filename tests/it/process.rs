@@ -19,11 +19,17 @@ impl DaemonProcess {
     /// Starts `zoom-dept-sync run` with `config`; secrets and the broker URL
     /// come from the environment, as in production. Logs go to a file.
     pub fn start(config: &str) -> Self {
+        Self::start_with_args(config, &[])
+    }
+
+    /// As [`DaemonProcess::start`], with more command-line arguments.
+    pub fn start_with_args(config: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log = dir.path().join("daemon.log");
         let child = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"))
+            .args(args)
             .args(["run", "--config"])
             .arg(&config_path)
             .env_clear()
