@@ -2,7 +2,7 @@
 //! worker as its own task, settle it with its own acker; pause consuming
 //! while Zoom cannot take calls.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -10,24 +10,18 @@ use lapin::Consumer;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
 use lapin::types::FieldTable;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::pause::{DEAD_LETTER_RETRY_WAIT, PauseRequest, wait_out_pause};
 use super::settle::{Settled, Settler};
 use super::{Daemon, Session};
 use crate::outcome::{Outcome, RequeueCause};
 use crate::worker::Processed;
 
 const CONSUMER_TAG: &str = "zoom-dept-sync";
-/// First wait after Zoom refused the credentials; doubles up to the maximum.
-const AUTH_RETRY_FIRST: Duration = Duration::from_secs(2);
-const AUTH_RETRY_MAX: Duration = Duration::from_secs(300);
-/// How long to stop consuming after a dead letter could not be published, so
-/// a missing dead-letter queue does not make events cycle through the broker.
-const DEAD_LETTER_RETRY_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a session's loop ended.
 #[derive(Debug)]
@@ -36,66 +30,6 @@ pub enum SessionEnd {
     Shutdown,
     /// The connection or the consumer is gone; the supervisor reconnects.
     Lost(String),
-}
-
-/// A request to stop consuming for a while, set by a requeued event, plus
-/// the current wait between credential probes (it grows while auth fails).
-struct PauseRequest {
-    slot: Mutex<Option<(RequeueCause, String)>>,
-    requested: Notify,
-    auth_wait: Mutex<Duration>,
-}
-
-impl PauseRequest {
-    fn new() -> Self {
-        Self {
-            slot: Mutex::default(),
-            requested: Notify::new(),
-            auth_wait: Mutex::new(AUTH_RETRY_FIRST),
-        }
-    }
-
-    fn set(&self, cause: RequeueCause, why: &str) {
-        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        // A rate-limit pause with a later end wins over an earlier one.
-        let keep = matches!(
-            (&*slot, cause),
-            (Some((RequeueCause::RateLimited { until: a }, _)), RequeueCause::RateLimited { until: b }) if *a >= b
-        );
-        if !keep {
-            *slot = Some((cause, why.to_owned()));
-        }
-        self.requested.notify_one();
-    }
-
-    fn take(&self) -> Option<(RequeueCause, String)> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
-    /// Resolves once a pause is requested.
-    async fn wait(&self) {
-        while self
-            .slot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
-            self.requested.notified().await;
-        }
-    }
-
-    /// The wait before the next credential probe; doubles it for the one after.
-    fn next_auth_wait(&self) -> Duration {
-        let mut wait = self.auth_wait.lock().unwrap_or_else(|e| e.into_inner());
-        let current = *wait;
-        *wait = (current * 2).min(AUTH_RETRY_MAX);
-        current
-    }
-
-    /// Zoom accepted a call: auth waits start small again.
-    fn zoom_worked(&self) {
-        *self.auth_wait.lock().unwrap_or_else(|e| e.into_inner()) = AUTH_RETRY_FIRST;
-    }
 }
 
 pub(super) async fn consume(
@@ -234,48 +168,6 @@ async fn stop_consuming(session: &Session, deliveries: &mut Consumer) {
         handed_back += 1;
     }
     tracing::info!(handed_back, "stopped consuming");
-}
-
-/// Waits until the cause of a pause is over. `false` if shutdown came first.
-async fn wait_out_pause(
-    daemon: &Daemon,
-    cause: RequeueCause,
-    why: &str,
-    pause: &PauseRequest,
-    shutdown: &CancellationToken,
-) -> bool {
-    match cause {
-        RequeueCause::RateLimited { until }
-        | RequeueCause::DeadLetterQueueUnavailable { until } => {
-            daemon.health.paused(why, Some(until));
-            tracing::warn!(
-                resume_in_secs = until.saturating_duration_since(Instant::now()).as_secs(),
-                reason = why,
-                "pausing consumption"
-            );
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => true,
-                _ = shutdown.cancelled() => false,
-            }
-        }
-        RequeueCause::Auth => loop {
-            let wait = pause.next_auth_wait();
-            daemon.health.paused(why, None);
-            tracing::error!(
-                retry_in_secs = wait.as_secs(),
-                reason = why,
-                "pausing consumption: Zoom refuses the app's credentials"
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.cancelled() => return false,
-            }
-            match daemon.worker.probe_credentials().await {
-                Ok(()) => return true,
-                Err(e) => tracing::error!(error = %e, "Zoom still refuses the credentials"),
-            }
-        },
-    }
 }
 
 /// The two ways a delivery's task is told to give its delivery back.

@@ -7,6 +7,7 @@
 //! this loop builds a new one.
 
 mod consumer;
+mod pause;
 pub mod settle;
 pub mod topology;
 

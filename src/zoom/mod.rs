@@ -314,3 +314,209 @@ impl ZoomError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use wiremock::matchers::{body_json, header, method, path};
+    use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+    use super::*;
+    use crate::config::{
+        AmqpSettings, HttpSettings, RetrySettings, WorkerSettings, ZoomCredentials, ZoomSettings,
+    };
+    use crate::mapping::Mapping;
+
+    fn client(zoom: &MockServer) -> Client {
+        let settings = Settings {
+            amqp: AmqpSettings::default(),
+            zoom: ZoomSettings {
+                api_base_url: format!("{}/v2", zoom.uri()),
+                oauth_token_url: format!("{}/oauth/token", zoom.uri()),
+                requests_per_second: 1000,
+                request_timeout_ms: 2000,
+            },
+            retry: RetrySettings {
+                initial_interval_ms: 10,
+                max_interval_ms: 50,
+                max_elapsed_secs: 5,
+            },
+            worker: WorkerSettings::default(),
+            http: HttpSettings::default(),
+            mapping: Mapping::new(&BTreeMap::from([("S".to_owned(), "g".to_owned())])).unwrap(),
+            credentials: ZoomCredentials {
+                account_id: "acct".into(),
+                client_id: "id".into(),
+                client_secret: "secret".into(),
+            },
+        };
+        Client::new(&settings, Arc::new(Metrics::new())).unwrap()
+    }
+
+    /// Hands out `token-1`, `token-2`, … one per request.
+    struct Tokens(AtomicU32);
+
+    impl Respond for Tokens {
+        fn respond(&self, _: &Request) -> ResponseTemplate {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": format!("token-{n}"), "expires_in": 3600}))
+        }
+    }
+
+    async fn mount_tokens(zoom: &MockServer) {
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .and(header("authorization", "Basic aWQ6c2VjcmV0"))
+            .respond_with(Tokens(AtomicU32::new(0)))
+            .mount(zoom)
+            .await;
+    }
+
+    fn id(s: &str) -> ZoomUserId {
+        ZoomUserId::parse(s).unwrap()
+    }
+
+    fn group(s: &str) -> GroupId {
+        GroupId::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_move_is_one_patch_with_the_bearer_token() {
+        let zoom = MockServer::start().await;
+        mount_tokens(&zoom).await;
+        Mock::given(method("PATCH"))
+            .and(path("/v2/groups/g1/members/u1"))
+            .and(header("authorization", "Bearer token-1"))
+            .and(body_json(
+                json!({"action": "move", "target_group_id": "g2"}),
+            ))
+            .respond_with(ResponseTemplate::new(204))
+            .expect(1)
+            .mount(&zoom)
+            .await;
+        let attempts = Attempts::default();
+        client(&zoom)
+            .move_member(&group("g1"), &id("u1"), &group("g2"), &attempts)
+            .await
+            .unwrap();
+        assert_eq!(attempts.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_email_is_one_encoded_path_segment() {
+        let zoom = MockServer::start().await;
+        mount_tokens(&zoom).await;
+        Mock::given(method("GET"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"id": "u1", "group_ids": ["g1"]})),
+            )
+            .mount(&zoom)
+            .await;
+        let email = Email::parse("jane+ops@example.com").unwrap();
+        let user = client(&zoom)
+            .get_user(UserPath::Email(&email), &Attempts::default())
+            .await
+            .unwrap();
+        assert_eq!(user.group_ids, ["g1"]);
+        let requests = zoom.received_requests().await.unwrap();
+        let get = requests
+            .iter()
+            .find(|r| r.method.as_str() == "GET")
+            .unwrap();
+        assert_eq!(get.url.path(), "/v2/users/jane+ops@example.com");
+        assert_eq!(get.url.query(), None);
+    }
+
+    /// Answers 401 to `token-1`, 204 to any later token.
+    struct RefuseFirstToken;
+
+    impl Respond for RefuseFirstToken {
+        fn respond(&self, request: &Request) -> ResponseTemplate {
+            match request
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some("Bearer token-1") => ResponseTemplate::new(401)
+                    .set_body_json(json!({"code": 124, "message": "Invalid access token."})),
+                _ => ResponseTemplate::new(204),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn many_calls_refused_at_once_fetch_one_new_token() {
+        let zoom = MockServer::start().await;
+        mount_tokens(&zoom).await;
+        Mock::given(method("PATCH"))
+            .respond_with(RefuseFirstToken)
+            .mount(&zoom)
+            .await;
+        let client = Arc::new(client(&zoom));
+        // Everyone gets token-1 first.
+        client.tokens.token().await.unwrap();
+        let calls: Vec<_> = (0..16)
+            .map(|i| {
+                let client = Arc::clone(&client);
+                tokio::spawn(async move {
+                    let attempts = Attempts::default();
+                    let user = id(&format!("u{i}"));
+                    client
+                        .move_member(&group("g1"), &user, &group("g2"), &attempts)
+                        .await
+                })
+            })
+            .collect();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        let token_requests = zoom
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path() == "/oauth/token")
+            .count();
+        assert_eq!(token_requests, 2, "token-1, then one refresh shared by all");
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_twice_is_an_auth_failure_not_a_rejection() {
+        let zoom = MockServer::start().await;
+        mount_tokens(&zoom).await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(401))
+            .mount(&zoom)
+            .await;
+        let attempts = Attempts::default();
+        let failure = client(&zoom)
+            .move_member(&group("g1"), &id("u1"), &group("g2"), &attempts)
+            .await
+            .unwrap_err();
+        assert!(matches!(failure, Failure::Auth(_)), "{failure:?}");
+        assert_eq!(
+            attempts.get(),
+            2,
+            "the call, and once more with a new token"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_403_is_an_auth_failure() {
+        let zoom = MockServer::start().await;
+        mount_tokens(&zoom).await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(403).set_body_json(
+                json!({"code": 104, "message": "Invalid access token, does not contain scopes."}),
+            ))
+            .mount(&zoom)
+            .await;
+        let failure = client(&zoom)
+            .move_member(&group("g1"), &id("u1"), &group("g2"), &Attempts::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(failure, Failure::Auth(_)), "{failure:?}");
+    }
+}
