@@ -282,7 +282,7 @@ impl Worker {
     /// a duplicate or redelivered event is recognised as already applied.
     async fn move_checked(
         &self,
-        run: &mut Run<'_>,
+        run: &Run<'_>,
         from: &GroupId,
         id: &ZoomUserId,
         to: &GroupId,
