@@ -429,6 +429,31 @@ mod tests {
         assert_eq!(get.url.query(), None);
     }
 
+    #[tokio::test]
+    async fn a_token_is_refreshed_before_it_expires() {
+        let zoom = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"access_token": "short", "expires_in": 1})),
+            )
+            .mount(&zoom)
+            .await;
+        let client = client(&zoom);
+        client.tokens.token().await.unwrap();
+        client.tokens.token().await.unwrap();
+        assert_eq!(zoom.received_requests().await.unwrap().len(), 1, "cached");
+        // Refreshed at 90 % of its lifetime.
+        tokio::time::sleep(Duration::from_millis(950)).await;
+        client.tokens.token().await.unwrap();
+        assert_eq!(
+            zoom.received_requests().await.unwrap().len(),
+            2,
+            "refreshed"
+        );
+    }
+
     /// Answers 401 to `token-1`, 204 to any later token.
     struct RefuseFirstToken;
 

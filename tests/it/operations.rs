@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use lapin::options::QueueDeleteOptions;
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 use zoom_dept_sync::mapping::Mapping;
@@ -396,6 +397,36 @@ async fn metrics_count_each_outcome() {
         "{text}"
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn quorum_queues_with_a_single_active_consumer_work_end_to_end() {
+    let mut app = TestApp::spawn_with(|s| {
+        s.amqp.queue_type = zoom_dept_sync::config::QueueType::Quorum;
+        s.amqp.single_active_consumer = true;
+    })
+    .await;
+    app.answer_patches(ResponseTemplate::new(204)).await;
+    app.publish_moves(3).await;
+    app.publish(b"{not json").await;
+    app.wait_for_api_requests(3).await;
+    let letters = app.dead_letters(1).await;
+    assert_eq!(letters[0].data, b"{not json");
+    app.stop().await;
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+    // The broker knows them as quorum queues: a classic redeclaration fails.
+    let classic = app
+        .channel
+        .queue_declare(
+            app.queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await;
+    assert!(
+        classic.is_err(),
+        "the input queue was declared as a quorum queue"
+    );
 }
 
 #[tokio::test]
