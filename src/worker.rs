@@ -38,6 +38,16 @@ pub struct Prepared {
     received: Instant,
 }
 
+impl Prepared {
+    /// The message's `event_id`, when it could be read.
+    pub fn event_id(&self) -> Option<&EventId> {
+        match &self.parsed {
+            Ok(change) => Some(&change.event_id),
+            Err(invalid) => invalid.event_id.as_ref(),
+        }
+    }
+}
+
 /// A message whose turn has come, holding its user's place and a slot
 /// until it is dropped (after settling).
 pub struct Admitted {

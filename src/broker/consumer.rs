@@ -197,8 +197,10 @@ fn dispatch(
         stops.abandon.clone(),
         Arc::clone(pause),
     );
+    // Every line logged while this event is processed carries its id.
     let span = tracing::info_span!(
         "event",
+        event_id = prepared.event_id().map_or("-", |id| id.as_str()),
         delivery_tag = delivery.delivery_tag,
         redelivered = delivery.redelivered
     );

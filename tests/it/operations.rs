@@ -244,6 +244,16 @@ async fn json_logs_carry_the_event_and_never_a_secret() {
     assert_eq!(outcome["to_group"], "grp_sales");
     assert_eq!(outcome["attempts"], 1);
     assert_eq!(outcome["outcome"], "applied");
+    // Every line logged while the event was processed names it, e.g. the
+    // token fetch its first call caused.
+    let in_event: Vec<_> = lines
+        .iter()
+        .filter(|l| l["span"]["name"] == "event")
+        .collect();
+    assert!(in_event.len() >= 2, "{log}");
+    for line in in_event {
+        assert_eq!(line["span"]["event_id"], "hr-json-1", "{line}");
+    }
     for secret in [
         crate::helpers::CLIENT_SECRET,
         crate::helpers::TOKEN,
