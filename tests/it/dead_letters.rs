@@ -4,7 +4,7 @@
 use lapin::BasicProperties;
 use std::time::Duration;
 
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -126,13 +126,7 @@ async fn an_unmapped_department_is_skipped_when_configured() {
 async fn a_deleted_dead_letter_queue_loses_nothing() {
     let mut app = TestApp::spawn().await;
     // The operator deletes the dead-letter queue while the daemon runs.
-    app.channel
-        .queue_delete(
-            app.dead_letter_queue.as_str().into(),
-            QueueDeleteOptions::default(),
-        )
-        .await
-        .unwrap();
+    app.delete_queue(&app.dead_letter_queue).await;
     app.publish(b"{not json").await;
     // The broker returns the first dead letter as unroutable; the daemon
     // declares the queue again and the requeued event lands there.
@@ -148,13 +142,7 @@ async fn a_deleted_dead_letter_queue_loses_nothing() {
 #[tokio::test]
 async fn without_topology_rights_a_missing_dead_letter_queue_holds_events_back() {
     let mut app = TestApp::spawn_with(|s| s.amqp.declare_topology = false).await;
-    app.channel
-        .queue_delete(
-            app.dead_letter_queue.as_str().into(),
-            QueueDeleteOptions::default(),
-        )
-        .await
-        .unwrap();
+    app.delete_queue(&app.dead_letter_queue).await;
     app.publish(b"{not json").await;
     eventually("/readyz reports it", Duration::from_secs(10), || async {
         let (status, body) = app.http_get("/readyz").await;

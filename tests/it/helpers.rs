@@ -271,6 +271,14 @@ impl TestApp {
         Some((q.message_count(), q.consumer_count()))
     }
 
+    /// Deletes a queue under the daemon, as an operator might.
+    pub async fn delete_queue(&self, queue: &str) {
+        self.channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await
+            .expect("delete queue");
+    }
+
     pub async fn publish(&self, body: &[u8]) {
         self.publish_with(
             body,

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -148,10 +148,7 @@ async fn a_connection_that_does_not_recover_in_time_is_rebuilt() {
 async fn a_deleted_input_queue_is_declared_again_and_consumed() {
     let mut app = TestApp::spawn().await;
     app.answer_patches(ResponseTemplate::new(204)).await;
-    app.channel
-        .queue_delete(app.queue.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .unwrap();
+    app.delete_queue(&app.queue).await;
     eventually(
         "the daemon declared the queue again and consumes it",
         Duration::from_secs(30),
