@@ -62,6 +62,12 @@ pub struct AmqpSettings {
     /// How long lapin may try to recover a lost connection before the daemon
     /// drops it and builds a new one (lapin can stay "connecting" forever).
     pub recovery_timeout_secs: u64,
+    /// RabbitMQ's `consumer_timeout` for this queue: no delivery may stay
+    /// unacknowledged that long, or the broker closes the channel.
+    pub consumer_timeout_secs: u64,
+    /// How long to wait for the broker to confirm a dead letter (a broker
+    /// under a memory or disk alarm never does).
+    pub confirm_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -101,6 +107,13 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     pub unmapped: Unmapped,
     pub shutdown_grace_secs: u64,
+    /// Past this many redeliveries (connection lost or the process stopped
+    /// while the event ran), the event is dead-lettered as `redelivery_limit`.
+    pub max_redeliveries: u32,
+    /// First wait of a pause (auth, dead-letter queue missing); doubles after
+    /// every failed probe, up to `pause_max_secs`.
+    pub pause_initial_ms: u64,
+    pub pause_max_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +160,8 @@ impl Default for AmqpSettings {
             single_active_consumer: false,
             queue_type: QueueType::Classic,
             recovery_timeout_secs: 60,
+            consumer_timeout_secs: 1800,
+            confirm_timeout_secs: 15,
         }
     }
 }
@@ -178,6 +193,9 @@ impl Default for WorkerSettings {
             concurrency: 16,
             unmapped: Unmapped::DeadLetter,
             shutdown_grace_secs: 25,
+            max_redeliveries: 10,
+            pause_initial_ms: 2000,
+            pause_max_secs: 300,
         }
     }
 }

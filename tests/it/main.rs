@@ -3,6 +3,8 @@
 
 mod config_errors;
 mod dead_letters;
+mod fake_zoom;
+mod faults;
 mod helpers;
 mod invalid_input;
 mod lookups;
