@@ -155,7 +155,7 @@ impl Default for AmqpSettings {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             queue: "hr.user.department_changed".into(),
             dead_letter_queue: None,
-            prefetch: 64,
+            prefetch: 32,
             declare_topology: true,
             single_active_consumer: false,
             queue_type: QueueType::Classic,
@@ -220,6 +220,12 @@ impl AmqpSettings {
     pub fn recovery_timeout(&self) -> Duration {
         Duration::from_secs(self.recovery_timeout_secs)
     }
+    pub fn confirm_timeout(&self) -> Duration {
+        Duration::from_secs(self.confirm_timeout_secs)
+    }
+    pub fn consumer_timeout(&self) -> Duration {
+        Duration::from_secs(self.consumer_timeout_secs)
+    }
 }
 
 impl ZoomSettings {
@@ -243,6 +249,89 @@ impl RetrySettings {
 impl WorkerSettings {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+    pub fn pause_first(&self) -> Duration {
+        Duration::from_millis(self.pause_initial_ms)
+    }
+    pub fn pause_max(&self) -> Duration {
+        Duration::from_secs(self.pause_max_secs)
+    }
+}
+
+/// The longest any wait or timeout in the settings may be: every instant the
+/// daemon computes from them stays far from overflowing.
+const MAX_SECS: u64 = 24 * 3600;
+
+impl Settings {
+    /// A delivery must be settled within this of its arrival: the broker's
+    /// consumer timeout less a margin (a tenth, 5 s to 5 min) for settling.
+    pub fn hold_limit(&self) -> Duration {
+        let timeout = self.amqp.consumer_timeout();
+        let margin = (timeout / 10).clamp(Duration::from_secs(5), Duration::from_secs(300));
+        timeout.saturating_sub(margin)
+    }
+
+    /// The longest an event runs once started: its whole retry budget, one
+    /// more request, and the confirm of its dead letter.
+    pub fn event_run_time(&self) -> Duration {
+        self.retry.max_elapsed() + self.zoom.request_timeout() + self.amqp.confirm_timeout()
+    }
+
+    /// The slowest delivery waits for a slot behind the rest of the prefetch
+    /// (`prefetch / concurrency` rounds, rounded up), then runs a full
+    /// event. That must end before the consumer timeout.
+    fn check_consumer_timeout(&self) -> Result<(), ConfigError> {
+        let rounds = u32::from(self.amqp.prefetch).div_ceil(self.worker.concurrency.max(1) as u32);
+        let worst = self.event_run_time().saturating_mul(rounds);
+        let limit = self.hold_limit();
+        if worst <= limit {
+            return Ok(());
+        }
+        Err(ConfigError(format!(
+            "amqp.prefetch ({}), worker.concurrency ({}) and retry.max_elapsed_secs ({}) \
+             (plus zoom.request_timeout_ms and amqp.confirm_timeout_secs) could hold a delivery \
+             unacknowledged for {} s, past amqp.consumer_timeout_secs ({}) less a {} s margin: \
+             lower the prefetch or the retry budget, or raise the concurrency or the consumer timeout",
+            self.amqp.prefetch,
+            self.worker.concurrency,
+            self.retry.max_elapsed_secs,
+            worst.as_secs(),
+            self.amqp.consumer_timeout_secs,
+            (self.amqp.consumer_timeout() - limit).as_secs(),
+        )))
+    }
+
+    /// Upper bounds, so no computed instant can overflow.
+    fn check_bounds(&self) -> Result<(), ConfigError> {
+        let ms = MAX_SECS * 1000;
+        for (key, value, max) in [
+            ("amqp.consumer_timeout_secs", self.amqp.consumer_timeout_secs, MAX_SECS),
+            ("amqp.recovery_timeout_secs", self.amqp.recovery_timeout_secs, 3600),
+            ("amqp.confirm_timeout_secs", self.amqp.confirm_timeout_secs, 600),
+            ("zoom.request_timeout_ms", self.zoom.request_timeout_ms, 600_000),
+            ("retry.initial_interval_ms", self.retry.initial_interval_ms, ms),
+            ("retry.max_interval_ms", self.retry.max_interval_ms, ms),
+            ("retry.max_elapsed_secs", self.retry.max_elapsed_secs, MAX_SECS),
+            ("worker.shutdown_grace_secs", self.worker.shutdown_grace_secs, 3600),
+            ("worker.pause_initial_ms", self.worker.pause_initial_ms, ms),
+            ("worker.pause_max_secs", self.worker.pause_max_secs, MAX_SECS),
+        ] {
+            if value > max {
+                return Err(ConfigError(format!("{key} is {value}, more than the largest allowed, {max}")));
+            }
+        }
+        let at_least_one = [
+            ("amqp.consumer_timeout_secs", self.amqp.consumer_timeout_secs),
+            ("amqp.confirm_timeout_secs", self.amqp.confirm_timeout_secs),
+            ("worker.pause_initial_ms", self.worker.pause_initial_ms),
+            ("worker.pause_max_secs", self.worker.pause_max_secs),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return Err(ConfigError(format!("{key} must be at least 1")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -352,7 +441,8 @@ impl Settings {
         if self.worker.concurrency == 0 {
             return fail("worker.concurrency must be at least 1");
         }
-        Ok(())
+        self.check_bounds()?;
+        self.check_consumer_timeout()
     }
 }
 
@@ -404,7 +494,7 @@ mod tests {
             s.amqp.dead_letter_queue(),
             "hr.user.department_changed.dead"
         );
-        assert_eq!(s.amqp.prefetch, 64);
+        assert_eq!(s.amqp.prefetch, 32);
         assert_eq!(s.zoom.requests_per_second, 10);
         assert_eq!(s.retry.max_elapsed_secs, 600);
         assert_eq!(s.worker.concurrency, 16);

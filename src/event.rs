@@ -147,6 +147,14 @@ impl DepartmentChange {
         }
     }
 
+    /// The email, when the event carries one.
+    pub fn email(&self) -> Option<&Email> {
+        match &self.user {
+            UserRef::Email(email) | UserRef::Both { email, .. } => Some(email),
+            UserRef::Id(_) => None,
+        }
+    }
+
     /// The Zoom user id, when the event carries one.
     pub fn zoom_user_id(&self) -> Option<&ZoomUserId> {
         match &self.user {

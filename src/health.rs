@@ -16,6 +16,8 @@ struct State {
     broker_down: Option<String>,
     /// Why consumption is paused, and until when if known.
     paused: Option<(String, Option<Instant>)>,
+    /// The broker blocks a connection (memory or disk alarm).
+    blocked: Option<String>,
     started: bool,
 }
 
@@ -41,6 +43,11 @@ impl Health {
         self.with(|s| s.paused = Some((why, until)));
     }
 
+    /// The broker blocked (`Some(reason)`) or unblocked a connection.
+    pub fn note_blocked(&self, reason: Option<String>) {
+        self.with(|s| s.blocked = reason);
+    }
+
     pub fn resumed(&self) {
         self.with(|s| s.paused = None);
     }
@@ -53,6 +60,9 @@ impl Health {
             }
             if let Some(why) = &s.broker_down {
                 return Err(format!("not consuming: {why}"));
+            }
+            if let Some(why) = &s.blocked {
+                return Err(format!("the broker blocks publishing: {why}"));
             }
             match &s.paused {
                 Some((why, Some(until))) => Err(format!(

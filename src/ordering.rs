@@ -1,55 +1,70 @@
-//! Per-user order: events with the same key run one after another, in the
-//! order they were consumed; different keys run side by side.
+//! Per-person order: events that share a key run one after another, in the
+//! order they were consumed; events with no key in common run side by side.
 //!
-//! Each key keeps only a link to the last event queued for it. A new event
-//! takes that link (it waits on it) and leaves its own; when an event ends,
-//! its [`Turn`] is dropped, which wakes the next one and removes the key if
-//! nobody queued behind it. Memory is bounded by what is in flight.
+//! An event may carry several keys (a Zoom id and an email both name one
+//! person), and it waits for the last event queued under *each* of them. Each
+//! key keeps only a link to that last event. Enqueueing happens for all keys
+//! of an event under one lock, in consumption order, so an event only ever
+//! waits for earlier ones: no cycle, no deadlock. When an event ends its
+//! [`Turn`] is dropped, which wakes whoever waits on it and removes the keys
+//! nobody queued behind. Memory is bounded by what is in flight.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 #[derive(Default)]
 pub struct KeyedOrder {
-    tails: Mutex<HashMap<String, Tail>>,
-    next_id: Mutex<u64>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    tails: HashMap<String, Tail>,
+    next_id: u64,
 }
 
 struct Tail {
     id: u64,
-    done: oneshot::Receiver<()>,
+    /// Closed (sender dropped) when that event's turn ends.
+    done: watch::Receiver<()>,
 }
 
-/// One event's place in its key's line. Dropping it lets the next one go.
+/// One event's place in its keys' lines. Dropping it lets the next one go.
 pub struct Turn {
     order: Arc<KeyedOrder>,
-    key: String,
+    keys: Vec<String>,
     id: u64,
-    previous: Option<oneshot::Receiver<()>>,
-    _done: oneshot::Sender<()>,
+    previous: Vec<watch::Receiver<()>>,
+    _done: watch::Sender<()>,
 }
 
 impl KeyedOrder {
-    /// Queues an event behind the last one of its key. Must be called in
-    /// consumption order (it is synchronous, so the consumer loop does).
-    pub fn enqueue(self: &Arc<Self>, key: String) -> Turn {
-        let (done_tx, done_rx) = oneshot::channel();
-        let id = {
-            let mut next = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
-            *next += 1;
-            *next
-        };
-        let previous = self
-            .tails
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), Tail { id, done: done_rx })
-            .map(|tail| tail.done);
+    /// Queues an event behind the last one of each of its keys. Must be
+    /// called in consumption order (it is synchronous, so the consumer loop
+    /// does).
+    pub fn enqueue(self: &Arc<Self>, mut keys: Vec<String>) -> Turn {
+        keys.sort();
+        keys.dedup();
+        let (done_tx, done_rx) = watch::channel(());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.next_id += 1;
+        let id = state.next_id;
+        let mut previous = Vec::new();
+        for key in &keys {
+            let tail = Tail {
+                id,
+                done: done_rx.clone(),
+            };
+            if let Some(earlier) = state.tails.insert(key.clone(), tail) {
+                previous.push(earlier.done);
+            }
+        }
+        drop(state);
         Turn {
             order: Arc::clone(self),
-            key,
+            keys,
             id,
             previous,
             _done: done_tx,
@@ -58,27 +73,35 @@ impl KeyedOrder {
 
     /// Keys with an event in flight (for tests and metrics).
     pub fn keys_in_flight(&self) -> usize {
-        self.tails.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tails
+            .len()
     }
 }
 
 impl Turn {
-    /// Waits until every earlier event of this key has finished.
+    /// Waits until every earlier event sharing a key with this one has
+    /// finished. Cancel-safe: what was waited for stays waited for.
     pub async fn wait(&mut self) {
-        if let Some(previous) = self.previous.take() {
-            // An error only means the previous turn was dropped: also done.
-            let _ = previous.await;
+        while let Some(previous) = self.previous.last_mut() {
+            // `changed` fails once the sender is dropped: that turn is over.
+            while previous.changed().await.is_ok() {}
+            self.previous.pop();
         }
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        let mut tails = self.order.tails.lock().unwrap_or_else(|e| e.into_inner());
-        if tails.get(&self.key).is_some_and(|tail| tail.id == self.id) {
-            tails.remove(&self.key);
+        let mut state = self.order.state.lock().unwrap_or_else(|e| e.into_inner());
+        for key in &self.keys {
+            if state.tails.get(key).is_some_and(|tail| tail.id == self.id) {
+                state.tails.remove(key);
+            }
         }
-        // `_done` drops after this, waking the next turn if there is one.
+        // `_done` drops after this, waking the next turns if there are any.
     }
 }
 
@@ -87,19 +110,16 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[tokio::test]
-    async fn same_key_runs_in_order_other_keys_do_not_wait() {
-        let order = Arc::new(KeyedOrder::default());
+    fn keys(k: &[&str]) -> Vec<String> {
+        k.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    async fn run_all(order: &Arc<KeyedOrder>, events: &[(&[&str], &'static str, u64)]) -> Vec<&'static str> {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-        for (key, name, delay) in [
-            ("u1", "a", 50),
-            ("u1", "b", 0),
-            ("u2", "x", 0),
-            ("u1", "c", 0),
-        ] {
-            let mut turn = order.enqueue(key.to_owned());
-            let log = Arc::clone(&log);
+        for (k, name, delay) in events {
+            let mut turn = order.enqueue(keys(k));
+            let (log, name, delay) = (Arc::clone(&log), *name, *delay);
             tasks.push(tokio::spawn(async move {
                 turn.wait().await;
                 tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -111,7 +131,41 @@ mod tests {
             task.await.unwrap();
         }
         let log = log.lock().unwrap().clone();
+        log
+    }
+
+    #[tokio::test]
+    async fn same_key_runs_in_order_other_keys_do_not_wait() {
+        let order = Arc::new(KeyedOrder::default());
+        let log = run_all(
+            &order,
+            &[
+                (&["u1"], "a", 50),
+                (&["u1"], "b", 0),
+                (&["u2"], "x", 0),
+                (&["u1"], "c", 0),
+            ],
+        )
+        .await;
         assert_eq!(log, ["x", "a", "b", "c"]);
+        assert_eq!(order.keys_in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_event_with_two_keys_joins_both_lines() {
+        let order = Arc::new(KeyedOrder::default());
+        let log = run_all(
+            &order,
+            &[
+                (&["id:U", "email:e"], "both", 50),
+                (&["email:e"], "by-email", 0),
+                (&["id:U"], "by-id", 0),
+                (&["id:V"], "other", 0),
+            ],
+        )
+        .await;
+        assert_eq!(log[0], "other");
+        assert_eq!(log[1], "both");
         assert_eq!(order.keys_in_flight(), 0);
     }
 }

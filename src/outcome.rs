@@ -5,7 +5,6 @@ use std::fmt;
 
 use tokio::time::Instant;
 
-use crate::zoom::ZoomError;
 
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -22,6 +21,9 @@ pub enum Outcome {
     /// Not the event's fault and not now: back to the broker, and the daemon
     /// pauses consuming until the cause is over.
     Requeue { why: String, cause: RequeueCause },
+    /// Not run, or stopped between calls: the delivery's session was lost or
+    /// the daemon is stopping. Handed back if the channel still lives.
+    Abandoned { why: &'static str },
 }
 
 /// Why an event went back to the broker; decides how the pause ends.
@@ -31,9 +33,9 @@ pub enum RequeueCause {
     RateLimited { until: Instant },
     /// Zoom refused the app's credentials or scopes: retry with backoff.
     Auth,
-    /// The dead letter could not be published (queue missing, broker nack):
-    /// the original goes back and consuming waits until `until`.
-    DeadLetterQueueUnavailable { until: Instant },
+    /// The dead letter could not be published (queue missing, broker nack,
+    /// no confirm in time): the original goes back and consuming waits.
+    DeadLetterQueueUnavailable,
 }
 
 #[derive(Debug, Clone)]
@@ -42,7 +44,34 @@ pub struct DeadLetter {
     /// Why, in words (the `detail` header), when no Zoom answer says it.
     pub detail: Option<String>,
     /// The Zoom answer that caused it, if one did.
-    pub zoom: Option<ZoomError>,
+    pub zoom: Option<ZoomAnswer>,
+}
+
+/// What Zoom answered when a call failed, in the terms a dead letter needs.
+/// The HTTP client builds it; the domain does not know HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoomAnswer {
+    /// `None` when no answer came (timeout, connection error).
+    pub status: Option<u16>,
+    /// Zoom's `code` from the JSON body.
+    pub code: Option<i64>,
+    /// Zoom's `message`, or else a description of what went wrong.
+    pub message: String,
+    /// Whether `message` is Zoom's own `message` field.
+    pub message_from_zoom: bool,
+}
+
+impl fmt::Display for ZoomAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Some(status) => write!(f, "HTTP {status}")?,
+            None => f.write_str("no answer")?,
+        }
+        if let Some(code) = self.code {
+            write!(f, ", code {code}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
 }
 
 /// The `failure-reason` header.
@@ -52,6 +81,9 @@ pub enum FailureReason {
     InvalidPayload,
     UnmappedDepartment,
     RetriesExhausted,
+    /// Redelivered more than `worker.max_redeliveries` times without being
+    /// settled (the daemon lost its session or stopped while running it).
+    RedeliveryLimit,
 }
 
 impl FailureReason {
@@ -61,6 +93,7 @@ impl FailureReason {
             Self::InvalidPayload => "invalid_payload",
             Self::UnmappedDepartment => "unmapped_department",
             Self::RetriesExhausted => "retries_exhausted",
+            Self::RedeliveryLimit => "redelivery_limit",
         }
     }
 }
@@ -74,7 +107,7 @@ impl Outcome {
         })
     }
 
-    pub fn zoom_failure(reason: FailureReason, error: ZoomError) -> Self {
+    pub fn zoom_failure(reason: FailureReason, error: ZoomAnswer) -> Self {
         Self::DeadLetter(DeadLetter {
             reason,
             detail: None,
@@ -91,6 +124,7 @@ impl Outcome {
             Self::Skipped { .. } => "skipped",
             Self::DeadLetter(_) => "dead_lettered",
             Self::Requeue { .. } => "requeued",
+            Self::Abandoned { .. } => "abandoned",
         }
     }
 }
@@ -109,6 +143,7 @@ impl fmt::Display for Outcome {
                 Ok(())
             }
             Self::Requeue { why, .. } => write!(f, "requeued ({why})"),
+            Self::Abandoned { why } => write!(f, "abandoned ({why})"),
             other => f.write_str(other.label()),
         }
     }

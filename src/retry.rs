@@ -76,6 +76,14 @@ impl Budget {
         Some(wait)
     }
 
+    /// A budget that ends at `deadline` (the event's, shared by its calls).
+    pub fn until(deadline: Instant) -> Self {
+        Self {
+            deadline,
+            stopped: None,
+        }
+    }
+
     pub fn stopped(&self) -> Option<Stop> {
         self.stopped
     }

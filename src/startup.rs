@@ -16,13 +16,8 @@ use crate::worker::Worker;
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let daemon = Daemon {
-        worker: Arc::new(Worker::new(&settings, Arc::clone(&metrics))?),
-        health: Arc::clone(&health),
-        metrics: Arc::clone(&metrics),
-        shutdown_grace: settings.worker.shutdown_grace(),
-        recovery_timeout: settings.amqp.recovery_timeout(),
-    };
+    let worker = Arc::new(Worker::new(&settings, Arc::clone(&metrics))?);
+    let daemon = Daemon::new(&settings, worker, Arc::clone(&health), Arc::clone(&metrics));
     // The HTTP server stops after the broker loop, so /readyz reports the
     // shutdown while in-flight events finish.
     let http_stop = CancellationToken::new();

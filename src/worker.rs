@@ -9,6 +9,7 @@ use std::time::Duration;
 use moka::sync::Cache;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, Unmapped};
 use crate::event::{DepartmentChange, Email, EventId, UserRef, ZoomUserId};
@@ -16,7 +17,7 @@ use crate::mapping::{GroupId, Mapping, Plan};
 use crate::metrics::Metrics;
 use crate::ordering::{KeyedOrder, Turn};
 use crate::outcome::{FailureReason, Outcome, RequeueCause};
-use crate::zoom::{Attempts, Client, ErrorKind, Failure, UserPath, ZoomError, ZoomUser};
+use crate::zoom::{Attempts, Client, Failure, UserPath, ZoomUser};
 
 /// How long an email → Zoom id answer is trusted.
 const EMAIL_CACHE_TTL: Duration = Duration::from_secs(3600);
@@ -29,6 +30,11 @@ pub struct Worker {
     slots: Arc<Semaphore>,
     order: Arc<KeyedOrder>,
     ids_by_email: Cache<String, ZoomUserId>,
+    /// Which ordering keys name one person (`id:U` ↔ `email:e`), learned
+    /// from events that carry both and from lookups, so every event of that
+    /// person joins one line whatever it carries.
+    identities: Cache<String, String>,
+    max_elapsed: Duration,
 }
 
 /// One message, parsed and queued behind its user's earlier events.
@@ -39,6 +45,26 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// What is left of a prepared message once it was admitted.
+    fn taken() -> Self {
+        Self {
+            parsed: Err(crate::event::InvalidPayload {
+                detail: "admitted".into(),
+                event_id: None,
+            }),
+            turn: None,
+            received: Instant::now(),
+        }
+    }
+
+    /// Waits until every earlier event of this person has been settled.
+    /// Cancel-safe.
+    pub async fn wait_turn(&mut self) {
+        if let Some(turn) = self.turn.as_mut() {
+            turn.wait().await;
+        }
+    }
+
     /// The message's `event_id`, when it could be read.
     pub fn event_id(&self) -> Option<&EventId> {
         match &self.parsed {
@@ -71,6 +97,16 @@ pub struct Processed {
     pub elapsed: Duration,
 }
 
+/// Why an admitted event should not run after all, and how long it may.
+pub struct RunLimits {
+    /// Cancelled when the delivery's session is lost or the daemon stops:
+    /// no Zoom call starts after that.
+    pub stop: CancellationToken,
+    /// The delivery must be settled before this (the broker's consumer
+    /// timeout, less a margin): the event's budget ends there at the latest.
+    pub settle_by: Instant,
+}
+
 /// The state of one event's run, filled in as the plan unfolds.
 struct Run<'a> {
     change: &'a DepartmentChange,
@@ -91,6 +127,11 @@ impl Worker {
                 .max_capacity(EMAIL_CACHE_CAPACITY)
                 .time_to_live(EMAIL_CACHE_TTL)
                 .build(),
+            identities: Cache::builder()
+                .max_capacity(2 * EMAIL_CACHE_CAPACITY)
+                .time_to_live(EMAIL_CACHE_TTL)
+                .build(),
+            max_elapsed: settings.retry.max_elapsed(),
         })
     }
 
@@ -101,7 +142,7 @@ impl Worker {
         let turn = parsed
             .as_ref()
             .ok()
-            .map(|change| self.order.enqueue(change.user_key()));
+            .map(|change| self.order.enqueue(self.ordering_keys(change)));
         Prepared {
             parsed,
             turn,
@@ -109,34 +150,76 @@ impl Worker {
         }
     }
 
-    /// Waits until the message may run: after its user's earlier events, and
-    /// with a free slot. Cancel-safe: dropping the future gives its place up.
-    pub async fn admit(&self, prepared: Prepared) -> Admitted {
+    /// Every key that names this event's person: its id and email, and the
+    /// other half of either when an earlier event or lookup paired them.
+    fn ordering_keys(&self, change: &DepartmentChange) -> Vec<String> {
+        let id_key = change.zoom_user_id().map(|id| format!("id:{}", id.as_str()));
+        let email_key = change
+            .email()
+            .map(|e| format!("email:{}", e.as_str().to_lowercase()));
+        if let (Some(id), Some(email)) = (&id_key, &email_key) {
+            self.identities.insert(id.clone(), email.clone());
+            self.identities.insert(email.clone(), id.clone());
+        }
+        let mut keys: Vec<String> = id_key.into_iter().chain(email_key).collect();
+        let learned: Vec<String> = keys.iter().filter_map(|k| self.identities.get(k)).collect();
+        keys.extend(learned);
+        keys
+    }
+
+    /// Remembers that a lookup found `email` to be `id`.
+    fn learn_identity(&self, email: &Email, id: &ZoomUserId) {
+        let id_key = format!("id:{}", id.as_str());
+        let email_key = format!("email:{}", email.as_str().to_lowercase());
+        self.identities.insert(id_key.clone(), email_key.clone());
+        self.identities.insert(email_key, id_key);
+    }
+
+    /// Takes a slot once the message's turn has come
+    /// ([`Prepared::wait_turn`]): a user's queued events must not hold slots
+    /// that other users' events could use. Cancel-safe.
+    pub async fn admit(&self, prepared: &mut Prepared) -> Option<Admitted> {
+        prepared.wait_turn().await;
+        let slot = if prepared.parsed.is_ok() {
+            Some(Arc::clone(&self.slots).acquire_owned().await.ok()?)
+        } else {
+            None
+        };
         let Prepared {
             parsed,
-            mut turn,
+            turn,
             received,
-        } = prepared;
-        let mut slot = None;
-        if parsed.is_ok() {
-            if let Some(turn) = turn.as_mut() {
-                turn.wait().await;
-            }
-            // Taken after the turn: a user's queued events must not hold
-            // slots that other users' events could use.
-            slot = Arc::clone(&self.slots).acquire_owned().await.ok();
-        }
-        Admitted {
+        } = std::mem::replace(prepared, Prepared::taken());
+        Some(Admitted {
             parsed,
             _turn: turn,
             _slot: slot,
             received,
+        })
+    }
+
+    /// The outcome of a message that is not run: it was redelivered too
+    /// often (it keeps failing to settle).
+    pub fn refuse(&self, admitted: &Admitted, reason: FailureReason, detail: String) -> Processed {
+        let event = admitted.parsed.as_ref().ok().cloned();
+        let event_id = match &admitted.parsed {
+            Ok(change) => Some(change.event_id.clone()),
+            Err(invalid) => invalid.event_id.clone(),
+        };
+        Processed {
+            outcome: Outcome::dead_letter(reason, detail),
+            event,
+            event_id,
+            from_group: None,
+            to_group: None,
+            attempts: 0,
+            elapsed: admitted.received.elapsed(),
         }
     }
 
     /// Runs an admitted message to its outcome. The caller keeps `admitted`
     /// until the delivery is settled, so the user's next event waits for that.
-    pub async fn process(&self, admitted: &Admitted) -> Processed {
+    pub async fn process(&self, admitted: &Admitted, limits: &RunLimits) -> Processed {
         let change = match &admitted.parsed {
             Ok(change) => change,
             Err(invalid) => {
@@ -154,9 +237,10 @@ impl Worker {
                 };
             }
         };
+        let deadline = (Instant::now() + self.max_elapsed).min(limits.settle_by);
         let mut run = Run {
             change,
-            attempts: Attempts::default(),
+            attempts: Attempts::new(deadline, limits.stop.clone()),
             from_group: None,
             to_group: None,
         };
@@ -230,6 +314,7 @@ impl Worker {
             .await?;
         let id = ZoomUserId::parse(&user.id).map_err(|e| unreadable_user(email, e))?;
         self.ids_by_email.insert(key, id.clone());
+        self.learn_identity(email, &id);
         Ok((id, Some(user)))
     }
 
@@ -252,16 +337,10 @@ impl Worker {
         user: &ZoomUser,
         to: &GroupId,
     ) -> Outcome {
-        let mut managed: Vec<GroupId> = user
-            .group_ids
-            .iter()
-            .filter_map(|g| GroupId::parse(g).ok())
-            .filter(|g| self.mapping.is_managed(g))
-            .collect();
-        managed.sort();
+        let managed = self.managed_groups(user);
         if managed.contains(to) {
             run.from_group = Some(to.clone());
-            return Outcome::AlreadyApplied;
+            return self.leave_others(run, id, &managed, to, Outcome::AlreadyApplied).await;
         }
         let Some((from, others)) = managed.split_first() else {
             return match self.zoom.add_member(to, id, &run.attempts).await {
@@ -274,8 +353,20 @@ impl Worker {
         if !matches!(moved, Outcome::Applied) {
             return moved;
         }
-        // In several managed groups: leave only the target (SPEC invariant).
-        for other in others {
+        self.leave_others(run, id, others, to, Outcome::Applied).await
+    }
+
+    /// The invariant: in the target and in no other managed group. Leaves
+    /// every managed group in `groups` but the target, then ends in `done`.
+    async fn leave_others(
+        &self,
+        run: &Run<'_>,
+        id: &ZoomUserId,
+        groups: &[GroupId],
+        to: &GroupId,
+        done: Outcome,
+    ) -> Outcome {
+        for other in groups.iter().filter(|g| *g != to) {
             match self.zoom.remove_member(other, id, &run.attempts).await {
                 Ok(()) => {
                     tracing::info!(group = %other, "removed the user from another managed group")
@@ -285,7 +376,19 @@ impl Worker {
                 Err(failure) => return self.failed(run, failure),
             }
         }
-        Outcome::Applied
+        done
+    }
+
+    /// The managed groups among a user record's groups, sorted.
+    fn managed_groups(&self, user: &ZoomUser) -> Vec<GroupId> {
+        let mut managed: Vec<GroupId> = user
+            .group_ids
+            .iter()
+            .filter_map(|g| GroupId::parse(g).ok())
+            .filter(|g| self.mapping.is_managed(g))
+            .collect();
+        managed.sort();
+        managed
     }
 
     /// `PATCH` move; a 400/404 is checked once against the user's groups, so
@@ -305,7 +408,9 @@ impl Worker {
         match self.zoom.get_user(UserPath::Id(id), &run.attempts).await {
             Ok(user) if user.group_ids.iter().any(|g| g == to.as_str()) => {
                 tracing::info!(rejection = %rejection, "Zoom rejected the move, but the user is already in the target group");
-                Outcome::AlreadyApplied
+                let managed = self.managed_groups(&user);
+                self.leave_others(run, id, &managed, to, Outcome::AlreadyApplied)
+                    .await
             }
             // Not in the target, or the check itself was refused: the
             // original rejection is what the operator needs to see.
@@ -322,9 +427,14 @@ impl Worker {
                     // The cached id may be what Zoom no longer knows.
                     self.ids_by_email.invalidate(&email.as_str().to_lowercase());
                 }
-                Outcome::zoom_failure(FailureReason::ZoomRejected, e)
+                Outcome::zoom_failure(FailureReason::ZoomRejected, e.answer())
             }
-            Failure::Exhausted(e) => Outcome::zoom_failure(FailureReason::RetriesExhausted, e),
+            Failure::Exhausted(e) => {
+                Outcome::zoom_failure(FailureReason::RetriesExhausted, e.answer())
+            }
+            Failure::Stopped => Outcome::Abandoned {
+                why: "the delivery's session was lost or the daemon is stopping",
+            },
             Failure::RateLimited { until } => Outcome::Requeue {
                 why: "Zoom's rate limit holds calls back past the retry budget".into(),
                 cause: RequeueCause::RateLimited { until },
@@ -344,8 +454,8 @@ impl Worker {
 }
 
 fn unreadable_user(email: &Email, detail: String) -> Failure {
-    Failure::Rejected(ZoomError::local(
-        ErrorKind::Rejected,
+    Failure::Rejected(crate::zoom::ZoomError::local(
+        crate::zoom::ErrorKind::Rejected,
         Some(200),
         format!("GET /users/{email} returned an unusable id: {detail}"),
     ))

@@ -1,27 +1,31 @@
-//! One session's consume loop: take deliveries in order, hand each to the
-//! worker as its own task, settle it with its own acker; pause consuming
-//! while Zoom cannot take calls.
+//! One session's consume loop: take deliveries in order, hand each to its
+//! own task ([`super::delivery`]), and drain, pause and probe when a task
+//! hands an event back.
+//!
+//! Deliveries are numbered by *generation*: one per `basic.consume`. A drain
+//! ends the generation (the consumer is cancelled) and every task of it that
+//! has not started hands its delivery back, after the earlier events of its
+//! person. Consuming resumes, as a new generation, only when all of them
+//! have: so no later event of a person runs before one that went back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::Consumer;
-use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicGetOptions};
 use lapin::types::FieldTable;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
-use super::pause::{DEAD_LETTER_RETRY_WAIT, PauseRequest, wait_out_pause};
-use super::settle::{Settled, Settler};
+use super::delivery::{self, SessionCtx};
+use super::pause::{DrainRequest, wait_out_pause};
 use super::{Daemon, Session};
-use crate::outcome::{Outcome, RequeueCause};
-use crate::worker::Processed;
 
 const CONSUMER_TAG: &str = "zoom-dept-sync";
+/// After the grace, how long handed-back events get to reach the broker.
+const HAND_BACK_TIME: Duration = Duration::from_secs(2);
+/// How long buffered deliveries are awaited after a consumer is cancelled.
+const BUFFERED_WAIT: Duration = Duration::from_millis(200);
 
 /// Why a session's loop ended.
 #[derive(Debug)]
@@ -32,105 +36,176 @@ pub enum SessionEnd {
     Lost(String),
 }
 
-pub(super) async fn consume(
-    session: &Session,
-    daemon: &Daemon,
-    shutdown: &CancellationToken,
-) -> SessionEnd {
-    let mut deliveries = match start_consuming(session).await {
-        Ok(consumer) => consumer,
-        Err(e) => return SessionEnd::Lost(format!("cannot consume: {e}")),
-    };
-    daemon.health.consuming();
-    let settler = Arc::new(Settler::new(
-        session.publishing.clone(),
-        session.topology.clone(),
-    ));
+pub(super) async fn consume(session: &Session, daemon: &Daemon, ctx: &Arc<SessionCtx>) -> SessionEnd {
     let tracker = TaskTracker::new();
-    let abandon = CancellationToken::new();
-    let pause = Arc::new(PauseRequest::new());
-    let mut watchdog = tokio::time::interval(Duration::from_secs(1));
-    let mut down_since: Option<Instant> = None;
-
-    let end = loop {
-        if let Some((cause, why)) = pause.take() {
-            stop_consuming(session, &mut deliveries).await;
-            let resumed = wait_out_pause(daemon, cause, &why, &pause, shutdown).await;
-            daemon.health.resumed();
-            if !resumed {
-                break SessionEnd::Shutdown;
-            }
-            deliveries = match start_consuming(session).await {
-                Ok(consumer) => consumer,
-                Err(e) => {
-                    break SessionEnd::Lost(format!("cannot consume again after a pause: {e}"));
-                }
-            };
-            tracing::info!("resumed consuming");
-            continue;
-        }
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break SessionEnd::Shutdown,
-            _ = watchdog.tick() => {
-                if session.connection.status().connected() {
-                    if down_since.take().is_some() {
-                        tracing::info!("broker connection recovered");
-                        daemon.health.consuming();
-                    }
-                } else {
-                    let since = *down_since.get_or_insert_with(|| {
-                        tracing::warn!("broker connection lost; lapin is recovering it");
-                        daemon.health.broker_down("broker connection lost; recovering");
-                        Instant::now()
-                    });
-                    if since.elapsed() > daemon.recovery_timeout {
-                        break SessionEnd::Lost("the connection did not recover in time".into());
-                    }
-                }
-            }
-            _ = pause.wait() => {}
-            next = deliveries.next() => match next {
-                Some(Ok(delivery)) => {
-                    dispatch(delivery, daemon, &settler, &tracker, &Stops { shutdown, abandon: &abandon }, &pause);
-                }
-                Some(Err(e)) => break SessionEnd::Lost(format!("consumer failed: {e}")),
-                None => {
-                    tracing::error!(queue = %session.topology.queue, "the broker cancelled the consumer: was the queue deleted?");
-                    break SessionEnd::Lost("the broker cancelled the consumer".into());
-                }
-            },
-        }
-    };
+    let end = run(session, daemon, ctx, &tracker).await;
     daemon.health.broker_down(match &end {
         SessionEnd::Shutdown => "shutting down".to_owned(),
         SessionEnd::Lost(why) => why.clone(),
     });
-
-    // Take no more; what is buffered but not dispatched goes back to the
-    // broker when the channel closes.
-    let _ = session
-        .consuming
-        .basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default())
-        .await;
-    tracker.close();
-    if let SessionEnd::Shutdown = end {
-        let grace = daemon.shutdown_grace;
-        tracing::info!(
-            in_flight = tracker.len(),
-            grace_secs = grace.as_secs(),
-            "shutting down: finishing in-flight events"
-        );
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-            tracing::warn!(
-                in_flight = tracker.len(),
-                "grace period over: requeueing what is still in flight"
-            );
-            abandon.cancel();
-            tracker.wait().await;
-        }
+    match &end {
+        SessionEnd::Lost(_) => ctx.lost.cancel(),
+        SessionEnd::Shutdown => finish(session, daemon, ctx, &tracker).await,
     }
     end
+}
+
+/// Consume, drain, pause, probe, consume again, until the session ends.
+async fn run(
+    session: &Session,
+    daemon: &Daemon,
+    ctx: &Arc<SessionCtx>,
+    tracker: &TaskTracker,
+) -> SessionEnd {
+    let mut generation = 0;
+    let mut pending: Option<DrainRequest> = None;
+    loop {
+        if let Some(pause) = pending.take().and_then(|r| r.pause) {
+            let resumed = tokio::select! {
+                resumed = wait_out_pause(daemon, &ctx.drain, &pause, &ctx.shutdown) => resumed,
+                _ = ctx.lost.cancelled() => return lost(ctx),
+            };
+            if !resumed {
+                return SessionEnd::Shutdown;
+            }
+            generation += 1;
+            match probe(session, daemon, ctx, tracker, generation).await {
+                Ok(Some(again)) => {
+                    pending = Some(again);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(end) => return end,
+            }
+        }
+        generation += 1;
+        let mut deliveries = match start_consuming(session).await {
+            Ok(consumer) => consumer,
+            Err(e) => return SessionEnd::Lost(format!("cannot consume: {e}")),
+        };
+        daemon.health.resumed();
+        daemon.health.consuming();
+        let request = match take_until_drain(daemon, ctx, tracker, &mut deliveries, generation).await {
+            Ok(request) => request,
+            Err(end) => return end,
+        };
+        tracing::info!(paused = request.pause.is_some(), "an event went back to the broker: draining");
+        drain(session, daemon, ctx, tracker, &mut deliveries, generation).await;
+        if ctx.lost.is_cancelled() {
+            return lost(ctx);
+        }
+        if ctx.shutdown.is_cancelled() {
+            return SessionEnd::Shutdown;
+        }
+        pending = Some(request);
+    }
+}
+
+fn lost(ctx: &SessionCtx) -> SessionEnd {
+    SessionEnd::Lost(ctx.lost_reason())
+}
+
+/// Dispatches deliveries until a task asks for a drain or the session ends.
+async fn take_until_drain(
+    daemon: &Daemon,
+    ctx: &Arc<SessionCtx>,
+    tracker: &TaskTracker,
+    deliveries: &mut Consumer,
+    generation: u64,
+) -> Result<DrainRequest, SessionEnd> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => return Err(SessionEnd::Shutdown),
+            _ = ctx.lost.cancelled() => return Err(lost(ctx)),
+            _ = ctx.drain.wait() => {
+                if let Some(request) = ctx.drain.take() {
+                    return Ok(request);
+                }
+            }
+            next = deliveries.next() => match next {
+                Some(Ok(d)) => {
+                    delivery::dispatch(d, generation, daemon, ctx, tracker);
+                }
+                Some(Err(e)) => return Err(SessionEnd::Lost(format!("consumer failed: {e}"))),
+                None => {
+                    tracing::error!("the broker cancelled the consumer: was the queue deleted?");
+                    return Err(SessionEnd::Lost("the broker cancelled the consumer".into()));
+                }
+            },
+        }
+    }
+}
+
+/// Ends `generation`: cancels the consumer, hands back what it had buffered
+/// and every task of it that has not started, and waits until they have.
+async fn drain(
+    session: &Session,
+    daemon: &Daemon,
+    ctx: &Arc<SessionCtx>,
+    tracker: &TaskTracker,
+    deliveries: &mut Consumer,
+    generation: u64,
+) {
+    ctx.end_generation(generation);
+    cancel_consumer(session).await;
+    // Buffered deliveries go through the same line, so each goes back after
+    // the earlier events of its person.
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(BUFFERED_WAIT, deliveries.next()).await {
+        delivery::dispatch(d, generation, daemon, ctx, tracker);
+    }
+    tokio::select! {
+        _ = ctx.all_started() => {}
+        _ = ctx.lost.cancelled() => {}
+    }
+    tracing::info!("drained: every event not started went back to the broker");
+}
+
+/// Half-open: after a pause, one event goes first. `Some` when it failed
+/// again (pause longer), `None` when consuming may resume.
+async fn probe(
+    session: &Session,
+    daemon: &Daemon,
+    ctx: &Arc<SessionCtx>,
+    tracker: &TaskTracker,
+    generation: u64,
+) -> Result<Option<DrainRequest>, SessionEnd> {
+    let got = session
+        .consuming
+        .basic_get(
+            session.topology.queue.as_str().into(),
+            BasicGetOptions { no_ack: false },
+        )
+        .await
+        .map_err(|e| SessionEnd::Lost(format!("cannot take a probe event: {e}")))?;
+    let Some(message) = got else {
+        return Ok(None);
+    };
+    tracing::info!("probing with one event before consuming again");
+    let task = delivery::dispatch(message.delivery, generation, daemon, ctx, tracker);
+    let _ = task.await;
+    Ok(ctx.drain.take())
+}
+
+/// Shutdown: events not started went back already (their tasks see the
+/// shutdown); running ones get the grace, then go back too.
+async fn finish(session: &Session, daemon: &Daemon, ctx: &SessionCtx, tracker: &TaskTracker) {
+    cancel_consumer(session).await;
+    tracker.close();
+    let grace = daemon.shutdown_grace;
+    tracing::info!(
+        in_flight = tracker.len(),
+        grace_secs = grace.as_secs(),
+        "shutting down: finishing in-flight events"
+    );
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            in_flight = tracker.len(),
+            "grace period over: requeueing what is still in flight"
+        );
+        ctx.abandon.cancel();
+        let _ = tokio::time::timeout(HAND_BACK_TIME, tracker.wait()).await;
+    }
 }
 
 async fn start_consuming(session: &Session) -> Result<Consumer, lapin::Error> {
@@ -145,159 +220,15 @@ async fn start_consuming(session: &Session) -> Result<Consumer, lapin::Error> {
         .await
 }
 
-/// Cancels the consumer and hands back what it had buffered, so no delivery
-/// sits unacked through a pause (RabbitMQ's consumer timeout is 30 minutes;
-/// a daily rate limit is longer).
-async fn stop_consuming(session: &Session, deliveries: &mut Consumer) {
-    if let Err(e) = session
+/// Takes no more deliveries. Bounded: a broker that does not answer must not
+/// hold up a drain or a shutdown.
+async fn cancel_consumer(session: &Session) {
+    let cancel = session
         .consuming
-        .basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default())
-        .await
-    {
-        tracing::warn!(error = %e, "cannot cancel the consumer");
-    }
-    let requeue = BasicNackOptions {
-        requeue: true,
-        ..BasicNackOptions::default()
-    };
-    let mut handed_back = 0;
-    while let Ok(Some(Ok(delivery))) =
-        tokio::time::timeout(Duration::from_millis(200), deliveries.next()).await
-    {
-        let _ = delivery.nack(requeue).await;
-        handed_back += 1;
-    }
-    tracing::info!(handed_back, "stopped consuming");
-}
-
-/// The two ways a delivery's task is told to give its delivery back.
-struct Stops<'a> {
-    /// Shutdown began: events not started yet go back at once.
-    shutdown: &'a CancellationToken,
-    /// The grace is over: events still running go back too.
-    abandon: &'a CancellationToken,
-}
-
-/// Spawns one delivery's processing and settling.
-fn dispatch(
-    delivery: Delivery,
-    daemon: &Daemon,
-    settler: &Arc<Settler>,
-    tracker: &TaskTracker,
-    stops: &Stops<'_>,
-    pause: &Arc<PauseRequest>,
-) {
-    daemon.metrics.events_consumed.inc();
-    // In delivery order: this is what keeps one user's events in sequence.
-    let prepared = daemon.worker.prepare(&delivery.data);
-    let (daemon, settler, shutdown, abandon, pause) = (
-        daemon.clone(),
-        Arc::clone(settler),
-        stops.shutdown.clone(),
-        stops.abandon.clone(),
-        Arc::clone(pause),
-    );
-    // Every line logged while this event is processed carries its id.
-    let span = tracing::info_span!(
-        "event",
-        event_id = prepared.event_id().map_or("-", |id| id.as_str()),
-        delivery_tag = delivery.delivery_tag,
-        redelivered = delivery.redelivered
-    );
-    tracker.spawn(
-        async move {
-            let admitted = tokio::select! {
-                admitted = daemon.worker.admit(prepared) => admitted,
-                _ = shutdown.cancelled() => {
-                    let settled = settler.abandon(&delivery).await;
-                    tracing::info!(?settled, "shutting down: event not started, handed back to the broker");
-                    return;
-                }
-            };
-            daemon.metrics.events_in_flight.inc();
-            let processed = tokio::select! {
-                processed = daemon.worker.process(&admitted) => Some(processed),
-                _ = abandon.cancelled() => None,
-            };
-            let Some(processed) = processed else {
-                let settled = settler.abandon(&delivery).await;
-                tracing::warn!(?settled, "shutdown grace over: event handed back to the broker");
-                daemon.metrics.events_in_flight.dec();
-                return;
-            };
-            match &processed.outcome {
-                Outcome::Requeue { cause, why } => pause.set(*cause, why),
-                Outcome::Applied | Outcome::Added | Outcome::AlreadyApplied => pause.zoom_worked(),
-                _ => {}
-            }
-            let settled = settler.settle(&delivery, &processed).await;
-            match &settled {
-                Settled::DeadLetterFailed(error) if !error.repaired => pause.set(
-                    RequeueCause::DeadLetterQueueUnavailable {
-                        until: Instant::now() + DEAD_LETTER_RETRY_WAIT,
-                    },
-                    &format!("dead letters cannot be published: {}", error.why),
-                ),
-                Settled::DeadLetterFailed(_) => {}
-                Settled::NotSettled(_) => {}
-                _ => daemon.metrics.record_outcome(&processed.outcome),
-            }
-            drop(admitted);
-            daemon.metrics.events_in_flight.dec();
-            log_outcome(&processed, &settled);
-        }
-        .instrument(span),
-    );
-}
-
-/// One line per event, with everything an operator needs to follow it.
-fn log_outcome(processed: &Processed, settled: &Settled) {
-    let event = processed.event.as_ref();
-    let event_id = processed
-        .event_id
-        .as_ref()
-        .map(|id| id.as_str())
-        .unwrap_or("-");
-    let user = event.map_or_else(|| "-".to_owned(), |e| e.user.to_string());
-    let previous_department = event
-        .and_then(|e| e.previous_department.as_ref())
-        .map(|d| d.as_str())
-        .unwrap_or("-");
-    let new_department = event.map(|e| e.new_department.as_str()).unwrap_or("-");
-    let from_group = processed
-        .from_group
-        .as_ref()
-        .map(|g| g.as_str())
-        .unwrap_or("-");
-    let to_group = processed
-        .to_group
-        .as_ref()
-        .map(|g| g.as_str())
-        .unwrap_or("-");
-    let elapsed_ms = processed.elapsed.as_millis() as u64;
-    macro_rules! line {
-        ($level:ident, $msg:literal) => {
-            tracing::$level!(
-                event_id,
-                user,
-                previous_department,
-                new_department,
-                from_group,
-                to_group,
-                attempts = processed.attempts,
-                elapsed_ms,
-                outcome = %processed.outcome,
-                ?settled,
-                $msg
-            )
-        };
-    }
-    match (&processed.outcome, settled) {
-        (_, Settled::NotSettled(_) | Settled::DeadLetterFailed(_)) => {
-            line!(error, "event not settled; the broker will redeliver it")
-        }
-        (Outcome::DeadLetter(_), _) => line!(warn, "event dead-lettered"),
-        (Outcome::Requeue { .. }, _) => line!(warn, "event requeued"),
-        _ => line!(info, "event processed"),
+        .basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default());
+    match tokio::time::timeout(HAND_BACK_TIME, cancel).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot cancel the consumer"),
+        Err(_) => tracing::warn!("the broker did not confirm the consumer's cancellation"),
     }
 }

@@ -7,7 +7,9 @@
 //! this loop builds a new one.
 
 mod consumer;
+mod delivery;
 mod pause;
+pub mod redelivery;
 pub mod settle;
 pub mod topology;
 
@@ -15,8 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
+use futures_util::StreamExt;
 use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties, Event};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +28,14 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::worker::Worker;
 pub use consumer::SessionEnd;
+use delivery::SessionCtx;
+use redelivery::Redeliveries;
+use settle::Settler;
 use topology::Topology;
+
+/// How long closing a channel or connection may take: a broker that blocks
+/// the connection (an alarm) never answers.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What every session shares with the rest of the daemon.
 #[derive(Clone)]
@@ -33,16 +43,46 @@ pub struct Daemon {
     pub worker: Arc<Worker>,
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
+    pub redeliveries: Arc<Redeliveries>,
     pub shutdown_grace: Duration,
-    /// How long a connection may stay down (lapin recovering) before it is
-    /// dropped and rebuilt.
-    pub recovery_timeout: Duration,
+    /// How long opening a session (connect, declare, consume) may take.
+    pub open_timeout: Duration,
+    pub confirm_timeout: Duration,
+    /// First and longest wait of a pause.
+    pub pause_first: Duration,
+    pub pause_max: Duration,
+    /// A delivery must be settled within this of its arrival (the broker's
+    /// consumer timeout, less a margin).
+    pub hold_limit: Duration,
+    /// The longest an event takes once started: its retry budget, one more
+    /// request, and a dead letter's confirm.
+    pub run_time: Duration,
 }
 
-/// An open connection with its two channels: one consumes, one publishes dead
-/// letters in confirm mode (confirms on the consuming channel would slow acks).
+impl Daemon {
+    pub fn new(settings: &Settings, worker: Arc<Worker>, health: Arc<Health>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            worker,
+            health,
+            metrics,
+            redeliveries: Arc::new(Redeliveries::new(settings.worker.max_redeliveries)),
+            shutdown_grace: settings.worker.shutdown_grace(),
+            open_timeout: settings.amqp.recovery_timeout(),
+            confirm_timeout: settings.amqp.confirm_timeout(),
+            pause_first: settings.worker.pause_first(),
+            pause_max: settings.worker.pause_max(),
+            hold_limit: settings.hold_limit(),
+            run_time: settings.event_run_time(),
+        }
+    }
+}
+
+/// Two connections: one consumes, one publishes dead letters in confirm mode.
+/// Publishing apart means a broker blocking publishers (an alarm, flow
+/// control) cannot stall acks, and confirms do not slow the consumer.
 pub struct Session {
-    connection: Connection,
+    consuming_connection: Connection,
+    publishing_connection: Connection,
     consuming: Channel,
     publishing: Channel,
     topology: Topology,
@@ -50,22 +90,28 @@ pub struct Session {
 
 impl Session {
     async fn open(settings: &Settings) -> Result<Self, lapin::Error> {
-        let properties = ConnectionProperties::default()
-            .enable_auto_recover()
-            .with_connection_name(format!("zoom-dept-sync {}", settings.amqp.queue).into());
-        let connection = Connection::connect(settings.amqp.url.expose_secret(), properties).await?;
+        // No lapin auto-recovery: a lost connection ends the session, whose
+        // unstarted work stops at once, and the supervisor builds a new one.
+        let connect = |role: &str| {
+            let properties = ConnectionProperties::default()
+                .with_connection_name(format!("zoom-dept-sync {} ({role})", settings.amqp.queue).into());
+            Connection::connect(settings.amqp.url.expose_secret(), properties)
+        };
+        let consuming_connection = connect("consume").await?;
         let topology = Topology::new(&settings.amqp);
-        let consuming = connection.create_channel().await?;
-        topology.ensure(&consuming).await?;
+        let consuming = consuming_connection.create_channel().await?;
+        let consuming = topology.ensure(&consuming_connection, consuming).await?;
         consuming
             .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
             .await?;
-        let publishing = connection.create_channel().await?;
+        let publishing_connection = connect("publish").await?;
+        let publishing = publishing_connection.create_channel().await?;
         publishing
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         Ok(Self {
-            connection,
+            consuming_connection,
+            publishing_connection,
             consuming,
             publishing,
             topology,
@@ -74,9 +120,49 @@ impl Session {
 
     async fn close(&self) {
         for channel in [&self.consuming, &self.publishing] {
-            let _ = channel.close(200, "shutting down".into()).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "shutting down".into())).await;
         }
-        let _ = self.connection.close(200, "shutting down".into()).await;
+        for connection in [&self.consuming_connection, &self.publishing_connection] {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "shutting down".into())).await;
+        }
+    }
+
+    /// Watches both connections and the publishing channel; marks the
+    /// session lost the moment one fails.
+    fn watch(&self, ctx: &Arc<SessionCtx>, health: &Arc<Health>) {
+        let mut events = futures_util::stream::select(
+            self.consuming_connection.events_listener().map(|e| ("consuming", e)),
+            self.publishing_connection.events_listener().map(|e| ("publishing", e)),
+        );
+        let statuses = [
+            self.consuming_connection.status().clone(),
+            self.publishing_connection.status().clone(),
+        ];
+        let publishing = self.publishing.status().clone();
+        let (ctx, health) = (Arc::clone(ctx), Arc::clone(health));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = ctx.lost.cancelled() => return,
+                    _ = tick.tick() => {
+                        if !statuses.iter().all(|s| s.connected()) || !publishing.connected() {
+                            return ctx.lose("a broker connection or the publishing channel closed".into());
+                        }
+                    }
+                    event = events.next() => match event {
+                        Some((role, Event::Error(e))) => return ctx.lose(format!("{role} connection failed: {e}")),
+                        Some((role, Event::ConnectionBlocked(reason))) => {
+                            tracing::warn!(connection = role, %reason, "the broker blocks this connection (memory or disk alarm)");
+                            health.note_blocked(Some(reason));
+                        }
+                        Some((_, Event::ConnectionUnblocked)) => health.note_blocked(None),
+                        Some(_) => {}
+                        None => return ctx.lose("the connection's events ended".into()),
+                    },
+                }
+            }
+        });
     }
 }
 
@@ -85,19 +171,24 @@ pub async fn run(settings: &Settings, daemon: Daemon, shutdown: CancellationToke
     let mut delays = reconnect_delays();
     let mut sessions = 0u64;
     loop {
-        let end = match Session::open(settings).await {
-            Ok(session) => {
+        let opened = tokio::select! {
+            opened = tokio::time::timeout(daemon.open_timeout, Session::open(settings)) => opened,
+            _ = shutdown.cancelled() => return,
+        };
+        let end = match opened {
+            Ok(Ok(session)) => {
                 sessions += 1;
                 if sessions > 1 {
                     daemon.metrics.broker_reconnects.inc();
                 }
-                tracing::info!(queue = %session.topology.queue, "connected to the broker; consuming");
                 delays = reconnect_delays();
-                let end = consumer::consume(&session, &daemon, &shutdown).await;
-                session.close().await;
-                end
+                run_session(session, &daemon, &shutdown).await
             }
-            Err(e) => SessionEnd::Lost(format!("cannot open a session: {e}")),
+            Ok(Err(e)) => SessionEnd::Lost(format!("cannot open a session: {e}")),
+            Err(_) => SessionEnd::Lost(format!(
+                "cannot open a session: no answer within {} s",
+                daemon.open_timeout.as_secs()
+            )),
         };
         let reason = match end {
             SessionEnd::Shutdown => return,
@@ -105,12 +196,23 @@ pub async fn run(settings: &Settings, daemon: Daemon, shutdown: CancellationToke
         };
         daemon.health.broker_down(reason.clone());
         let delay = delays.next().unwrap_or(Duration::from_secs(30));
-        tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "broker session ended; reconnecting");
+        tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "broker unavailable; trying again");
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.cancelled() => return,
         }
     }
+}
+
+async fn run_session(session: Session, daemon: &Daemon, shutdown: &CancellationToken) -> SessionEnd {
+    tracing::info!(queue = %session.topology.queue, "connected to the broker; consuming");
+    let settler = Settler::new(session.publishing.clone(), session.topology.clone(), daemon.confirm_timeout);
+    let ctx = Arc::new(SessionCtx::new(settler, daemon, shutdown.clone()));
+    session.watch(&ctx, &daemon.health);
+    let end = consumer::consume(&session, daemon, &ctx).await;
+    ctx.lost.cancel();
+    session.close().await;
+    end
 }
 
 fn reconnect_delays() -> impl Iterator<Item = Duration> {

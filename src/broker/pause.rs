@@ -1,6 +1,13 @@
-//! Pausing consumption while Zoom cannot take calls (a daily rate limit,
-//! refused credentials) or dead letters cannot be published, so events wait
-//! in the broker instead of cycling through the daemon or sitting unacked.
+//! Draining and pausing.
+//!
+//! A *drain* stops the consumer and hands back every delivery of this
+//! session that has not started, each after the earlier events of its
+//! person, so no event runs ahead of one that went back to the broker. A
+//! drain may carry a *pause*: Zoom cannot take calls (a long rate limit,
+//! refused credentials or scopes) or dead letters cannot be published. Then
+//! events wait in the broker, not in the daemon, until the cause is over;
+//! one event probes (half-open) before consuming resumes fully, and every
+//! failed probe doubles the next wait.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -12,111 +19,158 @@ use tokio_util::sync::CancellationToken;
 use super::Daemon;
 use crate::outcome::RequeueCause;
 
-/// First wait after Zoom refused the credentials; doubles up to the maximum.
-const AUTH_RETRY_FIRST: Duration = Duration::from_secs(2);
-const AUTH_RETRY_MAX: Duration = Duration::from_secs(300);
-/// How long to stop consuming after a dead letter could not be published, so
-/// a missing dead-letter queue does not make events cycle through the broker.
-pub(super) const DEAD_LETTER_RETRY_WAIT: Duration = Duration::from_secs(5);
-
-/// A request to stop consuming for a while, set by a requeued event, plus
-/// the current wait between credential probes (it grows while auth fails).
-pub(super) struct PauseRequest {
-    slot: Mutex<Option<(RequeueCause, String)>>,
-    requested: Notify,
-    auth_wait: Mutex<Duration>,
+/// A request to drain, with the pause it needs (if any).
+#[derive(Debug, Clone)]
+pub(super) struct DrainRequest {
+    pub(super) pause: Option<(RequeueCause, String)>,
 }
 
-impl PauseRequest {
-    pub(super) fn new() -> Self {
+/// Set by tasks, taken by the consume loop. Pauses win over plain drains,
+/// and a later rate-limit end over an earlier one.
+pub(super) struct DrainSignal {
+    slot: Mutex<Option<DrainRequest>>,
+    requested: Notify,
+    /// Consecutive pauses whose probe failed: each doubles the wait.
+    failures: Mutex<u32>,
+    first_wait: Duration,
+    max_wait: Duration,
+}
+
+impl DrainSignal {
+    pub(super) fn new(first_wait: Duration, max_wait: Duration) -> Self {
         Self {
             slot: Mutex::default(),
             requested: Notify::new(),
-            auth_wait: Mutex::new(AUTH_RETRY_FIRST),
+            failures: Mutex::new(0),
+            first_wait,
+            max_wait,
         }
     }
 
-    pub(super) fn set(&self, cause: RequeueCause, why: &str) {
+    /// Asks for a drain; `pause` says why consuming must also wait.
+    pub(super) fn request(&self, pause: Option<(RequeueCause, String)>) {
         let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        // A rate-limit pause with a later end wins over an earlier one.
-        let keep = matches!(
-            (&*slot, cause),
-            (Some((RequeueCause::RateLimited { until: a }, _)), RequeueCause::RateLimited { until: b }) if *a >= b
-        );
-        if !keep {
-            *slot = Some((cause, why.to_owned()));
-        }
+        let merged = match (slot.take(), pause) {
+            (Some(old), None) => old,
+            (None, pause) => DrainRequest { pause },
+            (Some(old), Some(new)) => DrainRequest {
+                pause: Some(later_pause(old.pause, new)),
+            },
+        };
+        *slot = Some(merged);
         self.requested.notify_one();
     }
 
-    pub(super) fn take(&self) -> Option<(RequeueCause, String)> {
+    pub(super) fn take(&self) -> Option<DrainRequest> {
         self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    /// Resolves once a pause is requested.
+    /// Resolves once a drain is requested.
     pub(super) async fn wait(&self) {
-        while self
-            .slot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
-            self.requested.notified().await;
+        loop {
+            let notified = self.requested.notified();
+            if self
+                .slot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+            {
+                return;
+            }
+            notified.await;
         }
     }
 
-    /// The wait before the next credential probe; doubles it for the one after.
-    pub(super) fn next_auth_wait(&self) -> Duration {
-        let mut wait = self.auth_wait.lock().unwrap_or_else(|e| e.into_inner());
-        let current = *wait;
-        *wait = (current * 2).min(AUTH_RETRY_MAX);
-        current
+    /// Zoom accepted a call: the next pause starts small again.
+    pub(super) fn zoom_worked(&self) {
+        *self.failures.lock().unwrap_or_else(|e| e.into_inner()) = 0;
     }
 
-    /// Zoom accepted a call: auth waits start small again.
-    pub(super) fn zoom_worked(&self) {
-        *self.auth_wait.lock().unwrap_or_else(|e| e.into_inner()) = AUTH_RETRY_FIRST;
+    /// The wait of the next pause; doubles it for the one after.
+    fn next_wait(&self) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let factor = 2u32.saturating_pow((*failures).min(20));
+        *failures = failures.saturating_add(1);
+        self.first_wait
+            .checked_mul(factor)
+            .unwrap_or(self.max_wait)
+            .min(self.max_wait)
     }
 }
 
-/// Waits until the cause of a pause is over. `false` if shutdown came first.
+/// Of two pauses, the one that lasts longer (a rate limit's end is known).
+fn later_pause(
+    old: Option<(RequeueCause, String)>,
+    new: (RequeueCause, String),
+) -> (RequeueCause, String) {
+    match (old, &new.0) {
+        (Some(old @ (RequeueCause::RateLimited { until: a }, _)), RequeueCause::RateLimited { until: b })
+            if a >= *b =>
+        {
+            old
+        }
+        _ => new,
+    }
+}
+
+/// Waits until the pause is over. `false` if shutdown came first.
 pub(super) async fn wait_out_pause(
     daemon: &Daemon,
-    cause: RequeueCause,
-    why: &str,
-    pause: &PauseRequest,
+    signal: &DrainSignal,
+    (cause, why): &(RequeueCause, String),
     shutdown: &CancellationToken,
 ) -> bool {
-    match cause {
-        RequeueCause::RateLimited { until }
-        | RequeueCause::DeadLetterQueueUnavailable { until } => {
-            daemon.health.paused(why, Some(until));
-            tracing::warn!(
-                resume_in_secs = until.saturating_duration_since(Instant::now()).as_secs(),
-                reason = why,
-                "pausing consumption"
-            );
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => true,
-                _ = shutdown.cancelled() => false,
-            }
+    let backoff = signal.next_wait();
+    let until = match cause {
+        RequeueCause::RateLimited { until } => (*until).max(Instant::now() + backoff),
+        _ => Instant::now() + backoff,
+    };
+    daemon.health.paused(why, Some(until));
+    tracing::warn!(
+        resume_in_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64,
+        reason = %why,
+        "pausing consumption"
+    );
+    tokio::select! {
+        _ = tokio::time::sleep_until(until) => {}
+        _ = shutdown.cancelled() => return false,
+    }
+    if !matches!(cause, RequeueCause::Auth) {
+        return true;
+    }
+    // Refused credentials: the token endpoint must work before an event is
+    // risked on a probe.
+    loop {
+        match daemon.worker.probe_credentials().await {
+            Ok(()) => return true,
+            Err(e) => tracing::error!(error = %e, "Zoom still refuses the credentials"),
         }
-        RequeueCause::Auth => loop {
-            let wait = pause.next_auth_wait();
-            daemon.health.paused(why, None);
-            tracing::error!(
-                retry_in_secs = wait.as_secs(),
-                reason = why,
-                "pausing consumption: Zoom refuses the app's credentials"
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.cancelled() => return false,
-            }
-            match daemon.worker.probe_credentials().await {
-                Ok(()) => return true,
-                Err(e) => tracing::error!(error = %e, "Zoom still refuses the credentials"),
-            }
-        },
+        tokio::select! {
+            _ = tokio::time::sleep(signal.next_wait()) => {}
+            _ = shutdown.cancelled() => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_double_up_to_the_maximum_and_reset_when_zoom_works() {
+        let signal = DrainSignal::new(Duration::from_millis(100), Duration::from_millis(350));
+        let waits: Vec<u128> = (0..4).map(|_| signal.next_wait().as_millis()).collect();
+        assert_eq!(waits, [100, 200, 350, 350]);
+        signal.zoom_worked();
+        assert_eq!(signal.next_wait().as_millis(), 100);
+    }
+
+    #[test]
+    fn a_pause_is_not_lost_to_a_later_plain_drain() {
+        let signal = DrainSignal::new(Duration::from_millis(1), Duration::from_millis(1));
+        signal.request(Some((RequeueCause::Auth, "403".into())));
+        signal.request(None);
+        assert!(signal.take().unwrap().pause.is_some());
+        assert!(signal.take().is_none());
     }
 }

@@ -7,6 +7,8 @@
 //! missing queue with an ack and drops it, so without both checks a deleted
 //! dead-letter queue would silently lose events.
 
+use std::time::Duration;
+
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -45,14 +47,19 @@ pub struct DeadLetterError {
 pub struct Settler {
     publisher: Channel,
     topology: Topology,
+    /// A broker under a memory or disk alarm never confirms: past this the
+    /// dead letter counts as failed and the original goes back.
+    confirm_timeout: Duration,
 }
 
 impl Settler {
-    /// `publisher` must be in confirm mode.
-    pub fn new(publisher: Channel, topology: Topology) -> Self {
+    /// `publisher` must be in confirm mode, on a connection of its own (a
+    /// broker blocking publishers must not stall acks).
+    pub fn new(publisher: Channel, topology: Topology, confirm_timeout: Duration) -> Self {
         Self {
             publisher,
             topology,
+            confirm_timeout,
         }
     }
 
@@ -75,7 +82,7 @@ impl Settler {
                     }
                 }
             }
-            Outcome::Requeue { .. } => requeue(delivery).await,
+            Outcome::Requeue { .. } | Outcome::Abandoned { .. } => requeue(delivery).await,
         }
     }
 
@@ -114,22 +121,31 @@ impl Settler {
         {
             properties = properties.with_message_id(id.as_str().into());
         }
-        let confirmation = self
-            .publisher
-            .basic_publish(
-                ShortString::from(""),
-                self.topology.dead_letter_queue.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &delivery.data,
-                properties,
-            )
+        let publish = async {
+            self.publisher
+                .basic_publish(
+                    ShortString::from(""),
+                    self.topology.dead_letter_queue.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &delivery.data,
+                    properties,
+                )
+                .await
+                .map_err(|e| failed(format!("publish failed: {e}")))?
+                .await
+                .map_err(|e| failed(format!("no confirmation: {e}")))
+        };
+        let confirmation = tokio::time::timeout(self.confirm_timeout, publish)
             .await
-            .map_err(|e| failed(format!("publish failed: {e}")))?
-            .await
-            .map_err(|e| failed(format!("no confirmation: {e}")))?;
+            .map_err(|_| {
+                failed(format!(
+                    "no confirmation within {} s (is the broker blocking publishers?)",
+                    self.confirm_timeout.as_secs()
+                ))
+            })??;
         if confirmation.is_nack() {
             return Err(failed("the broker nacked it".into()));
         }

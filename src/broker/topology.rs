@@ -1,11 +1,31 @@
 //! The two queues the daemon needs: declared (durable) when it owns the
 //! topology, only checked (passive) when the operator does.
+//!
+//! The input queue dead-letters to the dead-letter queue (default exchange,
+//! routing key = its name), so the broker never drops an event: a message it
+//! removes itself (a quorum queue's `delivery-limit`, which RabbitMQ 4 sets
+//! to 20 by default, a TTL, a length limit) lands there with `x-death`. On
+//! quorum queues dead-lettering is at-least-once (RabbitMQ 3.10 and later),
+//! which needs `x-overflow = reject-publish`.
 
-use lapin::Channel;
+use lapin::{Channel, Connection};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 
 use crate::config::{AmqpSettings, QueueType};
+
+/// Escapes the characters a policy pattern (a regular expression) treats
+/// specially, so the policy matches exactly one queue name.
+fn regex_escape(name: &str) -> String {
+    let mut escaped = String::with_capacity(name.len());
+    for c in name.chars() {
+        if r"\.+*?()|[]{}^$".contains(c) {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
 
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -37,18 +57,78 @@ impl Topology {
                 AMQPValue::LongString(LongString::from("quorum")),
             );
         }
-        if self.single_active_consumer && queue == self.queue {
+        if queue != self.queue {
+            return arguments;
+        }
+        if self.single_active_consumer {
             arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        }
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+        arguments.insert("x-dead-letter-exchange".into(), text(""));
+        arguments.insert(
+            "x-dead-letter-routing-key".into(),
+            text(&self.dead_letter_queue),
+        );
+        if self.queue_type == QueueType::Quorum {
+            arguments.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+            arguments.insert("x-overflow".into(), text("reject-publish"));
         }
         arguments
     }
 
-    /// Declares both queues, or checks that they exist.
-    pub async fn ensure(&self, channel: &Channel) -> Result<(), lapin::Error> {
-        for queue in [&self.queue, &self.dead_letter_queue] {
-            self.ensure_queue(channel, queue).await?;
+    /// Declares both queues, or checks that they exist. An input queue that
+    /// exists with other arguments (declared by an older version, without
+    /// dead-lettering) is used as it is, with a warning that says how to add
+    /// them: RabbitMQ refuses a redeclaration with other arguments and closes
+    /// the channel, so the usable channel is returned.
+    pub async fn ensure(
+        &self,
+        connection: &Connection,
+        channel: Channel,
+    ) -> Result<Channel, lapin::Error> {
+        self.ensure_queue(&channel, &self.dead_letter_queue).await?;
+        let Err(declare_error) = self.ensure_queue(&channel, &self.queue).await else {
+            return Ok(channel);
+        };
+        if !self.declare {
+            return Err(declare_error);
         }
-        Ok(())
+        let channel = connection.create_channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        if channel
+            .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
+            .await
+            .is_err()
+        {
+            return Err(declare_error);
+        }
+        tracing::warn!(
+            queue = %self.queue,
+            error = %declare_error,
+            policy = %self.policy_command(),
+            "the input queue exists with other arguments (no dead-letter target?): using it as it is; without a dead-letter target the broker deletes events it gives up on. Add one with this policy"
+        );
+        Ok(channel)
+    }
+
+    /// The `rabbitmqctl` command that gives an existing input queue the
+    /// dead-letter arguments the daemon would have declared.
+    pub fn policy_command(&self) -> String {
+        let mut definition = format!(
+            r#"{{"dead-letter-exchange":"","dead-letter-routing-key":"{}""#,
+            self.dead_letter_queue
+        );
+        if self.queue_type == QueueType::Quorum {
+            definition.push_str(r#","dead-letter-strategy":"at-least-once","overflow":"reject-publish""#);
+        }
+        definition.push('}');
+        format!(
+            "rabbitmqctl set_policy zoom-dept-sync-dlx '^{}$' '{definition}' --apply-to queues",
+            regex_escape(&self.queue)
+        )
     }
 
     async fn ensure_queue(&self, channel: &Channel, queue: &str) -> Result<(), lapin::Error> {

@@ -27,6 +27,8 @@ pub enum ErrorKind {
     Credentials,
     /// 400, 404, other 4xx: the event cannot be applied as it is.
     Rejected,
+    /// Not sent: the event was stopped (session lost, shutting down).
+    Stopped,
 }
 
 /// One failed Zoom answer (or a failure to get one).
@@ -128,6 +130,18 @@ fn truncate(mut message: String) -> String {
         message.truncate(cut);
     }
     message
+}
+
+impl ZoomError {
+    /// The answer in the domain's terms, for a dead letter.
+    pub fn answer(&self) -> crate::outcome::ZoomAnswer {
+        crate::outcome::ZoomAnswer {
+            status: self.status,
+            code: self.code,
+            message: self.message.clone(),
+            message_from_zoom: self.message_from_zoom,
+        }
+    }
 }
 
 impl fmt::Display for ZoomError {

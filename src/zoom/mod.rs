@@ -17,6 +17,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::config::{RetrySettings, Settings};
@@ -28,16 +29,51 @@ use auth::TokenSource;
 pub use error::{ErrorKind, ZoomError};
 use rate::RateGate;
 
-/// Counts the HTTP requests made for one event (`failure-attempts`).
-#[derive(Debug, Default)]
-pub struct Attempts(AtomicU32);
+/// One event's calls: counted (`failure-attempts`), bounded together by one
+/// deadline (`retry.max_elapsed_secs` is the whole event's budget, so no
+/// delivery outlives the broker's consumer timeout), and stopped when the
+/// event is no longer wanted (its session was lost, the daemon is stopping).
+#[derive(Debug)]
+pub struct Attempts {
+    count: AtomicU32,
+    deadline: Instant,
+    stop: CancellationToken,
+}
 
 impl Attempts {
-    pub fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
+    pub fn new(deadline: Instant, stop: CancellationToken) -> Self {
+        Self {
+            count: AtomicU32::new(0),
+            deadline,
+            stop,
+        }
     }
+
+    pub fn get(&self) -> u32 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// No new call may start: a call already sent may finish.
+    pub fn stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
     fn add_one(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Default for Attempts {
+    /// An hour's budget that nothing stops (tests, probes).
+    fn default() -> Self {
+        Self::new(
+            Instant::now() + Duration::from_secs(3600),
+            CancellationToken::new(),
+        )
     }
 }
 
@@ -53,6 +89,9 @@ pub enum Failure {
     /// Credentials or scopes are wrong (401 after a refresh, 403, the token
     /// endpoint refusing): not the event's fault.
     Auth(ZoomError),
+    /// The event is no longer wanted ([`Attempts::stopped`]): no call was
+    /// started after that.
+    Stopped,
 }
 
 /// What `GET /users/{id}` tells us.
@@ -191,13 +230,14 @@ impl Client {
         body: Option<serde_json::Value>,
         attempts: &Attempts,
     ) -> Result<Vec<u8>, Failure> {
-        let mut budget = Budget::start(&self.retry);
-        let deadline = budget.deadline();
+        let mut budget = Budget::until(attempts.deadline());
+        let stop = attempts.stop.clone();
+        let deadline = attempts.deadline();
         let request = Request { method, url, body };
         let result = (|| self.attempt(&request, deadline, attempts))
             .retry(retry::exponential(&self.retry))
-            .sleep(tokio::time::sleep)
-            .when(ZoomError::is_retryable)
+            .sleep(move |wait| sleep_unless_stopped(wait, stop.clone()))
+            .when(|e: &ZoomError| e.is_retryable() && !attempts.stopped())
             .adjust(|e: &ZoomError, step| {
                 budget.next_wait(step, e.server_wait, e.kind == ErrorKind::RateLimited)
             })
@@ -217,6 +257,7 @@ impl Client {
             Err(error) => Err(match budget.stopped() {
                 Some(Stop::RateLimitedPastBudget { until }) => Failure::RateLimited { until },
                 Some(Stop::BudgetSpent) => Failure::Exhausted(error),
+                None if error.kind == ErrorKind::Stopped => Failure::Stopped,
                 None if error.is_auth() => Failure::Auth(error),
                 None if error.is_retryable() => Failure::Exhausted(error),
                 None => Failure::Rejected(error),
@@ -254,8 +295,16 @@ impl Client {
         if self.gate.closed_until().is_some() {
             self.metrics.rate_limit_waits.inc();
         }
-        if let Err(opens) = self.gate.admit(deadline).await {
-            return Err(ZoomError::gate_closed(opens));
+        tokio::select! {
+            admitted = self.gate.admit(deadline) => {
+                if let Err(opens) = admitted {
+                    return Err(ZoomError::gate_closed(opens));
+                }
+            }
+            _ = attempts.stop.cancelled() => {}
+        }
+        if attempts.stopped() {
+            return Err(ZoomError::stopped());
         }
         attempts.add_one();
         let started = Instant::now();
@@ -294,6 +343,15 @@ impl Client {
     }
 }
 
+/// A retry's wait, cut short when the event is stopped (the next try then
+/// sees it and gives up).
+async fn sleep_unless_stopped(wait: Duration, stop: CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
 struct Request {
     method: Method,
     url: Url,
@@ -301,6 +359,11 @@ struct Request {
 }
 
 impl ZoomError {
+    /// The event was stopped before this call went out.
+    fn stopped() -> Self {
+        Self::local(ErrorKind::Stopped, None, "stopped before the call")
+    }
+
     /// The gate is closed (another call's 429) until `opens`, past this
     /// call's budget; treated like a 429 that asked for that wait.
     fn gate_closed(opens: Instant) -> Self {

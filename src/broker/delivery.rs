@@ -1,0 +1,332 @@
+//! One delivery's life: its place in its person's line, the checks before it
+//! may start, processing, settling, and handing back.
+//!
+//! Every task waits for its turn, even one that will not run: a delivery
+//! goes back to the broker only after the earlier events of its person have
+//! been settled or handed back, so they come back in their order.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::Daemon;
+use super::pause::DrainSignal;
+use super::settle::{Settled, Settler};
+use crate::outcome::{FailureReason, Outcome, RequeueCause};
+use crate::worker::{Admitted, Prepared, Processed, RunLimits};
+
+/// What the tasks of one session share.
+pub(super) struct SessionCtx {
+    /// Cancelled when the connection or a channel is lost: deliveries of this
+    /// session that have not called Zoom must not (their acker is dead and
+    /// the broker redelivers them); running calls do not retry.
+    pub(super) lost: CancellationToken,
+    lost_reason: Mutex<String>,
+    pub(super) shutdown: CancellationToken,
+    /// The shutdown grace is over: running events go back too.
+    pub(super) abandon: CancellationToken,
+    pub(super) drain: DrainSignal,
+    pub(super) settler: Settler,
+    /// Generations up to this one are drained: their unstarted tasks go back.
+    drained: AtomicU64,
+    /// Dispatched tasks that have neither started nor given up.
+    waiting: AtomicUsize,
+    waiting_changed: Notify,
+    /// How long a delivery may stay unacknowledged (the consumer timeout,
+    /// less a margin), and how long an event may take once started.
+    hold_limit: Duration,
+    run_time: Duration,
+}
+
+/// Why a delivery does not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The session is gone: nothing can settle it; the broker redelivers.
+    Lost,
+    /// Shutdown, a drain, or too little time left: hand it back.
+    HandBack(&'static str),
+}
+
+impl SessionCtx {
+    pub(super) fn new(
+        settler: Settler,
+        daemon: &Daemon,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            lost: CancellationToken::new(),
+            lost_reason: Mutex::new(String::new()),
+            shutdown,
+            abandon: CancellationToken::new(),
+            drain: DrainSignal::new(daemon.pause_first, daemon.pause_max),
+            settler,
+            drained: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            waiting_changed: Notify::new(),
+            hold_limit: daemon.hold_limit,
+            run_time: daemon.run_time,
+        }
+    }
+
+    /// Marks the session lost (first reason wins).
+    pub(super) fn lose(&self, why: String) {
+        let mut reason = self.lost_reason.lock().unwrap_or_else(|e| e.into_inner());
+        if reason.is_empty() {
+            *reason = why;
+        }
+        self.lost.cancel();
+    }
+
+    pub(super) fn lost_reason(&self) -> String {
+        let reason = self.lost_reason.lock().unwrap_or_else(|e| e.into_inner());
+        if reason.is_empty() {
+            "the broker session was lost".into()
+        } else {
+            reason.clone()
+        }
+    }
+
+    pub(super) fn end_generation(&self, generation: u64) {
+        self.drained.fetch_max(generation, Ordering::SeqCst);
+    }
+
+    /// Resolves when no dispatched task is still waiting to start.
+    pub(super) async fn all_started(&self) {
+        loop {
+            let changed = self.waiting_changed.notified();
+            if self.waiting.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    fn started_or_gave_up(&self) {
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.waiting_changed.notify_waiters();
+    }
+
+    fn refusal(&self, generation: u64) -> Option<Refusal> {
+        if self.lost.is_cancelled() {
+            Some(Refusal::Lost)
+        } else if self.shutdown.is_cancelled() {
+            Some(Refusal::HandBack("shutting down: event not started"))
+        } else if generation <= self.drained.load(Ordering::SeqCst) {
+            Some(Refusal::HandBack("an earlier event went back: this one follows it"))
+        } else {
+            None
+        }
+    }
+}
+
+/// Spawns one delivery's task. Parsing and taking a place in line happen
+/// here, synchronously, so they follow delivery order.
+pub(super) fn dispatch(
+    delivery: Delivery,
+    generation: u64,
+    daemon: &Daemon,
+    ctx: &Arc<SessionCtx>,
+    tracker: &TaskTracker,
+) -> JoinHandle<()> {
+    daemon.metrics.events_consumed.inc();
+    let prepared = daemon.worker.prepare(&delivery.data);
+    let event_id = prepared.event_id().map(|id| id.as_str().to_owned());
+    let over_limit = event_id
+        .as_deref()
+        .and_then(|id| daemon.redeliveries.over_limit(id, delivery.redelivered));
+    ctx.waiting.fetch_add(1, Ordering::SeqCst);
+    let span = tracing::info_span!(
+        "event",
+        event_id = event_id.as_deref().unwrap_or("-"),
+        delivery_tag = delivery.delivery_tag,
+        redelivered = delivery.redelivered
+    );
+    let task = Task {
+        delivery,
+        event_id,
+        generation,
+        received: Instant::now(),
+        over_limit,
+        daemon: daemon.clone(),
+        ctx: Arc::clone(ctx),
+    };
+    tracker.spawn(task.run(prepared).instrument(span))
+}
+
+struct Task {
+    delivery: Delivery,
+    event_id: Option<String>,
+    generation: u64,
+    received: Instant,
+    over_limit: Option<u32>,
+    daemon: Daemon,
+    ctx: Arc<SessionCtx>,
+}
+
+impl Task {
+    async fn run(self, mut prepared: Prepared) {
+        prepared.wait_turn().await;
+        if let Some(refusal) = self.ctx.refusal(self.generation) {
+            return self.give_up(refusal).await;
+        }
+        let admitted = tokio::select! {
+            admitted = self.daemon.worker.admit(&mut prepared) => admitted,
+            _ = self.ctx.lost.cancelled() => return self.give_up(Refusal::Lost).await,
+            _ = self.ctx.shutdown.cancelled() => {
+                return self.give_up(Refusal::HandBack("shutting down: event not started")).await;
+            }
+        };
+        let Some(admitted) = admitted else {
+            return self.give_up(Refusal::Lost).await;
+        };
+        if let Some(refusal) = self.ctx.refusal(self.generation) {
+            return self.give_up(refusal).await;
+        }
+        let settle_by = self.received + self.ctx.hold_limit;
+        if Instant::now() + self.ctx.run_time > settle_by {
+            // It waited so long that it might not settle before the broker's
+            // consumer timeout: back to the queue, and the line behind it too.
+            self.ctx.drain.request(None);
+            return self
+                .give_up(Refusal::HandBack("waited too long to start: handed back before the consumer timeout"))
+                .await;
+        }
+        self.ctx.started_or_gave_up();
+        self.daemon.metrics.events_in_flight.inc();
+        self.process(&admitted, settle_by).await;
+        self.daemon.metrics.events_in_flight.dec();
+        // The turn is released only now, after settling and any drain request.
+        drop(admitted);
+    }
+
+    async fn process(&self, admitted: &Admitted, settle_by: Instant) {
+        let processed = match self.over_limit {
+            Some(count) => self.daemon.worker.refuse(
+                admitted,
+                FailureReason::RedeliveryLimit,
+                format!("delivered {count} times without being settled"),
+            ),
+            None => {
+                let limits = RunLimits {
+                    stop: self.ctx.lost.child_token(),
+                    settle_by,
+                };
+                tokio::select! {
+                    processed = self.daemon.worker.process(admitted, &limits) => processed,
+                    _ = self.ctx.abandon.cancelled() => {
+                        let settled = self.hand_back().await;
+                        tracing::warn!(?settled, "shutdown grace over: event handed back to the broker");
+                        return;
+                    }
+                }
+            }
+        };
+        let settled = self.ctx.settler.settle(&self.delivery, &processed).await;
+        self.after_settling(&processed, &settled);
+        log_outcome(&processed, &settled);
+    }
+
+    /// Records the outcome and, for an event that went back, asks for a drain
+    /// before the turn is released.
+    fn after_settling(&self, processed: &Processed, settled: &Settled) {
+        let id = self.event_id.as_deref();
+        let went_back = |pause: Option<(RequeueCause, String)>| {
+            if let Some(id) = id {
+                self.daemon.redeliveries.handed_back(id);
+            }
+            self.ctx.drain.request(pause);
+        };
+        match (settled, &processed.outcome) {
+            (Settled::NotSettled(_), _) => {}
+            (Settled::DeadLetterFailed(error), _) => went_back((!error.repaired).then(|| {
+                (
+                    RequeueCause::DeadLetterQueueUnavailable,
+                    format!("dead letters cannot be published: {}", error.why),
+                )
+            })),
+            (_, Outcome::Requeue { cause, why }) => went_back(Some((*cause, why.clone()))),
+            (_, Outcome::Abandoned { .. }) => went_back(None),
+            (_, outcome) => {
+                if matches!(outcome, Outcome::Applied | Outcome::Added | Outcome::AlreadyApplied) {
+                    self.ctx.drain.zoom_worked();
+                }
+                if let Some(id) = id {
+                    self.daemon.redeliveries.settled(id);
+                }
+                self.daemon.metrics.record_outcome(outcome);
+            }
+        }
+    }
+
+    async fn give_up(self, refusal: Refusal) {
+        self.ctx.started_or_gave_up();
+        match refusal {
+            Refusal::Lost => tracing::info!("session lost before the event started: the broker redelivers it"),
+            Refusal::HandBack(why) => {
+                let settled = self.hand_back().await;
+                tracing::info!(?settled, "{why}: handed back to the broker");
+            }
+        }
+    }
+
+    async fn hand_back(&self) -> Settled {
+        if let Some(id) = &self.event_id {
+            self.daemon.redeliveries.handed_back(id);
+        }
+        self.ctx.settler.abandon(&self.delivery).await
+    }
+}
+
+/// One line per event, with everything an operator needs to follow it.
+fn log_outcome(processed: &Processed, settled: &Settled) {
+    let event = processed.event.as_ref();
+    let event_id = processed
+        .event_id
+        .as_ref()
+        .map(|id| id.as_str())
+        .unwrap_or("-");
+    let user = event.map_or_else(|| "-".to_owned(), |e| e.user.to_string());
+    let previous_department = event
+        .and_then(|e| e.previous_department.as_ref())
+        .map(|d| d.as_str())
+        .unwrap_or("-");
+    let new_department = event.map(|e| e.new_department.as_str()).unwrap_or("-");
+    let from_group = processed.from_group.as_ref().map_or("-", |g| g.as_str());
+    let to_group = processed.to_group.as_ref().map_or("-", |g| g.as_str());
+    let elapsed_ms = processed.elapsed.as_millis() as u64;
+    macro_rules! line {
+        ($level:ident, $msg:literal) => {
+            tracing::$level!(
+                event_id,
+                user,
+                previous_department,
+                new_department,
+                from_group,
+                to_group,
+                attempts = processed.attempts,
+                elapsed_ms,
+                outcome = %processed.outcome,
+                ?settled,
+                $msg
+            )
+        };
+    }
+    match (&processed.outcome, settled) {
+        (_, Settled::NotSettled(_) | Settled::DeadLetterFailed(_)) => {
+            line!(error, "event not settled; the broker will redeliver it")
+        }
+        (Outcome::DeadLetter(_), _) => line!(warn, "event dead-lettered"),
+        (Outcome::Requeue { .. } | Outcome::Abandoned { .. }, _) => {
+            line!(warn, "event requeued")
+        }
+        _ => line!(info, "event processed"),
+    }
+}
