@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod error;
 pub mod rate;
+pub mod wait;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
