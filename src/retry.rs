@@ -1,18 +1,17 @@
-//! The retry policy of `[retry]` and the server's "come back later" headers.
+//! The retry policy of `[retry]`.
 //!
 //! Retries sit around one Zoom call. backon produces the exponential steps;
-//! [`Budget`] turns each step into full jitter, prefers a wait the server
-//! named, and ends the retries when the budget would be overrun.
+//! [`Budget`] turns each step into full jitter, waits at least as long as the
+//! server asked, and ends the retries when the budget would be overrun.
+//! Reading the server's headers is HTTP's business: see `zoom::wait`.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use backon::ExponentialBuilder;
-use reqwest::header::HeaderMap;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
 
 use crate::config::RetrySettings;
+use crate::zoom::wait::MAX_SERVER_WAIT;
 
 /// The exponential steps (no jitter here: [`Budget::next_wait`] applies full
 /// jitter itself, since backon's jitter only ever adds to the step).
@@ -43,37 +42,50 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// A budget of `retry.max_elapsed_secs` from now (bounded by the config
+    /// check; a day at most, should it ever not be).
     pub fn start(settings: &RetrySettings) -> Self {
-        Self {
-            deadline: Instant::now() + settings.max_elapsed(),
-            stopped: None,
-        }
+        let budget = settings.max_elapsed().min(Duration::from_secs(24 * 3600));
+        Self::until(Instant::now() + budget)
     }
 
     /// The wait before the next try, or `None` to stop (the reason is kept in
     /// [`Budget::stopped`]). `step` is backon's next exponential step;
     /// `server_wait` what the server asked for; `rate_limited` whether the
     /// failure was a 429.
+    ///
+    /// The wait is the longer of the server's wait and the jittered step: a
+    /// `Retry-After: 0` (or a date in the past) must not turn the backoff
+    /// into a busy loop. No wait exceeds [`MAX_SERVER_WAIT`], and no sum can
+    /// overflow, whatever the server sent.
     pub fn next_wait(
         &mut self,
         step: Option<Duration>,
         server_wait: Option<Duration>,
         rate_limited: bool,
     ) -> Option<Duration> {
-        let now = Instant::now();
-        let wait = match (server_wait, rate_limited) {
-            (Some(wait), true) if now + wait > self.deadline => {
-                self.stopped = Some(Stop::RateLimitedPastBudget { until: now + wait });
-                return None;
-            }
-            (Some(wait), _) => wait,
-            (None, _) => full_jitter(step?),
-        };
-        if now + wait > self.deadline {
-            self.stopped = Some(Stop::BudgetSpent);
-            return None;
+        let jittered = step.map(|step| full_jitter(step.min(MAX_SERVER_WAIT)));
+        let wait = match (server_wait, jittered) {
+            (Some(server), Some(jittered)) => server.max(jittered),
+            (Some(server), None) => server,
+            (None, Some(jittered)) => jittered,
+            (None, None) => return None,
         }
-        Some(wait)
+        .min(MAX_SERVER_WAIT);
+        let now = Instant::now();
+        let ends = now.checked_add(wait);
+        if ends.is_some_and(|ends| ends <= self.deadline) {
+            return Some(wait);
+        }
+        self.stopped = Some(match (server_wait, rate_limited) {
+            // The server named when the limit lifts: hand the event back
+            // until then (the deadline only if `Instant` cannot hold it).
+            (Some(_), true) => Stop::RateLimitedPastBudget {
+                until: ends.unwrap_or(self.deadline),
+            },
+            _ => Stop::BudgetSpent,
+        });
+        None
     }
 
     /// A budget that ends at `deadline` (the event's, shared by its calls).
@@ -99,100 +111,10 @@ fn full_jitter(step: Duration) -> Duration {
     step.mul_f64(fastrand::f64())
 }
 
-/// How long the server asked us to wait: `Retry-After` (delta-seconds,
-/// HTTP-date or ISO-8601 date-time), else `X-RateLimit-Reset` (epoch seconds
-/// or a date-time). `None` when neither is present or readable.
-pub fn server_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    header("retry-after")
-        .and_then(|v| parse_retry_after(v, now))
-        .or_else(|| header("x-ratelimit-reset").and_then(|v| parse_rate_limit_reset(v, now)))
-}
-
-/// `Retry-After` in any of the three forms Zoom and proxies send.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    parse_date_time(value).map(|at| until(at, now))
-}
-
-/// `X-RateLimit-Reset`: Unix epoch seconds, or a date-time.
-fn parse_rate_limit_reset(value: &str, now: SystemTime) -> Option<Duration> {
-    if let Ok(epoch) = value.parse::<u64>() {
-        return Some(until(
-            SystemTime::UNIX_EPOCH + Duration::from_secs(epoch),
-            now,
-        ));
-    }
-    parse_date_time(value).map(|at| until(at, now))
-}
-
-fn parse_date_time(value: &str) -> Option<SystemTime> {
-    if let Ok(at) = httpdate::parse_http_date(value) {
-        return Some(at);
-    }
-    OffsetDateTime::parse(value, &Rfc3339)
-        .ok()
-        .map(SystemTime::from)
-}
-
-/// A moment in the past means "now".
-fn until(at: SystemTime, now: SystemTime) -> Duration {
-    at.duration_since(now).unwrap_or(Duration::ZERO)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
-
-    fn now() -> SystemTime {
-        // 2026-11-26T09:00:00Z
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_683_600)
-    }
-
-    #[test]
-    fn retry_after_in_all_three_forms() {
-        assert_eq!(parse_retry_after("2", now()), Some(Duration::from_secs(2)));
-        assert_eq!(
-            parse_retry_after("Thu, 26 Nov 2026 09:00:05 GMT", now()),
-            Some(Duration::from_secs(5))
-        );
-        assert_eq!(
-            parse_retry_after("2026-11-26T09:00:07Z", now()),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(
-            parse_retry_after("2026-11-26T10:00:07+01:00", now()),
-            Some(Duration::from_secs(7))
-        );
-        // Zoom's daily limit resets at midnight UTC.
-        assert_eq!(
-            parse_retry_after("2026-11-27T00:00:00Z", now()),
-            Some(Duration::from_secs(15 * 3600))
-        );
-        assert_eq!(
-            parse_retry_after("2026-11-26T08:00:00Z", now()),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now()), None);
-    }
-
-    #[test]
-    fn rate_limit_reset_is_used_when_retry_after_is_absent() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(server_wait(&headers, now()), None);
-        headers.insert("x-ratelimit-reset", HeaderValue::from_static("1795683603"));
-        assert_eq!(server_wait(&headers, now()), Some(Duration::from_secs(3)));
-        headers.insert("retry-after", HeaderValue::from_static("1"));
-        assert_eq!(server_wait(&headers, now()), Some(Duration::from_secs(1)));
-    }
+    use proptest::prelude::*;
 
     fn settings(max_elapsed_secs: u64) -> RetrySettings {
         RetrySettings {
@@ -235,6 +157,74 @@ mod tests {
             budget.stopped(),
             Some(Stop::RateLimitedPastBudget { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_huge_server_wait_does_not_panic_the_budget() {
+        let mut budget = Budget::start(&settings(5));
+        let step = Some(Duration::from_millis(100));
+        assert_eq!(budget.next_wait(step, Some(Duration::MAX), true), None);
+        assert_eq!(budget.next_wait(step, Some(Duration::MAX), false), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_rate_limit_hands_back_for_at_most_a_day() {
+        let mut budget = Budget::start(&settings(5));
+        let now = Instant::now();
+        assert_eq!(budget.next_wait(None, Some(Duration::MAX), true), None);
+        assert_eq!(
+            budget.stopped(),
+            Some(Stop::RateLimitedPastBudget {
+                until: now + MAX_SERVER_WAIT
+            })
+        );
+    }
+
+    /// Any step and any server wait, `Duration::MAX` included.
+    fn any_duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::MAX),
+            Just(Duration::ZERO),
+            (any::<u64>(), 0..1_000_000_000u32).prop_map(|(s, n)| Duration::new(s, n)),
+            (0..10_000u64).prop_map(Duration::from_millis),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn next_wait_never_panics_and_stays_under_the_cap(
+            step in proptest::option::of(any_duration()),
+            server in proptest::option::of(any_duration()),
+            rate_limited in any::<bool>(),
+            budget_secs in prop_oneof![Just(1u64), Just(2 * 24 * 3600)],
+        ) {
+            let mut budget = Budget::start(&settings(budget_secs));
+            let wait = budget.next_wait(step, server, rate_limited);
+            prop_assert!(wait.is_none_or(|w| w <= MAX_SERVER_WAIT));
+            if let (Some(wait), Some(server)) = (wait, server) {
+                prop_assert!(
+                    wait >= server.min(MAX_SERVER_WAIT),
+                    "never shorter than the server asked (up to the cap)"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_zero_server_wait_still_waits_the_jittered_step() {
+        let mut budget = Budget::start(&settings(60));
+        let step = Duration::from_millis(400);
+        let waits: Vec<_> = (0..100)
+            .map(|_| budget.next_wait(Some(step), Some(Duration::ZERO), false))
+            .collect();
+        assert!(
+            waits.iter().all(|w| w.is_some_and(|w| w <= step)),
+            "{waits:?}"
+        );
+        assert!(
+            waits.iter().any(|w| w.is_some_and(|w| w > Duration::ZERO)),
+            "never waited"
+        );
     }
 
     #[tokio::test(start_paused = true)]

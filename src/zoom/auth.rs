@@ -8,13 +8,20 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::body::{self, MAX_BODY_BYTES};
 use super::error::{ErrorKind, ZoomError};
 use crate::config::ZoomCredentials;
+
+/// The longest a token is trusted, whatever `expires_in` says. Zoom's tokens
+/// last an hour; a larger value is a broken answer, and `Instant + lifetime`
+/// must not overflow on it.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A bearer token plus which fetch produced it, so a 401 only discards the
 /// token that was actually refused, not a newer one.
@@ -25,9 +32,25 @@ pub struct AccessToken {
 }
 
 impl AccessToken {
-    pub fn bearer(&self) -> String {
-        format!("Bearer {}", self.secret.expose_secret())
+    /// The `Authorization` value, marked sensitive so no debug output or
+    /// HTTP/2 header table keeps it. A token that is not a valid header value
+    /// is treated like one Zoom refused: fetched anew, once.
+    pub fn bearer(&self) -> Result<HeaderValue, ZoomError> {
+        sensitive(&format!("Bearer {}", self.secret.expose_secret())).ok_or_else(|| {
+            ZoomError::local(
+                ErrorKind::Unauthorized,
+                None,
+                "the access token is not a valid header value",
+            )
+        })
     }
+}
+
+/// A header value that is never logged or indexed (`None` if not valid).
+fn sensitive(value: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(value).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 struct Cached {
@@ -92,12 +115,23 @@ impl TokenSource {
         }
     }
 
-    async fn fetch(&self) -> Result<Cached, ZoomError> {
+    /// `Basic base64(client_id:client_secret)`, marked sensitive.
+    fn basic(&self) -> Result<HeaderValue, ZoomError> {
         let basic = STANDARD.encode(format!(
             "{}:{}",
             self.credentials.client_id.expose_secret(),
             self.credentials.client_secret.expose_secret()
         ));
+        sensitive(&format!("Basic {basic}")).ok_or_else(|| {
+            ZoomError::local(
+                ErrorKind::Credentials,
+                None,
+                "the client credentials are not a valid header value",
+            )
+        })
+    }
+
+    async fn fetch(&self) -> Result<Cached, ZoomError> {
         let url = url::Url::parse_with_params(
             &self.url,
             [
@@ -112,21 +146,20 @@ impl TokenSource {
                 format!("zoom.oauth_token_url is not a URL: {e}"),
             )
         })?;
-        let response = self
+        let mut response = self
             .http
             .post(url)
-            .header(reqwest::header::AUTHORIZATION, format!("Basic {basic}"))
+            .header(reqwest::header::AUTHORIZATION, self.basic()?)
             .send()
             .await
             .map_err(|e| ZoomError::from_transport(&e.without_url()))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
+        let body = body::read_capped(&mut response, MAX_BODY_BYTES)
             .await
             .map_err(|e| ZoomError::from_transport(&e.without_url()))?;
         if !status.is_success() {
-            let mut error = ZoomError::from_answer(status, &headers, &body);
+            let mut error = ZoomError::from_answer(status, &headers, &body.bytes);
             // A refusal of the credentials is not fixed by retrying the event.
             if status.is_client_error() && status.as_u16() != 429 {
                 error.kind = ErrorKind::Credentials;
@@ -134,26 +167,59 @@ impl TokenSource {
             error.message = format!("token endpoint: {}", error.message);
             return Err(error);
         }
-        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
+        self.cache(status.as_u16(), &body)
+    }
+
+    /// Reads the token endpoint's success answer into a cache entry.
+    fn cache(&self, status: u16, body: &body::Body) -> Result<Cached, ZoomError> {
+        let unusable = |why: String| {
             ZoomError::local(
                 ErrorKind::Transient,
-                Some(status.as_u16()),
-                format!("token endpoint answered without a usable token: {e}"),
+                Some(status),
+                format!("token endpoint answered without a usable token: {why}"),
             )
-        })?;
-        let lifetime = Duration::from_secs(answer.expires_in);
+        };
+        if body.truncated {
+            return Err(unusable(format!("answer over {MAX_BODY_BYTES} bytes")));
+        }
+        let answer: TokenAnswer =
+            serde_json::from_slice(&body.bytes).map_err(|e| unusable(e.to_string()))?;
+        let lifetime = Duration::from_secs(answer.expires_in).min(MAX_TOKEN_LIFETIME);
         // Refresh a little early so no call goes out with a token about to lapse.
         let margin = (lifetime / 10).min(Duration::from_secs(300));
         tracing::info!(
             expires_in_secs = answer.expires_in,
             "fetched a Zoom access token"
         );
+        let now = Instant::now();
         Ok(Cached {
             token: AccessToken {
                 secret: answer.access_token,
                 generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
             },
-            refresh_at: Instant::now() + lifetime - margin,
+            // Should the clock not hold it, the token is fetched anew next time.
+            refresh_at: now.checked_add(lifetime - margin).unwrap_or(now),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_basic_header_is_sensitive() {
+        let source = TokenSource::new(
+            reqwest::Client::new(),
+            "http://127.0.0.1/oauth/token".into(),
+            ZoomCredentials {
+                account_id: "acct".into(),
+                client_id: "id".into(),
+                client_secret: "secret".into(),
+            },
+        );
+        let basic = source.basic().unwrap();
+        assert_eq!(basic, "Basic aWQ6c2VjcmV0");
+        assert!(basic.is_sensitive());
     }
 }

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
-use crate::retry;
+use super::wait;
 
 /// Zoom's error code for an expired or invalid access token.
 pub const CODE_INVALID_TOKEN: i64 = 124;
@@ -74,7 +74,7 @@ impl ZoomError {
             _ => ErrorKind::Rejected,
         };
         let server_wait = (kind == ErrorKind::RateLimited || status.is_server_error())
-            .then(|| retry::server_wait(headers, SystemTime::now()))
+            .then(|| wait::server_wait(headers, SystemTime::now()))
             .flatten();
         Self {
             kind,

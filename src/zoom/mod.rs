@@ -4,8 +4,10 @@
 //! worker what to do with the event.
 
 pub mod auth;
+pub mod body;
 pub mod error;
 pub mod rate;
+pub mod wait;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -265,58 +267,60 @@ impl Client {
         }
     }
 
-    /// One try: through the gate, with the token; a 401 refreshes the token
-    /// and tries once more.
+    /// One try: through the gate first, then the token (so a long wait at
+    /// the gate never sends a token that lapsed meanwhile), then the request.
+    /// A 401 refreshes the token and tries once more, through the gate again.
     async fn attempt(
         &self,
         request: &Request,
         deadline: Instant,
         attempts: &Attempts,
     ) -> Result<Vec<u8>, ZoomError> {
-        let token = self.tokens.token().await?;
-        match self.send(request, &token, deadline, attempts).await {
-            Err(e) if e.kind == ErrorKind::Unauthorized => {
-                tracing::warn!(error = %e, "Zoom refused the access token; fetching a new one");
-                self.tokens.invalidate(&token).await;
-                let token = self.tokens.token().await?;
-                self.send(request, &token, deadline, attempts).await
+        let mut refused_once = false;
+        loop {
+            if self.gate.closed_until().is_some() {
+                self.metrics.rate_limit_waits.inc();
             }
-            other => other,
+            tokio::select! {
+                admitted = self.gate.admit(deadline) => admitted.map_err(ZoomError::gate_closed)?,
+                _ = attempts.stop.cancelled() => {}
+            }
+            let token = self.tokens.token().await?;
+            // Checked after every wait: a call not sent yet is not sent once
+            // the event is no longer wanted.
+            if attempts.stopped() {
+                return Err(ZoomError::stopped());
+            }
+            match self.send(request, &token, attempts).await {
+                Err(e) if e.kind == ErrorKind::Unauthorized && !refused_once => {
+                    tracing::warn!(error = %e, "Zoom refused the access token; fetching a new one");
+                    self.tokens.invalidate(&token).await;
+                    refused_once = true;
+                }
+                other => return other,
+            }
         }
     }
 
+    /// Sends the request now (the gate was passed) and reads the answer, its
+    /// body capped at [`body::MAX_BODY_BYTES`].
     async fn send(
         &self,
         request: &Request,
         token: &auth::AccessToken,
-        deadline: Instant,
         attempts: &Attempts,
     ) -> Result<Vec<u8>, ZoomError> {
-        if self.gate.closed_until().is_some() {
-            self.metrics.rate_limit_waits.inc();
-        }
-        tokio::select! {
-            admitted = self.gate.admit(deadline) => {
-                if let Err(opens) = admitted {
-                    return Err(ZoomError::gate_closed(opens));
-                }
-            }
-            _ = attempts.stop.cancelled() => {}
-        }
-        if attempts.stopped() {
-            return Err(ZoomError::stopped());
-        }
-        attempts.add_one();
-        let started = Instant::now();
         let mut builder = self
             .http
             .request(request.method.clone(), request.url.clone())
-            .header(reqwest::header::AUTHORIZATION, token.bearer());
+            .header(reqwest::header::AUTHORIZATION, token.bearer()?);
         if let Some(body) = &request.body {
             builder = builder.json(body);
         }
+        attempts.add_one();
+        let started = Instant::now();
         let method = request.method.as_str();
-        let response = match builder.send().await {
+        let mut response = match builder.send().await {
             Ok(response) => response,
             Err(e) => {
                 self.metrics
@@ -326,14 +330,16 @@ impl Client {
         };
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await;
+        let body = body::read_capped(&mut response, body::MAX_BODY_BYTES).await;
         self.metrics
             .record_call(method, Some(status.as_u16()), false, started.elapsed());
         let body = body.map_err(|e| ZoomError::from_transport(&e))?;
         if status.is_success() {
-            return Ok(body.to_vec());
+            return body.into_success(status);
         }
-        let error = ZoomError::from_answer(status, &headers, &body);
+        // An error body past the cap is read as far as the cap: enough for
+        // Zoom's code and message, which are short.
+        let error = ZoomError::from_answer(status, &headers, &body.bytes);
         if error.kind == ErrorKind::RateLimited {
             // The limit is the account's: hold every call back, not just this one.
             let wait = error.server_wait.unwrap_or(self.retry.initial_interval());
@@ -417,14 +423,32 @@ mod tests {
         Client::new(&settings, Arc::new(Metrics::new())).unwrap()
     }
 
-    /// Hands out `token-1`, `token-2`, … one per request.
-    struct Tokens(AtomicU32);
+    /// Hands out `token-1`, `token-2`, … one per request, each valid for an
+    /// hour unless [`Tokens::lifetime`] says otherwise.
+    struct Tokens {
+        issued: AtomicU32,
+        lifetime: u64,
+    }
+
+    impl Tokens {
+        fn new() -> Self {
+            Self {
+                issued: AtomicU32::new(0),
+                lifetime: 3600,
+            }
+        }
+
+        fn lifetime(self, lifetime: u64) -> Self {
+            Self { lifetime, ..self }
+        }
+    }
 
     impl Respond for Tokens {
         fn respond(&self, _: &Request) -> ResponseTemplate {
-            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"access_token": format!("token-{n}"), "expires_in": 3600}))
+            let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+            ResponseTemplate::new(200).set_body_json(
+                json!({"access_token": format!("token-{n}"), "expires_in": self.lifetime}),
+            )
         }
     }
 
@@ -432,7 +456,7 @@ mod tests {
         Mock::given(method("POST"))
             .and(path("/oauth/token"))
             .and(header("authorization", "Basic aWQ6c2VjcmV0"))
-            .respond_with(Tokens(AtomicU32::new(0)))
+            .respond_with(Tokens::new())
             .mount(zoom)
             .await;
     }
@@ -515,6 +539,103 @@ mod tests {
             2,
             "refreshed"
         );
+    }
+
+    #[tokio::test]
+    async fn an_endless_token_lifetime_does_not_panic() {
+        let zoom = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"access_token": "forever", "expires_in": u64::MAX})),
+            )
+            .mount(&zoom)
+            .await;
+        let client = client(&zoom);
+        client.tokens.token().await.unwrap();
+        client.tokens.token().await.unwrap();
+        assert_eq!(zoom.received_requests().await.unwrap().len(), 1, "cached");
+    }
+
+    /// A token about to lapse is not fetched before a long wait at the gate
+    /// and then sent after it: the gate comes first, then the token.
+    #[tokio::test]
+    async fn the_token_is_taken_after_the_gate_wait() {
+        let zoom = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .respond_with(Tokens::new().lifetime(1))
+            .mount(&zoom)
+            .await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(&zoom)
+            .await;
+        let client = client(&zoom);
+        client.tokens.token().await.unwrap();
+        client.gate.close_for(Duration::from_millis(1000));
+        client
+            .move_member(&group("g1"), &id("u1"), &group("g2"), &Attempts::default())
+            .await
+            .unwrap();
+        let requests = zoom.received_requests().await.unwrap();
+        let patch = requests.iter().find(|r| r.method.as_str() == "PATCH");
+        let bearer = patch.and_then(|r| r.headers.get("authorization"));
+        assert_eq!(
+            bearer.unwrap(),
+            "Bearer token-2",
+            "refreshed after the wait"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_bearer_header_is_sensitive() {
+        let zoom = MockServer::start().await;
+        mount_tokens(&zoom).await;
+        let token = client(&zoom).tokens.token().await.unwrap();
+        assert!(token.bearer().unwrap().is_sensitive());
+    }
+
+    #[tokio::test]
+    async fn an_error_body_past_the_cap_is_cut_and_still_classified() {
+        let zoom = MockServer::start().await;
+        mount_tokens(&zoom).await;
+        Mock::given(method("PATCH"))
+            .respond_with(ResponseTemplate::new(404).set_body_bytes(vec![b'x'; 3 << 20]))
+            .mount(&zoom)
+            .await;
+        let failure = client(&zoom)
+            .move_member(&group("g1"), &id("u1"), &group("g2"), &Attempts::default())
+            .await
+            .unwrap_err();
+        let Failure::Rejected(e) = failure else {
+            panic!("{failure:?}")
+        };
+        assert_eq!(e.status, Some(404));
+    }
+
+    #[tokio::test]
+    async fn a_success_body_past_the_cap_is_an_unusable_answer() {
+        let zoom = MockServer::start().await;
+        mount_tokens(&zoom).await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_bytes(vec![b' '; 3 << 20]))
+            .mount(&zoom)
+            .await;
+        let client = client(&zoom);
+        let token = client.tokens.token().await.unwrap();
+        let request = super::Request {
+            method: Method::GET,
+            url: client.url(&["users", "u1"]),
+            body: None,
+        };
+        let error = client
+            .send(&request, &token, &Attempts::default())
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Transient);
+        assert!(error.message.contains("over 1048576 bytes"), "{error}");
     }
 
     /// Answers 401 to `token-1`, 204 to any later token.

@@ -11,6 +11,8 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
+use super::wait::MAX_SERVER_WAIT;
+
 pub struct RateGate {
     limiter: DefaultDirectRateLimiter,
     closed_until: Mutex<Option<Instant>>,
@@ -47,9 +49,14 @@ impl RateGate {
     }
 
     /// Holds every call back for `wait` (a 429's wait); never shortens a
-    /// longer closure already in force.
+    /// longer closure already in force. The wait is capped at
+    /// [`MAX_SERVER_WAIT`] and the sum checked, so no header can panic here.
     pub fn close_for(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        // Only a monotonic clock near its end could fail the capped sum;
+        // then there is no instant to close until, and the gate stays as is.
+        let Some(until) = Instant::now().checked_add(wait.min(MAX_SERVER_WAIT)) else {
+            return;
+        };
         let mut closed = self.closed_until.lock().unwrap_or_else(|e| e.into_inner());
         if closed.is_none_or(|current| current < until) {
             *closed = Some(until);
@@ -74,6 +81,14 @@ mod tests {
         let start = Instant::now();
         gate.admit(start + Duration::from_secs(10)).await.unwrap();
         assert!(start.elapsed() >= Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endless_closure_does_not_panic_and_lasts_a_day() {
+        let gate = RateGate::new(NonZeroU32::new(10).unwrap());
+        let now = Instant::now();
+        gate.close_for(Duration::MAX);
+        assert_eq!(gate.closed_until(), Some(now + MAX_SERVER_WAIT));
     }
 
     #[tokio::test(start_paused = true)]

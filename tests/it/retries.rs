@@ -8,7 +8,9 @@ use time::format_description::well_known::Rfc3339;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{Script, TOKEN_PATH, TestApp, event, header_int, header_str, zoom_error};
+use crate::helpers::{
+    Script, TOKEN_PATH, TestApp, event, eventually, header_int, header_str, zoom_error,
+};
 
 #[tokio::test]
 async fn server_errors_are_retried_until_the_move_applies() {
@@ -36,13 +38,76 @@ async fn server_errors_are_retried_until_the_move_applies() {
 
     let times = script.times();
     assert_eq!(times.len(), 4, "three failures, then the success; no more");
-    // Full jitter makes each wait random within its step (the steps' growth
-    // is unit-tested in retry.rs); here: the waits happened, in order.
-    let gaps: Vec<Duration> = times
-        .windows(2)
-        .map(|w| w[1].duration_since(w[0]).unwrap())
-        .collect();
-    println!("gaps between attempts: {gaps:?}");
+    // Full jitter draws each wait from [0, step]: the gaps are random, but
+    // together they never exceed the steps 100 + 200 + 400 ms (plus
+    // scheduling slack). A wait added on top of the step would break this.
+    let total = times[3].duration_since(times[0]).unwrap();
+    let bound = Duration::from_millis(100 + 200 + 400 + 300);
+    assert!(
+        total <= bound,
+        "three retries took {total:?}, over {bound:?}"
+    );
+}
+
+/// A `Retry-After` of u64::MAX seconds used to overflow `Instant + wait` and
+/// panic the worker. Capped at 24 h it is past the retry budget: the event
+/// goes back to the queue and consuming pauses; nothing is lost.
+#[tokio::test]
+async fn a_huge_retry_after_neither_panics_nor_loses_the_event() {
+    let mut app = TestApp::spawn().await;
+    let script = Script::new(vec![
+        ResponseTemplate::new(429).insert_header("retry-after", "18446744073709551615"),
+        ResponseTemplate::new(204),
+    ]);
+    app.answer_patches(script.clone()).await;
+
+    app.publish_json(event("e-huge", "U1", Some("Engineering"), "Sales"))
+        .await;
+    app.wait_for_api_requests(1).await;
+    eventually("consuming pauses", Duration::from_secs(20), || async {
+        let (status, body) = app.http_get("/readyz").await;
+        status == 503 && body.contains("paused")
+    })
+    .await;
+    eventually(
+        "the event is back in the input queue",
+        Duration::from_secs(20),
+        || async { app.queue_state(&app.queue).await.0 == 1 },
+    )
+    .await;
+    assert_eq!(app.http_get("/healthz").await.0, 200, "the daemon runs");
+    assert_eq!(script.times().len(), 1, "no retry within the pause");
+    app.stop().await;
+    assert_eq!(app.queue_state(&app.queue).await.0, 1, "kept");
+    assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0);
+}
+
+/// `Retry-After: 0` on every answer used to mean "retry at once", hundreds
+/// of calls a second; the exponential step still applies.
+#[tokio::test]
+async fn a_zero_retry_after_still_backs_off() {
+    let mut app = TestApp::spawn_with(|s| {
+        s.retry.initial_interval_ms = 100;
+        s.retry.max_interval_ms = 400;
+        s.retry.max_elapsed_secs = 2;
+    })
+    .await;
+    let script = Script::new(vec![
+        zoom_error(503, 0, "Service unavailable").insert_header("retry-after", "0"),
+    ]);
+    app.answer_patches(script.clone()).await;
+
+    app.publish_json(event("e-zero", "U1", Some("Engineering"), "Sales"))
+        .await;
+    let letters = app.dead_letters(1).await;
+    assert_eq!(
+        header_str(&letters[0], "failure-reason").as_deref(),
+        Some("retries_exhausted")
+    );
+    let calls = app.api_requests().await.len();
+    // 2 s of waits drawn from [0, 100/200/400 ms]: about 12 calls expected.
+    assert!(calls <= 40, "{calls} PATCH calls in a 2 s budget");
+    app.stop().await;
 }
 
 #[tokio::test]
