@@ -305,23 +305,60 @@ impl Settings {
     fn check_bounds(&self) -> Result<(), ConfigError> {
         let ms = MAX_SECS * 1000;
         for (key, value, max) in [
-            ("amqp.consumer_timeout_secs", self.amqp.consumer_timeout_secs, MAX_SECS),
-            ("amqp.recovery_timeout_secs", self.amqp.recovery_timeout_secs, 3600),
-            ("amqp.confirm_timeout_secs", self.amqp.confirm_timeout_secs, 600),
-            ("zoom.request_timeout_ms", self.zoom.request_timeout_ms, 600_000),
-            ("retry.initial_interval_ms", self.retry.initial_interval_ms, ms),
+            (
+                "amqp.consumer_timeout_secs",
+                self.amqp.consumer_timeout_secs,
+                MAX_SECS,
+            ),
+            (
+                "amqp.recovery_timeout_secs",
+                self.amqp.recovery_timeout_secs,
+                3600,
+            ),
+            (
+                "amqp.confirm_timeout_secs",
+                self.amqp.confirm_timeout_secs,
+                600,
+            ),
+            (
+                "zoom.request_timeout_ms",
+                self.zoom.request_timeout_ms,
+                600_000,
+            ),
+            (
+                "retry.initial_interval_ms",
+                self.retry.initial_interval_ms,
+                ms,
+            ),
             ("retry.max_interval_ms", self.retry.max_interval_ms, ms),
-            ("retry.max_elapsed_secs", self.retry.max_elapsed_secs, MAX_SECS),
-            ("worker.shutdown_grace_secs", self.worker.shutdown_grace_secs, 3600),
+            (
+                "retry.max_elapsed_secs",
+                self.retry.max_elapsed_secs,
+                MAX_SECS,
+            ),
+            (
+                "worker.shutdown_grace_secs",
+                self.worker.shutdown_grace_secs,
+                3600,
+            ),
             ("worker.pause_initial_ms", self.worker.pause_initial_ms, ms),
-            ("worker.pause_max_secs", self.worker.pause_max_secs, MAX_SECS),
+            (
+                "worker.pause_max_secs",
+                self.worker.pause_max_secs,
+                MAX_SECS,
+            ),
         ] {
             if value > max {
-                return Err(ConfigError(format!("{key} is {value}, more than the largest allowed, {max}")));
+                return Err(ConfigError(format!(
+                    "{key} is {value}, more than the largest allowed, {max}"
+                )));
             }
         }
         let at_least_one = [
-            ("amqp.consumer_timeout_secs", self.amqp.consumer_timeout_secs),
+            (
+                "amqp.consumer_timeout_secs",
+                self.amqp.consumer_timeout_secs,
+            ),
             ("amqp.confirm_timeout_secs", self.amqp.confirm_timeout_secs),
             ("worker.pause_initial_ms", self.worker.pause_initial_ms),
             ("worker.pause_max_secs", self.worker.pause_max_secs),

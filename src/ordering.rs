@@ -114,7 +114,10 @@ mod tests {
         k.iter().map(|s| (*s).to_owned()).collect()
     }
 
-    async fn run_all(order: &Arc<KeyedOrder>, events: &[(&[&str], &'static str, u64)]) -> Vec<&'static str> {
+    async fn run_all(
+        order: &Arc<KeyedOrder>,
+        events: &[(&[&str], &'static str, u64)],
+    ) -> Vec<&'static str> {
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for (k, name, delay) in events {
@@ -130,8 +133,7 @@ mod tests {
         for task in tasks {
             task.await.unwrap();
         }
-        let log = log.lock().unwrap().clone();
-        log
+        log.lock().unwrap().clone()
     }
 
     #[tokio::test]

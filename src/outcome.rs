@@ -5,7 +5,6 @@ use std::fmt;
 
 use tokio::time::Instant;
 
-
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// The user was moved to the target group.

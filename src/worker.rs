@@ -153,7 +153,9 @@ impl Worker {
     /// Every key that names this event's person: its id and email, and the
     /// other half of either when an earlier event or lookup paired them.
     fn ordering_keys(&self, change: &DepartmentChange) -> Vec<String> {
-        let id_key = change.zoom_user_id().map(|id| format!("id:{}", id.as_str()));
+        let id_key = change
+            .zoom_user_id()
+            .map(|id| format!("id:{}", id.as_str()));
         let email_key = change
             .email()
             .map(|e| format!("email:{}", e.as_str().to_lowercase()));
@@ -340,7 +342,9 @@ impl Worker {
         let managed = self.managed_groups(user);
         if managed.contains(to) {
             run.from_group = Some(to.clone());
-            return self.leave_others(run, id, &managed, to, Outcome::AlreadyApplied).await;
+            return self
+                .leave_others(run, id, &managed, to, Outcome::AlreadyApplied)
+                .await;
         }
         let Some((from, others)) = managed.split_first() else {
             return match self.zoom.add_member(to, id, &run.attempts).await {
@@ -353,7 +357,8 @@ impl Worker {
         if !matches!(moved, Outcome::Applied) {
             return moved;
         }
-        self.leave_others(run, id, others, to, Outcome::Applied).await
+        self.leave_others(run, id, others, to, Outcome::Applied)
+            .await
     }
 
     /// The invariant: in the target and in no other managed group. Leaves

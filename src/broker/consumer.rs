@@ -36,7 +36,11 @@ pub enum SessionEnd {
     Lost(String),
 }
 
-pub(super) async fn consume(session: &Session, daemon: &Daemon, ctx: &Arc<SessionCtx>) -> SessionEnd {
+pub(super) async fn consume(
+    session: &Session,
+    daemon: &Daemon,
+    ctx: &Arc<SessionCtx>,
+) -> SessionEnd {
     let tracker = TaskTracker::new();
     let end = run(session, daemon, ctx, &tracker).await;
     daemon.health.broker_down(match &end {
@@ -85,11 +89,15 @@ async fn run(
         };
         daemon.health.resumed();
         daemon.health.consuming();
-        let request = match take_until_drain(daemon, ctx, tracker, &mut deliveries, generation).await {
-            Ok(request) => request,
-            Err(end) => return end,
-        };
-        tracing::info!(paused = request.pause.is_some(), "an event went back to the broker: draining");
+        let request =
+            match take_until_drain(daemon, ctx, tracker, &mut deliveries, generation).await {
+                Ok(request) => request,
+                Err(end) => return end,
+            };
+        tracing::info!(
+            paused = request.pause.is_some(),
+            "an event went back to the broker: draining"
+        );
         drain(session, daemon, ctx, tracker, &mut deliveries, generation).await;
         if ctx.lost.is_cancelled() {
             return lost(ctx);

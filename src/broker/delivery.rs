@@ -56,11 +56,7 @@ enum Refusal {
 }
 
 impl SessionCtx {
-    pub(super) fn new(
-        settler: Settler,
-        daemon: &Daemon,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub(super) fn new(settler: Settler, daemon: &Daemon, shutdown: CancellationToken) -> Self {
         Self {
             lost: CancellationToken::new(),
             lost_reason: Mutex::new(String::new()),
@@ -120,7 +116,9 @@ impl SessionCtx {
         } else if self.shutdown.is_cancelled() {
             Some(Refusal::HandBack("shutting down: event not started"))
         } else if generation <= self.drained.load(Ordering::SeqCst) {
-            Some(Refusal::HandBack("an earlier event went back: this one follows it"))
+            Some(Refusal::HandBack(
+                "an earlier event went back: this one follows it",
+            ))
         } else {
             None
         }
@@ -196,7 +194,9 @@ impl Task {
             // consumer timeout: back to the queue, and the line behind it too.
             self.ctx.drain.request(None);
             return self
-                .give_up(Refusal::HandBack("waited too long to start: handed back before the consumer timeout"))
+                .give_up(Refusal::HandBack(
+                    "waited too long to start: handed back before the consumer timeout",
+                ))
                 .await;
         }
         self.ctx.started_or_gave_up();
@@ -255,7 +255,10 @@ impl Task {
             (_, Outcome::Requeue { cause, why }) => went_back(Some((*cause, why.clone()))),
             (_, Outcome::Abandoned { .. }) => went_back(None),
             (_, outcome) => {
-                if matches!(outcome, Outcome::Applied | Outcome::Added | Outcome::AlreadyApplied) {
+                if matches!(
+                    outcome,
+                    Outcome::Applied | Outcome::Added | Outcome::AlreadyApplied
+                ) {
                     self.ctx.drain.zoom_worked();
                 }
                 if let Some(id) = id {
@@ -269,7 +272,9 @@ impl Task {
     async fn give_up(self, refusal: Refusal) {
         self.ctx.started_or_gave_up();
         match refusal {
-            Refusal::Lost => tracing::info!("session lost before the event started: the broker redelivers it"),
+            Refusal::Lost => {
+                tracing::info!("session lost before the event started: the broker redelivers it")
+            }
             Refusal::HandBack(why) => {
                 let settled = self.hand_back().await;
                 tracing::info!(?settled, "{why}: handed back to the broker");

@@ -7,6 +7,7 @@
 //! this loop builds a new one.
 
 mod consumer;
+mod dead_letters;
 mod delivery;
 mod pause;
 pub mod redelivery;
@@ -28,6 +29,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::worker::Worker;
 pub use consumer::SessionEnd;
+pub use dead_letters::dead_letter_reason;
 use delivery::SessionCtx;
 use redelivery::Redeliveries;
 use settle::Settler;
@@ -60,7 +62,12 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(settings: &Settings, worker: Arc<Worker>, health: Arc<Health>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        settings: &Settings,
+        worker: Arc<Worker>,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             worker,
             health,
@@ -93,8 +100,9 @@ impl Session {
         // No lapin auto-recovery: a lost connection ends the session, whose
         // unstarted work stops at once, and the supervisor builds a new one.
         let connect = |role: &str| {
-            let properties = ConnectionProperties::default()
-                .with_connection_name(format!("zoom-dept-sync {} ({role})", settings.amqp.queue).into());
+            let properties = ConnectionProperties::default().with_connection_name(
+                format!("zoom-dept-sync {} ({role})", settings.amqp.queue).into(),
+            );
             Connection::connect(settings.amqp.url.expose_secret(), properties)
         };
         let consuming_connection = connect("consume").await?;
@@ -120,10 +128,13 @@ impl Session {
 
     async fn close(&self) {
         for channel in [&self.consuming, &self.publishing] {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "shutting down".into())).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "shutting down".into()))
+                .await;
         }
         for connection in [&self.consuming_connection, &self.publishing_connection] {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "shutting down".into())).await;
+            let _ =
+                tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "shutting down".into()))
+                    .await;
         }
     }
 
@@ -131,8 +142,12 @@ impl Session {
     /// session lost the moment one fails.
     fn watch(&self, ctx: &Arc<SessionCtx>, health: &Arc<Health>) {
         let mut events = futures_util::stream::select(
-            self.consuming_connection.events_listener().map(|e| ("consuming", e)),
-            self.publishing_connection.events_listener().map(|e| ("publishing", e)),
+            self.consuming_connection
+                .events_listener()
+                .map(|e| ("consuming", e)),
+            self.publishing_connection
+                .events_listener()
+                .map(|e| ("publishing", e)),
         );
         let statuses = [
             self.consuming_connection.status().clone(),
@@ -204,9 +219,17 @@ pub async fn run(settings: &Settings, daemon: Daemon, shutdown: CancellationToke
     }
 }
 
-async fn run_session(session: Session, daemon: &Daemon, shutdown: &CancellationToken) -> SessionEnd {
+async fn run_session(
+    session: Session,
+    daemon: &Daemon,
+    shutdown: &CancellationToken,
+) -> SessionEnd {
     tracing::info!(queue = %session.topology.queue, "connected to the broker; consuming");
-    let settler = Settler::new(session.publishing.clone(), session.topology.clone(), daemon.confirm_timeout);
+    let settler = Settler::new(
+        session.publishing.clone(),
+        session.topology.clone(),
+        daemon.confirm_timeout,
+    );
     let ctx = Arc::new(SessionCtx::new(settler, daemon, shutdown.clone()));
     session.watch(&ctx, &daemon.health);
     let end = consumer::consume(&session, daemon, &ctx).await;

@@ -104,11 +104,10 @@ fn later_pause(
     new: (RequeueCause, String),
 ) -> (RequeueCause, String) {
     match (old, &new.0) {
-        (Some(old @ (RequeueCause::RateLimited { until: a }, _)), RequeueCause::RateLimited { until: b })
-            if a >= *b =>
-        {
-            old
-        }
+        (
+            Some(old @ (RequeueCause::RateLimited { until: a }, _)),
+            RequeueCause::RateLimited { until: b },
+        ) if a >= *b => old,
         _ => new,
     }
 }

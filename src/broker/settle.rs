@@ -168,12 +168,18 @@ impl Settler {
     }
 }
 
+/// An ack or nack on a connection that died without lapin noticing yet may
+/// never complete; the turn of the user's next event waits on it.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn ack(delivery: &Delivery, done: Settled) -> Settled {
-    match delivery.ack(BasicAckOptions::default()).await {
-        Ok(true) => done,
+    let acked = tokio::time::timeout(SETTLE_TIMEOUT, delivery.ack(BasicAckOptions::default()));
+    match acked.await {
+        Ok(Ok(true)) => done,
         // lapin's answer for an acker of a channel that was lost.
-        Ok(false) => Settled::NotSettled("stale channel: the broker will redeliver it".into()),
-        Err(e) => Settled::NotSettled(format!("ack failed: {e}")),
+        Ok(Ok(false)) => Settled::NotSettled("stale channel: the broker will redeliver it".into()),
+        Ok(Err(e)) => Settled::NotSettled(format!("ack failed: {e}")),
+        Err(_) => Settled::NotSettled("no answer to the ack: the broker will redeliver it".into()),
     }
 }
 
@@ -182,10 +188,11 @@ async fn requeue(delivery: &Delivery) -> Settled {
         requeue: true,
         ..BasicNackOptions::default()
     };
-    match delivery.nack(options).await {
-        Ok(true) => Settled::Requeued,
-        Ok(false) => Settled::NotSettled("stale channel: the broker will redeliver it".into()),
-        Err(e) => Settled::NotSettled(format!("nack failed: {e}")),
+    match tokio::time::timeout(SETTLE_TIMEOUT, delivery.nack(options)).await {
+        Ok(Ok(true)) => Settled::Requeued,
+        Ok(Ok(false)) => Settled::NotSettled("stale channel: the broker will redeliver it".into()),
+        Ok(Err(e)) => Settled::NotSettled(format!("nack failed: {e}")),
+        Err(_) => Settled::NotSettled("no answer to the nack: the broker will redeliver it".into()),
     }
 }
 

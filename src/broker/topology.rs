@@ -8,9 +8,9 @@
 //! quorum queues dead-lettering is at-least-once (RabbitMQ 3.10 and later),
 //! which needs `x-overflow = reject-publish`.
 
-use lapin::{Channel, Connection};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, Connection};
 
 use crate::config::{AmqpSettings, QueueType};
 
@@ -122,7 +122,8 @@ impl Topology {
             self.dead_letter_queue
         );
         if self.queue_type == QueueType::Quorum {
-            definition.push_str(r#","dead-letter-strategy":"at-least-once","overflow":"reject-publish""#);
+            definition
+                .push_str(r#","dead-letter-strategy":"at-least-once","overflow":"reject-publish""#);
         }
         definition.push('}');
         format!(

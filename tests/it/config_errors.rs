@@ -61,3 +61,29 @@ fn a_missing_config_file_exits_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/zds.toml"));
 }
+
+#[test]
+fn a_config_that_could_pass_the_consumer_timeout_exits_2_naming_the_keys() {
+    let config = format!(
+        "[amqp]\nprefetch = 64\nconsumer_timeout_secs = 1800\n[worker]\nconcurrency = 1\n[retry]\nmax_elapsed_secs = 600\n{MAPPING}"
+    );
+    let (code, stderr) = run(&config, &ALL_SECRETS);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for key in [
+        "amqp.prefetch",
+        "worker.concurrency",
+        "retry.max_elapsed_secs",
+        "amqp.consumer_timeout_secs",
+    ] {
+        assert!(stderr.contains(key), "{key} in {stderr}");
+    }
+}
+
+#[test]
+fn a_wait_too_large_to_add_to_a_clock_exits_2() {
+    let config = format!("[retry]\nmax_elapsed_secs = 9223372036854775807\n{MAPPING}");
+    let (code, stderr) = run(&config, &ALL_SECRETS);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("retry.max_elapsed_secs"), "{stderr}");
+}

@@ -106,10 +106,10 @@ impl FakeZoom {
         if let Some(answer) = state.always.get(&method) {
             return answer.clone();
         }
-        if let Some((until, answer)) = state.until.get(&method) {
-            if std::time::Instant::now() < *until {
-                return answer.clone();
-            }
+        if let Some((until, answer)) = state.until.get(&method)
+            && std::time::Instant::now() < *until
+        {
+            return answer.clone();
         }
         if let Some(answer) = state.failures.get_mut(&method).and_then(|q| q.pop_front()) {
             return answer;
@@ -140,9 +140,10 @@ impl FakeZoom {
 
 impl State {
     fn get_user(&self, who: &str) -> ResponseTemplate {
-        let found = self.users.iter().find(|(id, (email, _))| {
-            id.as_str() == who || email.eq_ignore_ascii_case(who)
-        });
+        let found = self
+            .users
+            .iter()
+            .find(|(id, (email, _))| id.as_str() == who || email.eq_ignore_ascii_case(who));
         match found {
             Some((id, (email, groups))) => {
                 ResponseTemplate::new(200).set_body_json(serde_json::json!({

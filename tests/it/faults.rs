@@ -148,9 +148,11 @@ async fn a_missing_scope_probes_with_one_event_instead_of_flapping() {
     assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0);
 
     fake.heal();
-    eventually("all applied after the fix", Duration::from_secs(20), || async {
-        (0..10).all(|i| fake.groups_of(&format!("U{i}")) == ["grp_sales"])
-    })
+    eventually(
+        "all applied after the fix",
+        Duration::from_secs(20),
+        || async { (0..10).all(|i| fake.groups_of(&format!("U{i}")) == ["grp_sales"]) },
+    )
     .await;
     eventually("ready again", Duration::from_secs(10), || async {
         app.http_get("/readyz").await.0 == 200
@@ -171,7 +173,8 @@ async fn a_redelivered_move_restores_the_invariant() {
     fake.mount(&app.zoom).await;
     app.publish_json(event("known", "U1", Some("Engineering"), "Sales"))
         .await;
-    app.publish_json(event("unknown", "U2", None, "Sales")).await;
+    app.publish_json(event("unknown", "U2", None, "Sales"))
+        .await;
     eventually("both in Sales only", Duration::from_secs(10), || async {
         fake.groups_of("U1") == ["grp_sales"] && fake.groups_of("U2") == ["grp_sales", "other"]
     })
@@ -193,10 +196,19 @@ async fn the_retry_budget_bounds_the_whole_event() {
     fake.add_user("U1", "u1@example.com", &["grp_eng"]);
     fake.mount(&app.zoom).await;
     // Every GET fails for 1.2 s, then every PATCH fails.
-    fake.fail_for("GET", ResponseTemplate::new(503), Duration::from_millis(1200));
+    fake.fail_for(
+        "GET",
+        ResponseTemplate::new(503),
+        Duration::from_millis(1200),
+    );
     fake.fail_always("PATCH", ResponseTemplate::new(503));
-    app.publish_json(email_only("slow", "u1@example.com", Some("Engineering"), "Sales"))
-        .await;
+    app.publish_json(email_only(
+        "slow",
+        "u1@example.com",
+        Some("Engineering"),
+        "Sales",
+    ))
+    .await;
     let letters = app.dead_letters(1).await;
     app.stop().await;
     assert_eq!(

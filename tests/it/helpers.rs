@@ -63,7 +63,7 @@ fn start_rabbitmq_container() -> String {
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("runtime for the container");
         runtime.block_on(async move {
-            let container = GenericImage::new("rabbitmq", "3.13-management")
+            let container = GenericImage::new("rabbitmq", "4.1-management")
                 .with_exposed_port(5672.tcp())
                 .with_wait_for(WaitFor::message_on_stdout("Server startup complete"))
                 .start()
@@ -161,10 +161,29 @@ impl TestApp {
     /// A daemon whose settings `configure` adjusts first.
     pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
         let mut app = Self::prepare_with(configure).await;
-        let run = zoom_dept_sync::startup::run(app.settings.clone(), app.shutdown.clone());
-        app.daemon = Some(tokio::spawn(run));
-        app.wait_until_consuming().await;
+        app.start().await;
         app
+    }
+
+    /// Starts the daemon of a prepared app, in-process.
+    pub async fn start(&mut self) {
+        let run = zoom_dept_sync::startup::run(self.settings.clone(), self.shutdown.clone());
+        self.daemon = Some(tokio::spawn(run));
+        self.wait_until_consuming().await;
+    }
+
+    /// Deletes the input queue and declares it again with `arguments`, as an
+    /// operator (or an older version) might have.
+    pub async fn redeclare_input_queue(&self, arguments: FieldTable) {
+        self.delete_queue(&self.queue).await;
+        self.channel
+            .queue_declare(
+                self.queue.as_str().into(),
+                QueueDeclareOptions::durable(),
+                arguments,
+            )
+            .await
+            .expect("declare the input queue");
     }
 
     /// Queues, mock and settings, but no daemon: for tests that run the

@@ -24,6 +24,11 @@ impl DaemonProcess {
 
     /// As [`DaemonProcess::start`], with more command-line arguments.
     pub fn start_with_args(config: &str, args: &[&str]) -> Self {
+        Self::start_against(config, args, &amqp_url())
+    }
+
+    /// As [`DaemonProcess::start_with_args`], against another broker URL.
+    pub fn start_against(config: &str, args: &[&str], amqp: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -33,7 +38,7 @@ impl DaemonProcess {
             .args(["run", "--config"])
             .arg(&config_path)
             .env_clear()
-            .env("AMQP_URL", amqp_url())
+            .env("AMQP_URL", amqp)
             .env("ZOOM_ACCOUNT_ID", ACCOUNT_ID)
             .env("ZOOM_CLIENT_ID", CLIENT_ID)
             .env("ZOOM_CLIENT_SECRET", CLIENT_SECRET)

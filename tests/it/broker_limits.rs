@@ -1,0 +1,149 @@
+//! The broker never drops an event; shutdown never hangs.
+
+use std::time::Duration;
+
+use lapin::types::{AMQPValue, FieldTable};
+use wiremock::ResponseTemplate;
+use zoom_dept_sync::broker::dead_letter_reason;
+use zoom_dept_sync::broker::topology::Topology;
+use zoom_dept_sync::config::QueueType;
+
+use crate::fake_zoom::FakeZoom;
+use crate::helpers::{
+    TestApp, amqp_url, event, eventually, free_local_port, header_str, zoom_error,
+};
+use crate::process::DaemonProcess;
+use crate::proxy::{self, Proxy};
+
+/// Point 5: a quorum queue's delivery limit dead-letters (with `x-death`)
+/// instead of deleting the event.
+#[tokio::test]
+async fn a_quorum_delivery_limit_dead_letters_instead_of_dropping() {
+    let mut app = TestApp::prepare_with(|s| {
+        s.amqp.queue_type = QueueType::Quorum;
+        s.worker.pause_initial_ms = 200;
+    })
+    .await;
+    let mut arguments = Topology::new(&app.settings.amqp).arguments(&app.queue);
+    arguments.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(2));
+    app.redeclare_input_queue(arguments).await;
+    app.start().await;
+    let fake = FakeZoom::default();
+    fake.add_user("U1", "u1@example.com", &["grp_eng"]);
+    fake.fail_always("PATCH", zoom_error(403, 104, "does not contain scopes"));
+    fake.mount(&app.zoom).await;
+
+    app.publish_json(event("limited", "U1", Some("Engineering"), "Sales"))
+        .await;
+    let letters = app.dead_letters(1).await;
+    app.stop().await;
+    assert_eq!(
+        letters[0].data,
+        event("limited", "U1", Some("Engineering"), "Sales")
+            .to_string()
+            .into_bytes()
+    );
+    assert_eq!(
+        dead_letter_reason(letters[0].properties.headers().as_ref()).as_deref(),
+        Some("delivery_limit"),
+        "the broker's x-death reason is read like ours"
+    );
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+}
+
+/// Point 5: on a classic queue the daemon counts redeliveries it did not
+/// cause itself; past `worker.max_redeliveries` the event is dead-lettered.
+#[tokio::test]
+async fn past_max_redeliveries_an_event_is_dead_lettered() {
+    let proxy = Proxy::start(proxy::broker_addr(&amqp_url())).await;
+    let via = proxy::url_via(&amqp_url(), proxy.addr);
+    let mut app = TestApp::spawn_with(|s| {
+        s.amqp.url = via.into();
+        s.worker.max_redeliveries = 1;
+    })
+    .await;
+    app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_millis(800)))
+        .await;
+    app.publish_json(event("poison", "U1", Some("Engineering"), "Sales"))
+        .await;
+    for n in 1..=2 {
+        app.wait_for_api_requests(n).await;
+        proxy.cut();
+    }
+    let letters = app.dead_letters(1).await;
+    app.stop().await;
+    assert_eq!(
+        header_str(&letters[0], "failure-reason").as_deref(),
+        Some("redelivery_limit")
+    );
+    assert_eq!(
+        dead_letter_reason(letters[0].properties.headers().as_ref()).as_deref(),
+        Some("redelivery_limit")
+    );
+    assert_eq!(app.api_requests().await.len(), 2, "no third call");
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+}
+
+/// Point 5: a queue declared without the dead-letter arguments still works,
+/// and the log gives the policy command that adds them.
+#[tokio::test]
+async fn an_input_queue_without_dead_lettering_works_and_the_log_says_how_to_add_it() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    app.redeclare_input_queue(FieldTable::default()).await;
+    app.answer_patches(ResponseTemplate::new(204)).await;
+    let mut daemon = DaemonProcess::start(&app.config_toml());
+    app.publish_json(event("old-queue", "U1", Some("Engineering"), "Sales"))
+        .await;
+    app.wait_for_api_requests(1).await;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)).await, Some(0));
+    let log = daemon.log();
+    assert!(
+        log.contains("rabbitmqctl set_policy") && log.contains("dead-letter-routing-key"),
+        "{log}"
+    );
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+}
+
+/// Point 7: with no broker to reach, the daemon says so, and SIGTERM ends
+/// it at once, cleanly.
+#[tokio::test]
+async fn sigterm_with_the_broker_unreachable_exits_cleanly() {
+    let app = TestApp::prepare_with(|s| s.worker.shutdown_grace_secs = 5).await;
+    let nowhere = format!("amqp://guest:guest@{}/%2f", free_local_port());
+    let mut daemon = DaemonProcess::start_against(&app.config_toml(), &[], &nowhere);
+    eventually("the daemon warns", Duration::from_secs(10), || async {
+        daemon.log().contains("broker unavailable")
+    })
+    .await;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(5)).await, Some(0));
+    let log = daemon.log();
+    assert!(log.contains("WARN") && log.contains("retry_in_ms"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Point 7: paused (refused scopes), SIGTERM ends the daemon well within
+/// the grace, and the event is back in the queue.
+#[tokio::test]
+async fn sigterm_while_paused_exits_within_the_grace() {
+    let mut app = TestApp::spawn_with(|s| {
+        s.worker.pause_initial_ms = 60_000;
+        s.worker.shutdown_grace_secs = 3;
+    })
+    .await;
+    let fake = FakeZoom::default();
+    fake.add_user("U1", "u1@example.com", &["grp_eng"]);
+    fake.fail_always("PATCH", zoom_error(403, 104, "does not contain scopes"));
+    fake.mount(&app.zoom).await;
+    app.publish_json(event("paused", "U1", Some("Engineering"), "Sales"))
+        .await;
+    eventually("paused", Duration::from_secs(10), || async {
+        app.http_get("/readyz").await.1.contains("paused")
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(5), app.stop())
+        .await
+        .expect("stopped within the grace");
+    assert_eq!(app.queue_state(&app.queue).await, (1, 0));
+}
