@@ -147,3 +147,56 @@ async fn sigterm_while_paused_exits_within_the_grace() {
         .expect("stopped within the grace");
     assert_eq!(app.queue_state(&app.queue).await, (1, 0));
 }
+
+/// The pid of the broker connection whose name contains `name`.
+fn connection_pid(name: &str) -> Option<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "client_properties"])
+        .output()
+        .expect("rabbitmqctl (installed with the broker)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains(name))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+}
+
+/// Point 8: dead letters go out on a connection of their own, and the
+/// watchdog notices when it closes: the session is rebuilt and dead letters
+/// and moves flow again.
+#[tokio::test]
+async fn a_closed_publishing_connection_is_noticed_and_rebuilt() {
+    let mut app = TestApp::spawn().await;
+    app.answer_patches(ResponseTemplate::new(204)).await;
+    let publishing = format!("{} (publish)", app.queue);
+    let consuming = format!("{} (consume)", app.queue);
+    assert!(
+        connection_pid(&consuming).is_some(),
+        "a consuming connection"
+    );
+    let pid = connection_pid(&publishing).expect("a publishing connection of its own");
+    let closed = std::process::Command::new("rabbitmqctl")
+        .args(["close_connection", &pid, "test closes the publisher"])
+        .status()
+        .expect("rabbitmqctl");
+    assert!(closed.success());
+    eventually(
+        "a new publishing connection",
+        Duration::from_secs(15),
+        || async { connection_pid(&publishing).is_some_and(|p| p != pid) },
+    )
+    .await;
+    app.wait_until_consuming().await;
+    app.publish(b"not json").await;
+    app.publish_json(event("after", "U1", Some("Engineering"), "Sales"))
+        .await;
+    let letters = app.dead_letters(1).await;
+    assert_eq!(letters[0].data, b"not json");
+    app.wait_for_api_requests(1).await;
+    let (_, metrics) = app.http_get("/metrics").await;
+    assert!(
+        metrics.contains("zoom_dept_sync_broker_reconnects_total 1"),
+        "{metrics}"
+    );
+    app.stop_and_assert_queues_empty().await;
+}
