@@ -105,7 +105,11 @@ async fn run(
         if ctx.shutdown.is_cancelled() {
             return SessionEnd::Shutdown;
         }
-        pending = Some(request);
+        // Requests raised while draining belong to this drain.
+        pending = Some(match ctx.drain.take() {
+            Some(more) if more.pause.is_some() => more,
+            _ => request,
+        });
     }
 }
 
@@ -165,6 +169,7 @@ async fn drain(
     tokio::select! {
         _ = ctx.all_started() => {}
         _ = ctx.lost.cancelled() => {}
+        _ = ctx.shutdown.cancelled() => {}
     }
     tracing::info!("drained: every event not started went back to the broker");
 }
@@ -189,9 +194,15 @@ async fn probe(
     let Some(message) = got else {
         return Ok(None);
     };
+    // Only what the probe itself asks for counts.
+    let _ = ctx.drain.take();
     tracing::info!("probing with one event before consuming again");
     let task = delivery::dispatch(message.delivery, generation, daemon, ctx, tracker);
-    let _ = task.await;
+    tokio::select! {
+        _ = task => {}
+        _ = ctx.shutdown.cancelled() => return Err(SessionEnd::Shutdown),
+        _ = ctx.lost.cancelled() => return Err(lost(ctx)),
+    }
     Ok(ctx.drain.take())
 }
 

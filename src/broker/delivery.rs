@@ -192,6 +192,7 @@ impl Task {
         if Instant::now() + self.ctx.run_time > settle_by {
             // It waited so long that it might not settle before the broker's
             // consumer timeout: back to the queue, and the line behind it too.
+            self.ctx.end_generation(self.generation);
             self.ctx.drain.request(None);
             return self
                 .give_up(Refusal::HandBack(
@@ -242,10 +243,15 @@ impl Task {
             if let Some(id) = id {
                 self.daemon.redeliveries.handed_back(id);
             }
+            // Synchronously, before the turn is released: the person's next
+            // event, already taken, must see it and go back too.
+            self.ctx.end_generation(self.generation);
             self.ctx.drain.request(pause);
         };
         match (settled, &processed.outcome) {
-            (Settled::NotSettled(_), _) => {}
+            // The delivery's fate is the broker's now: nothing after it in
+            // this session may run ahead of its redelivery.
+            (Settled::NotSettled(why), _) => self.ctx.lose(why.clone()),
             (Settled::DeadLetterFailed(error), _) => went_back((!error.repaired).then(|| {
                 (
                     RequeueCause::DeadLetterQueueUnavailable,
@@ -271,6 +277,10 @@ impl Task {
 
     async fn give_up(self, refusal: Refusal) {
         self.ctx.started_or_gave_up();
+        // Never started: its redelivery is not the event's fault.
+        if let Some(id) = &self.event_id {
+            self.daemon.redeliveries.handed_back(id);
+        }
         match refusal {
             Refusal::Lost => {
                 tracing::info!("session lost before the event started: the broker redelivers it")

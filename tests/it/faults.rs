@@ -117,6 +117,7 @@ async fn a_lost_session_stops_its_work() {
     .await;
     app.stop_and_assert_queues_empty().await;
     let calls = app.api_requests().await.len();
+    eprintln!("{calls} calls for {EVENTS} events and one cut");
     assert!(
         calls <= EVENTS + 2 * CONCURRENCY,
         "{calls} calls for {EVENTS} events and one cut"
