@@ -144,16 +144,10 @@ impl ZoomError {
     }
 }
 
+/// Shown as the domain's [`crate::outcome::ZoomAnswer`] is: one format.
 impl fmt::Display for ZoomError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.status {
-            Some(status) => write!(f, "HTTP {status}")?,
-            None => f.write_str("no answer")?,
-        }
-        if let Some(code) = self.code {
-            write!(f, ", code {code}")?;
-        }
-        write!(f, ": {}", self.message)
+        self.answer().fmt(f)
     }
 }
 
