@@ -1,10 +1,11 @@
 //! The only code that speaks AMQP.
 //!
-//! [`run`] supervises the broker connection: connect, declare, consume, and on
-//! any loss start over with backoff. lapin's auto-recovery handles short
-//! outages by itself, but can stay "connecting" forever once its own tries
-//! run out, so a watchdog drops a connection that stays down too long and
-//! this loop builds a new one.
+//! [`run`] supervises broker sessions: open one (two connections, one for
+//! consuming and acks, one for publishing dead letters; declare; consume),
+//! watch both, and on any loss end the session and build a fresh one with
+//! backoff. lapin's own connection recovery is off: a lost session's
+//! deliveries have dead ackers and the broker redelivers them, so its work
+//! must stop rather than carry on.
 
 mod consumer;
 mod dead_letters;
