@@ -200,3 +200,48 @@ async fn a_closed_publishing_connection_is_noticed_and_rebuilt() {
     );
     app.stop_and_assert_queues_empty().await;
 }
+
+/// Point 3: a call still running when the consuming connection dies may
+/// finish, but its outcome is not published: a rejection found by the lost
+/// session is not dead-lettered, since the broker redelivers the event and
+/// the new session dead-letters it once. (The publishing connection is
+/// still up, so nothing else would stop a second dead letter.)
+#[tokio::test]
+async fn a_lost_session_does_not_dead_letter_what_the_broker_redelivers() {
+    let mut app = TestApp::spawn().await;
+    let fake = FakeZoom::with_delay(Duration::from_millis(1500));
+    fake.add_user("U1", "u1@example.com", &["grp_eng"]);
+    fake.fail_always(
+        "PATCH",
+        zoom_error(404, 4130, "Group does not exist: grp_sales."),
+    );
+    fake.mount(&app.zoom).await;
+    let consuming = format!("{} (consume)", app.queue);
+    let pid = connection_pid(&consuming).expect("a consuming connection");
+    app.publish_json(event("e1", "U1", Some("Engineering"), "Sales"))
+        .await;
+    app.wait_for_api_requests(1).await;
+    let closed = std::process::Command::new("rabbitmqctl")
+        .args(["close_connection", &pid, "test closes the consumer"])
+        .status()
+        .expect("rabbitmqctl");
+    assert!(closed.success());
+    eventually("a dead letter", Duration::from_secs(15), || async {
+        app.queue_state(&app.dead_letter_queue).await.0 >= 1
+    })
+    .await;
+    // Long enough for the redelivery's answer (1.5 s) and its dead letter.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        app.queue_state(&app.dead_letter_queue).await.0,
+        1,
+        "one dead letter for one event"
+    );
+    let letters = app.dead_letters(1).await;
+    assert_eq!(
+        header_str(&letters[0], "failure-reason").as_deref(),
+        Some("zoom_rejected")
+    );
+    app.stop().await;
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+}
