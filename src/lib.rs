@@ -1,8 +1,10 @@
 //! zoom-dept-sync: keeps Zoom group membership in step with HR department
-//! changes published on RabbitMQ. See `README.md` and `SPEC.md`.
+//! changes published on RabbitMQ. See `README.md`.
 
 pub mod broker;
+pub mod commands;
 pub mod config;
+pub mod control;
 pub mod event;
 pub mod health;
 pub mod http;
@@ -14,5 +16,6 @@ pub mod retry;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;
+pub mod triage;
 pub mod worker;
 pub mod zoom;

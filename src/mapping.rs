@@ -97,6 +97,22 @@ impl Mapping {
         self.managed.contains(group)
     }
 
+    /// Each mapped group with its departments (as matched: trimmed,
+    /// lower-case), in a stable order.
+    pub fn departments_by_group(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (department, group) in &self.by_department {
+            groups
+                .entry(group.as_str().to_owned())
+                .or_default()
+                .push(department.clone());
+        }
+        for departments in groups.values_mut() {
+            departments.sort();
+        }
+        groups
+    }
+
     pub fn plan(&self, change: &DepartmentChange) -> Plan {
         let Some(to) = self.group_of(change.new_department.as_str()).cloned() else {
             return Plan::Unmapped;

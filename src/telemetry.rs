@@ -30,3 +30,14 @@ pub fn init(format: LogFormat) {
             .init(),
     }
 }
+
+/// The operator commands print their own output: logs only for warnings
+/// and errors (`RUST_LOG` still wins), on stderr.
+pub fn init_for_commands() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

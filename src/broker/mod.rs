@@ -7,6 +7,7 @@
 //! deliveries have dead ackers and the broker redelivers them, so its work
 //! must stop rather than carry on.
 
+pub mod admin;
 mod consumer;
 mod dead_letters;
 mod delivery;

@@ -49,16 +49,22 @@ impl Topology {
 
     /// The arguments a queue is declared with; a redeclaration with other
     /// arguments fails, so they come from this one place.
+    ///
+    /// The dead-letter queue is always a classic queue with no arguments:
+    /// classic queues have no delivery limit, so reading it (which hands
+    /// every message back) never counts toward one. A quorum dead-letter
+    /// queue on RabbitMQ 4 gets a delivery limit of 20 by default and would
+    /// drop a dead letter an operator had looked at twenty times.
     pub fn arguments(&self, queue: &str) -> FieldTable {
         let mut arguments = FieldTable::default();
+        if queue != self.queue {
+            return arguments;
+        }
         if self.queue_type == QueueType::Quorum {
             arguments.insert(
                 "x-queue-type".into(),
                 AMQPValue::LongString(LongString::from("quorum")),
             );
-        }
-        if queue != self.queue {
-            return arguments;
         }
         if self.single_active_consumer {
             arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
@@ -76,18 +82,31 @@ impl Topology {
         arguments
     }
 
-    /// Declares both queues, or checks that they exist. An input queue that
-    /// exists with other arguments (declared by an older version, without
-    /// dead-lettering) is used as it is, with a warning that says how to add
-    /// them: RabbitMQ refuses a redeclaration with other arguments and closes
-    /// the channel, so the usable channel is returned.
+    /// Declares both queues, or checks that they exist. A queue that exists
+    /// with other arguments (declared by an older version: an input queue
+    /// without dead-lettering, a quorum dead-letter queue) is used as it is,
+    /// with a warning that says what it costs: RabbitMQ refuses a
+    /// redeclaration with other arguments and closes the channel, so the
+    /// usable channel is returned.
     pub async fn ensure(
         &self,
         connection: &Connection,
         channel: Channel,
     ) -> Result<Channel, lapin::Error> {
-        self.ensure_queue(&channel, &self.dead_letter_queue).await?;
-        let Err(declare_error) = self.ensure_queue(&channel, &self.queue).await else {
+        let channel = self
+            .ensure_or_accept(connection, channel, &self.dead_letter_queue)
+            .await?;
+        self.ensure_or_accept(connection, channel, &self.queue)
+            .await
+    }
+
+    async fn ensure_or_accept(
+        &self,
+        connection: &Connection,
+        channel: Channel,
+        queue: &str,
+    ) -> Result<Channel, lapin::Error> {
+        let Err(declare_error) = self.ensure_queue(&channel, queue).await else {
             return Ok(channel);
         };
         if !self.declare {
@@ -99,18 +118,26 @@ impl Topology {
             ..QueueDeclareOptions::default()
         };
         if channel
-            .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
+            .queue_declare(queue.into(), passive, FieldTable::default())
             .await
             .is_err()
         {
             return Err(declare_error);
         }
-        tracing::warn!(
-            queue = %self.queue,
-            error = %declare_error,
-            policy = %self.policy_command(),
-            "the input queue exists with other arguments (no dead-letter target?): using it as it is; without a dead-letter target the broker deletes events it gives up on. Add one with this policy"
-        );
+        if queue == self.queue {
+            tracing::warn!(
+                queue = %self.queue,
+                error = %declare_error,
+                policy = %self.policy_command(),
+                "the input queue exists with other arguments (no dead-letter target?): using it as it is; without a dead-letter target the broker deletes events it gives up on. Add one with this policy"
+            );
+        } else {
+            tracing::warn!(
+                queue = %queue,
+                error = %declare_error,
+                "the dead-letter queue exists with other arguments (a quorum queue?): using it as it is. On RabbitMQ 4 a quorum queue has a delivery limit, and `dead-letters list` hands messages back, so it refuses to read such a queue; move its messages to a classic queue of that name"
+            );
+        }
         Ok(channel)
     }
 

@@ -29,6 +29,8 @@ const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct AccessToken {
     secret: SecretString,
     generation: u64,
+    /// The scopes the token endpoint granted (its `scope` field).
+    pub scopes: Vec<String>,
 }
 
 impl AccessToken {
@@ -70,6 +72,9 @@ pub struct TokenSource {
 struct TokenAnswer {
     access_token: SecretString,
     expires_in: u64,
+    /// Space-separated; absent from some answers.
+    #[serde(default)]
+    scope: String,
 }
 
 impl TokenSource {
@@ -196,6 +201,7 @@ impl TokenSource {
             token: AccessToken {
                 secret: answer.access_token,
                 generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+                scopes: answer.scope.split_whitespace().map(str::to_owned).collect(),
             },
             // Should the clock not hold it, the token is fetched anew next time.
             refresh_at: now.checked_add(lifetime - margin).unwrap_or(now),

@@ -104,6 +104,24 @@ pub struct ZoomUser {
     pub group_ids: Vec<String>,
 }
 
+/// A group as `GET /groups` lists it.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct ZoomGroup {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub total_members: u64,
+}
+
+#[derive(Deserialize)]
+struct GroupPage {
+    #[serde(default)]
+    groups: Vec<ZoomGroup>,
+    #[serde(default)]
+    next_page_token: String,
+}
+
 /// Which user a path names: an id, or (for lookups) an email.
 pub enum UserPath<'a> {
     Id(&'a ZoomUserId),
@@ -212,6 +230,40 @@ impl Client {
                 format!("unreadable user record: {e}"),
             ))
         })
+    }
+
+    /// The scopes of a freshly granted token (fetches one now).
+    pub async fn granted_scopes(&self) -> Result<Vec<String>, ZoomError> {
+        self.tokens.refresh().await?;
+        Ok(self.tokens.token().await?.scopes)
+    }
+
+    /// `GET /groups`, every page.
+    pub async fn list_groups(&self, attempts: &Attempts) -> Result<Vec<ZoomGroup>, Failure> {
+        let mut groups = Vec::new();
+        let mut next = String::new();
+        // Zoom's pages hold up to 300 groups; 100 pages is beyond any account.
+        for _ in 0..100 {
+            let mut url = self.url(&["groups"]);
+            url.query_pairs_mut().append_pair("page_size", "300");
+            if !next.is_empty() {
+                url.query_pairs_mut().append_pair("next_page_token", &next);
+            }
+            let body = self.call(Method::GET, url, None, attempts).await?;
+            let page: GroupPage = serde_json::from_slice(&body).map_err(|e| {
+                Failure::Rejected(ZoomError::local(
+                    ErrorKind::Rejected,
+                    Some(200),
+                    format!("unreadable group list: {e}"),
+                ))
+            })?;
+            groups.extend(page.groups);
+            next = page.next_page_token;
+            if next.is_empty() {
+                break;
+            }
+        }
+        Ok(groups)
     }
 
     /// `api_base_url` plus percent-encoded segments: no value can add a path

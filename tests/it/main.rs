@@ -16,3 +16,4 @@ mod process;
 mod proxy;
 mod rate_limit;
 mod retries;
+mod toolbox;

@@ -1,0 +1,441 @@
+//! The operator commands' broker work: read a queue without changing it,
+//! move or drop selected messages one at a time, publish with confirms.
+//!
+//! Reading takes every message with `basic.get` (unacknowledged) and hands
+//! them all back at the end with one `basic.nack` (requeue). A classic queue
+//! puts requeued messages back in their original positions, so the queue
+//! keeps every message in order; classic queues have no delivery limit, so
+//! reading never counts toward one (the dead-letter queue is declared
+//! classic for this reason, see `topology`).
+//!
+//! A sweep (replay, purge) decides message by message. A message that moves
+//! is published to its new queue with `mandatory` and a publisher confirm,
+//! and only then acked in the old one; a message that stays is held and
+//! handed back at the end, in its place. Killed half-way, the broker hands
+//! back everything not yet acked: each message is in exactly one queue,
+//! except one moved message if the process dies between its confirm and its
+//! ack (then it is in both; its `replay-id` tells them apart).
+
+use std::time::{Duration, Instant};
+
+use lapin::message::BasicGetMessage;
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::topology::Topology;
+use crate::config::AmqpSettings;
+use crate::triage::{HeaderEdit, HeaderValue, StoredMessage};
+
+/// How long one broker operation of a command may take.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot reach the broker: {0}")]
+    Connect(String),
+    #[error("queue {queue} does not exist")]
+    MissingQueue { queue: String },
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker did not answer within {} s", OPERATION_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("the broker refused the message to {queue}: {why}")]
+    NotPublished { queue: String, why: String },
+}
+
+/// Ready messages and consumers of a queue.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct QueueCounts {
+    pub ready: u32,
+    pub consumers: u32,
+}
+
+/// What a sweep does with one message.
+#[derive(Debug)]
+pub enum Step {
+    /// Leave it where it is, in its place.
+    Keep,
+    /// Publish it to `queue` with the headers edited, then remove it here.
+    MoveTo { queue: String, edit: HeaderEdit },
+    /// Remove it (the caller saved what it needs first).
+    Drop,
+    /// Stop the sweep here; this message and the rest stay.
+    Stop,
+}
+
+/// How a sweep went.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SweepSummary {
+    pub moved: usize,
+    pub dropped: usize,
+    pub kept: usize,
+    /// The sweep stopped early (a signal, the decider, or the hold limit).
+    pub stopped: bool,
+}
+
+/// Limits of a sweep.
+pub struct SweepLimits {
+    /// Messages moved or dropped per second, at most.
+    pub rate: Option<f64>,
+    /// Cancelled by SIGINT or SIGTERM: finish the message in hand, stop.
+    pub stop: CancellationToken,
+    /// Held messages must go back before the broker's consumer timeout.
+    pub hold_for: Duration,
+}
+
+pub struct Admin {
+    connection: Connection,
+}
+
+impl Admin {
+    pub async fn connect(amqp: &AmqpSettings, command: &str) -> Result<Self, AdminError> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("zoom-dept-sync {command}").into());
+        let connect = Connection::connect(amqp.url.expose_secret(), properties);
+        let connection = tokio::time::timeout(OPERATION_TIMEOUT, connect)
+            .await
+            .map_err(|_| AdminError::Timeout)?
+            .map_err(|e| AdminError::Connect(e.to_string()))?;
+        Ok(Self { connection })
+    }
+
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.connection.close(200, "done".into()),
+        )
+        .await;
+    }
+
+    /// `None` when the queue does not exist.
+    pub async fn counts(&self, queue: &str) -> Result<Option<QueueCounts>, AdminError> {
+        // A failed passive declare closes its channel: one of its own.
+        let channel = self.connection.create_channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await;
+        Ok(declared.ok().map(|q| QueueCounts {
+            ready: q.message_count(),
+            consumers: q.consumer_count(),
+        }))
+    }
+
+    /// `Ok(())` when `queue` exists with exactly the arguments the daemon
+    /// declares it with; else the broker's words on the difference.
+    pub async fn check_arguments(&self, topology: &Topology, queue: &str) -> Result<(), String> {
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| e.to_string())?;
+        if self
+            .counts(queue)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            return Err(format!("queue {queue} does not exist"));
+        }
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = channel
+            .queue_declare(queue.into(), options, topology.arguments(queue))
+            .await;
+        let _ = channel.close(200, "checked".into()).await;
+        declared.map(drop).map_err(|e| e.to_string())
+    }
+
+    /// Every message of `queue`, head first; the queue is left as it was.
+    pub async fn peek(&self, queue: &str) -> Result<Vec<StoredMessage>, AdminError> {
+        let channel = self.connection.create_channel().await?;
+        let mut messages = Vec::new();
+        let mut last_tag = None;
+        while let Some(got) = get(&channel, queue).await? {
+            last_tag = Some(got.delivery.delivery_tag);
+            messages.push(stored(messages.len(), &got));
+        }
+        hand_back(&channel, last_tag).await?;
+        Ok(messages)
+    }
+
+    /// Goes through `queue` head first and does to each message what
+    /// `decide` says (see [`Step`]); everything kept goes back in its place.
+    pub async fn sweep(
+        &self,
+        queue: &str,
+        limits: &SweepLimits,
+        mut decide: impl FnMut(&StoredMessage) -> Step,
+    ) -> Result<SweepSummary, AdminError> {
+        let channel = self.connection.create_channel().await?;
+        let publisher = self.connection.create_channel().await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let started = Instant::now();
+        let mut summary = SweepSummary::default();
+        let mut pacer = limits.rate.map(pacer);
+        let mut last_tag = None;
+        let mut position = 0;
+        let result = loop {
+            if limits.stop.is_cancelled() || started.elapsed() > limits.hold_for {
+                summary.stopped = true;
+                break Ok(());
+            }
+            let got = match get(&channel, queue).await {
+                Ok(Some(got)) => got,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
+            last_tag = Some(got.delivery.delivery_tag);
+            let message = stored(position, &got);
+            position += 1;
+            let step = decide(&message);
+            if matches!(step, Step::MoveTo { .. } | Step::Drop)
+                && let Some(pacer) = pacer.as_mut()
+            {
+                pacer.tick().await;
+            }
+            match self.apply(&publisher, &got, step).await {
+                Ok(Applied::Kept) => summary.kept += 1,
+                Ok(Applied::Moved) => summary.moved += 1,
+                Ok(Applied::Dropped) => summary.dropped += 1,
+                Ok(Applied::Stopped) => {
+                    summary.stopped = true;
+                    break Ok(());
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        hand_back(&channel, last_tag).await?;
+        result.map(|()| summary)
+    }
+
+    async fn apply(
+        &self,
+        publisher: &Channel,
+        got: &BasicGetMessage,
+        step: Step,
+    ) -> Result<Applied, AdminError> {
+        match step {
+            Step::Keep => Ok(Applied::Kept),
+            Step::Stop => Ok(Applied::Stopped),
+            Step::Drop => {
+                ack(got).await?;
+                Ok(Applied::Dropped)
+            }
+            Step::MoveTo { queue, edit } => {
+                let properties = edited(&got.delivery.properties, &edit);
+                publish(publisher, &queue, &got.delivery.data, properties).await?;
+                ack(got).await?;
+                Ok(Applied::Moved)
+            }
+        }
+    }
+
+    /// Publishes to `queue` (default exchange) with `mandatory` and waits
+    /// for the broker's confirm.
+    pub async fn publish(
+        &self,
+        queue: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), AdminError> {
+        let publisher = self.connection.create_channel().await?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        publish(&publisher, queue, body, properties).await
+    }
+
+    /// A channel in confirm mode, for publishing many messages.
+    pub async fn publisher(&self) -> Result<Publisher, AdminError> {
+        let channel = self.connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Publisher { channel })
+    }
+}
+
+/// Publishes with confirms on one channel.
+pub struct Publisher {
+    channel: Channel,
+}
+
+impl Publisher {
+    /// A persistent JSON message, confirmed.
+    pub async fn publish_json(&self, queue: &str, body: &[u8]) -> Result<(), AdminError> {
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        publish(&self.channel, queue, body, properties).await
+    }
+}
+
+enum Applied {
+    Kept,
+    Moved,
+    Dropped,
+    Stopped,
+}
+
+/// Ticks at most `rate` times a second.
+fn pacer(rate: f64) -> tokio::time::Interval {
+    let period = Duration::from_secs_f64(1.0 / rate.clamp(0.001, 100_000.0));
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
+async fn get(channel: &Channel, queue: &str) -> Result<Option<BasicGetMessage>, AdminError> {
+    let get = channel.basic_get(queue.into(), BasicGetOptions { no_ack: false });
+    match tokio::time::timeout(OPERATION_TIMEOUT, get).await {
+        Err(_) => Err(AdminError::Timeout),
+        Ok(Ok(got)) => Ok(got),
+        Ok(Err(e)) if e.to_string().contains("NOT_FOUND") => Err(AdminError::MissingQueue {
+            queue: queue.into(),
+        }),
+        Ok(Err(e)) => Err(e.into()),
+    }
+}
+
+async fn ack(got: &BasicGetMessage) -> Result<(), AdminError> {
+    let acked = got.delivery.acker.ack(BasicAckOptions::default());
+    tokio::time::timeout(OPERATION_TIMEOUT, acked)
+        .await
+        .map_err(|_| AdminError::Timeout)??;
+    Ok(())
+}
+
+/// Hands back every message still held on `channel` (up to `last_tag`),
+/// each to its original place, and closes the channel.
+async fn hand_back(channel: &Channel, last_tag: Option<u64>) -> Result<(), AdminError> {
+    if let Some(tag) = last_tag {
+        let options = BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        };
+        channel.basic_nack(tag, options).await?;
+    }
+    let _ = tokio::time::timeout(OPERATION_TIMEOUT, channel.close(200, "done".into())).await;
+    Ok(())
+}
+
+async fn publish(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), AdminError> {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let publish = async {
+        channel
+            .basic_publish(
+                ShortString::from(""),
+                queue.into(),
+                options,
+                body,
+                properties,
+            )
+            .await?
+            .await
+    };
+    let confirmation = tokio::time::timeout(OPERATION_TIMEOUT, publish)
+        .await
+        .map_err(|_| AdminError::Timeout)??;
+    let refused = |why: &str| AdminError::NotPublished {
+        queue: queue.into(),
+        why: why.into(),
+    };
+    if confirmation.is_nack() {
+        return Err(refused("nacked"));
+    }
+    if let Some(returned) = confirmation.take_message() {
+        return Err(refused(&format!("unroutable ({})", returned.reply_text)));
+    }
+    Ok(())
+}
+
+fn stored(position: usize, got: &BasicGetMessage) -> StoredMessage {
+    let properties = &got.delivery.properties;
+    let headers = properties
+        .headers()
+        .as_ref()
+        .map(table_to_json)
+        .unwrap_or_default();
+    StoredMessage {
+        position,
+        headers,
+        message_id: properties.message_id().as_ref().map(|id| id.to_string()),
+        body: got.delivery.data.clone(),
+    }
+}
+
+/// The message's properties with its headers edited.
+fn edited(properties: &BasicProperties, edit: &HeaderEdit) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    let mut kept = FieldTable::default();
+    for (key, value) in headers.inner() {
+        if !edit.remove.contains(&key.as_str()) {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    headers = kept;
+    for (key, value) in &edit.set {
+        let value = match value {
+            HeaderValue::Int(n) => AMQPValue::LongLongInt(*n),
+            HeaderValue::Text(t) => AMQPValue::LongString(LongString::from(t.as_str())),
+        };
+        headers.insert(key.as_str().into(), value);
+    }
+    properties.clone().with_headers(headers)
+}
+
+/// AMQP header values as JSON: numbers, text, booleans, tables, arrays;
+/// timestamps as Unix seconds, byte arrays as lossy text.
+pub fn table_to_json(table: &FieldTable) -> Map<String, Value> {
+    table
+        .inner()
+        .iter()
+        .map(|(key, value)| (key.to_string(), to_json(value)))
+        .collect()
+}
+
+fn to_json(value: &AMQPValue) -> Value {
+    match value {
+        AMQPValue::Boolean(b) => Value::Bool(*b),
+        AMQPValue::ShortShortInt(n) => Value::from(*n),
+        AMQPValue::ShortShortUInt(n) => Value::from(*n),
+        AMQPValue::ShortInt(n) => Value::from(*n),
+        AMQPValue::ShortUInt(n) => Value::from(*n),
+        AMQPValue::LongInt(n) => Value::from(*n),
+        AMQPValue::LongUInt(n) => Value::from(*n),
+        AMQPValue::LongLongInt(n) => Value::from(*n),
+        AMQPValue::Timestamp(t) => Value::from(*t),
+        AMQPValue::Float(f) => Value::from(*f),
+        AMQPValue::Double(d) => Value::from(*d),
+        AMQPValue::ShortString(s) => Value::from(s.as_str()),
+        AMQPValue::LongString(s) => Value::from(s.to_string()),
+        AMQPValue::ByteArray(b) => Value::from(String::from_utf8_lossy(b.as_slice()).into_owned()),
+        AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(to_json).collect()),
+        AMQPValue::FieldTable(t) => Value::Object(table_to_json(t)),
+        AMQPValue::DecimalValue(d) => Value::from(format!("{d:?}")),
+        AMQPValue::Void => Value::Null,
+    }
+}

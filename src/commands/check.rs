@@ -1,0 +1,191 @@
+//! `check`: a step-by-step preflight, like an on-demand provisioning run.
+//! Each step prints its result; the first that cannot go on ends the run.
+//! Secrets are never printed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Exit, full_settings};
+use crate::broker::admin::Admin;
+use crate::broker::topology::Topology;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::zoom::{Attempts, Client, Failure, ZoomGroup};
+
+/// Scopes the daemon needs, each as (what for, classic scope, granular scopes).
+const NEEDED_SCOPES: &[(&str, &str, &[&str])] = &[
+    (
+        "move and add group members",
+        "group:write:admin",
+        &["group:update:member:admin", "group:write:member:admin"],
+    ),
+    (
+        "look users up",
+        "user:read:admin",
+        &["user:read:user:admin"],
+    ),
+];
+
+/// Prints each step's outcome and remembers whether one failed.
+#[derive(Default)]
+struct Report {
+    failed: bool,
+}
+
+impl Report {
+    fn ok(&mut self, step: &str, detail: impl AsRef<str>) {
+        println!("[ok]   {step}: {}", detail.as_ref());
+    }
+
+    fn warn(&mut self, step: &str, detail: impl AsRef<str>) {
+        println!("[warn] {step}: {}", detail.as_ref());
+    }
+
+    fn fail(&mut self, step: &str, detail: impl AsRef<str>) {
+        self.failed = true;
+        println!("[FAIL] {step}: {}", detail.as_ref());
+    }
+
+    fn exit(&self) -> Exit {
+        if self.failed {
+            Exit::Problems
+        } else {
+            Exit::Ok
+        }
+    }
+}
+
+pub async fn run(config: &Path) -> Exit {
+    let mut report = Report::default();
+    let settings = match full_settings(config) {
+        Ok(settings) => settings,
+        Err(e) => {
+            report.fail("config", e.to_string());
+            return Exit::Usage;
+        }
+    };
+    report.ok("config", format!("{} valid", config.display()));
+    check_broker(&settings, &mut report).await;
+    check_zoom(&settings, &mut report).await;
+    report.exit()
+}
+
+async fn check_broker(settings: &Settings, report: &mut Report) {
+    let admin = match Admin::connect(&settings.amqp, "check").await {
+        Ok(admin) => admin,
+        Err(e) => return report.fail("broker", e.to_string()),
+    };
+    report.ok("broker", "reachable");
+    let topology = Topology::new(&settings.amqp);
+    for queue in [
+        settings.amqp.queue.clone(),
+        settings.amqp.dead_letter_queue(),
+    ] {
+        match admin.check_arguments(&topology, &queue).await {
+            Ok(()) => report.ok(
+                "queue",
+                format!("{queue} exists with the expected arguments"),
+            ),
+            Err(why) if settings.amqp.declare_topology && why.contains("does not exist") => report
+                .warn(
+                    "queue",
+                    format!("{queue} does not exist yet; the daemon declares it"),
+                ),
+            Err(why) => report.fail("queue", format!("{queue}: {why}")),
+        }
+    }
+    admin.close().await;
+}
+
+async fn check_zoom(settings: &Settings, report: &mut Report) {
+    let client = match Client::new(settings, Arc::new(Metrics::new())) {
+        Ok(client) => client,
+        Err(e) => return report.fail("zoom", e),
+    };
+    let scopes = match client.granted_scopes().await {
+        Ok(scopes) => scopes,
+        Err(e) => return report.fail("token", e.to_string()),
+    };
+    report.ok("token", "granted");
+    check_scopes(&scopes, report);
+    let attempts = Attempts::new(
+        Instant::now() + Duration::from_secs(60),
+        CancellationToken::new(),
+    );
+    match client.list_groups(&attempts).await {
+        Ok(groups) => check_groups(settings, &groups, report),
+        Err(e) => report.fail(
+            "groups",
+            format!("GET /groups failed: {}", failure_text(&e)),
+        ),
+    }
+}
+
+fn failure_text(failure: &Failure) -> String {
+    match failure {
+        Failure::Rejected(e) | Failure::Exhausted(e) | Failure::Auth(e) => e.to_string(),
+        Failure::RateLimited { .. } => "rate-limited past the retry budget".into(),
+        Failure::Stopped => "stopped".into(),
+    }
+}
+
+fn check_scopes(scopes: &[String], report: &mut Report) {
+    if scopes.is_empty() {
+        return report.warn(
+            "scopes",
+            "the token answer lists no scopes; cannot check them",
+        );
+    }
+    for (what, classic, granular) in NEEDED_SCOPES {
+        let has = |s: &str| scopes.iter().any(|g| g == s);
+        if has(classic) || granular.iter().all(|s| has(s)) {
+            report.ok("scopes", format!("{what}: granted"));
+        } else {
+            let wanted = std::iter::once(*classic)
+                .chain(std::iter::once(granular.join(" + ").as_str()).filter(|g| !g.is_empty()))
+                .collect::<Vec<_>>()
+                .join(", or ");
+            report.fail("scopes", format!("{what}: missing ({wanted})"));
+        }
+    }
+}
+
+fn check_groups(settings: &Settings, groups: &[ZoomGroup], report: &mut Report) {
+    for (group, departments) in settings.mapping.departments_by_group() {
+        let list = departments.join(", ");
+        match groups.iter().find(|g| g.id == group) {
+            None => report.fail(
+                "groups",
+                format!("{group} (for {list}) does not exist in Zoom"),
+            ),
+            Some(found) => {
+                report.ok(
+                    "groups",
+                    format!(
+                        "{group} \"{}\" exists, {} members ({list})",
+                        found.name, found.total_members
+                    ),
+                );
+                if departments.len() > 1 {
+                    report.warn(
+                        "groups",
+                        format!(
+                            "{group} is shared by {} departments: {list}",
+                            departments.len()
+                        ),
+                    );
+                }
+                if found.total_members == 0 {
+                    report.warn(
+                        "groups",
+                        format!("{group} \"{}\" has no members", found.name),
+                    );
+                }
+            }
+        }
+    }
+}

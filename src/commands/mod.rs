@@ -1,0 +1,175 @@
+//! The command line: `run` starts the daemon; the rest is the operator's
+//! toolbox (triage, replay and purge dead letters, status, a preflight
+//! check, publishing events, resuming after a quarantine). Every command
+//! reads the same config file and exits 0 (ok), 1 (problems found) or 2
+//! (usage or configuration error).
+
+mod check;
+mod dead_letters;
+mod output;
+mod publish;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ConfigError, Settings};
+use crate::telemetry::{self, LogFormat};
+use crate::{shutdown, startup};
+
+/// Keeps Zoom group membership in step with HR department changes.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// Log format: human-readable text or JSON lines.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// The TOML configuration file (the daemon's own).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run(ConfigArg),
+    /// Triage, replay and purge the dead-letter queue.
+    #[command(subcommand)]
+    DeadLetters(dead_letters::DeadLetterCommand),
+    /// Queue depths, consumers, dead letters by reason, the daemon's readiness.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Preflight: config, broker, queues, token, scopes, mapped groups.
+    Check(ConfigArg),
+    /// Validate events (JSON lines) and publish them to the input queue.
+    Publish(publish::PublishArgs),
+    /// Ask the running daemon to resume after a quarantine.
+    Resume(ConfigArg),
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok,
+    /// The command ran and found problems (a failed check, a missing event).
+    Problems,
+    /// Bad usage or configuration.
+    Usage,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        match exit {
+            Exit::Ok => ExitCode::SUCCESS,
+            Exit::Problems => ExitCode::from(1),
+            Exit::Usage => ExitCode::from(2),
+        }
+    }
+}
+
+/// Parses the arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("zoom-dept-sync: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Run(ConfigArg { config }) => run(&config, cli.log_format, &runtime),
+        command => {
+            telemetry::init_for_commands();
+            runtime.block_on(dispatch(command)).into()
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Exit {
+    match command {
+        Command::Run(_) => unreachable!("run is handled before"),
+        Command::DeadLetters(command) => dead_letters::run(command).await,
+        Command::Status { config, json } => status::run(&config.config, json).await,
+        Command::Check(ConfigArg { config }) => check::run(&config).await,
+        Command::Publish(args) => publish::run(args).await,
+        Command::Resume(ConfigArg { config }) => resume(&config).await,
+    }
+}
+
+fn run(config: &std::path::Path, format: LogFormat, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    let settings = match Settings::load(config, &|name| std::env::var(name).ok()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("zoom-dept-sync: {e}");
+            return Exit::Usage.into();
+        }
+    };
+    telemetry::init(format);
+    let result = runtime.block_on(async {
+        let shutdown = shutdown::on_signals();
+        startup::run(settings, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "zoom-dept-sync failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the config for a command that does not call Zoom: the Zoom secrets
+/// need not be set.
+fn broker_settings(config: &std::path::Path) -> Result<Settings, Exit> {
+    let env = |name: &str| {
+        std::env::var(name).ok().or_else(|| {
+            matches!(
+                name,
+                "ZOOM_ACCOUNT_ID" | "ZOOM_CLIENT_ID" | "ZOOM_CLIENT_SECRET"
+            )
+            .then(|| "not-needed".to_owned())
+        })
+    };
+    Settings::load(config, &env).map_err(config_error)
+}
+
+/// Loads the config with every secret, as `run` does.
+fn full_settings(config: &std::path::Path) -> Result<Settings, ConfigError> {
+    Settings::load(config, &|name| std::env::var(name).ok())
+}
+
+fn config_error(e: ConfigError) -> Exit {
+    eprintln!("zoom-dept-sync: {e}");
+    Exit::Usage
+}
+
+async fn resume(config: &std::path::Path) -> Exit {
+    let settings = match broker_settings(config) {
+        Ok(settings) => settings,
+        Err(exit) => return exit,
+    };
+    match crate::control::request_resume(settings.http.listen).await {
+        Ok(answer) => {
+            println!("{answer}");
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("zoom-dept-sync resume: {e}");
+            Exit::Problems
+        }
+    }
+}

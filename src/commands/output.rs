@@ -1,0 +1,34 @@
+//! Tables and JSON for the commands' output.
+
+use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::{ContentArrangement, Table};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A table with a header row, sized to the terminal when there is one.
+pub fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.iter().copied());
+    for row in rows {
+        table.add_row(row);
+    }
+    table.to_string()
+}
+
+/// Pretty JSON of anything the commands print.
+pub fn json(value: &impl Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+pub fn opt<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+pub fn when(at: Option<OffsetDateTime>) -> String {
+    at.and_then(|at| at.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "-".into())
+}

@@ -1,0 +1,101 @@
+//! `status`: what the queues hold and whether the daemon is ready.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::output::{self, opt};
+use super::{Exit, broker_settings};
+use crate::broker::admin::{Admin, QueueCounts};
+use crate::triage::DeadLetterRow;
+
+#[derive(Serialize)]
+struct Status {
+    queue: String,
+    input: Option<QueueCounts>,
+    dead_letter_queue: String,
+    dead_letters: Option<u32>,
+    dead_letters_by_reason: BTreeMap<String, usize>,
+    /// `GET /readyz` of the daemon at `http.listen`: status and text.
+    readyz: Option<(u16, String)>,
+}
+
+pub async fn run(config: &Path, json: bool) -> Exit {
+    let settings = match broker_settings(config) {
+        Ok(settings) => settings,
+        Err(exit) => return exit,
+    };
+    let admin = match Admin::connect(&settings.amqp, "status").await {
+        Ok(admin) => admin,
+        Err(e) => {
+            eprintln!("zoom-dept-sync: {e}");
+            return Exit::Problems;
+        }
+    };
+    let dead_letter_queue = settings.amqp.dead_letter_queue();
+    let input = admin.counts(&settings.amqp.queue).await.ok().flatten();
+    let dead = admin.counts(&dead_letter_queue).await.ok().flatten();
+    let mut by_reason = BTreeMap::new();
+    if dead.is_some() {
+        for message in admin.peek(&dead_letter_queue).await.unwrap_or_default() {
+            *by_reason
+                .entry(DeadLetterRow::of(&message).reason)
+                .or_insert(0) += 1;
+        }
+    }
+    admin.close().await;
+    let status = Status {
+        queue: settings.amqp.queue.clone(),
+        input,
+        dead_letter_queue,
+        dead_letters: dead.map(|d| d.ready),
+        dead_letters_by_reason: by_reason,
+        readyz: readyz(settings.http.listen).await,
+    };
+    if json {
+        println!("{}", output::json(&status));
+    } else {
+        print_text(&status);
+    }
+    let ready = status.readyz.as_ref().is_some_and(|(code, _)| *code == 200);
+    if status.input.is_some() && ready {
+        Exit::Ok
+    } else {
+        Exit::Problems
+    }
+}
+
+fn print_text(status: &Status) {
+    match &status.input {
+        Some(c) => println!(
+            "input queue {}: {} ready, {} consumers (unacked and single-active-consumer state: see the management UI)",
+            status.queue, c.ready, c.consumers
+        ),
+        None => println!("input queue {}: missing", status.queue),
+    }
+    println!(
+        "dead-letter queue {}: {}",
+        status.dead_letter_queue,
+        opt(status.dead_letters)
+    );
+    for (reason, count) in &status.dead_letters_by_reason {
+        println!("  {reason}: {count}");
+    }
+    match &status.readyz {
+        Some((code, text)) => println!("daemon /readyz: {code} {}", text.trim()),
+        None => println!("daemon /readyz: not reachable"),
+    }
+}
+
+/// The daemon's readiness, if one listens at `listen`.
+async fn readyz(listen: std::net::SocketAddr) -> Option<(u16, String)> {
+    let url = format!("http://{}/readyz", crate::control::local(listen));
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+        .ok()?;
+    let response = client.get(url).send().await.ok()?;
+    let code = response.status().as_u16();
+    Some((code, response.text().await.unwrap_or_default()))
+}

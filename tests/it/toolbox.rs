@@ -1,0 +1,454 @@
+//! The operator's toolbox, run as the binary against a real broker:
+//! `dead-letters list | show | replay | purge`, `check`, `publish`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use lapin::message::Delivery;
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+use zoom_dept_sync::config::QueueType;
+
+use crate::fake_zoom::FakeZoom;
+use crate::helpers::{
+    ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp, amqp_url, eventually, header_int, header_str,
+};
+
+/// The config file of `app`, written to a temp dir that lives as long as it.
+struct Tool {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Tool {
+    fn new(app: &TestApp, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("config.toml");
+        let toml = app
+            .config_toml()
+            .replacen("[amqp]\n", &format!("[amqp]\n{extra}"), 1);
+        std::fs::write(&config, toml).expect("write config");
+        Self { _dir: dir, config }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"));
+        command
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env_clear()
+            .env("AMQP_URL", amqp_url())
+            .env("ZOOM_ACCOUNT_ID", ACCOUNT_ID)
+            .env("ZOOM_CLIENT_ID", CLIENT_ID)
+            .env("ZOOM_CLIENT_SECRET", CLIENT_SECRET)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs a command to its end: (exit code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self.command(args).output().expect("run zoom-dept-sync");
+        (
+            status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&stdout).into_owned(),
+            String::from_utf8_lossy(&stderr).into_owned(),
+        )
+    }
+}
+
+/// A dead letter as the daemon writes it.
+struct Letter<'a> {
+    id: &'a str,
+    reason: &'a str,
+    code: Option<i64>,
+    replays: Option<i64>,
+}
+
+fn letter<'a>(id: &'a str, reason: &'a str, code: Option<i64>) -> Letter<'a> {
+    Letter {
+        id,
+        reason,
+        code,
+        replays: None,
+    }
+}
+
+async fn put_dead_letter(app: &TestApp, letter: &Letter<'_>) {
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    let mut headers = FieldTable::default();
+    headers.insert("failure-reason".into(), text(letter.reason));
+    headers.insert("failed-at".into(), text("2026-11-26T10:00:00Z"));
+    headers.insert("failure-attempts".into(), AMQPValue::LongLongInt(1));
+    headers.insert("source-queue".into(), text(&app.queue));
+    headers.insert("producer-header".into(), text("kept"));
+    if let Some(code) = letter.code {
+        headers.insert("zoom-error-code".into(), AMQPValue::LongLongInt(code));
+        headers.insert("zoom-http-status".into(), AMQPValue::LongLongInt(404));
+    }
+    if let Some(replays) = letter.replays {
+        headers.insert("replay-count".into(), AMQPValue::LongLongInt(replays));
+    }
+    let user = letter.id.replace('e', "U");
+    let body = serde_json::json!({
+        "event_id": letter.id, "zoom_user_id": user,
+        "previous_department": "Engineering", "new_department": "Sales",
+    });
+    app.channel
+        .basic_publish(
+            "".into(),
+            app.dead_letter_queue.as_str().into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&body).unwrap(),
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_headers(headers),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+}
+
+/// Ten dead letters: e0..e9, codes 4130 on the even ones.
+async fn ten_mixed(app: &TestApp) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let id = format!("e{i}");
+        let l = match i % 4 {
+            0 | 2 => letter(&id, "zoom_rejected", Some(4130)),
+            1 => letter(&id, "zoom_rejected", Some(1001)),
+            _ => letter(&id, "unmapped_department", None),
+        };
+        put_dead_letter(app, &l).await;
+        ids.push(id);
+    }
+    ids
+}
+
+/// Takes every message of `queue` (emptying it), head first.
+async fn drain(app: &TestApp, queue: &str) -> Vec<Delivery> {
+    let mut messages = Vec::new();
+    while let Some(got) = app
+        .channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+    {
+        messages.push(got.delivery);
+    }
+    messages
+}
+
+fn event_id(delivery: &Delivery) -> String {
+    let body: serde_json::Value = serde_json::from_slice(&delivery.data).unwrap();
+    body["event_id"].as_str().unwrap().to_owned()
+}
+
+fn ids(messages: &[Delivery]) -> Vec<String> {
+    messages.iter().map(event_id).collect()
+}
+
+/// Test 1: `list --code 4130` shows exactly those, `--group-by code` counts
+/// right, and afterwards the queue holds all ten in the same order.
+#[tokio::test]
+async fn listing_filters_and_groups_and_changes_nothing() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    let all = ten_mixed(&app).await;
+    let tool = Tool::new(&app, "");
+
+    let (code, out, err) = tool.run(&["dead-letters", "list", "--code", "4130", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON rows");
+    let listed: Vec<&str> = rows
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["e0", "e2", "e4", "e6", "e8"]);
+    assert!(
+        rows.iter()
+            .all(|r| r["zoom_code"] == 4130 && r["reason"] == "zoom_rejected")
+    );
+
+    let (code, out, _) = tool.run(&["dead-letters", "list", "--group-by", "code", "--json"]);
+    assert_eq!(code, 0);
+    let groups: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let counts: Vec<(&str, u64)> = groups
+        .iter()
+        .map(|g| (g["key"].as_str().unwrap(), g["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(counts, [("4130", 5), ("1001", 3), ("-", 2)]);
+    assert_eq!(groups[0]["sample_event_id"], "e0");
+
+    let (code, table, _) = tool.run(&["dead-letters", "list", "--reason", "unmapped_department"]);
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("e3") && table.contains("e7") && !table.contains("e0 "),
+        "{table}"
+    );
+    assert!(table.contains("2 dead letters"), "{table}");
+
+    assert_eq!(ids(&drain(&app, &app.dead_letter_queue).await), all);
+}
+
+/// Reading never counts toward a delivery limit: RabbitMQ 4's default
+/// quorum limit, simulated with a policy of 1, would drop a message handed
+/// back twice. The dead-letter queue is classic, even for a quorum input
+/// queue, so listing it three times keeps every message.
+#[tokio::test]
+async fn reading_does_not_count_toward_a_delivery_limit() {
+    let app = TestApp::prepare_with(|s| s.amqp.queue_type = QueueType::Quorum).await;
+    let policy = format!("zds-test-limit-{}", app.queue);
+    let pattern = format!("^{}$", app.dead_letter_queue.replace('.', "\\."));
+    let set = Command::new("rabbitmqctl")
+        .args([
+            "set_policy",
+            &policy,
+            &pattern,
+            r#"{"delivery-limit":1}"#,
+            "--apply-to",
+            "queues",
+        ])
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let all = ten_mixed(&app).await;
+    let tool = Tool::new(&app, "queue_type = \"quorum\"\n");
+    for _ in 0..3 {
+        let (code, _, err) = tool.run(&["dead-letters", "list", "--json"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let _ = Command::new("rabbitmqctl")
+        .args(["clear_policy", &policy])
+        .output();
+    assert_eq!(ids(&drain(&app, &app.dead_letter_queue).await), all);
+}
+
+/// Tests 2 and 3: `replay --code 4130` puts those back on the input queue
+/// with the failure headers gone and `replay-count = 1`; one replayed three
+/// times already is skipped; the rest stay in order; once Zoom knows the
+/// group, the daemon applies the replayed events.
+#[tokio::test]
+async fn replay_moves_the_selected_ones_and_skips_the_loopers() {
+    let mut app = TestApp::prepare_with(|_| {}).await;
+    ten_mixed(&app).await;
+    let looper = Letter {
+        replays: Some(3),
+        ..letter("e10", "zoom_rejected", Some(4130))
+    };
+    put_dead_letter(&app, &looper).await;
+    let tool = Tool::new(&app, "");
+
+    let (code, out, _) = tool.run(&["dead-letters", "replay", "--code", "4130", "--dry-run"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("would replay 5, skip 1"), "{out}");
+    assert_eq!(
+        app.queue_state(&app.queue).await.0,
+        0,
+        "a dry run changes nothing"
+    );
+
+    let (code, out, err) = tool.run(&["dead-letters", "replay", "--code", "4130", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("skip e10"), "{out}");
+    assert!(
+        out.contains("replayed 5, skipped 1, left in the dead-letter queue 6"),
+        "{out}"
+    );
+
+    let replayed = drain(&app, &app.queue).await;
+    assert_eq!(ids(&replayed), ["e0", "e2", "e4", "e6", "e8"]);
+    for message in &replayed {
+        assert_eq!(header_int(message, "replay-count"), Some(1));
+        assert!(header_str(message, "replay-id").is_some_and(|id| id.starts_with("replay-")));
+        assert!(header_str(message, "replayed-at").is_some());
+        assert_eq!(header_str(message, "failure-reason"), None);
+        assert_eq!(header_int(message, "zoom-error-code"), None);
+        assert_eq!(
+            header_str(message, "producer-header").as_deref(),
+            Some("kept")
+        );
+    }
+    let left = drain(&app, &app.dead_letter_queue).await;
+    assert_eq!(ids(&left), ["e1", "e3", "e5", "e7", "e9", "e10"]);
+
+    // Back on the input queue, the daemon applies them.
+    for message in &replayed {
+        app.publish_with(&message.data, message.properties.clone())
+            .await;
+    }
+    let fake = FakeZoom::default();
+    for i in [0, 2, 4, 6, 8] {
+        fake.add_user(&format!("U{i}"), &format!("u{i}@example.com"), &["grp_eng"]);
+    }
+    fake.mount(&app.zoom).await;
+    app.start().await;
+    eventually(
+        "replayed events applied",
+        Duration::from_secs(15),
+        || async {
+            [0, 2, 4, 6, 8]
+                .iter()
+                .all(|i| fake.groups_of(&format!("U{i}")) == ["grp_sales"])
+        },
+    )
+    .await;
+    app.stop_and_assert_queues_empty().await;
+}
+
+/// Test 4: a replay killed (SIGKILL) after 5 of 20 leaves every message in
+/// exactly one of the two queues.
+#[tokio::test]
+async fn a_killed_replay_leaves_each_message_in_exactly_one_queue() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    let mut all = Vec::new();
+    for i in 0..20 {
+        let id = format!("e{i}");
+        put_dead_letter(&app, &letter(&id, "zoom_rejected", Some(4130))).await;
+        all.push(id);
+    }
+    let tool = Tool::new(&app, "");
+    let mut replay = tool
+        .command(&["dead-letters", "replay", "--rate", "4", "--yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the replay");
+    eventually("five replayed", Duration::from_secs(20), || async {
+        app.queue_state(&app.queue).await.0 >= 5
+    })
+    .await;
+    // Into the wait between two messages, not between a confirm and its ack.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    replay.kill().expect("SIGKILL");
+    let _ = replay.wait();
+    eventually("the held ones back", Duration::from_secs(10), || async {
+        let input = app.queue_state(&app.queue).await.0;
+        let dead = app.queue_state(&app.dead_letter_queue).await.0;
+        input + dead == 20
+    })
+    .await;
+    let input = ids(&drain(&app, &app.queue).await);
+    let dead = ids(&drain(&app, &app.dead_letter_queue).await);
+    assert!((5..20).contains(&input.len()), "{} replayed", input.len());
+    assert_eq!(input, all[..input.len()], "replayed in order");
+    assert_eq!(dead, all[input.len()..], "the rest stay, in order");
+}
+
+/// Test 5: `purge --reason unmapped_department --yes --export f.jsonl`: the
+/// file holds them, the queue does not, the rest stay in order.
+#[tokio::test]
+async fn purge_exports_then_drops_the_selected_ones() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    ten_mixed(&app).await;
+    let tool = Tool::new(&app, "");
+    let export = tool._dir.path().join("f.jsonl");
+
+    let (code, _, err) = tool.run(&["dead-letters", "purge", "--reason", "unmapped_department"]);
+    assert_eq!(code, 2, "no --yes, no --export: {err}");
+    let (code, _, err) = tool.run(&["dead-letters", "purge", "--no-export", "--yes"]);
+    assert_eq!(code, 2, "no filter needs --all: {err}");
+
+    let export_arg = export.to_str().unwrap();
+    let (code, out, err) = tool.run(&[
+        "dead-letters",
+        "purge",
+        "--reason",
+        "unmapped_department",
+        "--yes",
+        "--export",
+        export_arg,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("purged 2 dead letters"), "{out}");
+    let exported: Vec<String> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            use base64::Engine;
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(line["headers"]["failure-reason"], "unmapped_department");
+            let body = base64::engine::general_purpose::STANDARD
+                .decode(line["body_base64"].as_str().unwrap())
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            body["event_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(exported, ["e3", "e7"]);
+    let left = ids(&drain(&app, &app.dead_letter_queue).await);
+    assert_eq!(left, ["e0", "e1", "e2", "e4", "e5", "e6", "e8", "e9"]);
+}
+
+/// Test 6: `check` against a Zoom that lacks one mapped group: exit 1, and
+/// the output names it; every other step passes.
+#[tokio::test]
+async fn check_names_a_mapped_group_missing_in_zoom() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    let groups = serde_json::json!({"groups": [
+        {"id": "grp_eng", "name": "Engineering", "total_members": 3},
+        {"id": "grp_sales", "name": "Sales", "total_members": 2},
+        {"id": "grp_support", "name": "Support", "total_members": 0},
+    ], "next_page_token": ""});
+    Mock::given(method("GET"))
+        .and(path("/v2/groups"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(groups))
+        .mount(&app.zoom)
+        .await;
+    let tool = Tool::new(&app, "");
+    let (code, out, err) = tool.run(&["check"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("[FAIL] groups: grp_mkt (for marketing) does not exist in Zoom"),
+        "{out}"
+    );
+    assert!(out.contains("[ok]   broker: reachable"), "{out}");
+    assert!(out.contains("[ok]   token: granted"), "{out}");
+    assert!(
+        out.contains("[warn] groups: grp_support \"Support\" has no members"),
+        "{out}"
+    );
+    assert_eq!(out.matches("[FAIL]").count(), 1, "{out}");
+    assert!(
+        !out.contains(CLIENT_SECRET) && !err.contains(CLIENT_SECRET),
+        "no secrets"
+    );
+}
+
+/// `publish` validates each line with the daemon's parser: invalid lines
+/// are reported by number and not sent; valid ones are, in order.
+#[tokio::test]
+async fn publish_sends_valid_lines_and_reports_invalid_ones() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    let tool = Tool::new(&app, "");
+    let file = tool._dir.path().join("events.jsonl");
+    let valid = |id: &str| {
+        format!(
+            r#"{{"event_id":"{id}","zoom_user_id":"U1","previous_department":"Engineering","new_department":"Sales"}}"#
+        )
+    };
+    let lines = [
+        valid("p1"),
+        "{\"event_id\": \"broken\"".into(),
+        String::new(),
+        valid("p2"),
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let (code, out, err) = tool.run(&["publish", "--file", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("line 2: invalid event, not sent"), "{err}");
+    assert!(out.contains("published 2 events"), "{out}");
+    assert_eq!(ids(&drain(&app, &app.queue).await), ["p1", "p2"]);
+}
