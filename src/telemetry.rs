@@ -34,7 +34,10 @@ pub fn init(format: LogFormat) {
 /// The operator commands print their own output: logs only for warnings
 /// and errors (`RUST_LOG` still wins), on stderr.
 pub fn init_for_commands() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // lapin logs a closing channel's late frames as errors; the commands
+    // report broker errors themselves.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,lapin=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

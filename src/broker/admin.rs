@@ -106,6 +106,15 @@ impl Admin {
         Ok(Self { connection })
     }
 
+    /// A new channel, within [`OPERATION_TIMEOUT`] (a connection that broke
+    /// under us may never answer).
+    async fn channel(&self) -> Result<Channel, AdminError> {
+        tokio::time::timeout(OPERATION_TIMEOUT, self.connection.create_channel())
+            .await
+            .map_err(|_| AdminError::Timeout)?
+            .map_err(AdminError::from)
+    }
+
     pub async fn close(self) {
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
@@ -117,7 +126,7 @@ impl Admin {
     /// `None` when the queue does not exist.
     pub async fn counts(&self, queue: &str) -> Result<Option<QueueCounts>, AdminError> {
         // A failed passive declare closes its channel: one of its own.
-        let channel = self.connection.create_channel().await?;
+        let channel = self.channel().await?;
         let passive = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
@@ -160,7 +169,7 @@ impl Admin {
 
     /// Every message of `queue`, head first; the queue is left as it was.
     pub async fn peek(&self, queue: &str) -> Result<Vec<StoredMessage>, AdminError> {
-        let channel = self.connection.create_channel().await?;
+        let channel = self.channel().await?;
         let mut messages = Vec::new();
         let mut last_tag = None;
         while let Some(got) = get(&channel, queue).await? {
@@ -179,15 +188,15 @@ impl Admin {
         limits: &SweepLimits,
         mut decide: impl FnMut(&StoredMessage) -> Step,
     ) -> Result<SweepSummary, AdminError> {
-        let channel = self.connection.create_channel().await?;
-        let publisher = self.connection.create_channel().await?;
+        let channel = self.channel().await?;
+        let publisher = self.channel().await?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         let started = Instant::now();
         let mut summary = SweepSummary::default();
         let mut pacer = limits.rate.map(pacer);
-        let mut last_tag = None;
+        let mut last_kept = None;
         let mut position = 0;
         let result = loop {
             if limits.stop.is_cancelled() || started.elapsed() > limits.hold_for {
@@ -199,7 +208,7 @@ impl Admin {
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             };
-            last_tag = Some(got.delivery.delivery_tag);
+            let tag = got.delivery.delivery_tag;
             let message = stored(position, &got);
             position += 1;
             let step = decide(&message);
@@ -208,7 +217,13 @@ impl Admin {
             {
                 pacer.tick().await;
             }
-            match self.apply(&publisher, &got, step).await {
+            let applied = self.apply(&publisher, &got, step).await;
+            // Only held messages are handed back: a nack naming a tag that
+            // was acked already is a channel error.
+            if !matches!(applied, Ok(Applied::Moved | Applied::Dropped)) {
+                last_kept = Some(tag);
+            }
+            match applied {
                 Ok(Applied::Kept) => summary.kept += 1,
                 Ok(Applied::Moved) => summary.moved += 1,
                 Ok(Applied::Dropped) => summary.dropped += 1,
@@ -219,7 +234,7 @@ impl Admin {
                 Err(e) => break Err(e),
             }
         };
-        hand_back(&channel, last_tag).await?;
+        hand_back(&channel, last_kept).await?;
         result.map(|()| summary)
     }
 
@@ -253,7 +268,7 @@ impl Admin {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), AdminError> {
-        let publisher = self.connection.create_channel().await?;
+        let publisher = self.channel().await?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
@@ -262,7 +277,7 @@ impl Admin {
 
     /// A channel in confirm mode, for publishing many messages.
     pub async fn publisher(&self) -> Result<Publisher, AdminError> {
-        let channel = self.connection.create_channel().await?;
+        let channel = self.channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
@@ -320,15 +335,18 @@ async fn ack(got: &BasicGetMessage) -> Result<(), AdminError> {
     Ok(())
 }
 
-/// Hands back every message still held on `channel` (up to `last_tag`),
-/// each to its original place, and closes the channel.
-async fn hand_back(channel: &Channel, last_tag: Option<u64>) -> Result<(), AdminError> {
-    if let Some(tag) = last_tag {
+/// Hands back every message still held on `channel` (up to `last_held`,
+/// which must be held, not acked), each to its original place, and closes
+/// the channel.
+async fn hand_back(channel: &Channel, last_held: Option<u64>) -> Result<(), AdminError> {
+    if let Some(tag) = last_held {
         let options = BasicNackOptions {
             multiple: true,
             requeue: true,
         };
-        channel.basic_nack(tag, options).await?;
+        tokio::time::timeout(OPERATION_TIMEOUT, channel.basic_nack(tag, options))
+            .await
+            .map_err(|_| AdminError::Timeout)??;
     }
     let _ = tokio::time::timeout(OPERATION_TIMEOUT, channel.close(200, "done".into())).await;
     Ok(())

@@ -245,7 +245,9 @@ fn rows_table(rows: &[DeadLetterRow]) -> String {
                 r.reason.clone(),
                 opt(r.http_status),
                 opt(r.zoom_code),
-                r.message.clone().unwrap_or_else(|| "-".into()),
+                r.message
+                    .as_deref()
+                    .map_or("-".into(), |m| output::short(m, 48)),
                 when(r.failed_at),
                 opt(r.attempts),
                 r.replay_count.to_string(),

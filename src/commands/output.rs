@@ -1,6 +1,6 @@
 //! Tables and JSON for the commands' output.
 
-use comfy_table::presets::UTF8_BORDERS_ONLY;
+use comfy_table::presets::ASCII_MARKDOWN;
 use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 pub fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
     let mut table = Table::new();
     table
-        .load_preset(UTF8_BORDERS_ONLY)
+        .load_preset(ASCII_MARKDOWN)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.iter().copied());
     for row in rows {
@@ -28,7 +28,23 @@ pub fn opt<T: ToString>(value: Option<T>) -> String {
     value.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
+/// RFC 3339 to the second, in UTC.
 pub fn when(at: Option<OffsetDateTime>) -> String {
-    at.and_then(|at| at.format(&Rfc3339).ok())
-        .unwrap_or_else(|| "-".into())
+    at.and_then(|at| {
+        at.to_offset(time::UtcOffset::UTC)
+            .replace_nanosecond(0)
+            .ok()
+    })
+    .and_then(|at| at.format(&Rfc3339).ok())
+    .unwrap_or_else(|| "-".into())
+}
+
+/// At most `max` characters, with an ellipsis when cut (the full text is in
+/// `--json` and `show`).
+pub fn short(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    format!("{cut}…")
 }
