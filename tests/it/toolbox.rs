@@ -283,6 +283,14 @@ async fn replay_moves_the_selected_ones_and_skips_the_loopers() {
     }
     let left = drain(&app, &app.dead_letter_queue).await;
     assert_eq!(ids(&left), ["e1", "e3", "e5", "e7", "e9", "e10"]);
+    // Held ones before, the last one replayed: nothing held after it.
+    for letter_id in ["e1", "e11"] {
+        put_dead_letter(&app, &letter(letter_id, "zoom_rejected", Some(1001))).await;
+    }
+    let (code, out, err) = tool.run(&["dead-letters", "replay", "--event-id", "e11", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(ids(&drain(&app, &app.queue).await), ["e11"]);
+    assert_eq!(ids(&drain(&app, &app.dead_letter_queue).await), ["e1"]);
 
     // Back on the input queue, the daemon applies them.
     for message in &replayed {
