@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod control;
 pub mod event;
 pub mod health;
 pub mod http;
