@@ -14,5 +14,6 @@ mod operations;
 mod ordering;
 mod process;
 mod proxy;
+mod quarantine;
 mod rate_limit;
 mod retries;
