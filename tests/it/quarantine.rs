@@ -7,7 +7,8 @@ use std::time::Duration;
 use zoom_dept_sync::control::{ResumeError, request_resume};
 
 use crate::fake_zoom::FakeZoom;
-use crate::helpers::{TestApp, eventually, zoom_error};
+use crate::helpers::{TestApp, amqp_url, eventually, zoom_error};
+use crate::proxy::{self, Proxy};
 
 /// Users `U0`.. in Engineering; every `PATCH` answers that the target group
 /// does not exist (404, code 4130), as after the group was deleted in Zoom.
@@ -161,6 +162,76 @@ async fn with_quarantine_off_every_failing_event_is_dead_lettered() {
         request_resume(app.http).await,
         Err(ResumeError::NotQuarantined(_))
     ));
+    app.stop().await;
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+}
+
+/// Shutdown while quarantined is prompt (no timer to wait out) and leaves
+/// the rest in the input queue.
+#[tokio::test]
+async fn a_quarantined_daemon_shuts_down_with_the_rest_still_queued() {
+    const EVENTS: usize = 6;
+    let mut app = TestApp::spawn_with(|s| {
+        s.worker.concurrency = 1;
+        s.worker.quarantine_window = 4;
+        s.worker.quarantine_threshold = 2;
+    })
+    .await;
+    let fake = zoom_without_the_sales_group(EVENTS);
+    fake.mount(&app.zoom).await;
+    app.publish_moves(EVENTS).await;
+    assert_eq!(wait_until_stopped(&app, EVENTS as u32).await, (2, 4));
+
+    let started = std::time::Instant::now();
+    app.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?} to stop",
+        started.elapsed()
+    );
+    assert_eq!(app.queue_state(&app.queue).await, (4, 0));
+    assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 2);
+}
+
+/// A lost broker connection does not lift a quarantine: the new session
+/// waits for `resume` too.
+#[tokio::test]
+async fn a_quarantine_outlives_a_reconnect() {
+    const EVENTS: usize = 6;
+    let proxy = Proxy::start(proxy::broker_addr(&amqp_url())).await;
+    let via = proxy::url_via(&amqp_url(), proxy.addr);
+    let mut app = TestApp::spawn_with(|s| {
+        s.amqp.url = via.into();
+        s.worker.concurrency = 1;
+        s.worker.quarantine_window = 4;
+        s.worker.quarantine_threshold = 2;
+    })
+    .await;
+    let fake = zoom_without_the_sales_group(EVENTS);
+    fake.mount(&app.zoom).await;
+    app.publish_moves(EVENTS).await;
+    assert_eq!(wait_until_stopped(&app, EVENTS as u32).await, (2, 4));
+
+    proxy.cut();
+    eventually("a new session is open", Duration::from_secs(20), || async {
+        app.http_get("/metrics")
+            .await
+            .1
+            .contains("zoom_dept_sync_broker_reconnects_total 1")
+    })
+    .await;
+    // The new session has had time to consume, had it been going to.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.queue_state(&app.queue).await, (4, 0), "still stopped");
+    let (status, why) = app.http_get("/readyz").await;
+    assert!(status == 503 && why.contains("4130"), "{status} {why}");
+
+    fake.heal();
+    request_resume(app.http).await.expect("resume is accepted");
+    eventually("the rest is applied", Duration::from_secs(20), || async {
+        users_in_sales(&fake, EVENTS) == EVENTS - 2
+    })
+    .await;
     app.stop().await;
     assert_eq!(app.queue_state(&app.queue).await.0, 0);
 }
