@@ -114,6 +114,13 @@ pub struct WorkerSettings {
     /// every failed probe, up to `pause_max_secs`.
     pub pause_initial_ms: u64,
     pub pause_max_secs: u64,
+    /// Stop consuming when most recent events fail the same way (a group
+    /// deleted in Zoom), instead of dead-lettering the whole queue.
+    pub quarantine: bool,
+    /// How many of the latest settled events the quarantine rule looks at.
+    pub quarantine_window: u32,
+    /// Dead letters with one Zoom code among them that stop consuming.
+    pub quarantine_threshold: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +203,9 @@ impl Default for WorkerSettings {
             max_redeliveries: 10,
             pause_initial_ms: 2000,
             pause_max_secs: 300,
+            quarantine: true,
+            quarantine_window: 100,
+            quarantine_threshold: 50,
         }
     }
 }
@@ -261,6 +271,10 @@ impl WorkerSettings {
 /// The longest any wait or timeout in the settings may be: every instant the
 /// daemon computes from them stays far from overflowing.
 const MAX_SECS: u64 = 24 * 3600;
+
+/// The largest quarantine window: the window is kept in memory and scanned
+/// when it trips, so it stays small.
+const MAX_QUARANTINE_WINDOW: u64 = 100_000;
 
 impl Settings {
     /// A delivery must be settled within this of its arrival: the broker's
@@ -347,6 +361,11 @@ impl Settings {
                 self.worker.pause_max_secs,
                 MAX_SECS,
             ),
+            (
+                "worker.quarantine_window",
+                self.worker.quarantine_window.into(),
+                MAX_QUARANTINE_WINDOW,
+            ),
         ] {
             if value > max {
                 return Err(ConfigError(format!(
@@ -362,11 +381,24 @@ impl Settings {
             ("amqp.confirm_timeout_secs", self.amqp.confirm_timeout_secs),
             ("worker.pause_initial_ms", self.worker.pause_initial_ms),
             ("worker.pause_max_secs", self.worker.pause_max_secs),
+            (
+                "worker.quarantine_threshold",
+                self.worker.quarantine_threshold.into(),
+            ),
         ];
         for (key, value) in at_least_one {
             if value == 0 {
                 return Err(ConfigError(format!("{key} must be at least 1")));
             }
+        }
+        let (window, threshold) = (
+            self.worker.quarantine_window,
+            self.worker.quarantine_threshold,
+        );
+        if threshold > window {
+            return Err(ConfigError(format!(
+                "worker.quarantine_threshold ({threshold}) must be at most worker.quarantine_window ({window})"
+            )));
         }
         Ok(())
     }
@@ -537,6 +569,11 @@ mod tests {
         assert_eq!(s.worker.concurrency, 16);
         assert_eq!(s.worker.unmapped, Unmapped::DeadLetter);
         assert_eq!(s.http.listen.port(), 9464);
+        assert!(s.worker.quarantine);
+        assert_eq!(
+            (s.worker.quarantine_window, s.worker.quarantine_threshold),
+            (100, 50)
+        );
     }
 
     #[test]
@@ -568,6 +605,18 @@ mod tests {
             ("[amqp]\nqueue = \"q\"\n", "mapping is empty"),
             ("[departments]\nS = \"../g\"\n", "departments"),
             ("not toml at all [", "TOML"),
+            (
+                "[worker]\nquarantine_threshold = 0\n[departments]\nS = \"g\"\n",
+                "worker.quarantine_threshold must be at least 1",
+            ),
+            (
+                "[worker]\nquarantine_window = 10\nquarantine_threshold = 11\n[departments]\nS = \"g\"\n",
+                "worker.quarantine_threshold (11) must be at most worker.quarantine_window (10)",
+            ),
+            (
+                "[worker]\nquarantine_window = 100001\n[departments]\nS = \"g\"\n",
+                "worker.quarantine_window is 100001",
+            ),
         ];
         for (text, expected) in cases {
             let f = file(text);

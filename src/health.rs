@@ -1,5 +1,5 @@
 //! What `/readyz` reports: ready only while connected, consuming and not
-//! paused. Each part of the daemon sets its own piece; nothing else decides.
+//! paused or quarantined. Each part of the daemon sets its own piece; nothing else decides.
 
 use std::sync::Mutex;
 
@@ -18,6 +18,8 @@ struct State {
     paused: Option<(String, Option<Instant>)>,
     /// The broker blocks a connection (memory or disk alarm).
     blocked: Option<String>,
+    /// Consuming stopped until an operator resumes it; what to tell them.
+    quarantined: Option<String>,
     started: bool,
 }
 
@@ -48,6 +50,12 @@ impl Health {
         self.with(|s| s.blocked = reason);
     }
 
+    /// Consuming stopped until `resume` (`Some(why)`), or the quarantine was
+    /// lifted. Outranks every other reason: only an operator ends it.
+    pub fn quarantined(&self, why: Option<String>) {
+        self.with(|s| s.quarantined = why);
+    }
+
     pub fn resumed(&self) {
         self.with(|s| s.paused = None);
     }
@@ -55,6 +63,9 @@ impl Health {
     /// `Ok` when ready, else a one-line reason.
     pub fn readiness(&self) -> Result<(), String> {
         self.with(|s| {
+            if let Some(why) = &s.quarantined {
+                return Err(why.clone());
+            }
             if !s.started {
                 return Err("not connected to the broker yet".into());
             }

@@ -1,23 +1,27 @@
-//! `/healthz`, `/readyz` and `/metrics` on `http.listen`.
+//! `/healthz`, `/readyz`, `/metrics` and the control endpoint `POST /resume`
+//! on `http.listen`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::quarantine::Quarantines;
 
 #[derive(Clone)]
 struct AppState {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    quarantines: Arc<Quarantines>,
+    listen: SocketAddr,
 }
 
 /// Binds now (so a taken port fails start-up), serves until `shutdown`.
@@ -25,17 +29,25 @@ pub async fn serve(
     listen: SocketAddr,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    quarantines: Arc<Quarantines>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on http.listen = {listen}: {e}"))?;
-    tracing::info!(%listen, "serving /healthz, /readyz and /metrics");
+    tracing::info!(%listen, "serving /healthz, /readyz, /metrics and POST /resume");
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AppState { health, metrics });
+        .route("/resume", post(resume))
+        .with_state(AppState {
+            health,
+            metrics,
+            quarantines,
+            listen,
+        })
+        .into_make_service_with_connect_info::<SocketAddr>();
     Ok(tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
         if let Err(e) = server.await {
@@ -59,4 +71,70 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.encode(),
     )
+}
+
+/// Lifts a quarantine. Only from this host: `/metrics` and `/readyz` may be
+/// exposed (`0.0.0.0` in a container), but restarting consumption is an
+/// operator's decision, taken where the daemon runs.
+async fn resume(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(state): State<AppState>,
+) -> impl IntoResponse {
+    if !is_local_peer(peer.ip(), state.listen.ip()) {
+        tracing::warn!(%peer, "POST /resume refused: not from this host");
+        return (
+            StatusCode::FORBIDDEN,
+            "resume is accepted only from this host\n".to_owned(),
+        );
+    }
+    let lifted = state.quarantines.resume(|q| {
+        state.health.quarantined(None);
+        state.metrics.quarantine_lifted();
+        tracing::info!(code = q.code, %peer, "quarantine lifted by resume: one event goes first");
+    });
+    match lifted {
+        Some(q) => (
+            StatusCode::OK,
+            format!("resumed: was quarantined because {q}\n"),
+        ),
+        None => (
+            StatusCode::CONFLICT,
+            "not quarantined: nothing to resume\n".to_owned(),
+        ),
+    }
+}
+
+/// A peer on this host: loopback (also as an IPv4-mapped IPv6 address), or
+/// the very address the server listens on when that is a specific one (a
+/// connection from this host to it comes from it).
+fn is_local_peer(peer: IpAddr, listen: IpAddr) -> bool {
+    let peer = peer.to_canonical();
+    peer.is_loopback() || (!listen.is_unspecified() && peer == listen.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_is_accepted_only_from_this_host() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let cases = [
+            ("127.0.0.1", "0.0.0.0", true),
+            ("127.0.0.2", "127.0.0.1", true),
+            ("::1", "::", true),
+            ("::ffff:127.0.0.1", "::", true),
+            ("10.0.0.7", "0.0.0.0", false),
+            ("::ffff:10.0.0.7", "::", false),
+            ("10.0.0.7", "10.0.0.8", false),
+            ("10.0.0.8", "10.0.0.8", true),
+        ];
+        for (peer, listen, accepted) in cases {
+            assert_eq!(
+                is_local_peer(ip(peer), ip(listen)),
+                accepted,
+                "{peer} to {listen}"
+            );
+        }
+    }
 }

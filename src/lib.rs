@@ -12,6 +12,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod ordering;
 pub mod outcome;
+pub mod quarantine;
 pub mod retry;
 pub mod shutdown;
 pub mod startup;

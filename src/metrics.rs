@@ -1,6 +1,7 @@
 //! The daemon's Prometheus metrics, in one place so every name and label is
 //! visible together. Served at `/metrics`.
 
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +33,14 @@ pub struct CallLabels {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuarantineLabels {
+    /// The Zoom error code the dead letters shared.
+    pub code: String,
+    /// The department most of them were for, or empty.
+    pub department: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub events_consumed: Counter,
@@ -44,6 +53,10 @@ pub struct Metrics {
     pub rate_limit_waits: Counter,
     pub broker_reconnects: Counter,
     pub last_success: Gauge<f64, AtomicU64>,
+    /// 1 while consuming is stopped by a quarantine, for its code.
+    quarantined: Family<QuarantineLabels, Gauge>,
+    /// The labels set to 1 now, so lifting sets the same series to 0.
+    quarantine_labels: Mutex<Option<QuarantineLabels>>,
 }
 
 impl Default for Metrics {
@@ -66,6 +79,8 @@ impl Metrics {
             rate_limit_waits: Counter::default(),
             broker_reconnects: Counter::default(),
             last_success: Gauge::default(),
+            quarantined: Family::default(),
+            quarantine_labels: Mutex::new(None),
             registry: Registry::default(),
         };
         registry.register(
@@ -114,7 +129,39 @@ impl Metrics {
             "Unix time of the last event settled without a dead letter",
             m.last_success.clone(),
         );
+        registry.register(
+            "quarantined",
+            "1 while consuming is stopped because most recent events were dead-lettered with one Zoom code",
+            m.quarantined.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Consuming stopped: `quarantined{code, department}` is 1.
+    pub fn quarantine_started(&self, code: i64, department: Option<&str>) {
+        let labels = QuarantineLabels {
+            code: code.to_string(),
+            department: department.unwrap_or_default().to_owned(),
+        };
+        self.quarantine_lifted();
+        self.quarantined.get_or_create(&labels).set(1);
+        *self
+            .quarantine_labels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(labels);
+    }
+
+    /// The quarantine was lifted: its series goes back to 0 (kept, so a
+    /// dashboard shows when it ended). Does nothing when none was in force.
+    pub fn quarantine_lifted(&self) {
+        let labels = self
+            .quarantine_labels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(labels) = labels {
+            self.quarantined.get_or_create(&labels).set(0);
+        }
     }
 
     /// Counts an event's final outcome (after it was settled).
@@ -199,6 +246,25 @@ mod tests {
         assert!(
             text.contains("zoom_dept_sync_zoom_calls_total{method=\"PATCH\",status=\"204\"} 1"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_quarantine_is_one_while_in_force() {
+        let m = Metrics::new();
+        m.quarantine_started(4130, Some("Sales"));
+        let series = "zoom_dept_sync_quarantined{code=\"4130\",department=\"Sales\"}";
+        assert!(
+            m.encode().contains(&format!("{series} 1")),
+            "{}",
+            m.encode()
+        );
+        m.quarantine_lifted();
+        m.quarantine_lifted();
+        assert!(
+            m.encode().contains(&format!("{series} 0")),
+            "{}",
+            m.encode()
         );
     }
 }

@@ -9,6 +9,7 @@ use crate::broker::{self, Daemon};
 use crate::config::Settings;
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::quarantine::Quarantines;
 use crate::worker::Worker;
 
 /// Runs the daemon until `shutdown` is cancelled and in-flight work is
@@ -17,11 +18,29 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let worker = Arc::new(Worker::new(&settings, Arc::clone(&metrics))?);
-    let daemon = Daemon::new(&settings, worker, Arc::clone(&health), Arc::clone(&metrics));
+    let quarantines = Arc::new(Quarantines::new(
+        settings.worker.quarantine,
+        settings.worker.quarantine_window as usize,
+        settings.worker.quarantine_threshold as usize,
+    ));
+    let daemon = Daemon::new(
+        &settings,
+        worker,
+        Arc::clone(&health),
+        Arc::clone(&metrics),
+        Arc::clone(&quarantines),
+    );
     // The HTTP server stops after the broker loop, so /readyz reports the
     // shutdown while in-flight events finish.
     let http_stop = CancellationToken::new();
-    let http = crate::http::serve(settings.http.listen, health, metrics, http_stop.clone()).await?;
+    let http = crate::http::serve(
+        settings.http.listen,
+        health,
+        metrics,
+        quarantines,
+        http_stop.clone(),
+    )
+    .await?;
     tracing::info!(
         queue = %settings.amqp.queue,
         dead_letter_queue = %settings.amqp.dead_letter_queue(),

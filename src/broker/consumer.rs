@@ -18,7 +18,7 @@ use lapin::types::FieldTable;
 use tokio_util::task::TaskTracker;
 
 use super::delivery::{self, SessionCtx};
-use super::pause::{DrainRequest, wait_out_pause};
+use super::pause::{DrainRequest, wait_for_resume, wait_out_pause};
 use super::{Daemon, Session};
 
 const CONSUMER_TAG: &str = "zoom-dept-sync";
@@ -64,23 +64,17 @@ async fn run(
     let mut generation = 0;
     let mut pending: Option<DrainRequest> = None;
     loop {
-        if let Some(pause) = pending.take().and_then(|r| r.pause) {
-            let resumed = tokio::select! {
-                resumed = wait_out_pause(daemon, &ctx.drain, &pause, &ctx.shutdown) => resumed,
-                _ = ctx.lost.cancelled() => return lost(ctx),
-            };
-            if !resumed {
-                return SessionEnd::Shutdown;
-            }
-            generation += 1;
-            match probe(session, daemon, ctx, tracker, generation).await {
-                Ok(Some(again)) => {
-                    pending = Some(again);
-                    continue;
-                }
-                Ok(None) => {}
-                Err(end) => return end,
-            }
+        if let Err(end) = wait_until_clear(
+            session,
+            daemon,
+            ctx,
+            tracker,
+            &mut generation,
+            pending.take(),
+        )
+        .await
+        {
+            return end;
         }
         generation += 1;
         let mut deliveries = match start_consuming(session).await {
@@ -96,7 +90,8 @@ async fn run(
             };
         tracing::info!(
             paused = request.pause.is_some(),
-            "an event went back to the broker: draining"
+            quarantined = daemon.quarantines.active().is_some(),
+            "an event went back to the broker or consuming stops: draining"
         );
         drain(session, daemon, ctx, tracker, &mut deliveries, generation).await;
         if ctx.lost.is_cancelled() {
@@ -110,6 +105,38 @@ async fn run(
             Some(more) if more.pause.is_some() => more,
             _ => request,
         });
+    }
+}
+
+/// Before consuming: waits out a quarantine (until `resume`) or a pause,
+/// then lets one event probe (half-open); again while the probe fails.
+async fn wait_until_clear(
+    session: &Session,
+    daemon: &Daemon,
+    ctx: &Arc<SessionCtx>,
+    tracker: &TaskTracker,
+    generation: &mut u64,
+    mut pending: Option<DrainRequest>,
+) -> Result<(), SessionEnd> {
+    loop {
+        // The quarantine outlives sessions: a new session waits too.
+        if daemon.quarantines.active().is_some() {
+            wait_for_resume(daemon, ctx).await?;
+        } else if let Some(pause) = pending.take().and_then(|r| r.pause) {
+            let resumed = tokio::select! {
+                resumed = wait_out_pause(daemon, &ctx.drain, &pause, &ctx.shutdown) => resumed,
+                _ = ctx.lost.cancelled() => return Err(lost(ctx)),
+            };
+            if !resumed {
+                return Err(SessionEnd::Shutdown);
+            }
+        } else {
+            return Ok(());
+        }
+        *generation += 1;
+        pending = probe(session, daemon, ctx, tracker, *generation).await?;
+        // Whatever the probe did, later events are judged by the window.
+        daemon.quarantines.end_probe();
     }
 }
 

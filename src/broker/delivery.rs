@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::Daemon;
-use super::pause::DrainSignal;
+use super::pause::{DrainSignal, show_quarantine};
 use super::settle::{Settled, Settler};
 use crate::outcome::{FailureReason, Outcome, RequeueCause};
 use crate::worker::{Admitted, Prepared, Processed, RunLimits};
@@ -260,18 +260,37 @@ impl Task {
             })),
             (_, Outcome::Requeue { cause, why }) => went_back(Some((*cause, why.clone()))),
             (_, Outcome::Abandoned { .. }) => went_back(None),
-            (_, outcome) => {
-                if matches!(
-                    outcome,
-                    Outcome::Applied | Outcome::Added | Outcome::AlreadyApplied
-                ) {
-                    self.ctx.drain.zoom_worked();
-                }
-                if let Some(id) = id {
-                    self.daemon.redeliveries.settled(id);
-                }
-                self.daemon.metrics.record_outcome(outcome);
-            }
+            (_, outcome) => self.settled_for_good(processed, outcome),
+        }
+    }
+
+    /// An event that will not come back: counts toward the metrics, the
+    /// redelivery records and the quarantine window. A window that trips
+    /// drains like a hand-back (every event not started goes back, in
+    /// order), and consuming waits for `resume`.
+    fn settled_for_good(&self, processed: &Processed, outcome: &Outcome) {
+        if matches!(
+            outcome,
+            Outcome::Applied | Outcome::Added | Outcome::AlreadyApplied
+        ) {
+            self.ctx.drain.zoom_worked();
+        }
+        if let Some(id) = self.event_id.as_deref() {
+            self.daemon.redeliveries.settled(id);
+        }
+        self.daemon.metrics.record_outcome(outcome);
+        let department = processed.event.as_ref().map(|e| e.new_department.as_str());
+        let group = processed.to_group.as_ref().map(|g| g.as_str());
+        let tripped = self
+            .daemon
+            .quarantines
+            .record(outcome, department, group, |q| {
+                show_quarantine(&self.daemon, q)
+            });
+        if tripped.is_some() {
+            // Synchronously, before the turn is released, as for a hand-back.
+            self.ctx.end_generation(self.generation);
+            self.ctx.drain.request(None);
         }
     }
 

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::quarantine::Quarantines;
 use crate::worker::Worker;
 pub use consumer::SessionEnd;
 pub use dead_letters::dead_letter_reason;
@@ -48,6 +49,9 @@ pub struct Daemon {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     pub redeliveries: Arc<Redeliveries>,
+    /// Stops consuming when most recent events fail the same way; outlives
+    /// sessions, lifted by `POST /resume`.
+    pub quarantines: Arc<Quarantines>,
     pub shutdown_grace: Duration,
     /// How long opening a session (connect, declare, consume) may take.
     pub open_timeout: Duration,
@@ -69,11 +73,13 @@ impl Daemon {
         worker: Arc<Worker>,
         health: Arc<Health>,
         metrics: Arc<Metrics>,
+        quarantines: Arc<Quarantines>,
     ) -> Self {
         Self {
             worker,
             health,
             metrics,
+            quarantines,
             redeliveries: Arc::new(Redeliveries::new(settings.worker.max_redeliveries)),
             shutdown_grace: settings.worker.shutdown_grace(),
             open_timeout: settings.amqp.recovery_timeout(),

@@ -8,6 +8,11 @@
 //! events wait in the broker, not in the daemon, until the cause is over;
 //! one event probes (half-open) before consuming resumes fully, and every
 //! failed probe doubles the next wait.
+//!
+//! A *quarantine* ([`crate::quarantine`]) stops consuming the same way, but
+//! with no timer: most recent events failed with one Zoom code, which only
+//! an operator can put right. It waits for `resume` (or shutdown), then one
+//! event probes as after a pause.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,7 +22,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Daemon;
+use super::consumer::SessionEnd;
+use super::delivery::SessionCtx;
 use crate::outcome::RequeueCause;
+use crate::quarantine::Quarantine;
 
 /// A request to drain, with the pause it needs (if any).
 #[derive(Debug, Clone)]
@@ -149,6 +157,37 @@ pub(super) async fn wait_out_pause(
             _ = shutdown.cancelled() => return false,
         }
     }
+}
+
+/// Says why consuming stops: `/readyz`, the `quarantined` gauge and one
+/// WARN line. Called once, when the window trips.
+pub(super) fn show_quarantine(daemon: &Daemon, q: &Quarantine) {
+    daemon.health.quarantined(Some(format!(
+        "quarantined: {q}; fix it, then run `zoom-dept-sync resume`"
+    )));
+    daemon
+        .metrics
+        .quarantine_started(q.code, q.department.as_deref());
+    tracing::warn!(
+        code = q.code,
+        department = q.department.as_deref().unwrap_or("-"),
+        group = q.group.as_deref().unwrap_or("-"),
+        count = q.count,
+        window = q.window,
+        "quarantined: {q}; consuming stops until `zoom-dept-sync resume`"
+    );
+}
+
+/// Waits until an operator lifts the quarantine (`POST /resume`). No timer:
+/// the cause is in Zoom's configuration and does not pass by itself.
+pub(super) async fn wait_for_resume(daemon: &Daemon, ctx: &SessionCtx) -> Result<(), SessionEnd> {
+    tokio::select! {
+        _ = daemon.quarantines.resumed() => {}
+        _ = ctx.shutdown.cancelled() => return Err(SessionEnd::Shutdown),
+        _ = ctx.lost.cancelled() => return Err(SessionEnd::Lost(ctx.lost_reason())),
+    }
+    daemon.health.paused("resumed: one event goes first", None);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod operations;
 mod ordering;
 mod process;
 mod proxy;
+mod quarantine;
 mod rate_limit;
 mod retries;
 mod toolbox;

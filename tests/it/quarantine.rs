@@ -1,0 +1,237 @@
+//! Quarantine: when most recent events are dead-lettered with one Zoom code
+//! (a group deleted in Zoom), the daemon stops consuming and says so, until
+//! `zoom-dept-sync resume`; the rest of the queue stays in the broker.
+
+use std::time::Duration;
+
+use zoom_dept_sync::control::{ResumeError, request_resume};
+
+use crate::fake_zoom::FakeZoom;
+use crate::helpers::{TestApp, amqp_url, eventually, zoom_error};
+use crate::proxy::{self, Proxy};
+
+/// Users `U0`.. in Engineering; every `PATCH` answers that the target group
+/// does not exist (404, code 4130), as after the group was deleted in Zoom.
+fn zoom_without_the_sales_group(users: usize) -> FakeZoom {
+    let fake = FakeZoom::default();
+    for i in 0..users {
+        fake.add_user(&format!("U{i}"), &format!("u{i}@example.com"), &["grp_eng"]);
+    }
+    fake.fail_always(
+        "PATCH",
+        zoom_error(404, 4130, "Group does not exist: grp_sales."),
+    );
+    fake
+}
+
+fn users_in_sales(fake: &FakeZoom, users: usize) -> usize {
+    (0..users)
+        .filter(|i| fake.groups_of(&format!("U{i}")) == ["grp_sales"])
+        .count()
+}
+
+/// (dead letters, ready in the input queue) once the daemon has stopped
+/// consuming and nothing is unacknowledged any more.
+async fn wait_until_stopped(app: &TestApp, events: u32) -> (u32, u32) {
+    eventually(
+        "the daemon stops consuming",
+        Duration::from_secs(30),
+        || async {
+            let (ready, consumers) = app.queue_state(&app.queue).await;
+            let dead = app.queue_state(&app.dead_letter_queue).await.0;
+            consumers == 0 && ready + dead == events
+        },
+    )
+    .await;
+    (
+        app.queue_state(&app.dead_letter_queue).await.0,
+        app.queue_state(&app.queue).await.0,
+    )
+}
+
+/// The case: 60 events whose target group answers 404/4130 with the
+/// default rule (50 of the last 100). The daemon stops after the threshold,
+/// says why, and applies the rest once the group is back and it is resumed.
+#[tokio::test]
+async fn sixty_events_for_a_deleted_group_stop_the_daemon_until_resume() {
+    const EVENTS: usize = 60;
+    let mut app = TestApp::spawn_with(|s| s.worker.concurrency = 4).await;
+    let fake = zoom_without_the_sales_group(EVENTS);
+    fake.mount(&app.zoom).await;
+    app.publish_moves(EVENTS).await;
+
+    let (dead, ready) = wait_until_stopped(&app, EVENTS as u32).await;
+    assert!(
+        (50..EVENTS as u32).contains(&dead),
+        "{dead} dead letters: at least the threshold, not the whole queue"
+    );
+    assert_eq!(
+        ready,
+        EVENTS as u32 - dead,
+        "the rest wait in the input queue"
+    );
+    let (status, why) = app.http_get("/readyz").await;
+    assert_eq!(status, 503, "{why}");
+    for needle in ["4130", "Sales", "grp_sales", "zoom-dept-sync resume"] {
+        assert!(why.contains(needle), "/readyz names {needle}: {why}");
+    }
+    let metrics = app.http_get("/metrics").await.1;
+    assert!(
+        metrics.contains("zoom_dept_sync_quarantined{code=\"4130\",department=\"Sales\"} 1"),
+        "{metrics}"
+    );
+
+    fake.heal();
+    let answer = request_resume(app.http).await.expect("resume is accepted");
+    assert!(answer.contains("resumed"), "{answer}");
+    eventually("the rest is applied", Duration::from_secs(20), || async {
+        users_in_sales(&fake, EVENTS) == EVENTS - dead as usize
+    })
+    .await;
+    eventually("consuming again", Duration::from_secs(10), || async {
+        app.queue_state(&app.queue).await == (0, 1) && app.http_get("/readyz").await.0 == 200
+    })
+    .await;
+    let metrics = app.http_get("/metrics").await.1;
+    assert!(
+        metrics.contains("zoom_dept_sync_quarantined{code=\"4130\",department=\"Sales\"} 0"),
+        "{metrics}"
+    );
+    let again = request_resume(app.http).await;
+    assert!(
+        matches!(again, Err(ResumeError::NotQuarantined(_))),
+        "{again:?}"
+    );
+    app.stop().await;
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+    assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, dead);
+}
+
+/// Half-open after a resume: one event goes first; when it fails with the
+/// same code the daemon quarantines again at once, without a second burst.
+#[tokio::test]
+async fn a_resume_before_the_fix_costs_one_event_and_quarantines_again() {
+    const EVENTS: usize = 12;
+    let mut app = TestApp::spawn_with(|s| {
+        s.worker.concurrency = 1;
+        s.worker.quarantine_window = 10;
+        s.worker.quarantine_threshold = 5;
+    })
+    .await;
+    let fake = zoom_without_the_sales_group(EVENTS);
+    fake.mount(&app.zoom).await;
+    app.publish_moves(EVENTS).await;
+    assert_eq!(wait_until_stopped(&app, EVENTS as u32).await, (5, 7));
+
+    request_resume(app.http).await.expect("resume is accepted");
+    eventually(
+        "the probe is dead-lettered",
+        Duration::from_secs(10),
+        || async { app.queue_state(&app.dead_letter_queue).await.0 == 6 },
+    )
+    .await;
+    assert_eq!(wait_until_stopped(&app, EVENTS as u32).await, (6, 6));
+    let (status, why) = app.http_get("/readyz").await;
+    assert!(status == 503 && why.contains("4130"), "{status} {why}");
+
+    fake.heal();
+    request_resume(app.http).await.expect("resume is accepted");
+    eventually("the rest is applied", Duration::from_secs(20), || async {
+        users_in_sales(&fake, EVENTS) == EVENTS - 6
+    })
+    .await;
+    app.stop().await;
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+    assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 6);
+}
+
+/// `worker.quarantine = false`: the old behaviour, every event dead-lettered.
+#[tokio::test]
+async fn with_quarantine_off_every_failing_event_is_dead_lettered() {
+    const EVENTS: usize = 60;
+    let mut app = TestApp::spawn_with(|s| s.worker.quarantine = false).await;
+    let fake = zoom_without_the_sales_group(EVENTS);
+    fake.mount(&app.zoom).await;
+    app.publish_moves(EVENTS).await;
+    eventually("all dead-lettered", Duration::from_secs(30), || async {
+        app.queue_state(&app.dead_letter_queue).await.0 == EVENTS as u32
+    })
+    .await;
+    assert_eq!(app.http_get("/readyz").await.0, 200);
+    assert!(matches!(
+        request_resume(app.http).await,
+        Err(ResumeError::NotQuarantined(_))
+    ));
+    app.stop().await;
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+}
+
+/// Shutdown while quarantined is prompt (no timer to wait out) and leaves
+/// the rest in the input queue.
+#[tokio::test]
+async fn a_quarantined_daemon_shuts_down_with_the_rest_still_queued() {
+    const EVENTS: usize = 6;
+    let mut app = TestApp::spawn_with(|s| {
+        s.worker.concurrency = 1;
+        s.worker.quarantine_window = 4;
+        s.worker.quarantine_threshold = 2;
+    })
+    .await;
+    let fake = zoom_without_the_sales_group(EVENTS);
+    fake.mount(&app.zoom).await;
+    app.publish_moves(EVENTS).await;
+    assert_eq!(wait_until_stopped(&app, EVENTS as u32).await, (2, 4));
+
+    let started = std::time::Instant::now();
+    app.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?} to stop",
+        started.elapsed()
+    );
+    assert_eq!(app.queue_state(&app.queue).await, (4, 0));
+    assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 2);
+}
+
+/// A lost broker connection does not lift a quarantine: the new session
+/// waits for `resume` too.
+#[tokio::test]
+async fn a_quarantine_outlives_a_reconnect() {
+    const EVENTS: usize = 6;
+    let proxy = Proxy::start(proxy::broker_addr(&amqp_url())).await;
+    let via = proxy::url_via(&amqp_url(), proxy.addr);
+    let mut app = TestApp::spawn_with(|s| {
+        s.amqp.url = via.into();
+        s.worker.concurrency = 1;
+        s.worker.quarantine_window = 4;
+        s.worker.quarantine_threshold = 2;
+    })
+    .await;
+    let fake = zoom_without_the_sales_group(EVENTS);
+    fake.mount(&app.zoom).await;
+    app.publish_moves(EVENTS).await;
+    assert_eq!(wait_until_stopped(&app, EVENTS as u32).await, (2, 4));
+
+    proxy.cut();
+    eventually("a new session is open", Duration::from_secs(20), || async {
+        app.http_get("/metrics")
+            .await
+            .1
+            .contains("zoom_dept_sync_broker_reconnects_total 1")
+    })
+    .await;
+    // The new session has had time to consume, had it been going to.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.queue_state(&app.queue).await, (4, 0), "still stopped");
+    let (status, why) = app.http_get("/readyz").await;
+    assert!(status == 503 && why.contains("4130"), "{status} {why}");
+
+    fake.heal();
+    request_resume(app.http).await.expect("resume is accepted");
+    eventually("the rest is applied", Duration::from_secs(20), || async {
+        users_in_sales(&fake, EVENTS) == EVENTS - 2
+    })
+    .await;
+    app.stop().await;
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+}
