@@ -54,9 +54,22 @@ pub async fn request_resume(listen: SocketAddr) -> Result<String, ResumeError> {
     }
 }
 
+/// The daemon's `/readyz` (status and text), if one answers at `listen`.
+pub async fn readiness(listen: SocketAddr) -> Option<(u16, String)> {
+    let url = format!("http://{}/readyz", local_address(listen));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(TIMEOUT)
+        .build()
+        .ok()?;
+    let response = client.get(url).send().await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.unwrap_or_default()))
+}
+
 /// Where to call a daemon listening on `listen`: an unspecified address
 /// (`0.0.0.0`, `::`) means every interface, so loopback reaches it.
-fn local_address(listen: SocketAddr) -> SocketAddr {
+pub fn local_address(listen: SocketAddr) -> SocketAddr {
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),

@@ -51,7 +51,7 @@ pub async fn run(config: &Path, json: bool) -> Exit {
         dead_letter_queue,
         dead_letters: dead.map(|d| d.ready),
         dead_letters_by_reason: by_reason,
-        readyz: readyz(settings.http.listen).await,
+        readyz: crate::control::readiness(settings.http.listen).await,
     };
     if json {
         println!("{}", output::json(&status));
@@ -86,16 +86,4 @@ fn print_text(status: &Status) {
         Some((code, text)) => println!("daemon /readyz: {code} {}", text.trim()),
         None => println!("daemon /readyz: not reachable"),
     }
-}
-
-/// The daemon's readiness, if one listens at `listen`.
-async fn readyz(listen: std::net::SocketAddr) -> Option<(u16, String)> {
-    let url = format!("http://{}/readyz", crate::control::local(listen));
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(3))
-        .build()
-        .ok()?;
-    let response = client.get(url).send().await.ok()?;
-    let code = response.status().as_u16();
-    Some((code, response.text().await.unwrap_or_default()))
 }

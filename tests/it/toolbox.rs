@@ -52,17 +52,28 @@ impl Tool {
 
     /// Runs a command to its end: (exit code, stdout, stderr).
     fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = self.command(args).output().expect("run zoom-dept-sync");
-        (
-            status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&stdout).into_owned(),
-            String::from_utf8_lossy(&stderr).into_owned(),
-        )
+        output(self.command(args).output().expect("run zoom-dept-sync"))
     }
+
+    /// As [`Tool::run`], without blocking the runtime (for commands that
+    /// talk to an in-process daemon).
+    async fn run_async(&self, args: &[&str]) -> (i32, String, String) {
+        let mut command = tokio::process::Command::from(self.command(args));
+        output(command.output().await.expect("run zoom-dept-sync"))
+    }
+}
+
+fn output(output: Output) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = output;
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
 }
 
 /// A dead letter as the daemon writes it.
@@ -471,4 +482,28 @@ async fn publish_sends_valid_lines_and_reports_invalid_ones() {
     assert!(err.contains("line 2: invalid event, not sent"), "{err}");
     assert!(out.contains("published 2 events"), "{out}");
     assert_eq!(ids(&drain(&app, &app.queue).await), ["p1", "p2"]);
+}
+
+/// `status` reports the queues, dead letters by reason and the daemon's
+/// readiness; `resume` reaches the daemon's control endpoint (a daemon that
+/// is not quarantined says so: exit 1).
+#[tokio::test]
+async fn status_and_resume_reach_the_running_daemon() {
+    let mut app = TestApp::spawn().await;
+    ten_mixed(&app).await;
+    let tool = Tool::new(&app, "");
+    let (code, out, err) = tool.run_async(&["status", "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["input"]["consumers"], 1);
+    assert_eq!(status["dead_letters"], 10);
+    assert_eq!(status["dead_letters_by_reason"]["zoom_rejected"], 8);
+    assert_eq!(status["dead_letters_by_reason"]["unmapped_department"], 2);
+    assert_eq!(status["readyz"][0], 200);
+
+    let (code, _, err) = tool.run_async(&["resume"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("not quarantined"), "{err}");
+    app.stop().await;
+    assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 10);
 }
