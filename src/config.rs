@@ -65,6 +65,10 @@ pub struct AmqpSettings {
     /// RabbitMQ's `consumer_timeout` for this queue: no delivery may stay
     /// unacknowledged that long, or the broker closes the channel.
     pub consumer_timeout_secs: u64,
+    /// The management API (e.g. `http://rabbitmq:15672`), for `status`:
+    /// unacknowledged deliveries and which consumer is active. Optional;
+    /// the AMQP URL's user and password are used.
+    pub management_url: Option<String>,
     /// How long to wait for the broker to confirm a dead letter (a broker
     /// under a memory or disk alarm never does).
     pub confirm_timeout_secs: u64,
@@ -167,6 +171,7 @@ impl Default for AmqpSettings {
             single_active_consumer: false,
             queue_type: QueueType::Classic,
             recovery_timeout_secs: 60,
+            management_url: None,
             consumer_timeout_secs: 1800,
             confirm_timeout_secs: 15,
         }

@@ -11,6 +11,7 @@ pub mod admin;
 mod consumer;
 mod dead_letters;
 mod delivery;
+pub mod management;
 mod pause;
 pub mod redelivery;
 pub mod settle;

@@ -8,12 +8,16 @@ use serde::Serialize;
 use super::output::{self, opt};
 use super::{Exit, broker_settings};
 use crate::broker::admin::{Admin, QueueCounts};
+use crate::broker::management::{self, QueueDetails};
 use crate::triage::DeadLetterRow;
 
 #[derive(Serialize)]
 struct Status {
     queue: String,
     input: Option<QueueCounts>,
+    /// From the management API, when `amqp.management_url` is set.
+    details: Option<QueueDetails>,
+    management_error: Option<String>,
     dead_letter_queue: String,
     dead_letters: Option<u32>,
     dead_letters_by_reason: BTreeMap<String, usize>,
@@ -45,9 +49,20 @@ pub async fn run(config: &Path, json: bool) -> Exit {
         }
     }
     admin.close().await;
+    let (details, management_error) = match &settings.amqp.management_url {
+        None => (None, None),
+        Some(base) => {
+            match management::queue_details(&settings.amqp, base, &settings.amqp.queue).await {
+                Ok(details) => (Some(details), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        }
+    };
     let status = Status {
         queue: settings.amqp.queue.clone(),
         input,
+        details,
+        management_error,
         dead_letter_queue,
         dead_letters: dead.map(|d| d.ready),
         dead_letters_by_reason: by_reason,
@@ -67,12 +82,24 @@ pub async fn run(config: &Path, json: bool) -> Exit {
 }
 
 fn print_text(status: &Status) {
-    match &status.input {
-        Some(c) => println!(
-            "input queue {}: {} ready, {} consumers (unacked and single-active-consumer state: see the management UI)",
+    match (&status.input, &status.details) {
+        (Some(_), Some(d)) => println!(
+            "input queue {}: {} ready, {} unacked, {} consumers ({} active, {} waiting)",
+            status.queue,
+            d.messages_ready,
+            d.messages_unacknowledged,
+            d.consumers,
+            d.active_consumers,
+            d.waiting_consumers
+        ),
+        (Some(c), None) => println!(
+            "input queue {}: {} ready, {} consumers (set amqp.management_url for unacked and active/waiting consumers)",
             status.queue, c.ready, c.consumers
         ),
-        None => println!("input queue {}: missing", status.queue),
+        (None, _) => println!("input queue {}: missing", status.queue),
+    }
+    if let Some(e) = &status.management_error {
+        println!("management API: {e}");
     }
     println!(
         "dead-letter queue {}: {}",

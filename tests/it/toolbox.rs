@@ -207,6 +207,13 @@ async fn listing_filters_and_groups_and_changes_nothing() {
     );
     assert!(table.contains("2 dead letters"), "{table}");
 
+    let (code, shown, _) = tool.run(&["dead-letters", "show", "e4"]);
+    assert_eq!(code, 0);
+    assert!(shown.contains(r#""zoom-error-code": 4130"#), "{shown}");
+    assert!(shown.contains(r#""event_id": "e4""#), "{shown}");
+    let (code, _, err) = tool.run(&["dead-letters", "show", "nope"]);
+    assert_eq!(code, 1, "{err}");
+
     assert_eq!(ids(&drain(&app, &app.dead_letter_queue).await), all);
 }
 
@@ -491,11 +498,23 @@ async fn publish_sends_valid_lines_and_reports_invalid_ones() {
 async fn status_and_resume_reach_the_running_daemon() {
     let mut app = TestApp::spawn().await;
     ten_mixed(&app).await;
-    let tool = Tool::new(&app, "");
-    let (code, out, err) = tool.run_async(&["status", "--json"]).await;
-    assert_eq!(code, 0, "{out}{err}");
-    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // `.ci/run` enables the management plugin; its numbers lag up to 5 s.
+    let tool = Tool::new(&app, "management_url = \"http://127.0.0.1:15672\"\n");
+    let mut status = serde_json::Value::Null;
+    for _ in 0..40 {
+        let (code, out, err) = tool.run_async(&["status", "--json"]).await;
+        assert_eq!(code, 0, "{out}{err}");
+        status = serde_json::from_str(&out).unwrap();
+        if status["details"]["consumers"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     assert_eq!(status["input"]["consumers"], 1);
+    assert_eq!(status["details"]["consumers"], 1, "{status}");
+    assert_eq!(status["details"]["active_consumers"], 1);
+    assert_eq!(status["details"]["waiting_consumers"], 0);
+    assert_eq!(status["details"]["messages_unacknowledged"], 0);
     assert_eq!(status["dead_letters"], 10);
     assert_eq!(status["dead_letters_by_reason"]["zoom_rejected"], 8);
     assert_eq!(status["dead_letters_by_reason"]["unmapped_department"], 2);

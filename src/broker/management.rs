@@ -1,0 +1,107 @@
+//! RabbitMQ's management API, for what AMQP does not tell: how many
+//! deliveries are unacknowledged, and which consumer is active under single
+//! active consumer. Only `status` uses it, and only when
+//! `amqp.management_url` is set.
+
+use std::time::Duration;
+
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use crate::config::AmqpSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagementError {
+    #[error("amqp.url is not a URL: {0}")]
+    BadAmqpUrl(String),
+    #[error("management API: {0}")]
+    Http(String),
+}
+
+/// One queue as the management API reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueDetails {
+    pub messages_ready: u64,
+    pub messages_unacknowledged: u64,
+    pub consumers: u64,
+    /// Consumers delivering now (`up` or `single_active`).
+    pub active_consumers: u64,
+    /// Consumers standing by under single active consumer.
+    pub waiting_consumers: u64,
+}
+
+#[derive(Deserialize)]
+struct RawQueue {
+    #[serde(default)]
+    messages_ready: u64,
+    #[serde(default)]
+    messages_unacknowledged: u64,
+    #[serde(default)]
+    consumers: u64,
+    #[serde(default)]
+    consumer_details: Vec<RawConsumer>,
+}
+
+#[derive(Deserialize)]
+struct RawConsumer {
+    #[serde(default)]
+    activity_status: String,
+}
+
+/// `GET /api/queues/{vhost}/{queue}` with the AMQP URL's credentials.
+pub async fn queue_details(
+    amqp: &AmqpSettings,
+    base: &str,
+    queue: &str,
+) -> Result<QueueDetails, ManagementError> {
+    let url = url::Url::parse(amqp.url.expose_secret())
+        .map_err(|e| ManagementError::BadAmqpUrl(e.to_string()))?;
+    let vhost = percent_encoding::percent_decode_str(url.path().trim_start_matches('/'))
+        .decode_utf8_lossy()
+        .into_owned();
+    let vhost = if vhost.is_empty() {
+        "/".to_owned()
+    } else {
+        vhost
+    };
+    let user = percent_encoding::percent_decode_str(url.username()).decode_utf8_lossy();
+    let password = url.password().map(|p| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .into_owned()
+    });
+    let endpoint = format!(
+        "{}/api/queues/{}/{}",
+        base.trim_end_matches('/'),
+        utf8_percent_encode(&vhost, NON_ALPHANUMERIC),
+        utf8_percent_encode(queue, NON_ALPHANUMERIC),
+    );
+    let http = |e: reqwest::Error| ManagementError::Http(e.without_url().to_string());
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(http)?;
+    let response = client
+        .get(endpoint)
+        .basic_auth(user, password)
+        .send()
+        .await
+        .map_err(http)?;
+    if !response.status().is_success() {
+        return Err(ManagementError::Http(format!("HTTP {}", response.status())));
+    }
+    let raw: RawQueue = response.json().await.map_err(http)?;
+    let waiting = raw
+        .consumer_details
+        .iter()
+        .filter(|c| c.activity_status == "waiting")
+        .count() as u64;
+    Ok(QueueDetails {
+        messages_ready: raw.messages_ready,
+        messages_unacknowledged: raw.messages_unacknowledged,
+        consumers: raw.consumers,
+        active_consumers: raw.consumers.saturating_sub(waiting),
+        waiting_consumers: waiting,
+    })
+}
