@@ -163,6 +163,12 @@ async fn open(config: &Path, command: &str) -> Result<(Settings, Admin), Exit> {
     let topology = Topology::new(&settings.amqp);
     let queue = settings.amqp.dead_letter_queue();
     if let Err(why) = admin.check_arguments(&topology, &queue).await {
+        if why.contains("does not exist") {
+            eprintln!(
+                "zoom-dept-sync: dead-letter queue {queue} does not exist (the daemon declares it when it starts)"
+            );
+            return Err(Exit::Problems);
+        }
         eprintln!(
             "zoom-dept-sync: dead-letter queue {queue} is not the classic queue the daemon declares ({why}). \
              Reading it hands every message back, which a quorum queue's delivery limit counts; \
