@@ -16,13 +16,16 @@
 //! event whose call was running when the session died is redelivered, finds
 //! the user already moved (`PATCH` answers 4134) and confirms it with a `GET`.
 
+#[path = "support/daemon.rs"]
+mod daemon;
+
 #[path = "../tests/it/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,11 +120,6 @@ fn binary() -> PathBuf {
     target.join("release").join("zoom-dept-sync")
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 fn start_daemon(zoom: &MockServer, queue: &str, amqp_url: &str, dir: &tempfile::TempDir) -> Child {
     let config = format!(
         "[amqp]\nqueue = {queue:?}\nprefetch = {prefetch}\n\
@@ -130,25 +128,10 @@ fn start_daemon(zoom: &MockServer, queue: &str, amqp_url: &str, dir: &tempfile::
          [http]\nlisten = \"127.0.0.1:{port}\"\n\
          [departments]\nEngineering = \"grp_eng\"\nSales = \"grp_sales\"\n",
         uri = zoom.uri(),
-        port = free_port(),
+        port = daemon::free_port(),
         prefetch = 2 * CONCURRENCY,
     );
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).expect("write config");
-    let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log");
-    Command::new(binary())
-        .args(["run", "--config"])
-        .arg(&path)
-        .env_clear()
-        .env("AMQP_URL", amqp_url)
-        .env("ZOOM_ACCOUNT_ID", "bench")
-        .env("ZOOM_CLIENT_ID", "bench")
-        .env("ZOOM_CLIENT_SECRET", "bench")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start zoom-dept-sync (build it with --release first, or set ZDS_BIN)")
+    daemon::start(&binary(), &config, amqp_url, dir.path(), "daemon")
 }
 
 /// Messages of `queue`, ready and unacknowledged, as the broker counts them.

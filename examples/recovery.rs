@@ -12,12 +12,15 @@
 //! disruption at time t0, "recovery" is the time from t0 until Zoom receives
 //! the first event that was published after t0. Prints a table.
 
+#[path = "support/daemon.rs"]
+mod daemon;
+
 #[path = "../tests/it/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -75,30 +78,7 @@ fn config(zoom: &MockServer, queue: &str, single_active_consumer: bool, http_por
 }
 
 fn start_daemon(config: &str, amqp_url: &str, dir: &tempfile::TempDir, name: &str) -> Child {
-    let path = dir.path().join(format!("{name}.toml"));
-    std::fs::write(&path, config).expect("write config");
-    let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).expect("log");
-    Command::new(binary())
-        .args(["run", "--config"])
-        .arg(&path)
-        .env_clear()
-        .env("AMQP_URL", amqp_url)
-        .env("ZOOM_ACCOUNT_ID", "bench")
-        .env("ZOOM_CLIENT_ID", "bench")
-        .env("ZOOM_CLIENT_SECRET", "bench")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start zoom-dept-sync (run `cargo build` first, or set ZDS_BIN)")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    daemon::start(&binary(), config, amqp_url, dir.path(), name)
 }
 
 async fn publish_forever(
@@ -222,7 +202,7 @@ async fn main() {
         };
 
         let mut daemons = vec![start_daemon(
-            &config(&zoom, &queue, failover, free_port()),
+            &config(&zoom, &queue, failover, daemon::free_port()),
             &daemon_url,
             &dir,
             "a",
@@ -246,7 +226,7 @@ async fn main() {
             if failover {
                 // A fresh standby each run; the active one is the older.
                 daemons.push(start_daemon(
-                    &config(&zoom, &queue, true, free_port()),
+                    &config(&zoom, &queue, true, daemon::free_port()),
                     &daemon_url,
                     &dir,
                     &format!("s{run}"),

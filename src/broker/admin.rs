@@ -75,7 +75,6 @@ pub enum Step {
 pub struct SweepSummary {
     pub moved: usize,
     pub dropped: usize,
-    pub kept: usize,
     /// The sweep stopped early (a signal, the decider, or the hold limit).
     pub stopped: bool,
 }
@@ -143,11 +142,6 @@ impl Admin {
     /// `Ok(())` when `queue` exists with exactly the arguments the daemon
     /// declares it with; else the broker's words on the difference.
     pub async fn check_arguments(&self, topology: &Topology, queue: &str) -> Result<(), String> {
-        let channel = self
-            .connection
-            .create_channel()
-            .await
-            .map_err(|e| e.to_string())?;
         if self
             .counts(queue)
             .await
@@ -156,6 +150,7 @@ impl Admin {
         {
             return Err(format!("queue {queue} does not exist"));
         }
+        let channel = self.channel().await.map_err(|e| e.to_string())?;
         let options = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
@@ -224,7 +219,7 @@ impl Admin {
                 last_kept = Some(tag);
             }
             match applied {
-                Ok(Applied::Kept) => summary.kept += 1,
+                Ok(Applied::Kept) => {}
                 Ok(Applied::Moved) => summary.moved += 1,
                 Ok(Applied::Dropped) => summary.dropped += 1,
                 Ok(Applied::Stopped) => {
@@ -258,21 +253,6 @@ impl Admin {
                 Ok(Applied::Moved)
             }
         }
-    }
-
-    /// Publishes to `queue` (default exchange) with `mandatory` and waits
-    /// for the broker's confirm.
-    pub async fn publish(
-        &self,
-        queue: &str,
-        body: &[u8],
-        properties: BasicProperties,
-    ) -> Result<(), AdminError> {
-        let publisher = self.channel().await?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        publish(&publisher, queue, body, properties).await
     }
 
     /// A channel in confirm mode, for publishing many messages.

@@ -201,12 +201,21 @@ async fn rows(
         .collect())
 }
 
-async fn list(select: &Select, group_by: Option<GroupBy>, json: bool) -> Result<Exit, Exit> {
-    let (settings, admin) = open(&select.config.config, "dead-letters list").await?;
+/// Every dead letter with its row, read without changing the queue.
+async fn read_all(
+    config: &Path,
+    command: &str,
+) -> Result<Vec<(StoredMessage, DeadLetterRow)>, Exit> {
+    let (settings, admin) = open(config, command).await?;
     let all = rows(&settings, &admin).await;
     admin.close().await;
+    all
+}
+
+async fn list(select: &Select, group_by: Option<GroupBy>, json: bool) -> Result<Exit, Exit> {
     let filter = select.filter();
-    let selected: Vec<DeadLetterRow> = all?
+    let selected: Vec<DeadLetterRow> = read_all(&select.config.config, "dead-letters list")
+        .await?
         .into_iter()
         .map(|(_, row)| row)
         .filter(|row| filter.matches(row))
@@ -285,10 +294,8 @@ fn group_table(groups: &[triage::Group]) -> String {
 }
 
 async fn show(config: &Path, event_id: &str) -> Result<Exit, Exit> {
-    let (settings, admin) = open(config, "dead-letters show").await?;
-    let all = rows(&settings, &admin).await;
-    admin.close().await;
-    let found: Vec<StoredMessage> = all?
+    let found: Vec<StoredMessage> = read_all(config, "dead-letters show")
+        .await?
         .into_iter()
         .filter(|(_, row)| row.event_id == event_id)
         .map(|(message, _)| message)
