@@ -86,8 +86,73 @@ pub enum QueueType {
 pub struct ZoomSettings {
     pub api_base_url: String,
     pub oauth_token_url: String,
-    pub requests_per_second: u32,
+    /// The account's plan: sets the default of each category's limit.
+    pub plan: ZoomPlan,
+    /// Client-side limits per Zoom rate-limit category, per second; each
+    /// defaults to half of what the plan allows ([`ZoomPlan::default_limits`]).
+    pub rate_limits: RateLimitsFile,
+    /// The old single limit (before categories): read as `rate_limits.medium`.
+    pub requests_per_second: Option<u32>,
     pub request_timeout_ms: u64,
+}
+
+/// Zoom's plans, as far as rate limits go: Pro, and Business or higher
+/// (Business, Business Plus, Enterprise, Education share one table).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZoomPlan {
+    #[default]
+    Pro,
+    Business,
+}
+
+/// `[zoom.rate_limits]` as written: a category left out takes its default.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsFile {
+    pub light: Option<u32>,
+    pub medium: Option<u32>,
+    pub heavy: Option<u32>,
+}
+
+/// Calls per second the daemon allows itself in each Zoom category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub light: u32,
+    pub medium: u32,
+    pub heavy: u32,
+}
+
+impl ZoomPlan {
+    /// Zoom's per-second limits per account for the plan (Zoom API
+    /// reference, "Rate limits": Pro 30 / 20 / 10, Business and higher
+    /// 80 / 60 / 40 for Light / Medium / Heavy).
+    pub fn account_limits(self) -> RateLimits {
+        match self {
+            Self::Pro => RateLimits {
+                light: 30,
+                medium: 20,
+                heavy: 10,
+            },
+            Self::Business => RateLimits {
+                light: 80,
+                medium: 60,
+                heavy: 40,
+            },
+        }
+    }
+
+    /// Half of each limit: the budget is the account's, shared with every
+    /// other app on it, and the adaptive share lowers it further when
+    /// others use more.
+    pub fn default_limits(self) -> RateLimits {
+        let all = self.account_limits();
+        RateLimits {
+            light: all.light / 2,
+            medium: all.medium / 2,
+            heavy: all.heavy / 2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -183,7 +248,9 @@ impl Default for ZoomSettings {
         Self {
             api_base_url: "https://api.zoom.us/v2".into(),
             oauth_token_url: "https://zoom.us/oauth/token".into(),
-            requests_per_second: 10,
+            plan: ZoomPlan::Pro,
+            rate_limits: RateLimitsFile::default(),
+            requests_per_second: None,
             request_timeout_ms: 10_000,
         }
     }
@@ -247,7 +314,57 @@ impl ZoomSettings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
+
+    /// Each category's limit: the key as written, else (Medium only) the old
+    /// `requests_per_second`, else the plan's default.
+    pub fn rate_limits(&self) -> RateLimits {
+        let defaults = self.plan.default_limits();
+        let file = self.rate_limits;
+        RateLimits {
+            light: file.light.unwrap_or(defaults.light),
+            medium: file
+                .medium
+                .or(self.requests_per_second)
+                .unwrap_or(defaults.medium),
+            heavy: file.heavy.unwrap_or(defaults.heavy),
+        }
+    }
+
+    /// `requests_per_second` beside `rate_limits.medium` would leave the
+    /// reader guessing which one holds: refused, with what to write.
+    fn check_rate_limits(&self) -> Result<(), ConfigError> {
+        if let (Some(old), Some(medium)) = (self.requests_per_second, self.rate_limits.medium) {
+            return Err(ConfigError(format!(
+                "zoom.requests_per_second ({old}) and zoom.rate_limits.medium ({medium}) are both set: \
+                 requests_per_second is the old name of rate_limits.medium; remove it"
+            )));
+        }
+        let limits = self.rate_limits();
+        for (key, value) in [
+            ("zoom.rate_limits.light", limits.light),
+            ("zoom.rate_limits.medium", limits.medium),
+            ("zoom.rate_limits.heavy", limits.heavy),
+        ] {
+            if value == 0 {
+                let key = if key.ends_with("medium") && self.rate_limits.medium.is_none() {
+                    "zoom.requests_per_second"
+                } else {
+                    key
+                };
+                return Err(ConfigError(format!("{key} must be at least 1")));
+            }
+            if value > MAX_RATE {
+                return Err(ConfigError(format!(
+                    "{key} is {value}, more than the largest allowed, {MAX_RATE}"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
+
+/// No Zoom plan allows more per second; a larger value is a typo.
+const MAX_RATE: u32 = 100_000;
 
 impl RetrySettings {
     pub fn initial_interval(&self) -> Duration {
@@ -499,9 +616,7 @@ impl Settings {
                 }
             }
         }
-        if self.zoom.requests_per_second == 0 {
-            return fail("zoom.requests_per_second must be at least 1");
-        }
+        self.zoom.check_rate_limits()?;
         if self.zoom.request_timeout_ms == 0 {
             return fail("zoom.request_timeout_ms must be at least 1");
         }
@@ -569,7 +684,15 @@ mod tests {
             "hr.user.department_changed.dead"
         );
         assert_eq!(s.amqp.prefetch, 32);
-        assert_eq!(s.zoom.requests_per_second, 10);
+        assert_eq!(
+            s.zoom.rate_limits(),
+            RateLimits {
+                light: 15,
+                medium: 10,
+                heavy: 5
+            },
+            "half of a Pro account's limits"
+        );
         assert_eq!(s.retry.max_elapsed_secs, 600);
         assert_eq!(s.worker.concurrency, 16);
         assert_eq!(s.worker.unmapped, Unmapped::DeadLetter);
@@ -598,6 +721,26 @@ mod tests {
             (
                 "[zoom]\nrequests_per_second = \"fast\"\n[departments]\nS = \"g\"\n",
                 "requests_per_second",
+            ),
+            (
+                "[zoom]\nplan = \"enterprise\"\n[departments]\nS = \"g\"\n",
+                "plan",
+            ),
+            (
+                "[zoom.rate_limits]\nmedium = 0\n[departments]\nS = \"g\"\n",
+                "zoom.rate_limits.medium must be at least 1",
+            ),
+            (
+                "[zoom.rate_limits]\nlite = 3\n[departments]\nS = \"g\"\n",
+                "lite",
+            ),
+            (
+                "[zoom]\nrequests_per_second = 0\n[departments]\nS = \"g\"\n",
+                "zoom.requests_per_second must be at least 1",
+            ),
+            (
+                "[zoom]\nrequests_per_second = 12\n[zoom.rate_limits]\nmedium = 20\n[departments]\nS = \"g\"\n",
+                "requests_per_second is the old name of rate_limits.medium; remove it",
             ),
             (
                 "[worker]\nconcurency = 3\n[departments]\nS = \"g\"\n",
@@ -631,6 +774,32 @@ mod tests {
             assert!(err.contains(expected), "{text:?}: {err}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn the_plan_sets_defaults_and_keys_override_them() {
+        let f = file(
+            "[zoom]\nplan = \"business\"\n[zoom.rate_limits]\nheavy = 3\n[departments]\nS = \"g\"\n",
+        );
+        let s = Settings::load(f.path(), &env_with_secrets).unwrap();
+        let expected = RateLimits {
+            light: 40,
+            medium: 30,
+            heavy: 3,
+        };
+        assert_eq!(s.zoom.rate_limits(), expected);
+    }
+
+    #[test]
+    fn the_old_requests_per_second_becomes_the_medium_limit() {
+        let f = file("[zoom]\nrequests_per_second = 12\n[departments]\nS = \"g\"\n");
+        let s = Settings::load(f.path(), &env_with_secrets).unwrap();
+        let expected = RateLimits {
+            light: 15,
+            medium: 12,
+            heavy: 5,
+        };
+        assert_eq!(s.zoom.rate_limits(), expected);
     }
 
     #[test]

@@ -15,12 +15,14 @@ use tokio_util::sync::CancellationToken;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantines;
+use crate::zoom::rate::RateBudgets;
 
 #[derive(Clone)]
 struct AppState {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     quarantines: Arc<Quarantines>,
+    rates: Arc<RateBudgets>,
     listen: SocketAddr,
 }
 
@@ -30,6 +32,7 @@ pub async fn serve(
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     quarantines: Arc<Quarantines>,
+    rates: Arc<RateBudgets>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
     let listener = TcpListener::bind(listen)
@@ -45,6 +48,7 @@ pub async fn serve(
             health,
             metrics,
             quarantines,
+            rates,
             listen,
         })
         .into_make_service_with_connect_info::<SocketAddr>();
@@ -56,11 +60,40 @@ pub async fn serve(
     }))
 }
 
+/// The first line says ready or why not; the second, each Zoom category's
+/// rate now (lowered while other apps use the account's budget).
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let rates = rates_line(&state.rates);
     match state.health.readiness() {
-        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        Ok(()) => (StatusCode::OK, format!("ready\n{rates}\n")),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n{rates}\n")),
     }
+}
+
+/// `zoom rate per second (effective / configured): light 15/15, medium 7.7/10, heavy 5/5`
+fn rates_line(rates: &RateBudgets) -> String {
+    let parts: Vec<String> = rates
+        .report()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}/{}",
+                r.category,
+                round(r.effective),
+                round(r.configured)
+            )
+        })
+        .collect();
+    format!(
+        "zoom rate per second (effective / configured): {}",
+        parts.join(", ")
+    )
+}
+
+/// One decimal at most: `7.7`, `15`.
+fn round(rate: f64) -> String {
+    let tenths = (rate * 10.0).round() / 10.0;
+    format!("{tenths}")
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {

@@ -41,6 +41,27 @@ pub struct QuarantineLabels {
     pub department: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabels {
+    /// Zoom's rate-limit category: `light`, `medium`, `heavy`.
+    pub category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitedLabels {
+    pub category: &'static str,
+    /// `per_second`, `daily`, or `unknown` (no `X-RateLimit-Type`).
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventKindLabels {
+    /// What the event needed: see [`Metrics::calls_per_event`].
+    pub kind: &'static str,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
 pub struct Metrics {
     registry: Registry,
     pub events_consumed: Counter,
@@ -53,6 +74,10 @@ pub struct Metrics {
     pub rate_limit_waits: Counter,
     pub broker_reconnects: Counter,
     pub last_success: Gauge<f64, AtomicU64>,
+    rate_configured: Family<CategoryLabels, FloatGauge>,
+    rate_effective: Family<CategoryLabels, FloatGauge>,
+    rate_limited: Family<RateLimitedLabels, Counter>,
+    calls_per_event: Family<EventKindLabels, Histogram>,
     /// 1 while consuming is stopped by a quarantine, for its code.
     quarantined: Family<QuarantineLabels, Gauge>,
     /// The labels set to 1 now, so lifting sets the same series to 0.
@@ -79,10 +104,17 @@ impl Metrics {
             rate_limit_waits: Counter::default(),
             broker_reconnects: Counter::default(),
             last_success: Gauge::default(),
+            rate_configured: Family::default(),
+            rate_effective: Family::default(),
+            rate_limited: Family::default(),
+            calls_per_event: Family::new_with_constructor(|| {
+                Histogram::new([0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0])
+            }),
             quarantined: Family::default(),
             quarantine_labels: Mutex::new(None),
             registry: Registry::default(),
         };
+        m.register_rates(&mut registry);
         registry.register(
             "events_consumed",
             "Deliveries taken from the input queue",
@@ -135,6 +167,57 @@ impl Metrics {
             m.quarantined.clone(),
         );
         Self { registry, ..m }
+    }
+
+    fn register_rates(&self, registry: &mut Registry) {
+        registry.register(
+            "zoom_rate_limit_per_second",
+            "Client-side limit per Zoom rate-limit category, as configured",
+            self.rate_configured.clone(),
+        );
+        registry.register(
+            "zoom_rate_effective_per_second",
+            "The rate each category paces at now: lowered after a 429 within our limit, won back while calls succeed",
+            self.rate_effective.clone(),
+        );
+        registry.register(
+            "zoom_rate_limited",
+            "429 answers from Zoom, by the category and the limit they name",
+            self.rate_limited.clone(),
+        );
+        registry.register(
+            "zoom_calls_per_event",
+            "Zoom API calls one event cost, by what the event needed",
+            self.calls_per_event.clone(),
+        );
+    }
+
+    /// A category's configured rate at start-up (its effective rate too).
+    pub fn rate_configured(&self, category: &'static str, per_second: f64) {
+        let labels = CategoryLabels { category };
+        self.rate_configured.get_or_create(&labels).set(per_second);
+        self.rate_effective.get_or_create(&labels).set(per_second);
+    }
+
+    pub fn rate_effective(&self, category: &'static str, per_second: f64) {
+        self.rate_effective
+            .get_or_create(&CategoryLabels { category })
+            .set(per_second);
+    }
+
+    pub fn rate_limited(&self, category: &'static str, limit: &'static str) {
+        self.rate_limited
+            .get_or_create(&RateLimitedLabels { category, limit })
+            .inc();
+    }
+
+    /// One event's Zoom calls. `kind`: `move` (id and a mapped previous
+    /// department), `move_by_email` (the same, email only), `lookup` (source
+    /// unknown: the user's groups decide), `lookup_by_email`, `no_call`.
+    pub fn calls_per_event(&self, kind: &'static str, calls: u32) {
+        self.calls_per_event
+            .get_or_create(&EventKindLabels { kind })
+            .observe(f64::from(calls));
     }
 
     /// Consuming stopped: `quarantined{code, department}` is 1.

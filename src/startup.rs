@@ -18,6 +18,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let worker = Arc::new(Worker::new(&settings, Arc::clone(&metrics))?);
+    let rates = worker.rate_budgets();
     let quarantines = Arc::new(Quarantines::new(
         settings.worker.quarantine,
         settings.worker.quarantine_window as usize,
@@ -38,16 +39,26 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         health,
         metrics,
         quarantines,
+        rates,
         http_stop.clone(),
     )
     .await?;
+    let limits = settings.zoom.rate_limits();
     tracing::info!(
         queue = %settings.amqp.queue,
         dead_letter_queue = %settings.amqp.dead_letter_queue(),
         concurrency = settings.worker.concurrency,
-        requests_per_second = settings.zoom.requests_per_second,
+        light_per_second = limits.light,
+        medium_per_second = limits.medium,
+        heavy_per_second = limits.heavy,
         "zoom-dept-sync starting"
     );
+    if let Some(old) = settings.zoom.requests_per_second {
+        tracing::warn!(
+            "zoom.requests_per_second = {old} is read as zoom.rate_limits.medium; \
+             write `[zoom.rate_limits]` `medium = {old}` instead (Light and Heavy calls take the plan's defaults)"
+        );
+    }
     broker::run(&settings, daemon, shutdown).await;
     http_stop.cancel();
     let _ = http.await;

@@ -17,6 +17,7 @@ use crate::mapping::{GroupId, Mapping, Plan};
 use crate::metrics::Metrics;
 use crate::ordering::{KeyedOrder, Turn};
 use crate::outcome::{FailureReason, Outcome, RequeueCause};
+use crate::zoom::rate::RateBudgets;
 use crate::zoom::{Attempts, Client, Failure, UserPath, ZoomUser};
 
 /// How long an email → Zoom id answer is trusted.
@@ -35,6 +36,7 @@ pub struct Worker {
     /// person joins one line whatever it carries.
     identities: Cache<String, String>,
     max_elapsed: Duration,
+    metrics: Arc<Metrics>,
 }
 
 /// One message, parsed and queued behind its user's earlier events.
@@ -118,7 +120,7 @@ struct Run<'a> {
 impl Worker {
     pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, String> {
         Ok(Self {
-            zoom: Client::new(settings, metrics)?,
+            zoom: Client::new(settings, Arc::clone(&metrics))?,
             mapping: settings.mapping.clone(),
             unmapped: settings.worker.unmapped,
             slots: Arc::new(Semaphore::new(settings.worker.concurrency)),
@@ -132,7 +134,13 @@ impl Worker {
                 .time_to_live(EMAIL_CACHE_TTL)
                 .build(),
             max_elapsed: settings.retry.max_elapsed(),
+            metrics,
         })
+    }
+
+    /// The account's Zoom budget per category (for `/readyz`).
+    pub fn rate_budgets(&self) -> Arc<RateBudgets> {
+        self.zoom.budgets()
     }
 
     /// Parses a message and takes its place in its user's line. Synchronous
@@ -248,6 +256,7 @@ impl Worker {
         };
         let outcome = self.execute(&mut run).await;
         let (attempts, from_group, to_group) = (run.attempts.get(), run.from_group, run.to_group);
+        self.metrics.calls_per_event(self.kind(change), attempts);
         Processed {
             outcome,
             event_id: Some(change.event_id.clone()),
@@ -256,6 +265,18 @@ impl Worker {
             to_group,
             attempts,
             elapsed: admitted.received.elapsed(),
+        }
+    }
+
+    /// What the event needs, for the calls-per-event metric.
+    fn kind(&self, change: &DepartmentChange) -> &'static str {
+        let by_email = matches!(change.user, UserRef::Email(_));
+        match (self.mapping.plan(change), by_email) {
+            (Plan::Move { .. }, false) => "move",
+            (Plan::Move { .. }, true) => "move_by_email",
+            (Plan::Lookup { .. }, false) => "lookup",
+            (Plan::Lookup { .. }, true) => "lookup_by_email",
+            (Plan::Unmapped | Plan::AlreadyThere { .. }, _) => "no_call",
         }
     }
 

@@ -1,21 +1,23 @@
-//! The only code that speaks HTTP. Every call goes through the account's
-//! [`RateGate`], carries the shared token, is retried as SPEC's failure table
+//! The only code that speaks HTTP. Every call goes through its category's
+//! gate of the account's [`RateBudgets`], carries the shared token, is retried as SPEC's failure table
 //! says, and ends in a typed result: `Ok`, or a [`Failure`] that tells the
 //! worker what to do with the event.
 
 pub mod auth;
 pub mod body;
+pub mod category;
 pub mod error;
 pub mod rate;
+pub mod share;
 pub mod wait;
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use backon::Retryable;
 use reqwest::Method;
+use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
@@ -28,8 +30,10 @@ use crate::mapping::GroupId;
 use crate::metrics::Metrics;
 use crate::retry::{self, Budget, Stop};
 use auth::TokenSource;
+pub use category::Category;
+use category::LimitType;
 pub use error::{ErrorKind, ZoomError};
-use rate::RateGate;
+use rate::RateBudgets;
 
 /// One event's calls: counted (`failure-attempts`), bounded together by one
 /// deadline (`retry.max_elapsed_secs` is the whole event's budget, so no
@@ -132,7 +136,7 @@ pub struct Client {
     http: reqwest::Client,
     api_base: Url,
     tokens: TokenSource,
-    gate: RateGate,
+    budgets: Arc<RateBudgets>,
     retry: RetrySettings,
     metrics: Arc<Metrics>,
 }
@@ -146,8 +150,10 @@ impl Client {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let api_base = Url::parse(&settings.zoom.api_base_url)
             .map_err(|e| format!("zoom.api_base_url: {e}"))?;
-        let rate = NonZeroU32::new(settings.zoom.requests_per_second)
-            .ok_or("zoom.requests_per_second must be at least 1")?;
+        let budgets = Arc::new(RateBudgets::new(settings.zoom.rate_limits()));
+        for rate in budgets.report() {
+            metrics.rate_configured(rate.category.as_str(), rate.configured);
+        }
         Ok(Self {
             tokens: TokenSource::new(
                 http.clone(),
@@ -156,10 +162,15 @@ impl Client {
             ),
             http,
             api_base,
-            gate: RateGate::new(rate),
+            budgets,
             retry: settings.retry.clone(),
             metrics,
         })
+    }
+
+    /// The account's budget per category (for `/readyz`).
+    pub fn budgets(&self) -> Arc<RateBudgets> {
+        Arc::clone(&self.budgets)
     }
 
     /// Drops the cached token and fetches a new one.
@@ -177,9 +188,8 @@ impl Client {
     ) -> Result<(), Failure> {
         let url = self.url(&["groups", from.as_str(), "members", user.as_str()]);
         let body = json!({"action": "move", "target_group_id": to.as_str()});
-        self.call(Method::PATCH, url, Some(body), attempts)
-            .await
-            .map(drop)
+        let request = Request::new(Method::PATCH, url, Category::Medium).json(body);
+        self.call(request, attempts).await.map(drop)
     }
 
     /// `POST /groups/{group}/members` `{"members":[{"id":user}]}`.
@@ -191,9 +201,8 @@ impl Client {
     ) -> Result<(), Failure> {
         let url = self.url(&["groups", group.as_str(), "members"]);
         let body = json!({"members": [{"id": user.as_str()}]});
-        self.call(Method::POST, url, Some(body), attempts)
-            .await
-            .map(drop)
+        let request = Request::new(Method::POST, url, Category::Medium).json(body);
+        self.call(request, attempts).await.map(drop)
     }
 
     /// `DELETE /groups/{group}/members/{user}`.
@@ -204,9 +213,8 @@ impl Client {
         attempts: &Attempts,
     ) -> Result<(), Failure> {
         let url = self.url(&["groups", group.as_str(), "members", user.as_str()]);
-        self.call(Method::DELETE, url, None, attempts)
-            .await
-            .map(drop)
+        let request = Request::new(Method::DELETE, url, Category::Light);
+        self.call(request, attempts).await.map(drop)
     }
 
     /// `GET /users/{id or email}`.
@@ -220,7 +228,8 @@ impl Client {
             UserPath::Email(email) => email.as_str(),
         };
         let url = self.url(&["users", segment]);
-        let body = self.call(Method::GET, url, None, attempts).await?;
+        let request = Request::new(Method::GET, url, Category::Light);
+        let body = self.call(request, attempts).await?;
         serde_json::from_slice(&body).map_err(|e| {
             // Zoom answered 200 with something we cannot read: retrying will
             // not change it, so the event is rejected with the reason.
@@ -249,7 +258,8 @@ impl Client {
             if !next.is_empty() {
                 url.query_pairs_mut().append_pair("next_page_token", &next);
             }
-            let body = self.call(Method::GET, url, None, attempts).await?;
+            let request = Request::new(Method::GET, url, Category::Medium);
+            let body = self.call(request, attempts).await?;
             let page: GroupPage = serde_json::from_slice(&body).map_err(|e| {
                 Failure::Rejected(ZoomError::local(
                     ErrorKind::Rejected,
@@ -277,17 +287,10 @@ impl Client {
     }
 
     /// One logical call with its retries; returns the success body.
-    async fn call(
-        &self,
-        method: Method,
-        url: Url,
-        body: Option<serde_json::Value>,
-        attempts: &Attempts,
-    ) -> Result<Vec<u8>, Failure> {
+    async fn call(&self, request: Request, attempts: &Attempts) -> Result<Vec<u8>, Failure> {
         let mut budget = Budget::until(attempts.deadline());
         let stop = attempts.stop.clone();
         let deadline = attempts.deadline();
-        let request = Request { method, url, body };
         let result = (|| self.attempt(&request, deadline, attempts))
             .retry(retry::exponential(&self.retry))
             .sleep(move |wait| sleep_unless_stopped(wait, stop.clone()))
@@ -329,12 +332,13 @@ impl Client {
         attempts: &Attempts,
     ) -> Result<Vec<u8>, ZoomError> {
         let mut refused_once = false;
+        let gate = self.budgets.gate(request.category);
         loop {
-            if self.gate.closed_until().is_some() {
+            if gate.closed_until().is_some() {
                 self.metrics.rate_limit_waits.inc();
             }
             tokio::select! {
-                admitted = self.gate.admit(deadline) => admitted.map_err(ZoomError::gate_closed)?,
+                admitted = gate.admit(deadline) => admitted.map_err(|opens| ZoomError::gate_closed(request.category, opens))?,
                 _ = attempts.stop.cancelled() => {}
             }
             let token = self.tokens.token().await?;
@@ -387,17 +391,60 @@ impl Client {
             .record_call(method, Some(status.as_u16()), false, started.elapsed());
         let body = body.map_err(|e| ZoomError::from_transport(&e))?;
         if status.is_success() {
+            self.answered(request.category);
             return body.into_success(status);
         }
         // An error body past the cap is read as far as the cap: enough for
         // Zoom's code and message, which are short.
         let error = ZoomError::from_answer(status, &headers, &body.bytes);
         if error.kind == ErrorKind::RateLimited {
-            // The limit is the account's: hold every call back, not just this one.
-            let wait = error.server_wait.unwrap_or(self.retry.initial_interval());
-            self.gate.close_for(wait);
+            self.rate_limited(request.category, &headers, &error, started);
+        } else {
+            self.answered(request.category);
         }
         Err(error)
+    }
+
+    /// A 429. The limit is the account's: it holds back every call of the
+    /// category it names (`X-RateLimit-Category`, else the endpoint's), not
+    /// just this one, for the wait Zoom asked. A per-second 429 without a
+    /// wait closes nothing: the category's rate is cut instead (calls of
+    /// others on the account took the room), and this call backs off. A 429
+    /// that says neither its type nor a wait closes the gate for the first
+    /// backoff step, as Zoom's per-second windows are short.
+    fn rate_limited(
+        &self,
+        called: Category,
+        headers: &HeaderMap,
+        error: &ZoomError,
+        sent: Instant,
+    ) {
+        let category = Category::from_headers(headers).unwrap_or(called);
+        let limit = LimitType::from_headers(headers);
+        self.metrics.rate_limited(category.as_str(), limit.as_str());
+        let gate = self.budgets.gate(category);
+        match (limit, error.server_wait) {
+            (_, Some(wait)) => gate.close_for(wait),
+            (LimitType::Unknown, None) => gate.close_for(self.retry.initial_interval()),
+            (LimitType::PerSecond | LimitType::Daily, None) => {}
+        }
+        if limit != LimitType::Daily
+            && let Some(rate) = gate.on_rate_limited(sent)
+        {
+            tracing::warn!(
+                %category,
+                rate_per_second = rate,
+                "Zoom answered 429 within our own limit: others use the account's budget; lowered this category's rate"
+            );
+            self.metrics.rate_effective(category.as_str(), rate);
+        }
+    }
+
+    /// A call answered without a 429: its category wins back some rate.
+    fn answered(&self, category: Category) {
+        if let Some(rate) = self.budgets.gate(category).on_answered() {
+            self.metrics.rate_effective(category.as_str(), rate);
+        }
     }
 }
 
@@ -414,6 +461,26 @@ struct Request {
     method: Method,
     url: Url,
     body: Option<serde_json::Value>,
+    /// The endpoint's rate-limit category, as Zoom's API reference labels it.
+    category: Category,
+}
+
+impl Request {
+    fn new(method: Method, url: Url, category: Category) -> Self {
+        Self {
+            method,
+            url,
+            body: None,
+            category,
+        }
+    }
+
+    fn json(self, body: serde_json::Value) -> Self {
+        Self {
+            body: Some(body),
+            ..self
+        }
+    }
 }
 
 impl ZoomError {
@@ -422,15 +489,15 @@ impl ZoomError {
         Self::local(ErrorKind::Stopped, None, "stopped before the call")
     }
 
-    /// The gate is closed (another call's 429) until `opens`, past this
-    /// call's budget; treated like a 429 that asked for that wait.
-    fn gate_closed(opens: Instant) -> Self {
+    /// The category's gate is closed (another call's 429) until `opens`,
+    /// past this call's budget; treated like a 429 that asked for that wait.
+    fn gate_closed(category: Category, opens: Instant) -> Self {
         Self {
             server_wait: Some(opens.saturating_duration_since(Instant::now())),
             ..Self::local(
                 ErrorKind::RateLimited,
                 None,
-                "rate limited: calls to Zoom are paused",
+                format!("rate limited: Zoom's {category} calls are paused"),
             )
         }
     }
@@ -455,8 +522,13 @@ mod tests {
             zoom: ZoomSettings {
                 api_base_url: format!("{}/v2", zoom.uri()),
                 oauth_token_url: format!("{}/oauth/token", zoom.uri()),
-                requests_per_second: 1000,
+                rate_limits: crate::config::RateLimitsFile {
+                    light: Some(1000),
+                    medium: Some(1000),
+                    heavy: Some(1000),
+                },
                 request_timeout_ms: 2000,
+                ..ZoomSettings::default()
             },
             retry: RetrySettings {
                 initial_interval_ms: 10,
@@ -626,7 +698,10 @@ mod tests {
             .await;
         let client = client(&zoom);
         client.tokens.token().await.unwrap();
-        client.gate.close_for(Duration::from_millis(1000));
+        client
+            .budgets
+            .gate(Category::Medium)
+            .close_for(Duration::from_millis(1000));
         client
             .move_member(&group("g1"), &id("u1"), &group("g2"), &Attempts::default())
             .await
@@ -677,11 +752,8 @@ mod tests {
             .await;
         let client = client(&zoom);
         let token = client.tokens.token().await.unwrap();
-        let request = super::Request {
-            method: Method::GET,
-            url: client.url(&["users", "u1"]),
-            body: None,
-        };
+        let request =
+            super::Request::new(Method::GET, client.url(&["users", "u1"]), Category::Light);
         let error = client
             .send(&request, &token, &Attempts::default())
             .await

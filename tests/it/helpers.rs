@@ -20,8 +20,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 use zoom_dept_sync::broker::topology::Topology;
 use zoom_dept_sync::config::{
-    AmqpSettings, HttpSettings, RetrySettings, Settings, WorkerSettings, ZoomCredentials,
-    ZoomSettings,
+    AmqpSettings, HttpSettings, RateLimitsFile, RetrySettings, Settings, WorkerSettings,
+    ZoomCredentials, ZoomSettings,
 };
 use zoom_dept_sync::mapping::Mapping;
 
@@ -115,8 +115,13 @@ pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) ->
         zoom: ZoomSettings {
             api_base_url: format!("{}/v2", zoom.uri()),
             oauth_token_url: format!("{}{TOKEN_PATH}", zoom.uri()),
-            requests_per_second: 1000,
+            rate_limits: RateLimitsFile {
+                light: Some(1000),
+                medium: Some(1000),
+                heavy: Some(1000),
+            },
             request_timeout_ms: 5000,
+            ..ZoomSettings::default()
         },
         retry: RetrySettings {
             initial_interval_ms: 50,
@@ -232,7 +237,8 @@ impl TestApp {
         let s = &self.settings;
         let mut toml = format!(
             "[amqp]\nqueue = {:?}\ndead_letter_queue = {:?}\nprefetch = {}\nsingle_active_consumer = {}\n\n\
-             [zoom]\napi_base_url = {:?}\noauth_token_url = {:?}\nrequests_per_second = {}\nrequest_timeout_ms = {}\n\n\
+             [zoom]\napi_base_url = {:?}\noauth_token_url = {:?}\nrequest_timeout_ms = {}\n\n\
+             [zoom.rate_limits]\nlight = {}\nmedium = {}\nheavy = {}\n\n\
              [retry]\ninitial_interval_ms = {}\nmax_interval_ms = {}\nmax_elapsed_secs = {}\n\n\
              [worker]\nconcurrency = {}\nshutdown_grace_secs = {}\n\n\
              [http]\nlisten = \"{}\"\n\n[departments]\n",
@@ -242,8 +248,10 @@ impl TestApp {
             s.amqp.single_active_consumer,
             s.zoom.api_base_url,
             s.zoom.oauth_token_url,
-            s.zoom.requests_per_second,
             s.zoom.request_timeout_ms,
+            s.zoom.rate_limits().light,
+            s.zoom.rate_limits().medium,
+            s.zoom.rate_limits().heavy,
             s.retry.initial_interval_ms,
             s.retry.max_interval_ms,
             s.retry.max_elapsed_secs,

@@ -32,7 +32,7 @@ async fn connection_cuts_lose_nothing_and_keep_per_user_order() {
     let mut app = TestApp::spawn_with(|s| {
         s.amqp.url = via.into();
         s.mapping = numbered_mapping(PER_USER);
-        s.zoom.requests_per_second = 100;
+        s.zoom.rate_limits.medium = Some(100);
     })
     .await;
     app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_millis(20)))
@@ -440,7 +440,7 @@ async fn quorum_queues_with_a_single_active_consumer_work_end_to_end() {
 async fn a_standby_replica_takes_over_when_the_active_one_dies() {
     let app = TestApp::prepare_with(|s| {
         s.amqp.single_active_consumer = true;
-        s.zoom.requests_per_second = 50;
+        s.zoom.rate_limits.medium = Some(50);
     })
     .await;
     app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_millis(20)))

@@ -1,15 +1,29 @@
-//! The account's rate: a steady client-side limit, and one 429 holds every
-//! call back, not only the one that got it.
+//! The account's rate: a steady client-side limit per Zoom category; a 429
+//! holds back every call of its category, not only the one that got it, and
+//! no call of another category; a per-second 429 within our own limit
+//! lowers that category's rate.
 
 use std::time::Duration;
 
-use wiremock::ResponseTemplate;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{Script, TestApp};
+use crate::helpers::{Script, TestApp, event, eventually};
+
+/// Zoom's per-second 429 for one category, as Zoom sends it.
+fn per_second_429(category: &str) -> ResponseTemplate {
+    ResponseTemplate::new(429)
+        .insert_header("x-ratelimit-category", category)
+        .insert_header("x-ratelimit-type", "QPS")
+        .set_body_json(serde_json::json!({
+            "code": 429,
+            "message": "You have reached the maximum per-second rate limit for this API. Try again later."
+        }))
+}
 
 #[tokio::test]
 async fn no_one_second_window_sees_more_than_the_configured_rate() {
-    let mut app = TestApp::spawn_with(|s| s.zoom.requests_per_second = 20).await;
+    let mut app = TestApp::spawn_with(|s| s.zoom.rate_limits.medium = Some(20)).await;
     let script = Script::new(vec![ResponseTemplate::new(204)]);
     app.answer_patches(script.clone()).await;
 
@@ -37,7 +51,7 @@ async fn no_one_second_window_sees_more_than_the_configured_rate() {
 
 #[tokio::test]
 async fn a_429_holds_back_every_call_until_its_wait_is_over() {
-    let mut app = TestApp::spawn_with(|s| s.zoom.requests_per_second = 20).await;
+    let mut app = TestApp::spawn_with(|s| s.zoom.rate_limits.medium = Some(20)).await;
     let script = Script::new(vec![
         ResponseTemplate::new(429).insert_header("retry-after", "1"),
         ResponseTemplate::new(204),
@@ -58,4 +72,105 @@ async fn a_429_holds_back_every_call_until_its_wait_is_over() {
             "call {i} went out {after:?} after the 429"
         );
     }
+}
+
+#[tokio::test]
+async fn a_light_429_does_not_hold_back_group_writes() {
+    let mut app = TestApp::spawn().await;
+    let lookups = Script::new(vec![
+        per_second_429("Light").insert_header("retry-after", "2"),
+        ResponseTemplate::new(200)
+            .set_body_json(serde_json::json!({"id": "U0", "group_ids": ["grp_eng"]})),
+    ]);
+    Mock::given(method("GET"))
+        .and(path("/v2/users/U0"))
+        .respond_with(lookups.clone())
+        .mount(&app.zoom)
+        .await;
+    let moves = Script::new(vec![ResponseTemplate::new(204)]);
+    app.answer_patches(moves.clone()).await;
+
+    // U0's source is unknown (a Light lookup first); U1..U10 are plain moves.
+    app.publish_json(event("e0", "U0", None, "Sales")).await;
+    for i in 1..=10 {
+        let user = format!("U{i}");
+        app.publish_json(event(&format!("e{i}"), &user, Some("Engineering"), "Sales"))
+            .await;
+    }
+    app.wait_for_api_requests(13).await;
+    eventually(
+        "every event is settled",
+        Duration::from_secs(10),
+        || async {
+            app.queue_state(&app.queue).await.0 == 0
+                && app
+                    .http_get("/metrics")
+                    .await
+                    .1
+                    .contains("calls_per_event_count{kind=\"lookup\"} 1")
+        },
+    )
+    .await;
+    let metrics = app.http_get("/metrics").await.1;
+    app.stop_and_assert_queues_empty().await;
+
+    let lookup_times = lookups.times();
+    assert_eq!(lookup_times.len(), 2, "the 429, then the lookup again");
+    let patch_times = moves.times();
+    assert_eq!(patch_times.len(), 11);
+    let before_retry = patch_times.iter().filter(|t| **t < lookup_times[1]).count();
+    assert_eq!(
+        before_retry, 10,
+        "the ten moves went out while the Light gate was closed"
+    );
+    assert!(
+        metrics.contains(
+            "zoom_dept_sync_zoom_rate_limited_total{category=\"light\",limit=\"per_second\"} 1"
+        ),
+        "{metrics}"
+    );
+    // A lookup event cost three calls (429, lookup, move); a move one.
+    for expected in [
+        "zoom_dept_sync_zoom_calls_per_event_sum{kind=\"lookup\"} 3.0",
+        "zoom_dept_sync_zoom_calls_per_event_sum{kind=\"move\"} 10.0",
+        "zoom_dept_sync_zoom_calls_per_event_count{kind=\"move\"} 10",
+    ] {
+        assert!(metrics.contains(expected), "{expected} in {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_per_second_429_within_our_limit_lowers_that_categorys_rate() {
+    let mut app = TestApp::spawn_with(|s| s.zoom.rate_limits.medium = Some(20)).await;
+    let script = Script::new(vec![per_second_429("Medium"), ResponseTemplate::new(204)]);
+    app.answer_patches(script.clone()).await;
+    let (status, ready) = app.http_get("/readyz").await;
+    assert_eq!(status, 200);
+    assert!(ready.contains("medium 20/20"), "{ready}");
+
+    app.publish_moves(1).await;
+    app.wait_for_api_requests(2).await;
+    // Cut to 16/s by the 429, and one step (a hundredth of 20) won back by
+    // the retry's success.
+    eventually(
+        "/readyz shows the lowered rate",
+        Duration::from_secs(5),
+        || async { app.http_get("/readyz").await.1.contains("medium 16.2/20") },
+    )
+    .await;
+    let (_, ready) = app.http_get("/readyz").await;
+    assert!(
+        ready.contains("light 1000/1000") && ready.contains("heavy 1000/1000"),
+        "other categories untouched: {ready}"
+    );
+    let metrics = app.http_get("/metrics").await.1;
+    for expected in [
+        "zoom_dept_sync_zoom_rate_effective_per_second{category=\"medium\"} 16.2",
+        "zoom_dept_sync_zoom_rate_limit_per_second{category=\"medium\"} 20.0",
+        "zoom_dept_sync_zoom_rate_limited_total{category=\"medium\",limit=\"per_second\"} 1",
+    ] {
+        assert!(metrics.contains(expected), "{expected} in {metrics}");
+    }
+    app.stop_and_assert_queues_empty().await;
+    assert_eq!(script.times().len(), 2, "the 429, then the move");
 }
