@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod event;
+pub mod fake;
 pub mod health;
 pub mod http;
 pub mod mapping;

@@ -18,3 +18,4 @@ mod quarantine;
 mod rate_limit;
 mod retries;
 mod toolbox;
+mod zoom_fake;
