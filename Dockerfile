@@ -9,7 +9,7 @@ WORKDIR /app
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
-    && echo 'fn main() {}' > benches/bench.rs \
+    && mkdir -p benches/bench && echo 'fn main() {}' > benches/bench/main.rs \
     && touch src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src benches

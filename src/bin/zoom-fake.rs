@@ -1,5 +1,5 @@
 //! `zoom-fake`: the stand-in Zoom as a program (see `zoom_dept_sync::fake`
-//! and `config/zoom-fake.seed.toml`). Serves until SIGINT / SIGTERM; exits 2
+//! and `demo/zoom-fake.seed.toml`). Serves until SIGINT / SIGTERM; exits 2
 //! with one line when the seed file or the address is unusable.
 
 use std::net::SocketAddr;

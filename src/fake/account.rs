@@ -288,6 +288,12 @@ impl Account {
         self.limiter.next_window_in(now)
     }
 
+    /// The counters alone: cheap enough to poll while thousands of users
+    /// are seeded (a snapshot copies them all).
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
     pub fn reset_counters(&mut self) {
         self.counters = Counters::default();
     }

@@ -135,6 +135,11 @@ impl FakeHandle {
         self.shared.lock().set_limits(limits);
     }
 
+    /// The per-category counters now, without the directory.
+    pub fn counters(&self) -> Counters {
+        self.shared.lock().counters()
+    }
+
     pub fn reset_counters(&self) {
         self.shared.lock().reset_counters();
     }

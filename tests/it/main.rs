@@ -4,6 +4,7 @@
 mod broker_limits;
 mod config_errors;
 mod dead_letters;
+mod demo;
 mod fake_zoom;
 mod faults;
 mod helpers;

@@ -1,0 +1,69 @@
+//! The benchmark of issue "spend Zoom's budget where it counts": the real
+//! broker (`AMQP_URL`), the real daemon binary (the release build, or
+//! `ZDS_BIN`) and `zoom-fake` in this process. Prints one Markdown table,
+//! each row with its inputs, its result, its target and what limits it.
+//!
+//! ```sh
+//! cargo build --release --bin zoom-dept-sync
+//! AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo bench --bench bench
+//! ```
+//!
+//! About 7 minutes on 2 cores, most of it rows 4 to 6, which run at Zoom's
+//! Medium limit of 20 calls a second on purpose.
+
+mod bare;
+mod measure;
+mod rows;
+mod setup;
+
+#[path = "../../examples/support/daemon.rs"]
+mod daemon;
+
+use rows::Row;
+
+/// Row 1 and 2: enough events for a few seconds at full speed.
+const FAST_EVENTS: usize = 20_000;
+/// Rows 4 and 5, as the issue asks.
+const LIMITED_EVENTS: usize = 2_000;
+/// Row 6: 1,000 moves at the ~10/s the other app leaves.
+const SHARED_EVENTS: usize = 1_000;
+
+#[tokio::main]
+async fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("--bare-loop") {
+        let args = bare::Args::from_argv(&argv[1..]).expect("--bare-loop arguments");
+        bare::child(args).await;
+        return;
+    }
+    let mut table = Vec::new();
+    let (row, ceiling) = rows::bare_loop(FAST_EVENTS).await;
+    report(&mut table, row);
+    let (row, instant) = rows::daemon_instant(FAST_EVENTS, ceiling).await;
+    report(&mut table, row);
+    for concurrency in [1, 16, 64] {
+        report(&mut table, rows::latency(concurrency).await);
+    }
+    report(&mut table, rows::medium_limit(LIMITED_EVENTS).await);
+    report(&mut table, rows::lookups(LIMITED_EVENTS).await);
+    report(&mut table, rows::shared_account(SHARED_EVENTS).await);
+    report(&mut table, rows::footprint(FAST_EVENTS, &instant));
+    print_table(&table);
+}
+
+/// Keeps the row and says it is done (on stderr: the table is stdout's).
+fn report(table: &mut Vec<Row>, row: Row) {
+    eprintln!("done: {} — {}", row.name, row.result);
+    table.push(row);
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| row | inputs | result | target | limited by |");
+    println!("|---|---|---|---|---|");
+    for row in rows {
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            row.name, row.inputs, row.result, row.target, row.limited_by
+        );
+    }
+}
