@@ -73,12 +73,11 @@ pub async fn child(args: Args) {
         .await
         .expect("consume");
     let slots = Arc::new(Semaphore::new(args.concurrency));
-    let mut tasks = Vec::with_capacity(args.count);
     for _ in 0..args.count {
         let delivery = consumer.next().await.expect("a delivery").expect("ok");
         let permit = Arc::clone(&slots).acquire_owned().await.expect("slot");
         let (http, token, zoom) = (http.clone(), token.clone(), args.zoom.clone());
-        tasks.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             let event: serde_json::Value = serde_json::from_slice(&delivery.data).expect("json");
             let user = event["zoom_user_id"].as_str().unwrap_or_default();
             let status = http
@@ -92,11 +91,11 @@ pub async fn child(args: Args) {
             assert!(status.is_success(), "bare loop PATCH answered {status}");
             delivery.ack(BasicAckOptions::default()).await.expect("ack");
             drop(permit);
-        }));
+        });
     }
-    for task in tasks {
-        task.await.expect("task");
-    }
+    // Every slot free again: every task has acked.
+    let all = u32::try_from(args.concurrency).expect("concurrency");
+    let _ = slots.acquire_many(all).await.expect("slots");
     let _ = connection.close(200, "".into()).await;
     let me = ProcStats::of("self");
     println!("{} {}", me.cpu.as_secs_f64(), me.peak_rss_kib);

@@ -21,7 +21,8 @@ mod daemon;
 
 use rows::Row;
 
-/// Row 1 and 2: enough events for a few seconds at full speed.
+/// Row 1 and 2: enough events for a few seconds at full speed
+/// (`BENCH_FAST_EVENTS` sets another count).
 const FAST_EVENTS: usize = 20_000;
 /// Rows 4 and 5, as the issue asks.
 const LIMITED_EVENTS: usize = 2_000;
@@ -36,19 +37,50 @@ async fn main() {
         bare::child(args).await;
         return;
     }
+    let wanted = Wanted::from_env();
+    let fast = std::env::var("BENCH_FAST_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(FAST_EVENTS);
     let mut table = Vec::new();
-    let (row, ceiling) = rows::bare_loop(FAST_EVENTS).await;
+    let (row, ceiling) = rows::bare_loop(fast).await;
     report(&mut table, row);
-    let (row, instant) = rows::daemon_instant(FAST_EVENTS, ceiling).await;
+    let (row, instant) = rows::daemon_instant(fast, ceiling).await;
     report(&mut table, row);
-    for concurrency in [1, 16, 64] {
-        report(&mut table, rows::latency(concurrency).await);
+    if wanted.has(3) {
+        for concurrency in [1, 16, 64] {
+            report(&mut table, rows::latency(concurrency).await);
+        }
     }
-    report(&mut table, rows::medium_limit(LIMITED_EVENTS).await);
-    report(&mut table, rows::lookups(LIMITED_EVENTS).await);
-    report(&mut table, rows::shared_account(SHARED_EVENTS).await);
-    report(&mut table, rows::footprint(FAST_EVENTS, &instant));
+    if wanted.has(4) {
+        report(&mut table, rows::medium_limit(LIMITED_EVENTS).await);
+    }
+    if wanted.has(5) {
+        report(&mut table, rows::lookups(LIMITED_EVENTS).await);
+    }
+    if wanted.has(6) {
+        report(&mut table, rows::shared_account(SHARED_EVENTS).await);
+    }
+    report(&mut table, rows::footprint(fast, &instant));
     print_table(&table);
+}
+
+/// `BENCH_ROWS=3,6` runs rows 1, 2 and 7 (always: the others compare with
+/// them) and the rows named; all rows when unset.
+struct Wanted(Option<Vec<u8>>);
+
+impl Wanted {
+    fn from_env() -> Self {
+        Self(std::env::var("BENCH_ROWS").ok().map(|rows| {
+            rows.split(',')
+                .filter_map(|r| r.trim().parse().ok())
+                .collect()
+        }))
+    }
+
+    fn has(&self, row: u8) -> bool {
+        self.0.as_ref().is_none_or(|rows| rows.contains(&row))
+    }
 }
 
 /// Keeps the row and says it is done (on stderr: the table is stdout's).

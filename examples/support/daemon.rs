@@ -10,10 +10,15 @@ pub fn start(binary: &Path, config: &str, amqp_url: &str, dir: &Path, name: &str
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).expect("write config");
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
+    // Allocator tuning, when the caller measures memory with it.
+    let malloc: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("MALLOC_"))
+        .collect();
     Command::new(binary)
         .args(["run", "--config"])
         .arg(&path)
         .env_clear()
+        .envs(malloc)
         .env("AMQP_URL", amqp_url)
         .env("ZOOM_ACCOUNT_ID", "bench")
         .env("ZOOM_CLIENT_ID", "bench")

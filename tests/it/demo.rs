@@ -13,7 +13,9 @@ use zoom_dept_sync::fake::{self, FakeConfig, FakeHandle};
 use crate::helpers::{TestApp, eventually, header_int, header_str};
 
 fn demo_file(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("demo").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("demo")
+        .join(name)
 }
 
 /// The user's groups in the fake, sorted.
@@ -50,9 +52,11 @@ async fn the_demo_moves_retries_and_dead_letters_against_zoom_fake() {
         app.publish(line.as_bytes()).await;
     }
     let letters = app.dead_letters(1).await;
-    eventually("every demo event is settled", Duration::from_secs(20), || async {
-        app.queue_state(&app.queue).await.0 == 0 && fake.counters().total.calls >= 9
-    })
+    eventually(
+        "every demo event is settled",
+        Duration::from_secs(20),
+        || async { app.queue_state(&app.queue).await.0 == 0 && fake.counters().total.calls >= 9 },
+    )
     .await;
     app.stop_and_assert_queues_empty().await;
 
@@ -74,5 +78,8 @@ async fn the_demo_moves_retries_and_dead_letters_against_zoom_fake() {
         assert_eq!(groups_of(&fake, user), expected, "{user}'s groups");
     }
     let counters = fake.counters();
-    assert_eq!(counters.medium.faults, 1, "the scripted 429 was answered once");
+    assert_eq!(
+        counters.medium.faults, 1,
+        "the scripted 429 was answered once"
+    );
 }
