@@ -124,7 +124,10 @@ impl CategoryGate {
     /// A per-second 429 for a call sent at `sent`: the rate is cut (once per
     /// round). Returns the new rate when it changed.
     pub fn on_rate_limited(&self, sent: Instant) -> Option<f64> {
-        let rate = lock(&self.share).on_rate_limited(sent, Instant::now())?;
+        // The pacer is swapped under the share's lock, so two changes at
+        // once cannot leave it pacing at the older rate.
+        let mut share = lock(&self.share);
+        let rate = share.on_rate_limited(sent, Instant::now())?;
         self.repace(rate);
         Some(rate)
     }
@@ -132,7 +135,8 @@ impl CategoryGate {
     /// A call answered without a 429: the rate is won back a little.
     /// Returns the new rate when the pacer changed.
     pub fn on_answered(&self) -> Option<f64> {
-        let rate = lock(&self.share).on_answered()?;
+        let mut share = lock(&self.share);
+        let rate = share.on_answered()?;
         self.repace(rate);
         Some(rate)
     }
