@@ -335,22 +335,25 @@ impl ZoomSettings {
     fn check_rate_limits(&self) -> Result<(), ConfigError> {
         if let (Some(old), Some(medium)) = (self.requests_per_second, self.rate_limits.medium) {
             return Err(ConfigError(format!(
-                "zoom.requests_per_second ({old}) and zoom.rate_limits.medium ({medium}) are both set: \
+                "zoom.requests_per_second ({old}) and zoom.rate_limits.medium ({medium}) are both set \
+                 (in the file or as ZDS_ZOOM__REQUESTS_PER_SECOND / ZDS_ZOOM__RATE_LIMITS__MEDIUM): \
                  requests_per_second is the old name of rate_limits.medium; remove it"
             )));
         }
         let limits = self.rate_limits();
+        // The Medium limit may have come from the old key: name that one.
+        let medium_key = if self.rate_limits.medium.is_none() && self.requests_per_second.is_some()
+        {
+            "zoom.requests_per_second"
+        } else {
+            "zoom.rate_limits.medium"
+        };
         for (key, value) in [
             ("zoom.rate_limits.light", limits.light),
-            ("zoom.rate_limits.medium", limits.medium),
+            (medium_key, limits.medium),
             ("zoom.rate_limits.heavy", limits.heavy),
         ] {
             if value == 0 {
-                let key = if key.ends_with("medium") && self.rate_limits.medium.is_none() {
-                    "zoom.requests_per_second"
-                } else {
-                    key
-                };
                 return Err(ConfigError(format!("{key} must be at least 1")));
             }
             if value > MAX_RATE {
@@ -737,6 +740,10 @@ mod tests {
             (
                 "[zoom]\nrequests_per_second = 0\n[departments]\nS = \"g\"\n",
                 "zoom.requests_per_second must be at least 1",
+            ),
+            (
+                "[zoom]\nrequests_per_second = 200000\n[departments]\nS = \"g\"\n",
+                "zoom.requests_per_second is 200000",
             ),
             (
                 "[zoom]\nrequests_per_second = 12\n[zoom.rate_limits]\nmedium = 20\n[departments]\nS = \"g\"\n",

@@ -13,7 +13,7 @@ pub mod wait;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use backon::Retryable;
 use reqwest::Method;
@@ -396,9 +396,9 @@ impl Client {
         }
         // An error body past the cap is read as far as the cap: enough for
         // Zoom's code and message, which are short.
-        let error = ZoomError::from_answer(status, &headers, &body.bytes);
+        let mut error = ZoomError::from_answer(status, &headers, &body.bytes);
         if error.kind == ErrorKind::RateLimited {
-            self.rate_limited(request.category, &headers, &error, started);
+            self.rate_limited(request.category, &headers, &mut error, started);
         } else {
             self.answered(request.category);
         }
@@ -409,23 +409,35 @@ impl Client {
     /// category it names (`X-RateLimit-Category`, else the endpoint's), not
     /// just this one, for the wait Zoom asked. A per-second 429 without a
     /// wait closes nothing: the category's rate is cut instead (calls of
-    /// others on the account took the room), and this call backs off. A 429
-    /// that says neither its type nor a wait closes the gate for the first
-    /// backoff step, as Zoom's per-second windows are short.
+    /// others on the account took the room), and this call backs off. A
+    /// daily-limit 429 without a wait waits for 00:00 UTC, when Zoom resets
+    /// daily limits. A 429 that names no type closes the gate for at least
+    /// the first backoff step, whatever (small) wait it names, as Zoom's
+    /// per-second windows are short.
     fn rate_limited(
         &self,
         called: Category,
         headers: &HeaderMap,
-        error: &ZoomError,
+        error: &mut ZoomError,
         sent: Instant,
     ) {
         let category = Category::from_headers(headers).unwrap_or(called);
         let limit = LimitType::from_headers(headers);
         self.metrics.rate_limited(category.as_str(), limit.as_str());
+        if limit == LimitType::Daily && error.server_wait.is_none() {
+            // Zoom's daily limits reset at 00:00 UTC: without a wait named,
+            // that is the wait, so the event is handed back, not retried
+            // until its budget is spent.
+            error.server_wait = Some(wait::until_next_utc_midnight(SystemTime::now()));
+        }
         let gate = self.budgets.gate(category);
         match (limit, error.server_wait) {
+            (LimitType::Unknown, wait) => {
+                // Neither type nor a usable wait: at least the first step.
+                let first = self.retry.initial_interval();
+                gate.close_for(wait.map_or(first, |w| w.max(first)));
+            }
             (_, Some(wait)) => gate.close_for(wait),
-            (LimitType::Unknown, None) => gate.close_for(self.retry.initial_interval()),
             (LimitType::PerSecond | LimitType::Daily, None) => {}
         }
         if limit != LimitType::Daily
@@ -834,6 +846,40 @@ mod tests {
             2,
             "the call, and once more with a new token"
         );
+    }
+
+    /// A daily-limit 429 without a wait still means "until midnight UTC":
+    /// the event is handed back, never retried until its budget is spent and
+    /// dead-lettered as `retries_exhausted`.
+    #[tokio::test]
+    async fn a_daily_limit_without_a_wait_lasts_until_midnight_utc() {
+        let zoom = MockServer::start().await;
+        mount_tokens(&zoom).await;
+        Mock::given(method("PATCH"))
+            .respond_with(
+                ResponseTemplate::new(429)
+                    .insert_header("x-ratelimit-category", "Medium")
+                    .insert_header("x-ratelimit-type", "Daily-limit")
+                    .set_body_json(json!({"code": 429, "message": "daily limit"})),
+            )
+            .mount(&zoom)
+            .await;
+        let client = client(&zoom);
+        let attempts = Attempts::new(
+            Instant::now() + Duration::from_secs(2),
+            CancellationToken::new(),
+        );
+        let failure = client
+            .move_member(&group("g1"), &id("u1"), &group("g2"), &attempts)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(failure, Failure::RateLimited { .. }),
+            "{failure:?}"
+        );
+        assert_eq!(attempts.get(), 1, "one call, not a retry loop");
+        let gate = client.budgets.gate(Category::Medium);
+        assert!(gate.closed_until().is_some(), "Medium waits for the reset");
     }
 
     #[tokio::test]

@@ -80,7 +80,8 @@ impl CategoryGate {
     }
 
     /// Waits until a call may go out. Fails with the instant the gate opens
-    /// when that is after `deadline`: the caller must not wait that long.
+    /// when that is after `deadline`, or with `deadline` when the call's
+    /// turn at the pacer comes later: the caller must not wait that long.
     pub async fn admit(&self, deadline: Instant) -> Result<(), Instant> {
         loop {
             match self.closed_until() {
@@ -88,7 +89,14 @@ impl CategoryGate {
                 Some(until) => tokio::time::sleep_until(until).await,
                 None => {
                     let pacer = self.current_pacer();
-                    pacer.until_ready().await;
+                    // A turn that would come after the deadline is not
+                    // waited for: the caller's budget ends there.
+                    if tokio::time::timeout_at(deadline, pacer.until_ready())
+                        .await
+                        .is_err()
+                    {
+                        return Err(deadline);
+                    }
                     // A 429 may have closed the gate, or a new rate replaced
                     // the pacer, while this call waited for its turn: then
                     // the turn is given up and taken again.
@@ -229,6 +237,41 @@ mod tests {
         let now = Instant::now();
         let opens = gate.admit(now + Duration::from_secs(5)).await.unwrap_err();
         assert!(opens >= now + Duration::from_secs(60));
+    }
+
+    /// Calls queued behind the pacer give up at their deadline instead of
+    /// waiting their turn past it (real time: governor keeps its own clock).
+    #[tokio::test]
+    async fn no_call_waits_for_its_turn_past_its_deadline() {
+        let budgets = Arc::new(budgets(10));
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(300);
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let budgets = Arc::clone(&budgets);
+                tokio::spawn(async move {
+                    let admitted = budgets.gate(Category::Medium).admit(deadline).await;
+                    (admitted, Instant::now())
+                })
+            })
+            .collect();
+        let mut refused = 0;
+        for call in calls {
+            let (admitted, at) = call.await.unwrap();
+            if admitted.is_err() {
+                refused += 1;
+                assert!(at >= deadline, "refused only at the deadline");
+            }
+            assert!(
+                at < deadline + Duration::from_millis(150),
+                "answered {:?} after the start",
+                at - start
+            );
+        }
+        assert!(
+            refused >= 10,
+            "at 10/s most of 20 calls miss a 300 ms deadline: {refused}"
+        );
     }
 
     #[test]

@@ -62,9 +62,14 @@ impl AdaptiveShare {
         if self.last_cut.is_some_and(|cut| sent < cut) {
             return None;
         }
-        self.ceiling = Some(self.effective);
-        self.effective = (self.effective * CUT).max(self.floor);
+        let before = self.effective;
+        self.ceiling = Some(before);
+        self.effective = (before * CUT).max(self.floor);
         self.last_cut = Some(now);
+        // At the floor already: nothing to re-pace, nothing to report.
+        if self.effective == before {
+            return None;
+        }
         self.repace(true)
     }
 
@@ -112,6 +117,14 @@ mod tests {
         // Sent after it: the lower rate is still too high.
         let t2 = t1 + Duration::from_millis(100);
         assert_eq!(share.on_rate_limited(t2, t2), Some(12.8));
+    }
+
+    #[test]
+    fn a_cut_at_the_floor_changes_nothing_and_says_so() {
+        let mut share = AdaptiveShare::new(1.0);
+        let t = Instant::now();
+        assert_eq!(share.on_rate_limited(t, t), None);
+        assert_eq!(share.effective(), 1.0);
     }
 
     #[test]

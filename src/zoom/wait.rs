@@ -35,15 +35,24 @@ pub fn server_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 
 /// `Retry-After` in any of the three forms Zoom and proxies send.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    if let Ok(seconds) = value.parse::<u64>() {
+    if let Some(seconds) = parse_seconds(value) {
         return Some(Duration::from_secs(seconds).min(MAX_SERVER_WAIT));
     }
     parse_date_time(value).map(|at| until(at, now))
 }
 
+/// Digits only; a number past `u64` is as large as a `u64` (and so capped),
+/// not "no header".
+fn parse_seconds(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(value.parse().unwrap_or(u64::MAX))
+}
+
 /// `X-RateLimit-Reset`: Unix epoch seconds, or a date-time.
 pub fn parse_rate_limit_reset(value: &str, now: SystemTime) -> Option<Duration> {
-    if let Ok(epoch) = value.parse::<u64>() {
+    if let Some(epoch) = parse_seconds(value) {
         // An epoch past what `SystemTime` can hold is as far away as allowed.
         return Some(
             SystemTime::UNIX_EPOCH
@@ -66,6 +75,17 @@ fn parse_date_time(value: &str) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH
         .checked_add(Duration::new(seconds, at.nanosecond()))
         .or(Some(SystemTime::UNIX_EPOCH))
+}
+
+/// Zoom's daily limits reset at 00:00 UTC: the wait until the next one (a
+/// whole day at midnight itself), for a daily-limit 429 that names no wait.
+pub fn until_next_utc_midnight(now: SystemTime) -> Duration {
+    const DAY: u64 = 24 * 60 * 60;
+    let since_epoch = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let into_day = Duration::new(since_epoch.as_secs() % DAY, since_epoch.subsec_nanos());
+    MAX_SERVER_WAIT.saturating_sub(into_day)
 }
 
 /// A moment in the past means "now"; one too far ahead means the cap.
@@ -158,6 +178,9 @@ mod tests {
         let retry = |v| parse_retry_after(v, now());
         assert_eq!(retry("18446744073709551615"), Some(MAX_SERVER_WAIT));
         assert_eq!(reset("18446744073709551615"), Some(MAX_SERVER_WAIT));
+        // Past what a u64 holds: still a number of seconds, as far as allowed.
+        assert_eq!(retry("99999999999999999999"), Some(MAX_SERVER_WAIT));
+        assert_eq!(reset("99999999999999999999"), Some(MAX_SERVER_WAIT));
         assert_eq!(retry("9999-12-31T23:59:59Z"), Some(MAX_SERVER_WAIT));
         assert_eq!(retry("0"), Some(Duration::ZERO));
         assert_eq!(reset("0"), Some(Duration::ZERO), "1970: in the past");
@@ -165,6 +188,17 @@ mod tests {
         assert_eq!(reset("-1"), None);
         assert_eq!(retry("1.5"), None);
         assert_eq!(reset("soon"), None);
+    }
+
+    #[test]
+    fn the_next_utc_midnight_is_within_a_day() {
+        // 2026-11-26T09:00:00Z → 15 h; exactly midnight → a whole day.
+        assert_eq!(
+            until_next_utc_midnight(now()),
+            Duration::from_secs(15 * 3600)
+        );
+        let midnight = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_737_600);
+        assert_eq!(until_next_utc_midnight(midnight), MAX_SERVER_WAIT);
     }
 
     /// Strings a server might plausibly send, and arbitrary ones.
