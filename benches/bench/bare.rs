@@ -12,6 +12,7 @@ use lapin::{Connection, ConnectionProperties};
 use tokio::sync::Semaphore;
 
 use crate::measure::ProcStats;
+use crate::setup::token;
 
 pub struct Args {
     pub amqp_url: String,
@@ -54,7 +55,7 @@ impl Args {
 /// its CPU seconds and peak RSS (KiB) on one line.
 pub async fn child(args: Args) {
     let http = reqwest::Client::new();
-    let token = token(&http, &args.zoom).await;
+    let token = token(&http, &format!("{}/oauth/token", args.zoom), "bench").await;
     let connection = Connection::connect(&args.amqp_url, ConnectionProperties::default())
         .await
         .expect("broker");
@@ -99,19 +100,4 @@ pub async fn child(args: Args) {
     let _ = connection.close(200, "".into()).await;
     let me = ProcStats::of("self");
     println!("{} {}", me.cpu.as_secs_f64(), me.peak_rss_kib);
-}
-
-async fn token(http: &reqwest::Client, zoom: &str) -> String {
-    let answer: serde_json::Value = http
-        .post(format!(
-            "{zoom}/oauth/token?grant_type=account_credentials&account_id=bench"
-        ))
-        .basic_auth("bench", Some("bench"))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token json");
-    answer["access_token"].as_str().expect("a token").to_owned()
 }

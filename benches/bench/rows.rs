@@ -13,7 +13,7 @@ use zoom_dept_sync::fake::{Counters, FakeHandle, Limits};
 use crate::bare;
 use crate::daemon;
 use crate::measure::{ProcStats, Span, watch};
-use crate::setup::{DaemonConfig, Events, Queues, amqp_url, fake_zoom};
+use crate::setup::{DaemonConfig, Events, Queues, amqp_url, fake_zoom, token};
 
 /// One line of the table.
 pub struct Row {
@@ -373,7 +373,7 @@ pub fn footprint(count: usize, run: &DaemonRun) -> Row {
             run.stats.cpu.as_secs_f64() * 1000.0 / count as f64
         ),
         target: "≤ 32 MiB".into(),
-        limited_by: "prefetch (messages held) and the HTTP pool".into(),
+        limited_by: "lapin's frame buffers: 2 per connection, 32 frames of frame_max (128 KiB) each, zero-filled; 2 connections (consume, publish) = 16 MiB".into(),
     }
 }
 
@@ -396,19 +396,7 @@ struct OtherApp {
 impl OtherApp {
     async fn start(fake: &FakeHandle, per_second: u32) -> Self {
         let http = reqwest::Client::new();
-        let token: serde_json::Value = http
-            .post(format!(
-                "{}?grant_type=account_credentials&account_id=other",
-                fake.token_url()
-            ))
-            .basic_auth("other", Some("other"))
-            .send()
-            .await
-            .expect("token")
-            .json()
-            .await
-            .expect("token json");
-        let token = token["access_token"].as_str().expect("token").to_owned();
+        let token = token(&http, &fake.token_url(), "other").await;
         let url = format!("{}/groups", fake.api_base_url());
         let (ok, stop) = (Arc::new(AtomicU64::new(0)), CancellationToken::new());
         let (counted, stopped) = (Arc::clone(&ok), stop.clone());

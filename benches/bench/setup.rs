@@ -176,3 +176,19 @@ impl DaemonConfig<'_> {
         )
     }
 }
+
+/// A token from the fake's token endpoint (`token_url`), for `account`.
+pub async fn token(http: &reqwest::Client, token_url: &str, account: &str) -> String {
+    let answer: serde_json::Value = http
+        .post(format!(
+            "{token_url}?grant_type=account_credentials&account_id={account}"
+        ))
+        .basic_auth(account, Some(account))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("token json");
+    answer["access_token"].as_str().expect("a token").to_owned()
+}
