@@ -8,7 +8,7 @@
 //! AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo bench --bench bench
 //! ```
 //!
-//! About 7 minutes on 2 cores, most of it rows 4 to 6, which run at Zoom's
+//! About 5½ minutes on 2 cores, most of it rows 4 to 6, which run at Zoom's
 //! Medium limit of 20 calls a second on purpose.
 
 mod bare;
