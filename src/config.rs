@@ -32,6 +32,7 @@ pub struct Settings {
     pub retry: RetrySettings,
     pub worker: WorkerSettings,
     pub http: HttpSettings,
+    pub outcomes: OutcomesSettings,
     pub mapping: Mapping,
     pub credentials: ZoomCredentials,
 }
@@ -192,6 +193,56 @@ pub struct WorkerSettings {
     pub quarantine_threshold: u32,
 }
 
+/// `[outcomes]`: the audit trail. One message per settled event, published
+/// (confirmed) to a topic exchange before the event is acked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutcomesSettings {
+    /// The topic exchange; unset, no outcomes are published.
+    pub exchange: Option<String>,
+    /// A stream bound to the exchange (every result), which `history` reads.
+    pub stream: Option<String>,
+    /// The stream's retention, in RabbitMQ's `x-max-age` form (`90D`, `12h`).
+    pub max_age: String,
+}
+
+impl Default for OutcomesSettings {
+    fn default() -> Self {
+        Self {
+            exchange: None,
+            stream: None,
+            max_age: "90D".into(),
+        }
+    }
+}
+
+impl OutcomesSettings {
+    fn check(&self) -> Result<(), ConfigError> {
+        let blank = |v: &Option<String>| v.as_ref().is_some_and(|v| v.trim().is_empty());
+        if blank(&self.exchange) || blank(&self.stream) {
+            return Err(ConfigError(
+                "outcomes.exchange and outcomes.stream must not be empty when set".into(),
+            ));
+        }
+        if self.stream.is_some() && self.exchange.is_none() {
+            return Err(ConfigError(
+                "outcomes.stream needs outcomes.exchange: the stream is bound to it".into(),
+            ));
+        }
+        let (digits, unit) = self.max_age.split_at(self.max_age.len().saturating_sub(1));
+        let valid = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && matches!(unit, "Y" | "M" | "D" | "h" | "m" | "s");
+        if !valid {
+            return Err(ConfigError(format!(
+                "outcomes.max_age is {:?}: write a number and one of Y, M, D, h, m, s (e.g. \"90D\")",
+                self.max_age
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
@@ -212,6 +263,8 @@ struct FileConfig {
     worker: WorkerSettings,
     #[serde(default)]
     http: HttpSettings,
+    #[serde(default)]
+    outcomes: OutcomesSettings,
     #[serde(default)]
     departments: BTreeMap<String, String>,
     #[serde(default)]
@@ -584,6 +637,7 @@ impl Settings {
             retry: file.retry,
             worker: file.worker,
             http: file.http,
+            outcomes: file.outcomes,
             mapping,
             credentials,
         };
@@ -620,6 +674,7 @@ impl Settings {
             }
         }
         self.zoom.check_rate_limits()?;
+        self.outcomes.check()?;
         if self.zoom.request_timeout_ms == 0 {
             return fail("zoom.request_timeout_ms must be at least 1");
         }
@@ -748,6 +803,14 @@ mod tests {
             (
                 "[zoom]\nrequests_per_second = 12\n[zoom.rate_limits]\nmedium = 20\n[departments]\nS = \"g\"\n",
                 "requests_per_second is the old name of rate_limits.medium; remove it",
+            ),
+            (
+                "[outcomes]\nstream = \"s\"\n[departments]\nS = \"g\"\n",
+                "outcomes.stream needs outcomes.exchange",
+            ),
+            (
+                "[outcomes]\nexchange = \"x\"\nmax_age = \"90 days\"\n[departments]\nS = \"g\"\n",
+                "outcomes.max_age is \"90 days\"",
             ),
             (
                 "[worker]\nconcurency = 3\n[departments]\nS = \"g\"\n",

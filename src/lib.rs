@@ -13,6 +13,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod ordering;
 pub mod outcome;
+pub mod outcomes;
 pub mod quarantine;
 pub mod retry;
 pub mod shutdown;

@@ -32,9 +32,10 @@ pub enum RequeueCause {
     RateLimited { until: Instant },
     /// Zoom refused the app's credentials or scopes: retry with backoff.
     Auth,
-    /// The dead letter could not be published (queue missing, broker nack,
-    /// no confirm in time): the original goes back and consuming waits.
-    DeadLetterQueueUnavailable,
+    /// The dead letter or the outcome could not be published (queue or
+    /// exchange missing, broker nack, no confirm in time): the original goes
+    /// back and consuming waits.
+    PublishingUnavailable,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +72,43 @@ impl fmt::Display for ZoomAnswer {
         }
         write!(f, ": {}", self.message)
     }
+}
+
+/// What one Zoom call of an event was for, in the audit trail's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    Lookup,
+    Move,
+    Add,
+    Delete,
+    SetPrimary,
+    List,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lookup => "lookup",
+            Self::Move => "move",
+            Self::Add => "add",
+            Self::Delete => "delete",
+            Self::SetPrimary => "set_primary",
+            Self::List => "list",
+        }
+    }
+}
+
+/// One Zoom call an event made, as the audit trail records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallStep {
+    pub step: StepKind,
+    /// The group the call's path names, when it names one.
+    pub group: Option<String>,
+    /// `None` when no answer came (timeout, connection error).
+    pub status: Option<u16>,
+    /// Zoom's error code, for a failed call whose body had one.
+    pub code: Option<i64>,
+    pub duration_ms: u64,
 }
 
 /// The `failure-reason` header.

@@ -16,7 +16,7 @@ use crate::event::{DepartmentChange, Email, EventId, UserRef, ZoomUserId};
 use crate::mapping::{GroupId, Mapping, Plan};
 use crate::metrics::Metrics;
 use crate::ordering::{KeyedOrder, Turn};
-use crate::outcome::{FailureReason, Outcome, RequeueCause};
+use crate::outcome::{CallStep, FailureReason, Outcome, RequeueCause};
 use crate::zoom::rate::RateBudgets;
 use crate::zoom::{Attempts, Client, Failure, UserPath, ZoomUser};
 
@@ -96,6 +96,8 @@ pub struct Processed {
     pub from_group: Option<GroupId>,
     pub to_group: Option<GroupId>,
     pub attempts: u32,
+    /// Each Zoom call the event made, in order (the audit trail's steps).
+    pub steps: Vec<CallStep>,
     pub elapsed: Duration,
 }
 
@@ -223,6 +225,7 @@ impl Worker {
             from_group: None,
             to_group: None,
             attempts: 0,
+            steps: Vec::new(),
             elapsed: admitted.received.elapsed(),
         }
     }
@@ -243,6 +246,7 @@ impl Worker {
                     from_group: None,
                     to_group: None,
                     attempts: 0,
+                    steps: Vec::new(),
                     elapsed: admitted.received.elapsed(),
                 };
             }
@@ -264,6 +268,7 @@ impl Worker {
             from_group,
             to_group,
             attempts,
+            steps: run.attempts.steps(),
             elapsed: admitted.received.elapsed(),
         }
     }

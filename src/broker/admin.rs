@@ -114,6 +114,48 @@ impl Admin {
             .map_err(AdminError::from)
     }
 
+    /// Every message body of a stream from `since` (its start when `None`),
+    /// read without consuming anything: a stream keeps its messages. Reading
+    /// stops once no message came for `idle` (a stream has no end).
+    pub async fn read_stream(
+        &self,
+        stream: &str,
+        since: Option<time::OffsetDateTime>,
+        idle: Duration,
+    ) -> Result<Vec<Vec<u8>>, AdminError> {
+        use futures_util::StreamExt;
+        let channel = self.channel().await?;
+        // A stream needs a prefetch and explicit acks (which move nothing).
+        channel
+            .basic_qos(500, lapin::options::BasicQosOptions::default())
+            .await?;
+        let offset = match since {
+            Some(at) => AMQPValue::Timestamp(u64::try_from(at.unix_timestamp()).unwrap_or(0)),
+            None => AMQPValue::LongString(LongString::from("first")),
+        };
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-stream-offset".into(), offset);
+        let mut consumer = channel
+            .basic_consume(
+                stream.into(),
+                "zoom-dept-sync history".into(),
+                lapin::options::BasicConsumeOptions::default(),
+                arguments,
+            )
+            .await
+            .map_err(|e| missing_or(e, stream))?;
+        let mut bodies = Vec::new();
+        while let Ok(Some(delivery)) = tokio::time::timeout(idle, consumer.next()).await {
+            let delivery = delivery?;
+            delivery
+                .ack(lapin::options::BasicAckOptions::default())
+                .await?;
+            bodies.push(delivery.data);
+        }
+        let _ = channel.close(200, "done".into()).await;
+        Ok(bodies)
+    }
+
     pub async fn close(self) {
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
@@ -435,5 +477,16 @@ fn to_json(value: &AMQPValue) -> Value {
         AMQPValue::FieldTable(t) => Value::Object(table_to_json(t)),
         AMQPValue::DecimalValue(d) => Value::from(format!("{d:?}")),
         AMQPValue::Void => Value::Null,
+    }
+}
+
+/// A consume on a queue that does not exist fails with 404: say which.
+fn missing_or(error: lapin::Error, queue: &str) -> AdminError {
+    if error.to_string().contains("NOT_FOUND") || error.to_string().contains("404") {
+        AdminError::MissingQueue {
+            queue: queue.to_owned(),
+        }
+    } else {
+        AdminError::Broker(error)
     }
 }

@@ -254,10 +254,14 @@ impl Task {
             (Settled::NotSettled(why), _) => self.ctx.lose(why.clone()),
             (Settled::DeadLetterFailed(error), _) => went_back((!error.repaired).then(|| {
                 (
-                    RequeueCause::DeadLetterQueueUnavailable,
+                    RequeueCause::PublishingUnavailable,
                     format!("dead letters cannot be published: {}", error.why),
                 )
             })),
+            (Settled::OutcomeFailed(error), _) => went_back(Some((
+                RequeueCause::PublishingUnavailable,
+                format!("outcome records cannot be published: {}", error.why),
+            ))),
             (_, Outcome::Requeue { cause, why }) => went_back(Some((*cause, why.clone()))),
             (_, Outcome::Abandoned { .. }) => went_back(None),
             (_, outcome) => self.settled_for_good(processed, outcome),
@@ -354,7 +358,7 @@ fn log_outcome(processed: &Processed, settled: &Settled) {
         };
     }
     match (&processed.outcome, settled) {
-        (_, Settled::NotSettled(_) | Settled::DeadLetterFailed(_)) => {
+        (_, Settled::NotSettled(_) | Settled::DeadLetterFailed(_) | Settled::OutcomeFailed(_)) => {
             line!(error, "event not settled; the broker will redeliver it")
         }
         (Outcome::DeadLetter(_), _) => line!(warn, "event dead-lettered"),

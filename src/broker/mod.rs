@@ -12,6 +12,7 @@ mod consumer;
 mod dead_letters;
 mod delivery;
 pub mod management;
+pub mod outcomes;
 mod pause;
 pub mod redelivery;
 pub mod settle;
@@ -35,6 +36,7 @@ use crate::worker::Worker;
 pub use consumer::SessionEnd;
 pub use dead_letters::dead_letter_reason;
 use delivery::SessionCtx;
+use outcomes::OutcomeTopology;
 use redelivery::Redeliveries;
 use settle::Settler;
 use topology::Topology;
@@ -102,6 +104,7 @@ pub struct Session {
     consuming: Channel,
     publishing: Channel,
     topology: Topology,
+    outcomes: Option<OutcomeTopology>,
 }
 
 impl Session {
@@ -118,6 +121,12 @@ impl Session {
         let topology = Topology::new(&settings.amqp);
         let consuming = consuming_connection.create_channel().await?;
         let consuming = topology.ensure(&consuming_connection, consuming).await?;
+        let outcomes = OutcomeTopology::new(&settings.outcomes, settings.amqp.declare_topology);
+        if let Some(outcomes) = &outcomes {
+            // No event may be acked without its record: without the
+            // exchange, the session does not start.
+            outcomes.ensure(&consuming).await?;
+        }
         consuming
             .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
             .await?;
@@ -132,6 +141,7 @@ impl Session {
             consuming,
             publishing,
             topology,
+            outcomes,
         })
     }
 
@@ -237,6 +247,7 @@ async fn run_session(
     let settler = Settler::new(
         session.publishing.clone(),
         session.topology.clone(),
+        session.outcomes.clone(),
         daemon.confirm_timeout,
     );
     let ctx = Arc::new(SessionCtx::new(settler, daemon, shutdown.clone()));

@@ -16,8 +16,10 @@ use lapin::{BasicProperties, Channel};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::outcomes::OutcomeTopology;
 use super::topology::Topology;
 use crate::outcome::{DeadLetter, Outcome};
+use crate::outcomes::OutcomeRecord;
 use crate::worker::Processed;
 
 /// Persistent delivery mode.
@@ -30,16 +32,19 @@ pub enum Settled {
     DeadLettered,
     Requeued,
     /// The dead letter could not be published; the original was handed back.
-    DeadLetterFailed(DeadLetterError),
+    DeadLetterFailed(PublishError),
+    /// The outcome record could not be published; the original was handed
+    /// back (no event is acked without its record).
+    OutcomeFailed(PublishError),
     /// The delivery belongs to a channel that is gone: the broker still
     /// holds it and redelivers it.
     NotSettled(String),
 }
 
-/// Why a dead letter was not published, and whether the cause (a deleted
-/// dead-letter queue) was put right already.
+/// Why a dead letter or an outcome record was not published, and whether
+/// the cause (a deleted dead-letter queue) was put right already.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetterError {
+pub struct PublishError {
     pub why: String,
     pub repaired: bool,
 }
@@ -47,6 +52,8 @@ pub struct DeadLetterError {
 pub struct Settler {
     publisher: Channel,
     topology: Topology,
+    /// Where outcome records go, when the audit trail is on.
+    outcomes: Option<OutcomeTopology>,
     /// A broker under a memory or disk alarm never confirms: past this the
     /// dead letter counts as failed and the original goes back.
     confirm_timeout: Duration,
@@ -55,10 +62,16 @@ pub struct Settler {
 impl Settler {
     /// `publisher` must be in confirm mode, on a connection of its own (a
     /// broker blocking publishers must not stall acks).
-    pub fn new(publisher: Channel, topology: Topology, confirm_timeout: Duration) -> Self {
+    pub fn new(
+        publisher: Channel,
+        topology: Topology,
+        outcomes: Option<OutcomeTopology>,
+        confirm_timeout: Duration,
+    ) -> Self {
         Self {
             publisher,
             topology,
+            outcomes,
             confirm_timeout,
         }
     }
@@ -68,13 +81,19 @@ impl Settler {
             Outcome::Applied
             | Outcome::Added
             | Outcome::AlreadyApplied
-            | Outcome::Skipped { .. } => ack(delivery, Settled::Acked).await,
+            | Outcome::Skipped { .. } => {
+                self.record_then_ack(delivery, processed, Settled::Acked)
+                    .await
+            }
             Outcome::DeadLetter(dead_letter) => {
                 match self
                     .publish_dead_letter(delivery, processed, dead_letter)
                     .await
                 {
-                    Ok(()) => ack(delivery, Settled::DeadLettered).await,
+                    Ok(()) => {
+                        self.record_then_ack(delivery, processed, Settled::DeadLettered)
+                            .await
+                    }
                     Err(error) => {
                         // Hand it back now rather than at the next reconnect.
                         let _ = requeue(delivery).await;
@@ -82,8 +101,46 @@ impl Settler {
                     }
                 }
             }
-            Outcome::Requeue { .. } | Outcome::Abandoned { .. } => requeue(delivery).await,
+            Outcome::Requeue { .. } => {
+                // It goes back either way: the record is best effort.
+                if let Err(error) = self.publish_outcome(delivery, processed).await {
+                    tracing::warn!(why = %error.why, "the outcome of a requeued event was not published");
+                }
+                requeue(delivery).await
+            }
+            Outcome::Abandoned { .. } => requeue(delivery).await,
         }
+    }
+
+    /// Publishes the outcome record (confirmed), then acks; a record that
+    /// cannot be published sends the event back instead.
+    async fn record_then_ack(
+        &self,
+        delivery: &Delivery,
+        processed: &Processed,
+        done: Settled,
+    ) -> Settled {
+        if let Err(error) = self.publish_outcome(delivery, processed).await {
+            let _ = requeue(delivery).await;
+            return Settled::OutcomeFailed(error);
+        }
+        ack(delivery, done).await
+    }
+
+    async fn publish_outcome(
+        &self,
+        delivery: &Delivery,
+        processed: &Processed,
+    ) -> Result<(), PublishError> {
+        let Some(outcomes) = &self.outcomes else {
+            return Ok(());
+        };
+        let Some(record) = OutcomeRecord::of(processed, run_id(delivery)) else {
+            return Ok(());
+        };
+        outcomes
+            .publish(&self.publisher, &record, self.confirm_timeout)
+            .await
     }
 
     /// Hands a delivery back unprocessed (shutdown grace over).
@@ -96,8 +153,8 @@ impl Settler {
         delivery: &Delivery,
         processed: &Processed,
         dead_letter: &DeadLetter,
-    ) -> Result<(), DeadLetterError> {
-        let failed = |why: String| DeadLetterError {
+    ) -> Result<(), PublishError> {
+        let failed = |why: String| PublishError {
             why,
             repaired: false,
         };
@@ -159,12 +216,23 @@ impl Settler {
                 .topology
                 .repair_dead_letter_queue(&self.publisher)
                 .await;
-            return Err(DeadLetterError {
+            return Err(PublishError {
                 why: format!("unroutable ({})", returned.reply_text),
                 repaired,
             });
         }
         Ok(())
+    }
+}
+
+/// The `reconcile` run that published the event (its `reconcile-run-id`
+/// header), for the audit trail.
+fn run_id(delivery: &Delivery) -> Option<String> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("reconcile-run-id")? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod check;
 mod dead_letters;
+mod history;
 mod output;
 mod publish;
 mod status;
@@ -58,6 +59,8 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Ask the running daemon to resume after a quarantine.
     Resume(ConfigArg),
+    /// What happened to one person: their outcomes from the audit trail.
+    History(history::HistoryArgs),
 }
 
 /// How a command ended.
@@ -107,6 +110,7 @@ async fn dispatch(command: Command) -> Exit {
         Command::Check(ConfigArg { config }) => check::run(&config).await,
         Command::Publish(args) => publish::run(args).await,
         Command::Resume(ConfigArg { config }) => resume(&config).await,
+        Command::History(args) => history::run(args).await,
     }
 }
 

@@ -28,6 +28,7 @@ use crate::config::{RetrySettings, Settings};
 use crate::event::{Email, ZoomUserId};
 use crate::mapping::GroupId;
 use crate::metrics::Metrics;
+use crate::outcome::{CallStep, StepKind};
 use crate::retry::{self, Budget, Stop};
 use auth::TokenSource;
 pub use category::Category;
@@ -44,6 +45,8 @@ pub struct Attempts {
     count: AtomicU32,
     deadline: Instant,
     stop: CancellationToken,
+    /// Every call sent, for the audit trail.
+    steps: std::sync::Mutex<Vec<CallStep>>,
 }
 
 impl Attempts {
@@ -52,7 +55,20 @@ impl Attempts {
             count: AtomicU32::new(0),
             deadline,
             stop,
+            steps: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// The calls sent so far, in order.
+    pub fn steps(&self) -> Vec<CallStep> {
+        self.steps.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn record(&self, step: CallStep) {
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(step);
     }
 
     pub fn get(&self) -> u32 {
@@ -188,7 +204,9 @@ impl Client {
     ) -> Result<(), Failure> {
         let url = self.url(&["groups", from.as_str(), "members", user.as_str()]);
         let body = json!({"action": "move", "target_group_id": to.as_str()});
-        let request = Request::new(Method::PATCH, url, Category::Medium).json(body);
+        let request = Request::new(Method::PATCH, url, Category::Medium)
+            .json(body)
+            .step(StepKind::Move, from);
         self.call(request, attempts).await.map(drop)
     }
 
@@ -201,7 +219,9 @@ impl Client {
     ) -> Result<(), Failure> {
         let url = self.url(&["groups", group.as_str(), "members"]);
         let body = json!({"members": [{"id": user.as_str()}]});
-        let request = Request::new(Method::POST, url, Category::Medium).json(body);
+        let request = Request::new(Method::POST, url, Category::Medium)
+            .json(body)
+            .step(StepKind::Add, group);
         self.call(request, attempts).await.map(drop)
     }
 
@@ -213,7 +233,8 @@ impl Client {
         attempts: &Attempts,
     ) -> Result<(), Failure> {
         let url = self.url(&["groups", group.as_str(), "members", user.as_str()]);
-        let request = Request::new(Method::DELETE, url, Category::Light);
+        let request =
+            Request::new(Method::DELETE, url, Category::Light).step(StepKind::Delete, group);
         self.call(request, attempts).await.map(drop)
     }
 
@@ -381,6 +402,7 @@ impl Client {
             Err(e) => {
                 self.metrics
                     .record_call(method, None, e.is_timeout(), started.elapsed());
+                attempts.record(request.answered(None, None, started));
                 return Err(ZoomError::from_transport(&e));
             }
         };
@@ -391,12 +413,14 @@ impl Client {
             .record_call(method, Some(status.as_u16()), false, started.elapsed());
         let body = body.map_err(|e| ZoomError::from_transport(&e))?;
         if status.is_success() {
+            attempts.record(request.answered(Some(status.as_u16()), None, started));
             self.answered(request.category);
             return body.into_success(status);
         }
         // An error body past the cap is read as far as the cap: enough for
         // Zoom's code and message, which are short.
         let mut error = ZoomError::from_answer(status, &headers, &body.bytes);
+        attempts.record(request.answered(Some(status.as_u16()), error.code, started));
         if error.kind == ErrorKind::RateLimited {
             self.rate_limited(request.category, &headers, &mut error, started);
         } else {
@@ -475,15 +499,45 @@ struct Request {
     body: Option<serde_json::Value>,
     /// The endpoint's rate-limit category, as Zoom's API reference labels it.
     category: Category,
+    /// What the call is for, and the group it names, for the audit trail.
+    step: StepKind,
+    group: Option<String>,
 }
 
 impl Request {
+    /// A lookup or listing by default; writes say what they are ([`Request::step`]).
     fn new(method: Method, url: Url, category: Category) -> Self {
+        let step = if url.path().contains("/groups") {
+            StepKind::List
+        } else {
+            StepKind::Lookup
+        };
         Self {
             method,
             url,
             body: None,
             category,
+            step,
+            group: None,
+        }
+    }
+
+    fn step(self, step: StepKind, group: &GroupId) -> Self {
+        Self {
+            step,
+            group: Some(group.as_str().to_owned()),
+            ..self
+        }
+    }
+
+    /// This call as a step of its event.
+    fn answered(&self, status: Option<u16>, code: Option<i64>, started: Instant) -> CallStep {
+        CallStep {
+            step: self.step,
+            group: self.group.clone(),
+            status,
+            code,
+            duration_ms: started.elapsed().as_millis() as u64,
         }
     }
 
@@ -549,6 +603,7 @@ mod tests {
             },
             worker: WorkerSettings::default(),
             http: HttpSettings::default(),
+            outcomes: crate::config::OutcomesSettings::default(),
             mapping: Mapping::new(&BTreeMap::from([("S".to_owned(), "g".to_owned())])).unwrap(),
             credentials: ZoomCredentials {
                 account_id: "acct".into(),

@@ -20,8 +20,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 use zoom_dept_sync::broker::topology::Topology;
 use zoom_dept_sync::config::{
-    AmqpSettings, HttpSettings, RateLimitsFile, RetrySettings, Settings, WorkerSettings,
-    ZoomCredentials, ZoomSettings,
+    AmqpSettings, HttpSettings, OutcomesSettings, RateLimitsFile, RetrySettings, Settings,
+    WorkerSettings, ZoomCredentials, ZoomSettings,
 };
 use zoom_dept_sync::mapping::Mapping;
 
@@ -135,6 +135,7 @@ pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) ->
         http: HttpSettings {
             listen: free_local_port(),
         },
+        outcomes: OutcomesSettings::default(),
         mapping: Mapping::new(&departments).expect("test mapping"),
         credentials: ZoomCredentials {
             account_id: ACCOUNT_ID.into(),
@@ -261,6 +262,12 @@ impl TestApp {
         );
         for (department, group) in DEPARTMENTS {
             toml.push_str(&format!("{department:?} = {group:?}\n"));
+        }
+        if let Some(exchange) = &s.outcomes.exchange {
+            toml.push_str(&format!("\n[outcomes]\nexchange = {exchange:?}\n"));
+            if let Some(stream) = &s.outcomes.stream {
+                toml.push_str(&format!("stream = {stream:?}\n"));
+            }
         }
         toml
     }

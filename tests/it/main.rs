@@ -13,6 +13,7 @@ mod lookups;
 mod moves;
 mod operations;
 mod ordering;
+mod outcomes;
 mod process;
 mod proxy;
 mod quarantine;

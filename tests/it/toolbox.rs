@@ -19,13 +19,13 @@ use crate::helpers::{
 };
 
 /// The config file of `app`, written to a temp dir that lives as long as it.
-struct Tool {
+pub struct Tool {
     _dir: tempfile::TempDir,
     config: PathBuf,
 }
 
 impl Tool {
-    fn new(app: &TestApp, extra: &str) -> Self {
+    pub fn new(app: &TestApp, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("config.toml");
         let toml = app
@@ -57,7 +57,7 @@ impl Tool {
 
     /// As [`Tool::run`], without blocking the runtime (for commands that
     /// talk to an in-process daemon).
-    async fn run_async(&self, args: &[&str]) -> (i32, String, String) {
+    pub async fn run_async(&self, args: &[&str]) -> (i32, String, String) {
         let mut command = tokio::process::Command::from(self.command(args));
         output(command.output().await.expect("run zoom-dept-sync"))
     }

@@ -1,0 +1,179 @@
+//! The audit trail: one outcome record per settled event, on the outcome
+//! exchange and in its stream, confirmed before the event is acked; and
+//! `history` reading it back.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use zoom_dept_sync::broker::admin::Admin;
+use zoom_dept_sync::config::OutcomesSettings;
+use zoom_dept_sync::fake::{self, FakeConfig, FakeHandle};
+
+use crate::helpers::{TestApp, event, eventually, unique_name};
+use crate::toolbox::Tool;
+
+/// u1 in Engineering (will move), u2 already in Sales, u4 in Engineering.
+async fn zoom() -> FakeHandle {
+    let seed = FakeConfig::default()
+        .group("grp_eng", "Engineering")
+        .group("grp_sales", "Sales")
+        .user("U1", "u1@example.com", &["grp_eng"])
+        .user("U2", "u2@example.com", &["grp_sales"])
+        .user("U4", "u4@example.com", &["grp_eng"]);
+    fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("zoom-fake starts")
+}
+
+/// Every record in the stream, by event id (the last one wins).
+async fn trail(app: &TestApp, stream: &str) -> Vec<Value> {
+    let admin = Admin::connect(&app.settings.amqp, "test").await.unwrap();
+    let bodies = admin
+        .read_stream(stream, None, Duration::from_millis(500))
+        .await
+        .unwrap();
+    admin.close().await;
+    bodies
+        .iter()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect()
+}
+
+fn of<'a>(records: &'a [Value], event_id: &str) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|r| r["event_id"] == event_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn every_settled_event_has_its_outcome_and_none_is_acked_without_it() {
+    let zoom = zoom().await;
+    let exchange = unique_name("outcomes");
+    let stream = format!("{exchange}.trail");
+    let mut app = TestApp::spawn_with(|s| {
+        s.zoom.api_base_url = zoom.api_base_url();
+        s.zoom.oauth_token_url = zoom.token_url();
+        s.worker.pause_initial_ms = 200;
+        s.outcomes = OutcomesSettings {
+            exchange: Some(exchange.clone()),
+            stream: Some(stream.clone()),
+            ..OutcomesSettings::default()
+        };
+    })
+    .await;
+    for (id, user) in [("e1", "U1"), ("e2", "U2"), ("e3", "U3")] {
+        app.publish_json(event(id, user, Some("Engineering"), "Sales"))
+            .await;
+    }
+    app.dead_letters(1).await;
+    eventually(
+        "three outcomes in the stream",
+        Duration::from_secs(10),
+        || async { trail(&app, &stream).await.len() >= 3 },
+    )
+    .await;
+    let records = trail(&app, &stream).await;
+    assert_eq!(records.len(), 3, "one per event: {records:#?}");
+    let [e1] = of(&records, "e1")[..] else {
+        panic!("{records:#?}")
+    };
+    assert_eq!(
+        (e1["result"].as_str(), e1["action"].as_str()),
+        (Some("applied"), Some("move"))
+    );
+    assert_eq!(e1["from_groups"], serde_json::json!(["grp_eng"]));
+    assert_eq!(e1["to_group"], "grp_sales");
+    assert_eq!(e1["steps"][0]["step"], "move");
+    assert_eq!(e1["steps"][0]["status"], 204);
+    let [e2] = of(&records, "e2")[..] else {
+        panic!("{records:#?}")
+    };
+    assert_eq!(e2["result"], "already_applied");
+    let steps: Vec<(&str, u64)> = e2["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap(), s["status"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [("move", 400), ("lookup", 200)],
+        "the duplicate check"
+    );
+    let [e3] = of(&records, "e3")[..] else {
+        panic!("{records:#?}")
+    };
+    assert_eq!(e3["result"], "dead_lettered");
+    assert_eq!(e3["error"]["code"], 1001);
+    assert!(
+        e3["error"]["recommended_action"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist")
+    );
+
+    // `history` reads the same trail back for one person.
+    let tool = Tool::new(&app, "");
+    let (code, out, err) = tool
+        .run_async(&["history", "--email", "U1@example.com"])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("| e1 ") && out.contains("1 outcomes for"),
+        "{out}"
+    );
+    assert!(!out.contains("| e2 "), "only U1's: {out}");
+
+    // The exchange goes away: e4's record cannot be published, so e4 is not
+    // acked; the next session declares the exchange again and e4 gets its
+    // record then.
+    app.channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    app.publish_json(event("e4", "U4", Some("Engineering"), "Sales"))
+        .await;
+    eventually("e4 has its outcome", Duration::from_secs(20), || async {
+        !of(&trail(&app, &stream).await, "e4").is_empty()
+    })
+    .await;
+    eventually(
+        "the input queue is empty",
+        Duration::from_secs(10),
+        || async { app.queue_state(&app.queue).await.0 == 0 },
+    )
+    .await;
+    let records = trail(&app, &stream).await;
+    let e4 = of(&records, "e4");
+    assert_eq!(e4.len(), 1, "{records:#?}");
+    assert_eq!(
+        e4[0]["result"], "already_applied",
+        "the first run moved U4 but could not record it, so it ran again"
+    );
+    let groups = |user: &str| {
+        let state = zoom.state();
+        state
+            .users
+            .iter()
+            .find(|u| u.id == user)
+            .unwrap()
+            .groups
+            .clone()
+    };
+    assert_eq!(groups("U4"), ["grp_sales"]);
+    app.stop().await;
+    assert_eq!(
+        app.queue_state(&app.queue).await,
+        (0, 0),
+        "e4 was settled once its record was"
+    );
+    let _ = app
+        .channel
+        .queue_delete(stream.as_str().into(), Default::default())
+        .await;
+    let _ = app
+        .channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await;
+}
