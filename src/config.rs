@@ -191,6 +191,9 @@ pub struct WorkerSettings {
     pub quarantine_window: u32,
     /// Dead letters with one Zoom code among them that stop consuming.
     pub quarantine_threshold: u32,
+    /// After a move or add, make the target group the user's primary group
+    /// (one more Medium call, skipped when Zoom already reports it).
+    pub set_primary: bool,
 }
 
 /// `[outcomes]`: the audit trail. One message per settled event, published
@@ -331,6 +334,7 @@ impl Default for WorkerSettings {
             quarantine: true,
             quarantine_window: 100,
             quarantine_threshold: 50,
+            set_primary: false,
         }
     }
 }

@@ -37,6 +37,7 @@ pub struct Worker {
     identities: Cache<String, String>,
     max_elapsed: Duration,
     metrics: Arc<Metrics>,
+    set_primary: bool,
 }
 
 /// One message, parsed and queued behind its user's earlier events.
@@ -117,6 +118,10 @@ struct Run<'a> {
     attempts: Attempts,
     from_group: Option<GroupId>,
     to_group: Option<GroupId>,
+    /// The user's Zoom id, once known.
+    user: Option<ZoomUserId>,
+    /// The primary group a user record reported (before any write).
+    primary: Option<String>,
 }
 
 impl Worker {
@@ -137,6 +142,7 @@ impl Worker {
                 .build(),
             max_elapsed: settings.retry.max_elapsed(),
             metrics,
+            set_primary: settings.worker.set_primary,
         })
     }
 
@@ -257,8 +263,11 @@ impl Worker {
             attempts: Attempts::new(deadline, limits.stop.clone()),
             from_group: None,
             to_group: None,
+            user: None,
+            primary: None,
         };
         let outcome = self.execute(&mut run).await;
+        let outcome = self.make_primary(&run, outcome).await;
         let (attempts, from_group, to_group) = (run.attempts.get(), run.from_group, run.to_group);
         self.metrics.calls_per_event(self.kind(change), attempts);
         Processed {
@@ -311,17 +320,50 @@ impl Worker {
                 run.from_group = Some(from.clone());
                 run.to_group = Some(to.clone());
                 match self.user_id(run).await {
-                    Ok((id, _)) => self.move_checked(run, &from, &id, &to).await,
+                    Ok((id, user)) => {
+                        run.user = Some(id.clone());
+                        run.primary = user.and_then(|u| u.primary_group_id);
+                        self.move_checked(run, &from, &id, &to).await
+                    }
                     Err(failure) => self.failed(run, failure),
                 }
             }
             Plan::Lookup { to } => {
                 run.to_group = Some(to.clone());
                 match self.user_with_groups(run).await {
-                    Ok((id, user)) => self.place(run, &id, &user, &to).await,
+                    Ok((id, user)) => {
+                        run.user = Some(id.clone());
+                        run.primary = user.primary_group_id.clone();
+                        self.place(run, &id, &user, &to).await
+                    }
                     Err(failure) => self.failed(run, failure),
                 }
             }
+        }
+    }
+
+    /// With `worker.set_primary`: once the user is in the target group, make
+    /// it their primary group, unless a user record already said it is. A
+    /// failure of that call is the event's failure (a replay repeats it
+    /// harmlessly: the move is recognised as already applied).
+    async fn make_primary(&self, run: &Run<'_>, outcome: Outcome) -> Outcome {
+        if !self.set_primary
+            || !matches!(
+                outcome,
+                Outcome::Applied | Outcome::Added | Outcome::AlreadyApplied
+            )
+        {
+            return outcome;
+        }
+        let (Some(user), Some(to)) = (&run.user, &run.to_group) else {
+            return outcome;
+        };
+        if run.primary.as_deref() == Some(to.as_str()) {
+            return outcome;
+        }
+        match self.zoom.set_primary(to, user, &run.attempts).await {
+            Ok(()) => outcome,
+            Err(failure) => self.failed(run, failure),
         }
     }
 

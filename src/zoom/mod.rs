@@ -122,6 +122,9 @@ pub struct ZoomUser {
     pub id: String,
     #[serde(default)]
     pub group_ids: Vec<String>,
+    /// The group the user inherits settings from, when Zoom reports it.
+    #[serde(default)]
+    pub primary_group_id: Option<String>,
 }
 
 /// A group as `GET /groups` lists it.
@@ -222,6 +225,21 @@ impl Client {
         let request = Request::new(Method::POST, url, Category::Medium)
             .json(body)
             .step(StepKind::Add, group);
+        self.call(request, attempts).await.map(drop)
+    }
+
+    /// `PATCH /groups/{group}/members/{user}` `{"action":"set_primary"}`:
+    /// the user inherits the group's settings.
+    pub async fn set_primary(
+        &self,
+        group: &GroupId,
+        user: &ZoomUserId,
+        attempts: &Attempts,
+    ) -> Result<(), Failure> {
+        let url = self.url(&["groups", group.as_str(), "members", user.as_str()]);
+        let request = Request::new(Method::PATCH, url, Category::Medium)
+            .json(json!({"action": "set_primary"}))
+            .step(StepKind::SetPrimary, group);
         self.call(request, attempts).await.map(drop)
     }
 

@@ -14,6 +14,7 @@ mod moves;
 mod operations;
 mod ordering;
 mod outcomes;
+mod primary;
 mod process;
 mod proxy;
 mod quarantine;
