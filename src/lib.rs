@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod ordering;
 pub mod outcome;
 pub mod quarantine;
+pub mod reconcile;
 pub mod retry;
 pub mod shutdown;
 pub mod startup;
