@@ -8,6 +8,7 @@ mod check;
 mod dead_letters;
 mod output;
 mod publish;
+mod reconcile;
 mod status;
 
 use std::path::PathBuf;
@@ -58,6 +59,9 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Ask the running daemon to resume after a quarantine.
     Resume(ConfigArg),
+    /// Compare an HR export with Zoom's managed groups; print the plan,
+    /// publish the changes with --apply.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 /// How a command ended.
@@ -107,6 +111,7 @@ async fn dispatch(command: Command) -> Exit {
         Command::Check(ConfigArg { config }) => check::run(&config).await,
         Command::Publish(args) => publish::run(args).await,
         Command::Resume(ConfigArg { config }) => resume(&config).await,
+        Command::Reconcile(args) => reconcile::run(args).await,
     }
 }
 

@@ -348,8 +348,11 @@ mod tests {
         }
     }
 
-    /// (group, [(id, email, primary)]).
-    fn snapshot(groups: &[(&str, &[(&str, &str, bool)])]) -> Snapshot {
+    /// (id, email, primary).
+    type Listed<'a> = (&'a str, &'a str, bool);
+
+    /// (group, its members).
+    fn snapshot(groups: &[(&str, &[Listed<'_>])]) -> Snapshot {
         let members = groups
             .iter()
             .map(|(g, members)| {
