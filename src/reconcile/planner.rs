@@ -311,8 +311,8 @@ fn decide(
             Action::RemoveExtra,
             Some(format!("leaves {}", others.join(", "))),
         ),
-        (false, true) => (Action::Move, None),
-        (false, false) => (
+        (false, _) if others.len() == 1 => (Action::Move, None),
+        (false, _) => (
             Action::Move,
             Some(format!(
                 "in {} managed groups; ends in {to} only",
@@ -422,6 +422,7 @@ mod tests {
                 ("d@x.com", Action::NotInExport),
             ]
         );
+        assert_eq!(plan.entries[0].note, None, "a plain move");
         assert_eq!(plan.entries[1].current_groups, ["grp_eng", "grp_sales"]);
         assert_eq!(plan.entries[1].note.as_deref(), Some("leaves grp_eng"));
         assert_eq!((plan.changes, plan.managed_members), (2, 5));
