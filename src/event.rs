@@ -246,7 +246,7 @@ impl Email {
 }
 
 impl Department {
-    fn parse(s: &str, field: &str) -> Result<Self, String> {
+    pub fn parse(s: &str, field: &str) -> Result<Self, String> {
         let name = s.trim();
         if name.is_empty() {
             return Err(format!("{field} is empty"));

@@ -15,6 +15,7 @@ pub mod ordering;
 pub mod outcome;
 pub mod outcomes;
 pub mod quarantine;
+pub mod reconcile;
 pub mod retry;
 pub mod shutdown;
 pub mod startup;

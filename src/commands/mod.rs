@@ -9,6 +9,7 @@ mod dead_letters;
 mod history;
 mod output;
 mod publish;
+mod reconcile;
 mod status;
 
 use std::path::PathBuf;
@@ -61,6 +62,9 @@ enum Command {
     Resume(ConfigArg),
     /// What happened to one person: their outcomes from the audit trail.
     History(history::HistoryArgs),
+    /// Compare an HR export with Zoom's managed groups; print the plan,
+    /// publish the changes with --apply.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 /// How a command ended.
@@ -111,6 +115,7 @@ async fn dispatch(command: Command) -> Exit {
         Command::Publish(args) => publish::run(args).await,
         Command::Resume(ConfigArg { config }) => resume(&config).await,
         Command::History(args) => history::run(args).await,
+        Command::Reconcile(args) => reconcile::run(args).await,
     }
 }
 

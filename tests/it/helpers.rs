@@ -241,7 +241,7 @@ impl TestApp {
              [zoom]\napi_base_url = {:?}\noauth_token_url = {:?}\nrequest_timeout_ms = {}\n\n\
              [zoom.rate_limits]\nlight = {}\nmedium = {}\nheavy = {}\n\n\
              [retry]\ninitial_interval_ms = {}\nmax_interval_ms = {}\nmax_elapsed_secs = {}\n\n\
-             [worker]\nconcurrency = {}\nshutdown_grace_secs = {}\n\n\
+             [worker]\nconcurrency = {}\nshutdown_grace_secs = {}\nset_primary = {}\n\n\
              [http]\nlisten = \"{}\"\n\n[departments]\n",
             s.amqp.queue,
             s.amqp.dead_letter_queue(),
@@ -258,6 +258,7 @@ impl TestApp {
             s.retry.max_elapsed_secs,
             s.worker.concurrency,
             s.worker.shutdown_grace_secs,
+            s.worker.set_primary,
             s.http.listen,
         );
         for (department, group) in DEPARTMENTS {

@@ -19,6 +19,7 @@ mod process;
 mod proxy;
 mod quarantine;
 mod rate_limit;
+mod reconcile;
 mod retries;
 mod toolbox;
 mod zoom_fake;

@@ -1,0 +1,241 @@
+//! `reconcile`: repairs drift between an HR export and Zoom. It reads the
+//! export and the managed groups' members, prints a plan, and with
+//! `--apply` publishes one event per change to the input queue, so the
+//! daemon makes the changes with its ordering, rate limits, retries and
+//! dead letters. It never writes to Zoom itself. The decisions are in
+//! `crate::reconcile`; this module does the reading, printing and sending.
+
+mod amqp;
+mod export;
+mod fetch;
+mod print;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{ConfigArg, Exit, full_settings, output};
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Action, Event, Plan, Planner, Snapshot};
+use crate::zoom::Client;
+use export::{Columns, Export};
+use print::{EventLine, Report};
+
+#[derive(Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The HR export: CSV with a header row.
+    #[arg(long)]
+    hr_export: PathBuf,
+    /// Publish one event per change (without it nothing changes).
+    #[arg(long)]
+    apply: bool,
+    /// Print the plan as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the plan as JSON to this file.
+    #[arg(long)]
+    plan_out: Option<PathBuf>,
+    #[arg(long, default_value = "email")]
+    email_column: String,
+    #[arg(long, default_value = "department")]
+    department_column: String,
+    /// The Zoom user id column [default: zoom_user_id, when present].
+    #[arg(long)]
+    id_column: Option<String>,
+    /// When the export was taken (RFC 3339): the events' `occurred_at`.
+    #[arg(long, value_parser = parse_time)]
+    as_of: Option<OffsetDateTime>,
+    /// Refuse `--apply` past this many changes [default: 20 % of managed
+    /// members, at most 500].
+    #[arg(long)]
+    max_changes: Option<usize>,
+    /// Apply even past `--max-changes`.
+    #[arg(long)]
+    allow_large: bool,
+    /// Ask to remove managed members missing from the export (not possible
+    /// with the daemon's events: listed, not applied).
+    #[arg(long)]
+    remove_unlisted: bool,
+}
+
+fn parse_time(text: &str) -> Result<OffsetDateTime, time::error::Parse> {
+    OffsetDateTime::parse(text, &Rfc3339)
+}
+
+pub async fn run(args: ReconcileArgs) -> Exit {
+    match reconcile(args).await {
+        Ok(exit) | Err(exit) => exit,
+    }
+}
+
+async fn reconcile(args: ReconcileArgs) -> Result<Exit, Exit> {
+    let settings = full_settings(&args.config.config).map_err(super::config_error)?;
+    let export = read_export(&args)?;
+    let client = Client::new(&settings, Arc::new(Metrics::new())).map_err(|e| {
+        eprintln!("zoom-dept-sync reconcile: {e}");
+        Exit::Usage
+    })?;
+    let plan = make_plan(&args, &settings, &client, &export)
+        .await?
+        .with_set_primary(settings.worker.set_primary);
+    let run_id = run_id();
+    let as_of = args.as_of.unwrap_or_else(OffsetDateTime::now_utc);
+    let as_of = output::when(Some(as_of));
+    let events = reconcile::events(&plan, &settings.mapping, &run_id, &as_of).map_err(|e| {
+        eprintln!("zoom-dept-sync reconcile: {e}");
+        Exit::Problems
+    })?;
+    let threshold = reconcile::check_threshold(
+        plan.changes,
+        plan.managed_members,
+        args.max_changes,
+        args.allow_large,
+    );
+    let report = Report {
+        run_id: &run_id,
+        as_of: &as_of,
+        apply: args.apply && threshold.is_ok(),
+        max_changes: args
+            .max_changes
+            .unwrap_or_else(|| reconcile::default_max_changes(plan.managed_members)),
+        plan: &plan,
+        unreadable_rows: &export.unreadable,
+        events: event_lines(&events),
+    };
+    show(&args, &report)?;
+    let mut exit = problems_if(!export.unreadable.is_empty());
+    if args.apply {
+        if let Err(over) = threshold {
+            eprintln!("zoom-dept-sync reconcile: refused: {over}");
+            return Ok(Exit::Problems);
+        }
+        exit = worse(exit, send(&args, &settings, &events, &run_id).await);
+        let unlisted = plan.totals.get(&Action::NotInExport).copied().unwrap_or(0);
+        if args.remove_unlisted && unlisted > 0 {
+            eprintln!(
+                "zoom-dept-sync reconcile: --remove-unlisted: {unlisted} not-in-export members \
+                 not removed: the daemon's events cannot take someone out of the managed groups"
+            );
+            exit = Exit::Problems;
+        }
+    }
+    Ok(exit)
+}
+
+fn read_export(args: &ReconcileArgs) -> Result<Export, Exit> {
+    let columns = Columns {
+        email: args.email_column.clone(),
+        department: args.department_column.clone(),
+        id: args.id_column.clone(),
+    };
+    export::read(&args.hr_export, &columns).map_err(|e| {
+        eprintln!("zoom-dept-sync reconcile: {e}");
+        Exit::Usage
+    })
+}
+
+/// Lists the managed groups, looks up who is in none of them, plans.
+async fn make_plan(
+    args: &ReconcileArgs,
+    settings: &Settings,
+    client: &Client,
+    export: &Export,
+) -> Result<Plan, Exit> {
+    let failed = |e: fetch::FetchError| {
+        eprintln!("zoom-dept-sync reconcile: {e}");
+        Exit::Problems
+    };
+    let members = fetch::members(client, &settings.mapping)
+        .await
+        .map_err(failed)?;
+    let snapshot = Snapshot::new(&members);
+    let planner = Planner::new(&export.rows, &settings.mapping, &snapshot)
+        .remove_unlisted(args.remove_unlisted);
+    let lookups = fetch::lookups(client, &planner.lookups_needed())
+        .await
+        .map_err(failed)?;
+    Ok(planner.plan(&lookups))
+}
+
+/// Prints the plan and writes `--plan-out`.
+fn show(args: &ReconcileArgs, report: &Report<'_>) -> Result<(), Exit> {
+    let json = output::json(report);
+    if args.json {
+        println!("{json}");
+    } else {
+        println!("{}", print::table(report));
+    }
+    if let Some(path) = &args.plan_out {
+        std::fs::write(path, format!("{json}\n")).map_err(|e| {
+            eprintln!(
+                "zoom-dept-sync reconcile: cannot write {}: {e}",
+                path.display()
+            );
+            Exit::Problems
+        })?;
+    }
+    Ok(())
+}
+
+/// Publishes every event in order, each confirmed.
+async fn send(args: &ReconcileArgs, settings: &Settings, events: &[Event], run_id: &str) -> Exit {
+    let queue = &settings.amqp.queue;
+    let publisher = match amqp::EventPublisher::connect(&settings.amqp).await {
+        Ok(publisher) => publisher,
+        Err(e) => {
+            eprintln!("zoom-dept-sync reconcile: nothing published: {e}");
+            return Exit::Problems;
+        }
+    };
+    let mut sent = 0;
+    for event in events {
+        if let Err(e) = publisher.publish(queue, event, run_id).await {
+            eprintln!(
+                "zoom-dept-sync reconcile: {e}; published {sent} of {}",
+                events.len()
+            );
+            publisher.close().await;
+            return Exit::Problems;
+        }
+        sent += 1;
+    }
+    publisher.close().await;
+    let line = format!("published {sent} events to {queue} (run {run_id})");
+    if args.json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+    Exit::Ok
+}
+
+fn event_lines(events: &[Event]) -> Vec<EventLine<'_>> {
+    events
+        .iter()
+        .map(|e| EventLine {
+            event_id: &e.event_id,
+            email: &e.email,
+            action: e.action.as_str(),
+        })
+        .collect()
+}
+
+/// `<unix seconds>-<8 hex digits>`: sorts by time, unique enough per run.
+fn run_id() -> String {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    format!("{now}-{:08x}", fastrand::u32(..))
+}
+
+fn problems_if(problems: bool) -> Exit {
+    if problems { Exit::Problems } else { Exit::Ok }
+}
+
+fn worse(a: Exit, b: Exit) -> Exit {
+    if a == Exit::Ok { b } else { a }
+}
