@@ -320,6 +320,33 @@ impl Publisher {
             .with_content_type("application/json".into());
         publish(&self.channel, queue, body, properties).await
     }
+
+    /// A persistent JSON event with its id as `message_id` and string
+    /// headers (e.g. `reconcile-run-id`), confirmed.
+    pub async fn publish_event(
+        &self,
+        queue: &str,
+        body: &[u8],
+        message_id: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(), AdminError> {
+        let mut table = FieldTable::default();
+        for (name, value) in headers {
+            table.insert(
+                (*name).into(),
+                AMQPValue::LongString(LongString::from(*value)),
+            );
+        }
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_headers(table);
+        // A short string holds 255 bytes; a longer id stays in the body.
+        if message_id.len() <= 255 {
+            properties = properties.with_message_id(message_id.into());
+        }
+        publish(&self.channel, queue, body, properties).await
+    }
 }
 
 enum Applied {

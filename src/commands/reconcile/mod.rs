@@ -5,7 +5,6 @@
 //! dead letters. It never writes to Zoom itself. The decisions are in
 //! `crate::reconcile`; this module does the reading, printing and sending.
 
-mod amqp;
 mod export;
 mod fetch;
 mod print;
@@ -18,12 +17,17 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{ConfigArg, Exit, full_settings, output};
+use crate::broker::admin::Admin;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Action, Event, Plan, Planner, Snapshot};
 use crate::zoom::Client;
 use export::{Columns, Export};
 use print::{EventLine, Report};
+
+/// The header that ties a published event to its run (the audit trail's
+/// `run_id`).
+pub const RUN_ID_HEADER: &str = "reconcile-run-id";
 
 #[derive(Args)]
 pub struct ReconcileArgs {
@@ -186,8 +190,13 @@ fn show(args: &ReconcileArgs, report: &Report<'_>) -> Result<(), Exit> {
 /// Publishes every event in order, each confirmed.
 async fn send(args: &ReconcileArgs, settings: &Settings, events: &[Event], run_id: &str) -> Exit {
     let queue = &settings.amqp.queue;
-    let publisher = match amqp::EventPublisher::connect(&settings.amqp).await {
-        Ok(publisher) => publisher,
+    let connected = async {
+        let admin = Admin::connect(&settings.amqp, "reconcile").await?;
+        let publisher = admin.publisher().await?;
+        Ok::<_, crate::broker::admin::AdminError>((admin, publisher))
+    };
+    let (admin, publisher) = match connected.await {
+        Ok(both) => both,
         Err(e) => {
             eprintln!("zoom-dept-sync reconcile: nothing published: {e}");
             return Exit::Problems;
@@ -195,17 +204,21 @@ async fn send(args: &ReconcileArgs, settings: &Settings, events: &[Event], run_i
     };
     let mut sent = 0;
     for event in events {
-        if let Err(e) = publisher.publish(queue, event, run_id).await {
+        let headers = [(RUN_ID_HEADER, run_id)];
+        let published = publisher
+            .publish_event(queue, &event.body, &event.event_id, &headers)
+            .await;
+        if let Err(e) = published {
             eprintln!(
                 "zoom-dept-sync reconcile: {e}; published {sent} of {}",
                 events.len()
             );
-            publisher.close().await;
+            admin.close().await;
             return Exit::Problems;
         }
         sent += 1;
     }
-    publisher.close().await;
+    admin.close().await;
     let line = format!("published {sent} events to {queue} (run {run_id})");
     if args.json {
         eprintln!("{line}");
