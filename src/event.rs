@@ -56,8 +56,12 @@ pub struct DepartmentChange {
     pub event_id: EventId,
     pub user: UserRef,
     pub previous_department: Option<Department>,
+    /// For a `leave` event, [`Department::none`].
     pub new_department: Department,
     pub occurred_at: Option<OffsetDateTime>,
+    /// `"action": "leave"`: the person leaves every managed group (they are
+    /// no longer in any mapped department), and has no new department.
+    pub leave: bool,
 }
 
 /// The wire shape; only used to get the fields out before validating them.
@@ -70,9 +74,13 @@ struct RawEvent {
     email: Option<String>,
     #[serde(default)]
     previous_department: Option<String>,
-    new_department: String,
+    #[serde(default)]
+    new_department: Option<String>,
     #[serde(default)]
     occurred_at: Option<String>,
+    /// `move` (the default) or `leave`.
+    #[serde(default)]
+    action: Option<String>,
 }
 
 impl DepartmentChange {
@@ -121,7 +129,23 @@ impl DepartmentChange {
             None | Some("") => None,
             Some(name) => Some(Department::parse(name, "previous_department")?),
         };
-        let new_department = Department::parse(&raw.new_department, "new_department")?;
+        let leave = match raw.action.as_deref().map(str::trim) {
+            None | Some("" | "move") => false,
+            Some("leave") => true,
+            Some(other) => {
+                return Err(format!(
+                    "action is {other:?}: write \"move\" (the default) or \"leave\""
+                ));
+            }
+        };
+        let new_department = match (leave, raw.new_department.as_deref().map(str::trim)) {
+            (false, None) => return Err("new_department is required".into()),
+            (false, Some(name)) => Department::parse(name, "new_department")?,
+            (true, None | Some("")) => Department::none(),
+            (true, Some(_)) => {
+                return Err("new_department must be empty when action is \"leave\"".into());
+            }
+        };
         let occurred_at = raw
             .occurred_at
             .map(|s| {
@@ -135,6 +159,7 @@ impl DepartmentChange {
             previous_department,
             new_department,
             occurred_at,
+            leave,
         })
     }
 
@@ -246,6 +271,12 @@ impl Email {
 }
 
 impl Department {
+    /// The "department" of a `leave` event: none (shown as `-`; it maps to
+    /// no group, and the mapping never sees it).
+    pub fn none() -> Self {
+        Self("-".to_owned())
+    }
+
     pub fn parse(s: &str, field: &str) -> Result<Self, String> {
         let name = s.trim();
         if name.is_empty() {
@@ -292,6 +323,34 @@ mod tests {
 
     fn event(json: serde_json::Value) -> Result<DepartmentChange, InvalidPayload> {
         DepartmentChange::parse(json.to_string().as_bytes())
+    }
+
+    #[test]
+    fn a_leave_event_has_no_new_department() {
+        let leave = DepartmentChange::parse(
+            br#"{"event_id":"e","zoom_user_id":"u1","action":"leave","previous_department":"Sales"}"#,
+        )
+        .unwrap();
+        assert!(leave.leave);
+        assert_eq!(leave.new_department.as_str(), "-");
+        let cases: [(&[u8], &str); 3] = [
+            (
+                br#"{"event_id":"e","zoom_user_id":"u1","action":"leave","new_department":"Sales"}"#,
+                "new_department must be empty when action is \"leave\"",
+            ),
+            (
+                br#"{"event_id":"e","zoom_user_id":"u1","action":"fly","new_department":"Sales"}"#,
+                "action is \"fly\"",
+            ),
+            (
+                br#"{"event_id":"e","zoom_user_id":"u1"}"#,
+                "new_department is required",
+            ),
+        ];
+        for (body, expected) in cases {
+            let error = DepartmentChange::parse(body).unwrap_err();
+            assert!(error.detail.contains(expected), "{}", error.detail);
+        }
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub enum Plan {
     AlreadyThere { group: GroupId },
     /// `new_department` has no group.
     Unmapped,
+    /// A `leave` event: out of every managed group (Zoom must be asked which).
+    Leave,
 }
 
 /// Names match case-insensitively after trimming white space (SPEC).
@@ -114,6 +116,9 @@ impl Mapping {
     }
 
     pub fn plan(&self, change: &DepartmentChange) -> Plan {
+        if change.leave {
+            return Plan::Leave;
+        }
         let Some(to) = self.group_of(change.new_department.as_str()).cloned() else {
             return Plan::Unmapped;
         };

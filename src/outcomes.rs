@@ -109,7 +109,9 @@ fn result(outcome: &Outcome) -> Option<&'static str> {
 
 /// What the event did, or for a failure what it tried: the last write.
 fn action(processed: &Processed) -> &'static str {
+    let leaving = processed.event.as_ref().is_some_and(|e| e.leave);
     match processed.outcome {
+        Outcome::Applied if leaving => return "remove",
         Outcome::Applied => return "move",
         Outcome::Added => return "add",
         _ => {}

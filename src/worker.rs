@@ -290,6 +290,7 @@ impl Worker {
             (Plan::Move { .. }, true) => "move_by_email",
             (Plan::Lookup { .. }, false) => "lookup",
             (Plan::Lookup { .. }, true) => "lookup_by_email",
+            (Plan::Leave, _) => "leave",
             (Plan::Unmapped | Plan::AlreadyThere { .. }, _) => "no_call",
         }
     }
@@ -328,6 +329,19 @@ impl Worker {
                     Err(failure) => self.failed(run, failure),
                 }
             }
+            Plan::Leave => match self.user_with_groups(run).await {
+                Ok((id, user)) => {
+                    run.user = Some(id.clone());
+                    let managed = self.managed_groups(&user);
+                    run.from_group = managed.first().cloned();
+                    if managed.is_empty() {
+                        return Outcome::AlreadyApplied;
+                    }
+                    self.leave_others(run, &id, &managed, None, Outcome::Applied)
+                        .await
+                }
+                Err(failure) => self.failed(run, failure),
+            },
             Plan::Lookup { to } => {
                 run.to_group = Some(to.clone());
                 match self.user_with_groups(run).await {
@@ -411,7 +425,7 @@ impl Worker {
         if managed.contains(to) {
             run.from_group = Some(to.clone());
             return self
-                .leave_others(run, id, &managed, to, Outcome::AlreadyApplied)
+                .leave_others(run, id, &managed, Some(to), Outcome::AlreadyApplied)
                 .await;
         }
         let Some((from, others)) = managed.split_first() else {
@@ -425,21 +439,22 @@ impl Worker {
         if !matches!(moved, Outcome::Applied) {
             return moved;
         }
-        self.leave_others(run, id, others, to, Outcome::Applied)
+        self.leave_others(run, id, others, Some(to), Outcome::Applied)
             .await
     }
 
     /// The invariant: in the target and in no other managed group. Leaves
-    /// every managed group in `groups` but the target, then ends in `done`.
+    /// every managed group in `groups` but the target (every one for a
+    /// `leave` event, which has none), then ends in `done`.
     async fn leave_others(
         &self,
         run: &Run<'_>,
         id: &ZoomUserId,
         groups: &[GroupId],
-        to: &GroupId,
+        to: Option<&GroupId>,
         done: Outcome,
     ) -> Outcome {
-        for other in groups.iter().filter(|g| *g != to) {
+        for other in groups.iter().filter(|g| Some(*g) != to) {
             match self.zoom.remove_member(other, id, &run.attempts).await {
                 Ok(()) => {
                     tracing::info!(group = %other, "removed the user from another managed group")
@@ -482,7 +497,7 @@ impl Worker {
             Ok(user) if user.group_ids.iter().any(|g| g == to.as_str()) => {
                 tracing::info!(rejection = %rejection, "Zoom rejected the move, but the user is already in the target group");
                 let managed = self.managed_groups(&user);
-                self.leave_others(run, id, &managed, to, Outcome::AlreadyApplied)
+                self.leave_others(run, id, &managed, Some(to), Outcome::AlreadyApplied)
                     .await
             }
             // Not in the target, or the check itself was refused: the

@@ -94,10 +94,15 @@ fn body(entry: &Entry, event_id: &str, previous: Option<&str>, as_of: &str) -> V
     if let Some(previous) = previous {
         put("previous_department", previous);
     }
-    put(
-        "new_department",
-        entry.department.as_deref().unwrap_or_default(),
-    );
+    if entry.action == Action::NotInExport {
+        // Not in the export: out of every managed group, no new department.
+        put("action", "leave");
+    } else {
+        put(
+            "new_department",
+            entry.department.as_deref().unwrap_or_default(),
+        );
+    }
     put("occurred_at", as_of);
     serde_json::to_vec(&Value::Object(event)).unwrap_or_default()
 }

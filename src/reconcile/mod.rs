@@ -123,12 +123,20 @@ pub struct Plan {
     /// group makes it their primary group.
     #[serde(skip)]
     pub publish_set_primary: bool,
+    /// `--remove-unlisted`: `not-in-export` rows publish a `leave` event.
+    #[serde(skip)]
+    pub remove_unlisted: bool,
 }
 
 impl Plan {
     /// With `worker.set_primary` on, `set-primary` rows become changes.
     pub fn with_set_primary(mut self, on: bool) -> Self {
         self.publish_set_primary = on;
+        self.recounted()
+    }
+
+    /// `changes` counted again after an option changed what publishes.
+    pub fn recounted(mut self) -> Self {
         self.changes = self
             .entries
             .iter()
@@ -139,6 +147,8 @@ impl Plan {
 
     /// Whether `--apply` publishes an event for this action.
     pub fn publishes(&self, action: Action) -> bool {
-        action.is_change() || (self.publish_set_primary && action == Action::SetPrimary)
+        action.is_change()
+            || (self.publish_set_primary && action == Action::SetPrimary)
+            || (self.remove_unlisted && action == Action::NotInExport)
     }
 }

@@ -7,9 +7,8 @@ use super::snapshot::{ManagedUser, Snapshot};
 use super::{Action, Entry, ExportRow, Lookup, Plan, Who};
 use crate::mapping::{GroupId, Mapping};
 
-/// Why `not-in-export` members stay, even with `--remove-unlisted`.
-pub const UNLISTED_NOT_APPLIED: &str = "--remove-unlisted: not applied: the event schema \
-    cannot take someone out of the managed groups (new_department must map to a group)";
+/// What `--remove-unlisted` does to a `not-in-export` member.
+pub const UNLISTED_LEAVES: &str = "--remove-unlisted: leaves every managed group (a `leave` event)";
 
 pub struct Planner<'a> {
     rows: &'a [ExportRow],
@@ -100,12 +99,14 @@ impl<'a> Planner<'a> {
             *totals.entry(entry.action).or_insert(0) += 1;
         }
         Plan {
-            changes: entries.iter().filter(|e| e.action.is_change()).count(),
+            changes: 0,
             managed_members: self.snapshot.len(),
             entries,
             totals,
             publish_set_primary: false,
+            remove_unlisted: self.remove_unlisted,
         }
+        .recounted()
     }
 
     /// Rows grouped by lower-cased email, in the order of their first row.
@@ -271,9 +272,7 @@ impl<'a> Planner<'a> {
             current_groups: names(&user.groups),
             wanted_group: None,
             action: Action::NotInExport,
-            note: self
-                .remove_unlisted
-                .then(|| UNLISTED_NOT_APPLIED.to_owned()),
+            note: self.remove_unlisted.then(|| UNLISTED_LEAVES.to_owned()),
             lines: Vec::new(),
         }
     }
@@ -549,6 +548,6 @@ mod tests {
             Some("in 2 managed groups; ends in grp_sup only")
         );
         assert_eq!(plan.entries[1].action, Action::NotInExport);
-        assert_eq!(plan.entries[1].note.as_deref(), Some(UNLISTED_NOT_APPLIED));
+        assert_eq!(plan.entries[1].note.as_deref(), Some(UNLISTED_LEAVES));
     }
 }

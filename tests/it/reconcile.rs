@@ -399,3 +399,56 @@ async fn reconcile_bad_header_is_a_usage_error() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert_eq!(fake.counters().total.calls, 0);
 }
+
+/// `--remove-unlisted`: a member of a managed group who is not in the export
+/// gets a `leave` event, and the daemon takes them out of every managed
+/// group (other groups stay).
+#[tokio::test]
+async fn reconcile_remove_unlisted_takes_leavers_out_of_the_managed_groups() {
+    let seed = FakeConfig::default()
+        .group("grp_eng", "Engineering")
+        .group("grp_sales", "Sales")
+        .group("grp_support", "Support")
+        .group("grp_mkt", "Marketing")
+        .group("grp_all", "Everyone")
+        .user("u1", "stays@ex.com", &["grp_eng"])
+        .user("u2", "left@ex.com", &["grp_sales", "grp_eng", "grp_all"]);
+    let fake = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("zoom-fake");
+    let mut app = app_on(&fake).await;
+    let run = Run::new(&app, "email,department\nstays@ex.com,Engineering\n");
+
+    let (code, plan, stderr) = run
+        .reconcile(&["--apply", "--remove-unlisted", "--allow-large"])
+        .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(plan["changes"], 1, "{plan}");
+    let got = app
+        .channel
+        .basic_get(app.queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("get")
+        .expect("the leave event");
+    let event: Value = serde_json::from_slice(&got.delivery.data).unwrap();
+    assert_eq!(event["action"], "leave", "{event}");
+    assert_eq!(event["zoom_user_id"], "u2");
+    assert!(event.get("new_department").is_none(), "{event}");
+    app.publish_with(&got.delivery.data, got.delivery.properties.clone())
+        .await;
+
+    app.start().await;
+    crate::helpers::eventually(
+        "the daemon removed the leaver",
+        std::time::Duration::from_secs(20),
+        || async {
+            let state = fake.state();
+            let u2 = state.users.iter().find(|u| u.id == "u2").unwrap();
+            u2.groups == ["grp_all"]
+        },
+    )
+    .await;
+    app.stop_and_assert_queues_empty().await;
+    let (_, again, _) = run.reconcile(&["--remove-unlisted"]).await;
+    assert_eq!(again["changes"], 0, "{again}");
+}

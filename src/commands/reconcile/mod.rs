@@ -20,7 +20,7 @@ use super::{ConfigArg, Exit, full_settings, output};
 use crate::broker::admin::Admin;
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Action, Event, Plan, Planner, Snapshot};
+use crate::reconcile::{self, Event, Plan, Planner, Snapshot};
 use crate::zoom::Client;
 use export::{Columns, Export};
 use print::{EventLine, Report};
@@ -120,14 +120,6 @@ async fn reconcile(args: ReconcileArgs) -> Result<Exit, Exit> {
             return Ok(Exit::Problems);
         }
         exit = worse(exit, send(&args, &settings, &events, &run_id).await);
-        let unlisted = plan.totals.get(&Action::NotInExport).copied().unwrap_or(0);
-        if args.remove_unlisted && unlisted > 0 {
-            eprintln!(
-                "zoom-dept-sync reconcile: --remove-unlisted: {unlisted} not-in-export members \
-                 not removed: the daemon's events cannot take someone out of the managed groups"
-            );
-            exit = Exit::Problems;
-        }
     }
     Ok(exit)
 }
