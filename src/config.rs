@@ -468,9 +468,17 @@ impl Settings {
     }
 
     /// The longest an event runs once started: its whole retry budget, one
-    /// more request, and the confirm of its dead letter.
+    /// more request, and the confirms of its dead letter and (with the
+    /// audit trail on) its outcome record.
     pub fn event_run_time(&self) -> Duration {
-        self.retry.max_elapsed() + self.zoom.request_timeout() + self.amqp.confirm_timeout()
+        let confirms = if self.outcomes.exchange.is_some() {
+            2
+        } else {
+            1
+        };
+        self.retry.max_elapsed()
+            + self.zoom.request_timeout()
+            + self.amqp.confirm_timeout() * confirms
     }
 
     /// The slowest delivery waits for a slot behind the rest of the prefetch
@@ -874,6 +882,17 @@ mod tests {
             heavy: 5,
         };
         assert_eq!(s.zoom.rate_limits(), expected);
+    }
+
+    #[test]
+    fn the_outcome_confirm_counts_toward_the_consumer_timeout() {
+        // Two rounds of 600 + 10 + 15 s fit in 1,400 s less its 140 s
+        // margin; with the outcome record's confirm too (2 × 640 s) they do not.
+        let base = "[amqp]\nconsumer_timeout_secs = 1400\n[departments]\nS = \"g\"\n";
+        assert!(Settings::load(file(base).path(), &env_with_secrets).is_ok());
+        let with_trail = format!("{base}[outcomes]\nexchange = \"x\"\n");
+        let err = Settings::load(file(&with_trail).path(), &env_with_secrets).unwrap_err();
+        assert!(err.to_string().contains("consumer_timeout_secs"), "{err}");
     }
 
     #[test]
