@@ -258,10 +258,12 @@ impl Task {
                     format!("dead letters cannot be published: {}", error.why),
                 )
             })),
-            (Settled::OutcomeFailed(error), _) => went_back(Some((
-                RequeueCause::PublishingUnavailable,
-                format!("outcome records cannot be published: {}", error.why),
-            ))),
+            (Settled::OutcomeFailed(error), _) => went_back((!error.repaired).then(|| {
+                (
+                    RequeueCause::PublishingUnavailable,
+                    format!("outcome records cannot be published: {}", error.why),
+                )
+            })),
             (_, Outcome::Requeue { cause, why }) => went_back(Some((*cause, why.clone()))),
             (_, Outcome::Abandoned { .. }) => went_back(None),
             (_, outcome) => self.settled_for_good(processed, outcome),

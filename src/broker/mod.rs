@@ -125,7 +125,7 @@ impl Session {
         if let Some(outcomes) = &outcomes {
             // No event may be acked without its record: without the
             // exchange, the session does not start.
-            outcomes.ensure(&consuming).await?;
+            outcomes.ensure(&consuming_connection).await?;
         }
         consuming
             .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())

@@ -13,7 +13,7 @@ use lapin::options::{
     BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
 use super::settle::PublishError;
 use crate::config::OutcomesSettings;
@@ -42,8 +42,15 @@ impl OutcomeTopology {
     }
 
     /// Declares the exchange and the stream (bound to every routing key), or
-    /// checks that they exist when the operator owns the topology.
-    pub async fn ensure(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    /// checks that they exist when the operator owns the topology. On
+    /// channels of its own: a failed passive declare closes its channel.
+    ///
+    /// A stream that exists already is used as it is: RabbitMQ refuses a
+    /// redeclaration with another `x-max-age`, and a changed
+    /// `outcomes.max_age` must not stop consuming (set it on an existing
+    /// stream with a policy).
+    pub async fn ensure(&self, connection: &Connection) -> Result<(), lapin::Error> {
+        let channel = connection.create_channel().await?;
         let options = ExchangeDeclareOptions {
             durable: true,
             passive: !self.declare,
@@ -57,21 +64,48 @@ impl OutcomeTopology {
                 FieldTable::default(),
             )
             .await?;
-        let Some(stream) = &self.stream else {
-            return Ok(());
-        };
-        let options = QueueDeclareOptions {
-            durable: true,
-            passive: !self.declare,
+        if let Some(stream) = &self.stream {
+            self.ensure_stream(connection, &channel, stream).await?;
+        }
+        let _ = channel.close(200, "topology checked".into()).await;
+        Ok(())
+    }
+
+    async fn ensure_stream(
+        &self,
+        connection: &Connection,
+        channel: &Channel,
+        stream: &str,
+    ) -> Result<(), lapin::Error> {
+        let probe = connection.create_channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
             ..QueueDeclareOptions::default()
         };
-        channel
-            .queue_declare(stream.as_str().into(), options, self.stream_arguments())
-            .await?;
+        let exists = probe
+            .queue_declare(stream.into(), passive, FieldTable::default())
+            .await
+            .is_ok();
+        let _ = probe.close(200, "probed".into()).await;
+        if !exists {
+            if !self.declare {
+                return channel
+                    .queue_declare(stream.into(), passive, FieldTable::default())
+                    .await
+                    .map(drop);
+            }
+            let options = QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            };
+            channel
+                .queue_declare(stream.into(), options, self.stream_arguments())
+                .await?;
+        }
         if self.declare {
             channel
                 .queue_bind(
-                    stream.as_str().into(),
+                    stream.into(),
                     self.exchange.as_str().into(),
                     "#".into(),
                     QueueBindOptions::default(),
@@ -80,6 +114,46 @@ impl OutcomeTopology {
                 .await?;
         }
         Ok(())
+    }
+
+    /// After a record came back unroutable (the stream or its binding was
+    /// deleted): declare and bind the stream again, if the daemon owns the
+    /// topology. `true` when it is back.
+    async fn repair(&self, channel: &Channel) -> bool {
+        let Some(stream) = self.stream.as_deref().filter(|_| self.declare) else {
+            return false;
+        };
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = channel
+            .queue_declare(stream.into(), options, self.stream_arguments())
+            .await;
+        let bound = match declared {
+            Ok(_) => {
+                channel
+                    .queue_bind(
+                        stream.into(),
+                        self.exchange.as_str().into(),
+                        "#".into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match bound {
+            Ok(()) => {
+                tracing::warn!(%stream, "declared and bound the outcome stream again");
+                true
+            }
+            Err(e) => {
+                tracing::error!(%stream, error = %e, "cannot declare the outcome stream");
+                false
+            }
+        }
     }
 
     /// A stream, kept for `max_age` (RabbitMQ drops whole old segments).
@@ -112,7 +186,12 @@ impl OutcomeTopology {
                 .basic_publish(
                     self.exchange.as_str().into(),
                     record.routing_key().into(),
-                    BasicPublishOptions::default(),
+                    // A record the exchange routes nowhere is confirmed
+                    // and dropped: `mandatory` makes it come back.
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
                     &body,
                     properties,
                 )
@@ -131,6 +210,21 @@ impl OutcomeTopology {
             })??;
         if confirmation.is_nack() {
             return Err(failed("the broker nacked it".into()));
+        }
+        if let Some(returned) = confirmation.take_message() {
+            tracing::error!(
+                exchange = %self.exchange,
+                reply = %returned.reply_text,
+                "the outcome exchange routes the record to no queue: set outcomes.stream or bind a queue to it"
+            );
+            let repaired = self.repair(channel).await;
+            return Err(PublishError {
+                why: format!(
+                    "unroutable ({}): no queue is bound to {}",
+                    returned.reply_text, self.exchange
+                ),
+                repaired,
+            });
         }
         Ok(())
     }

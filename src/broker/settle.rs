@@ -86,14 +86,18 @@ impl Settler {
                     .await
             }
             Outcome::DeadLetter(dead_letter) => {
+                // The record first: a record that fails sends the event back
+                // before a dead letter exists, so no dead letter is ever
+                // published twice (a stale copy could be replayed later).
+                if let Err(error) = self.publish_outcome(delivery, processed).await {
+                    let _ = requeue(delivery).await;
+                    return Settled::OutcomeFailed(error);
+                }
                 match self
                     .publish_dead_letter(delivery, processed, dead_letter)
                     .await
                 {
-                    Ok(()) => {
-                        self.record_then_ack(delivery, processed, Settled::DeadLettered)
-                            .await
-                    }
+                    Ok(()) => ack(delivery, Settled::DeadLettered).await,
                     Err(error) => {
                         // Hand it back now rather than at the next reconnect.
                         let _ = requeue(delivery).await;

@@ -162,17 +162,86 @@ async fn every_settled_event_has_its_outcome_and_none_is_acked_without_it() {
             .clone()
     };
     assert_eq!(groups("U4"), ["grp_sales"]);
+
+    // A dead letter whose record cannot be published (the exchange is gone
+    // again): the event goes back before its dead letter exists, so the
+    // dead-letter queue ends with one copy, not two.
+    app.channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    app.publish_json(event("e5", "U5", Some("Engineering"), "Sales"))
+        .await;
+    eventually("e5 has its outcome", Duration::from_secs(20), || async {
+        !of(&trail(&app, &stream).await, "e5").is_empty()
+    })
+    .await;
+    eventually("e5's dead letter", Duration::from_secs(10), || async {
+        app.queue_state(&app.dead_letter_queue).await.0 == 1
+    })
+    .await;
+
+    // The stream is deleted: the record comes back unroutable (`mandatory`)
+    // instead of being confirmed and dropped; the daemon declares and binds
+    // the stream again, and the event gets its record there.
+    app.channel
+        .queue_delete(stream.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    app.publish_json(event("e6", "U1", Some("Sales"), "Engineering"))
+        .await;
+    eventually(
+        "e6 has its outcome in the new stream",
+        Duration::from_secs(20),
+        || async {
+            app.try_queue_state(&stream).await.is_some()
+                && !of(&trail(&app, &stream).await, "e6").is_empty()
+        },
+    )
+    .await;
     app.stop().await;
     assert_eq!(
         app.queue_state(&app.queue).await,
         (0, 0),
-        "e4 was settled once its record was"
+        "every event settled"
+    );
+    assert_eq!(
+        app.queue_state(&app.dead_letter_queue).await.0,
+        1,
+        "one dead letter for e5"
     );
     let _ = app
         .channel
         .queue_delete(stream.as_str().into(), Default::default())
         .await;
     let _ = app
+        .channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await;
+}
+
+/// A stream declared with another `x-max-age` is used as it is: a changed
+/// `outcomes.max_age` must not stop consuming (RabbitMQ refuses to
+/// redeclare a queue with other arguments).
+#[tokio::test]
+async fn a_changed_max_age_does_not_stop_consuming() {
+    let exchange = unique_name("outcomes");
+    let stream = format!("{exchange}.trail");
+    let outcomes = |max_age: &str| OutcomesSettings {
+        exchange: Some(exchange.clone()),
+        stream: Some(stream.clone()),
+        max_age: max_age.into(),
+    };
+    let mut first = TestApp::spawn_with(|s| s.outcomes = outcomes("90D")).await;
+    first.stop().await;
+    let mut second = TestApp::spawn_with(|s| s.outcomes = outcomes("30D")).await;
+    assert_eq!(second.queue_state(&second.queue).await.1, 1, "consuming");
+    second.stop().await;
+    let _ = second
+        .channel
+        .queue_delete(stream.as_str().into(), Default::default())
+        .await;
+    let _ = second
         .channel
         .exchange_delete(exchange.as_str().into(), Default::default())
         .await;
