@@ -232,10 +232,11 @@ impl OutcomesSettings {
                 "outcomes.stream needs outcomes.exchange: the stream is bound to it".into(),
             ));
         }
-        let (digits, unit) = self.max_age.split_at(self.max_age.len().saturating_sub(1));
+        let unit = self.max_age.chars().last().unwrap_or(' ');
+        let digits = self.max_age.strip_suffix(unit).unwrap_or_default();
         let valid = !digits.is_empty()
             && digits.bytes().all(|b| b.is_ascii_digit())
-            && matches!(unit, "Y" | "M" | "D" | "h" | "m" | "s");
+            && matches!(unit, 'Y' | 'M' | 'D' | 'h' | 'm' | 's');
         if !valid {
             return Err(ConfigError(format!(
                 "outcomes.max_age is {:?}: write a number and one of Y, M, D, h, m, s (e.g. \"90D\")",
@@ -823,6 +824,10 @@ mod tests {
             (
                 "[outcomes]\nexchange = \"x\"\nmax_age = \"90 days\"\n[departments]\nS = \"g\"\n",
                 "outcomes.max_age is \"90 days\"",
+            ),
+            (
+                "[outcomes]\nexchange = \"x\"\nmax_age = \"5é\"\n[departments]\nS = \"g\"\n",
+                "outcomes.max_age is \"5é\"",
             ),
             (
                 "[worker]\nconcurency = 3\n[departments]\nS = \"g\"\n",

@@ -71,7 +71,13 @@ impl OutcomeRecord {
             id: format!("{}-{:016x}", now.unix_timestamp_nanos(), fastrand::u64(..)),
             event_id: processed.event_id.as_ref().map(|id| id.as_str().to_owned()),
             run_id,
-            user: event.map(|e| e.user.to_string()),
+            // The resolved id when known, so `history --user` finds
+            // email-only events too.
+            user: processed
+                .zoom_user_id
+                .as_ref()
+                .map(|id| id.as_str().to_owned())
+                .or_else(|| event.map(|e| e.user.to_string())),
             email: event.and_then(|e| e.email()).map(|e| e.as_str().to_owned()),
             action: action(processed),
             result,
@@ -236,6 +242,7 @@ mod tests {
             to_group: Some(GroupId::parse("grp_sales").unwrap()),
             attempts: steps.len() as u32,
             steps,
+            zoom_user_id: None,
             elapsed: Duration::from_millis(42),
         }
     }

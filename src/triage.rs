@@ -82,7 +82,10 @@ impl DeadLetterRow {
             event_id,
             user,
             previous_department: field("previous_department"),
-            new_department: field("new_department"),
+            // A `leave` event has no new department: say what it was.
+            new_department: field("new_department").or_else(|| {
+                (field("action").as_deref() == Some("leave")).then(|| "(leave)".to_owned())
+            }),
             reason: reason(headers, death),
             http_status: int(headers.get("zoom-http-status")),
             zoom_code: int(headers.get("zoom-error-code")),

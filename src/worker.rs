@@ -99,6 +99,8 @@ pub struct Processed {
     pub attempts: u32,
     /// Each Zoom call the event made, in order (the audit trail's steps).
     pub steps: Vec<CallStep>,
+    /// The user's Zoom id, once known (from the event or a lookup).
+    pub zoom_user_id: Option<ZoomUserId>,
     pub elapsed: Duration,
 }
 
@@ -232,6 +234,7 @@ impl Worker {
             to_group: None,
             attempts: 0,
             steps: Vec::new(),
+            zoom_user_id: None,
             elapsed: admitted.received.elapsed(),
         }
     }
@@ -253,6 +256,7 @@ impl Worker {
                     to_group: None,
                     attempts: 0,
                     steps: Vec::new(),
+                    zoom_user_id: None,
                     elapsed: admitted.received.elapsed(),
                 };
             }
@@ -278,6 +282,7 @@ impl Worker {
             to_group,
             attempts,
             steps: run.attempts.steps(),
+            zoom_user_id: run.user.clone(),
             elapsed: admitted.received.elapsed(),
         }
     }
@@ -339,6 +344,11 @@ impl Worker {
                     }
                     self.leave_others(run, &id, &managed, None, Outcome::Applied)
                         .await
+                }
+                // Zoom does not know the person (their account was deleted
+                // before the HR system said they left): in no managed group.
+                Err(Failure::Rejected(e)) if matches!(e.code, Some(1001 | 1010)) => {
+                    Outcome::AlreadyApplied
                 }
                 Err(failure) => self.failed(run, failure),
             },

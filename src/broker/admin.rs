@@ -114,15 +114,17 @@ impl Admin {
             .map_err(AdminError::from)
     }
 
-    /// Every message body of a stream from `since` (its start when `None`),
-    /// read without consuming anything: a stream keeps its messages. Reading
-    /// stops once no message came for `idle` (a stream has no end).
+    /// Hands each message body of a stream, from `since` (its start when
+    /// `None`), to `visit`, without consuming anything: a stream keeps its
+    /// messages. Stops when `visit` breaks, or once no message came for
+    /// `idle` (a stream has no end). Returns how many bodies were visited.
     pub async fn read_stream(
         &self,
         stream: &str,
         since: Option<time::OffsetDateTime>,
         idle: Duration,
-    ) -> Result<Vec<Vec<u8>>, AdminError> {
+        mut visit: impl FnMut(&[u8]) -> std::ops::ControlFlow<()>,
+    ) -> Result<usize, AdminError> {
         use futures_util::StreamExt;
         let channel = self.channel().await?;
         // A stream needs a prefetch and explicit acks (which move nothing).
@@ -144,16 +146,19 @@ impl Admin {
             )
             .await
             .map_err(|e| missing_or(e, stream))?;
-        let mut bodies = Vec::new();
+        let mut visited = 0;
         while let Ok(Some(delivery)) = tokio::time::timeout(idle, consumer.next()).await {
             let delivery = delivery?;
             delivery
                 .ack(lapin::options::BasicAckOptions::default())
                 .await?;
-            bodies.push(delivery.data);
+            visited += 1;
+            if visit(&delivery.data).is_break() {
+                break;
+            }
         }
         let _ = channel.close(200, "done".into()).await;
-        Ok(bodies)
+        Ok(visited)
     }
 
     pub async fn close(self) {

@@ -2,6 +2,7 @@
 //! (`outcomes.stream`). Reading a stream consumes nothing, so this can be
 //! run any number of times, from any point.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use clap::Args;
@@ -51,30 +52,55 @@ pub async fn run(args: HistoryArgs) -> Exit {
         );
         return Exit::Usage;
     };
+    let started = OffsetDateTime::now_utc();
+    let mut records = Vec::new();
+    let mut unreadable = 0;
+    // Records published after this command started end the reading, so a
+    // busy trail cannot keep it going; `--since` is applied to each record
+    // (the broker's offset only finds the chunk it starts in).
+    let visit = |body: &[u8]| {
+        let Ok(record) = serde_json::from_slice::<Value>(body) else {
+            unreadable += 1;
+            return ControlFlow::Continue(());
+        };
+        let at = processed_at(&record);
+        if at.is_some_and(|at| at > started) {
+            return ControlFlow::Break(());
+        }
+        let recent = args
+            .since
+            .is_none_or(|since| at.is_none_or(|at| at >= since));
+        if recent && is_about(&record, &args) {
+            records.push(record);
+        }
+        ControlFlow::Continue(())
+    };
     let read = async {
         let admin = Admin::connect(&settings.amqp, "history").await?;
-        let bodies = admin.read_stream(&stream, args.since, IDLE).await;
+        let read = admin.read_stream(&stream, args.since, IDLE, visit).await;
         admin.close().await;
-        bodies
+        read
     };
-    let bodies = match read.await {
-        Ok(bodies) => bodies,
-        Err(e) => {
-            eprintln!("zoom-dept-sync history: {e}");
-            return Exit::Problems;
-        }
-    };
-    let records: Vec<Value> = bodies
-        .iter()
-        .filter_map(|body| serde_json::from_slice::<Value>(body).ok())
-        .filter(|record| is_about(record, &args))
-        .collect();
+    if let Err(e) = read.await {
+        eprintln!("zoom-dept-sync history: {e}");
+        return Exit::Problems;
+    }
+    if unreadable > 0 {
+        eprintln!(
+            "zoom-dept-sync history: {unreadable} messages in {stream} are not outcome records (skipped)"
+        );
+    }
     if args.json {
         println!("{}", json(&records));
     } else {
         print_table(&records, &args);
     }
     Exit::Ok
+}
+
+fn processed_at(record: &Value) -> Option<OffsetDateTime> {
+    let at = record["processed_at"].as_str()?;
+    OffsetDateTime::parse(at, &Rfc3339).ok()
 }
 
 fn is_about(record: &Value, args: &HistoryArgs) -> bool {

@@ -44,7 +44,12 @@ pub enum Who {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     /// In Zoom; `groups` are all of the user's groups (managed or not).
-    Found { id: String, groups: Vec<String> },
+    Found {
+        id: String,
+        groups: Vec<String>,
+        /// The user's email, when Zoom's record has one.
+        email: Option<String>,
+    },
     /// Zoom does not know the user (1001 / 1010).
     NotFound,
 }

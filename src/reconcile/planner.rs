@@ -163,6 +163,13 @@ impl<'a> Planner<'a> {
                 "zoom_user_id {id} is not the Zoom user of {} ({})",
                 row.email, other.id
             )),
+            // The id is someone else's: moving it would move that person.
+            (Some(user), _) if !user.email.eq_ignore_ascii_case(&row.email) => {
+                Found::Conflict(format!(
+                    "zoom_user_id {id} belongs to {}, not {}",
+                    user.email, row.email
+                ))
+            }
             (Some(user), _) => Found::Managed(user),
             (None, _) => Found::Unknown(Who::Id(id.to_owned())),
         }
@@ -201,7 +208,17 @@ impl<'a> Planner<'a> {
                 decide(&user.groups, Primary::Listed(user.primary.as_ref()), to)
             }
             (Some(to), Found::Unknown(who)) => match lookups.get(&who) {
-                Some(Lookup::Found { id, groups }) => {
+                Some(Lookup::Found {
+                    email: Some(email), ..
+                }) if row.zoom_user_id.is_some() && !email.eq_ignore_ascii_case(&row.email) => (
+                    Action::Ambiguous,
+                    Some(format!(
+                        "zoom_user_id {} belongs to {email}, not {}",
+                        row.zoom_user_id.as_deref().unwrap_or_default(),
+                        row.email
+                    )),
+                ),
+                Some(Lookup::Found { id, groups, .. }) => {
                     let managed = self.managed(groups);
                     entry.zoom_user_id = Some(id.clone());
                     entry.current_groups = names(&managed);
@@ -304,7 +321,9 @@ fn decide(
             Primary::Unknown => (Action::Ok, None),
             Primary::Listed(_) => (
                 Action::SetPrimary,
-                Some(format!("{to} is not the primary group; not published")),
+                Some(format!(
+                    "{to} is not the primary group; published only with worker.set_primary"
+                )),
             ),
         },
         (true, false) => (
@@ -383,6 +402,37 @@ mod tests {
         Planner::new(rows, &mapping, snapshot).plan(&lookups)
     }
 
+    /// An id that names someone else than the row's email is never acted on:
+    /// it would move the other person.
+    #[test]
+    fn an_id_that_belongs_to_another_email_is_ambiguous() {
+        let zoom = snapshot(&[("grp_eng", &[("u2", "bob@x.com", true)])]);
+        let rows = [
+            row(2, "alice@x.com", "Sales", Some("u2")),
+            row(3, "carol@x.com", "Sales", Some("u9")),
+        ];
+        let lookups = [(
+            Who::Id("u9".into()),
+            Lookup::Found {
+                id: "u9".into(),
+                groups: vec![],
+                email: Some("dave@x.com".into()),
+            },
+        )];
+        let plan = plan_of(&rows, &zoom, &lookups);
+        let actions: Vec<(&str, Action)> = plan
+            .entries
+            .iter()
+            .map(|e| (e.email.as_str(), e.action))
+            .collect();
+        assert!(
+            actions.contains(&("alice@x.com", Action::Ambiguous))
+                && actions.contains(&("carol@x.com", Action::Ambiguous)),
+            "{actions:?}"
+        );
+        assert_eq!(plan.changes, 0);
+    }
+
     #[test]
     fn each_action_for_people_in_managed_groups() {
         let zoom = snapshot(&[
@@ -453,6 +503,7 @@ mod tests {
         let found = |id: &str, groups: &[&str]| Lookup::Found {
             id: id.into(),
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            email: None,
         };
         let lookups = HashMap::from([
             (Who::Email("new@x.com".into()), found("u7", &["grp_other"])),

@@ -125,6 +125,8 @@ pub struct ZoomUser {
     /// The group the user inherits settings from, when Zoom reports it.
     #[serde(default)]
     pub primary_group_id: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 /// A group as `GET /groups` lists it.

@@ -9,6 +9,7 @@ mod fake_zoom;
 mod faults;
 mod helpers;
 mod invalid_input;
+mod leave;
 mod lookups;
 mod moves;
 mod operations;

@@ -28,15 +28,16 @@ async fn zoom() -> FakeHandle {
 /// Every record in the stream, by event id (the last one wins).
 async fn trail(app: &TestApp, stream: &str) -> Vec<Value> {
     let admin = Admin::connect(&app.settings.amqp, "test").await.unwrap();
-    let bodies = admin
-        .read_stream(stream, None, Duration::from_millis(500))
+    let mut records = Vec::new();
+    admin
+        .read_stream(stream, None, Duration::from_millis(500), |body| {
+            records.push(serde_json::from_slice(body).unwrap());
+            std::ops::ControlFlow::Continue(())
+        })
         .await
         .unwrap();
     admin.close().await;
-    bodies
-        .iter()
-        .map(|b| serde_json::from_slice(b).unwrap())
-        .collect()
+    records
 }
 
 fn of<'a>(records: &'a [Value], event_id: &str) -> Vec<&'a Value> {
@@ -242,6 +243,65 @@ async fn a_changed_max_age_does_not_stop_consuming() {
         .queue_delete(stream.as_str().into(), Default::default())
         .await;
     let _ = second
+        .channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await;
+}
+
+/// `history` ends on a trail that never goes quiet: records published after
+/// it started end the reading (it used to wait for a quiet second).
+#[tokio::test]
+async fn history_ends_on_a_busy_trail() {
+    let exchange = unique_name("outcomes");
+    let stream = format!("{exchange}.trail");
+    let mut app = TestApp::spawn_with(|s| {
+        s.outcomes = OutcomesSettings {
+            exchange: Some(exchange.clone()),
+            stream: Some(stream.clone()),
+            ..OutcomesSettings::default()
+        };
+    })
+    .await;
+    let busy = tokio_util::sync::CancellationToken::new();
+    let publisher = {
+        let (channel, busy, stream) = (app.channel.clone(), busy.clone(), stream.clone());
+        tokio::spawn(async move {
+            while !busy.is_cancelled() {
+                let now = time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap();
+                let record =
+                    serde_json::json!({"event_id": "x", "email": "a@x.com", "processed_at": now});
+                let _ = channel
+                    .basic_publish(
+                        "".into(),
+                        stream.as_str().into(),
+                        Default::default(),
+                        record.to_string().as_bytes(),
+                        Default::default(),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let tool = Tool::new(&app, "");
+    let history = tool.run_async(&["history", "--email", "a@x.com", "--json"]);
+    let (code, out, err) = tokio::time::timeout(Duration::from_secs(30), history)
+        .await
+        .expect("history ends although the trail keeps growing");
+    busy.cancel();
+    let _ = publisher.await;
+    assert_eq!(code, 0, "{out}{err}");
+    let records: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert!(!records.is_empty(), "{out}");
+    app.stop().await;
+    let _ = app
+        .channel
+        .queue_delete(stream.as_str().into(), Default::default())
+        .await;
+    let _ = app
         .channel
         .exchange_delete(exchange.as_str().into(), Default::default())
         .await;

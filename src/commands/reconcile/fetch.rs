@@ -95,6 +95,7 @@ async fn lookup(client: &Client, who: &Who) -> Result<Lookup, FetchError> {
         Ok(user) => Ok(Lookup::Found {
             id: user.id,
             groups: user.group_ids,
+            email: user.email,
         }),
         Err(Failure::Rejected(e)) if e.code.is_some_and(|c| UNKNOWN_USER_CODES.contains(&c)) => {
             Ok(Lookup::NotFound)

@@ -62,8 +62,8 @@ pub struct ReconcileArgs {
     /// Apply even past `--max-changes`.
     #[arg(long)]
     allow_large: bool,
-    /// Ask to remove managed members missing from the export (not possible
-    /// with the daemon's events: listed, not applied).
+    /// Remove managed members missing from the export from every managed
+    /// group (with --apply, each gets a `leave` event).
     #[arg(long)]
     remove_unlisted: bool,
 }
