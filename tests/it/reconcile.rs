@@ -419,11 +419,26 @@ async fn reconcile_remove_unlisted_takes_leavers_out_of_the_managed_groups() {
     let mut app = app_on(&fake).await;
     let run = Run::new(&app, "email,department\nstays@ex.com,Engineering\n");
 
+    let dir = tempfile::tempdir().unwrap();
+    let plan_out = dir.path().join("plan.json");
+    let plan_out_arg = plan_out.to_str().unwrap();
     let (code, plan, stderr) = run
-        .reconcile(&["--apply", "--remove-unlisted", "--allow-large"])
+        .reconcile(&[
+            "--apply",
+            "--remove-unlisted",
+            "--allow-large",
+            "--plan-out",
+            plan_out_arg,
+        ])
         .await;
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(plan["changes"], 1, "{plan}");
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan_out).unwrap()).unwrap();
+    assert_eq!(
+        written["published"], 1,
+        "the plan file says what was published"
+    );
     let got = app
         .channel
         .basic_get(app.queue.as_str().into(), BasicGetOptions { no_ack: true })

@@ -111,6 +111,7 @@ async fn reconcile(args: ReconcileArgs) -> Result<Exit, Exit> {
         plan: &plan,
         unreadable_rows: &export.unreadable,
         events: event_lines(&events),
+        published: None,
     };
     show(&args, &report)?;
     let mut exit = problems_if(!export.unreadable.is_empty());
@@ -119,7 +120,14 @@ async fn reconcile(args: ReconcileArgs) -> Result<Exit, Exit> {
             eprintln!("zoom-dept-sync reconcile: refused: {over}");
             return Ok(Exit::Problems);
         }
-        exit = worse(exit, send(&args, &settings, &events, &run_id).await);
+        let (sent, published) = send(&args, &settings, &events, &run_id).await;
+        exit = worse(exit, sent);
+        // The plan file says what was published, not only what was meant.
+        let report = Report {
+            published: Some(published),
+            ..report
+        };
+        write_plan(&args, &report)?;
     }
     Ok(exit)
 }
@@ -167,6 +175,12 @@ fn show(args: &ReconcileArgs, report: &Report<'_>) -> Result<(), Exit> {
     } else {
         println!("{}", print::table(report));
     }
+    write_plan(args, report)
+}
+
+/// `--plan-out`: the JSON plan (again after publishing, with `published`).
+fn write_plan(args: &ReconcileArgs, report: &Report<'_>) -> Result<(), Exit> {
+    let json = output::json(report);
     if let Some(path) = &args.plan_out {
         std::fs::write(path, format!("{json}\n")).map_err(|e| {
             eprintln!(
@@ -180,7 +194,13 @@ fn show(args: &ReconcileArgs, report: &Report<'_>) -> Result<(), Exit> {
 }
 
 /// Publishes every event in order, each confirmed.
-async fn send(args: &ReconcileArgs, settings: &Settings, events: &[Event], run_id: &str) -> Exit {
+/// Returns how it ended and how many events the broker confirmed.
+async fn send(
+    args: &ReconcileArgs,
+    settings: &Settings,
+    events: &[Event],
+    run_id: &str,
+) -> (Exit, usize) {
     let queue = &settings.amqp.queue;
     let connected = async {
         let admin = Admin::connect(&settings.amqp, "reconcile").await?;
@@ -191,7 +211,7 @@ async fn send(args: &ReconcileArgs, settings: &Settings, events: &[Event], run_i
         Ok(both) => both,
         Err(e) => {
             eprintln!("zoom-dept-sync reconcile: nothing published: {e}");
-            return Exit::Problems;
+            return (Exit::Problems, 0);
         }
     };
     let mut sent = 0;
@@ -206,7 +226,7 @@ async fn send(args: &ReconcileArgs, settings: &Settings, events: &[Event], run_i
                 events.len()
             );
             admin.close().await;
-            return Exit::Problems;
+            return (Exit::Problems, sent);
         }
         sent += 1;
     }
@@ -217,7 +237,7 @@ async fn send(args: &ReconcileArgs, settings: &Settings, events: &[Event], run_i
     } else {
         println!("{line}");
     }
-    Exit::Ok
+    (Exit::Ok, sent)
 }
 
 fn event_lines(events: &[Event]) -> Vec<EventLine<'_>> {

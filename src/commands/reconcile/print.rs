@@ -19,6 +19,10 @@ pub struct Report<'a> {
     pub unreadable_rows: &'a [Unreadable],
     /// The events published (or to be published with `--apply`).
     pub events: Vec<EventLine<'a>>,
+    /// How many of `events` the broker confirmed, once `--apply` ran (the
+    /// first ones, in order); absent before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<usize>,
 }
 
 #[derive(Serialize)]
