@@ -48,13 +48,14 @@ pub struct Export {
 }
 
 pub fn read(path: &Path, columns: &Columns) -> Result<Export, ExportError> {
+    let data = std::fs::read(path).map_err(|e| ExportError::Open {
+        path: path.into(),
+        source: e.into(),
+    })?;
+    let lines = Lines::of(&data);
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|source| ExportError::Open {
-            path: path.into(),
-            source,
-        })?;
+        .from_reader(data.as_slice());
     let header = reader
         .headers()
         .map_err(|source| ExportError::Header {
@@ -84,7 +85,7 @@ pub fn read(path: &Path, columns: &Columns) -> Result<Export, ExportError> {
     for record in reader.records() {
         match record {
             Ok(record) => {
-                let line = record.position().map_or(0, |p| p.line());
+                let line = record.position().map_or(0, |p| lines.at(p.byte()));
                 let field = |i: usize| record.get(i).unwrap_or_default();
                 let id = id.map(field);
                 match row(line, field(email), field(department), id) {
@@ -93,12 +94,35 @@ pub fn read(path: &Path, columns: &Columns) -> Result<Export, ExportError> {
                 }
             }
             Err(e) => export.unreadable.push(Unreadable {
-                line: e.position().map_or(0, |p| p.line()),
+                line: e.position().map_or(0, |p| lines.at(p.byte())),
                 problem: e.to_string(),
             }),
         }
     }
     Ok(export)
+}
+
+/// Where each line starts, so a record's byte offset gives the line an
+/// editor shows (csv's own line count is off for CRLF and blank lines).
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn of(data: &[u8]) -> Self {
+        Self(
+            data.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+
+    /// The 1-based line holding byte `offset`.
+    fn at(&self, offset: u64) -> u64 {
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        // `<=`: after a CRLF, csv may place the record at its `\n`.
+        self.0.partition_point(|&newline| newline <= offset) as u64 + 1
+    }
 }
 
 /// A row checked as the daemon checks an event's fields, so every event
@@ -135,6 +159,24 @@ mod tests {
         let path = dir.path().join("export.csv");
         std::fs::write(&path, text).unwrap();
         read(&path, columns)
+    }
+
+    /// Lines as an editor counts them, whatever the line ends (HR tools
+    /// write CRLF) and however many blank lines come between.
+    #[test]
+    fn reconcile_export_lines_are_physical_lines() {
+        for text in [
+            "email,department\nbad,Sales\nworse,Sales\n",
+            "email,department\r\nbad,Sales\r\nworse,Sales\r\n",
+        ] {
+            let export = read_text(text, &columns()).unwrap();
+            let lines: Vec<u64> = export.unreadable.iter().map(|u| u.line).collect();
+            assert_eq!(lines, [2, 3], "{text:?}");
+        }
+        let export =
+            read_text("email,department\n\nbad,Sales\n\nworse,Sales\n", &columns()).unwrap();
+        let lines: Vec<u64> = export.unreadable.iter().map(|u| u.line).collect();
+        assert_eq!(lines, [3, 5]);
     }
 
     #[test]
