@@ -170,6 +170,28 @@ impl Admin {
     }
 
     /// `None` when the queue does not exist.
+    /// Whether an exchange exists (a passive declare, on a channel of its
+    /// own: a failed one closes its channel).
+    pub async fn exchange_exists(&self, exchange: &str) -> Result<bool, AdminError> {
+        let channel = self.channel().await?;
+        let passive = lapin::options::ExchangeDeclareOptions {
+            passive: true,
+            ..lapin::options::ExchangeDeclareOptions::default()
+        };
+        let declared = channel
+            .exchange_declare(
+                exchange.into(),
+                lapin::ExchangeKind::Topic,
+                passive,
+                FieldTable::default(),
+            )
+            .await;
+        if declared.is_ok() {
+            let _ = channel.close(200, "checked".into()).await;
+        }
+        Ok(declared.is_ok())
+    }
+
     pub async fn counts(&self, queue: &str) -> Result<Option<QueueCounts>, AdminError> {
         // A failed passive declare closes its channel: one of its own.
         let channel = self.channel().await?;

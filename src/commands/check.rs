@@ -98,7 +98,46 @@ async fn check_broker(settings: &Settings, report: &mut Report) {
             Err(why) => report.fail("queue", format!("{queue}: {why}")),
         }
     }
+    check_outcomes(settings, &admin, report).await;
     admin.close().await;
+}
+
+/// The audit trail's exchange and stream: the daemon does not consume
+/// without them (it declares them itself when it owns the topology).
+async fn check_outcomes(settings: &Settings, admin: &Admin, report: &mut Report) {
+    let Some(exchange) = &settings.outcomes.exchange else {
+        return;
+    };
+    let declare = settings.amqp.declare_topology;
+    let missing = |report: &mut Report, what: String| {
+        if declare {
+            report.warn(
+                "outcomes",
+                format!("{what} does not exist yet; the daemon declares it"),
+            );
+        } else {
+            report.fail(
+                "outcomes",
+                format!("{what} does not exist, and declare_topology = false: the daemon will not consume until it does"),
+            );
+        }
+    };
+    match admin.exchange_exists(exchange).await {
+        Ok(true) => report.ok("outcomes", format!("exchange {exchange} exists")),
+        Ok(false) => missing(report, format!("exchange {exchange}")),
+        Err(e) => report.fail("outcomes", e.to_string()),
+    }
+    let Some(stream) = &settings.outcomes.stream else {
+        return report.warn(
+            "outcomes",
+            "no outcomes.stream: bind a queue to the exchange, or every record comes back unroutable and no event is acked",
+        );
+    };
+    match admin.counts(stream).await {
+        Ok(Some(_)) => report.ok("outcomes", format!("stream {stream} exists")),
+        Ok(None) => missing(report, format!("stream {stream}")),
+        Err(e) => report.fail("outcomes", e.to_string()),
+    }
 }
 
 async fn check_zoom(settings: &Settings, report: &mut Report) {

@@ -125,6 +125,13 @@ async fn every_settled_event_has_its_outcome_and_none_is_acked_without_it() {
         "{out}"
     );
     assert!(!out.contains("| e2 "), "only U1's: {out}");
+    // The preflight sees the trail's exchange and stream.
+    let (_, out, _) = tool.run_async(&["check"]).await;
+    assert!(
+        out.contains(&format!("[ok]   outcomes: exchange {exchange} exists"))
+            && out.contains(&format!("[ok]   outcomes: stream {stream} exists")),
+        "{out}"
+    );
 
     // The exchange goes away: e4's record cannot be published, so e4 is not
     // acked; the next session declares the exchange again and e4 gets its
