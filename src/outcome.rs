@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use time::OffsetDateTime;
 use tokio::time::Instant;
 
 #[derive(Debug, Clone)]
@@ -15,6 +16,9 @@ pub enum Outcome {
     AlreadyApplied,
     /// Nothing to do: same source and target, or unmapped with `skip`.
     Skipped { why: &'static str },
+    /// Older (`occurred_at`) than an event already applied for the person:
+    /// not applied, so a late or retried event cannot undo a newer one.
+    Stale { newer: OffsetDateTime },
     /// Cannot be applied: goes to the dead-letter queue, then is acked.
     DeadLetter(DeadLetter),
     /// Not the event's fault and not now: back to the broker, and the daemon
@@ -159,6 +163,7 @@ impl Outcome {
             Self::Added => "added",
             Self::AlreadyApplied => "already_applied",
             Self::Skipped { .. } => "skipped",
+            Self::Stale { .. } => "stale",
             Self::DeadLetter(_) => "dead_lettered",
             Self::Requeue { .. } => "requeued",
             Self::Abandoned { .. } => "abandoned",
@@ -170,6 +175,10 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Skipped { why } => write!(f, "skipped ({why})"),
+            Self::Stale { newer } => write!(
+                f,
+                "stale (an event that occurred at {newer} was applied already)"
+            ),
             Self::DeadLetter(dl) => {
                 write!(f, "dead-lettered ({})", dl.reason.as_str())?;
                 if let Some(zoom) = &dl.zoom {

@@ -23,7 +23,8 @@ pub struct OutcomeRecord {
     pub email: Option<String>,
     /// `move`, `add`, `remove` or `none`: what the event did (or tried).
     pub action: &'static str,
-    /// `applied`, `already_applied`, `skipped`, `dead_lettered`, `requeued`.
+    /// `applied`, `already_applied`, `skipped`, `stale`, `dead_lettered`,
+    /// `requeued`.
     pub result: &'static str,
     /// The managed groups the user left (or was found in).
     pub from_groups: Vec<String>,
@@ -107,6 +108,7 @@ fn result(outcome: &Outcome) -> Option<&'static str> {
         Outcome::Applied | Outcome::Added => "applied",
         Outcome::AlreadyApplied => "already_applied",
         Outcome::Skipped { .. } => "skipped",
+        Outcome::Stale { .. } => "stale",
         Outcome::DeadLetter(_) => "dead_lettered",
         Outcome::Requeue { .. } => "requeued",
         Outcome::Abandoned { .. } => return None,

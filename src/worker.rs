@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moka::sync::Cache;
+use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +20,11 @@ use crate::ordering::{KeyedOrder, Turn};
 use crate::outcome::{CallStep, FailureReason, Outcome, RequeueCause};
 use crate::zoom::rate::RateBudgets;
 use crate::zoom::{Attempts, Client, Failure, UserPath, ZoomUser};
+
+/// The recent history the stale check consults: bounded, in memory (a
+/// restart forgets it), long enough for any sender's retries.
+const APPLIED_HISTORY_CAPACITY: u64 = 100_000;
+const APPLIED_HISTORY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How long an email → Zoom id answer is trusted.
 const EMAIL_CACHE_TTL: Duration = Duration::from_secs(3600);
@@ -38,6 +44,9 @@ pub struct Worker {
     max_elapsed: Duration,
     metrics: Arc<Metrics>,
     set_primary: bool,
+    /// When the newest applied event of each person occurred (by every key
+    /// that names them), so an older one arriving later is skipped as stale.
+    applied_at: Cache<String, OffsetDateTime>,
 }
 
 /// One message, parsed and queued behind its user's earlier events.
@@ -145,6 +154,10 @@ impl Worker {
             max_elapsed: settings.retry.max_elapsed(),
             metrics,
             set_primary: settings.worker.set_primary,
+            applied_at: Cache::builder()
+                .max_capacity(APPLIED_HISTORY_CAPACITY)
+                .time_to_live(APPLIED_HISTORY_TTL)
+                .build(),
         })
     }
 
@@ -270,8 +283,14 @@ impl Worker {
             user: None,
             primary: None,
         };
-        let outcome = self.execute(&mut run).await;
-        let outcome = self.make_primary(&run, outcome).await;
+        let outcome = match self.newer_applied(change) {
+            Some(newer) => Outcome::Stale { newer },
+            None => {
+                let outcome = self.execute(&mut run).await;
+                self.make_primary(&run, outcome).await
+            }
+        };
+        self.remember_applied(change, run.user.as_ref(), &outcome);
         let (attempts, from_group, to_group) = (run.attempts.get(), run.from_group, run.to_group);
         self.metrics.calls_per_event(self.kind(change), attempts);
         Processed {
@@ -284,6 +303,45 @@ impl Worker {
             steps: run.attempts.steps(),
             zoom_user_id: run.user.clone(),
             elapsed: admitted.received.elapsed(),
+        }
+    }
+
+    /// When an event of this person that occurred after this one was
+    /// applied already. Events without `occurred_at` are not judged.
+    fn newer_applied(&self, change: &DepartmentChange) -> Option<OffsetDateTime> {
+        let occurred = change.occurred_at?;
+        self.ordering_keys(change)
+            .iter()
+            .filter_map(|key| self.applied_at.get(key))
+            .filter(|applied| *applied > occurred)
+            .max()
+    }
+
+    /// Remembers when an applied event occurred, under every key of its
+    /// person (the resolved id too).
+    fn remember_applied(
+        &self,
+        change: &DepartmentChange,
+        resolved: Option<&ZoomUserId>,
+        outcome: &Outcome,
+    ) {
+        let (Some(occurred), true) = (
+            change.occurred_at,
+            matches!(
+                outcome,
+                Outcome::Applied | Outcome::Added | Outcome::AlreadyApplied
+            ),
+        ) else {
+            return;
+        };
+        let mut keys = self.ordering_keys(change);
+        keys.extend(resolved.map(|id| format!("id:{}", id.as_str())));
+        for key in keys {
+            let newest = self
+                .applied_at
+                .get(&key)
+                .map_or(occurred, |known| known.max(occurred));
+            self.applied_at.insert(key, newest);
         }
     }
 

@@ -81,7 +81,8 @@ impl Settler {
             Outcome::Applied
             | Outcome::Added
             | Outcome::AlreadyApplied
-            | Outcome::Skipped { .. } => {
+            | Outcome::Skipped { .. }
+            | Outcome::Stale { .. } => {
                 self.record_then_ack(delivery, processed, Settled::Acked)
                     .await
             }

@@ -22,5 +22,6 @@ mod quarantine;
 mod rate_limit;
 mod reconcile;
 mod retries;
+mod stale;
 mod toolbox;
 mod zoom_fake;

@@ -1,0 +1,111 @@
+//! Events come out of order (webhook senders retry; an old export is
+//! reconciled late): an event older than one already applied for the same
+//! person is skipped as `stale`, not applied, and the trail says so.
+
+use std::time::Duration;
+
+use zoom_dept_sync::config::OutcomesSettings;
+use zoom_dept_sync::fake::{self, FakeConfig};
+
+use crate::helpers::{TestApp, eventually, unique_name};
+
+fn at(id: &str, user: &str, previous: &str, new: &str, occurred_at: &str) -> serde_json::Value {
+    serde_json::json!({
+        "event_id": id, "zoom_user_id": user,
+        "previous_department": previous, "new_department": new,
+        "occurred_at": occurred_at,
+    })
+}
+
+#[tokio::test]
+async fn an_event_older_than_one_applied_for_the_person_is_skipped_as_stale() {
+    let seed = FakeConfig::default()
+        .group("grp_eng", "Engineering")
+        .group("grp_sales", "Sales")
+        .group("grp_support", "Support")
+        .user("U1", "u1@example.com", &["grp_eng"]);
+    let zoom = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("zoom-fake starts");
+    let exchange = unique_name("outcomes");
+    let stream = format!("{exchange}.trail");
+    let mut app = TestApp::spawn_with(|s| {
+        s.zoom.api_base_url = zoom.api_base_url();
+        s.zoom.oauth_token_url = zoom.token_url();
+        s.outcomes = OutcomesSettings {
+            exchange: Some(exchange.clone()),
+            stream: Some(stream.clone()),
+            ..OutcomesSettings::default()
+        };
+    })
+    .await;
+    // Applied at 10:00: Engineering → Support. Then one from 09:00 arrives
+    // late (Engineering → Sales): it must not move U1 back.
+    app.publish_json(at(
+        "new",
+        "U1",
+        "Engineering",
+        "Support",
+        "2026-11-27T10:00:00Z",
+    ))
+    .await;
+    app.publish_json(at(
+        "old",
+        "U1",
+        "Engineering",
+        "Sales",
+        "2026-11-27T09:00:00Z",
+    ))
+    .await;
+    eventually("both settled", Duration::from_secs(10), || async {
+        app.queue_state(&app.queue).await.0 == 0 && zoom.counters().total.calls >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let groups = {
+        let state = zoom.state();
+        state
+            .users
+            .iter()
+            .find(|u| u.id == "U1")
+            .unwrap()
+            .groups
+            .clone()
+    };
+    assert_eq!(groups, ["grp_support"], "the newer event stands");
+    assert_eq!(
+        zoom.counters().medium.calls,
+        1,
+        "the stale event called nothing"
+    );
+
+    let admin = zoom_dept_sync::broker::admin::Admin::connect(&app.settings.amqp, "test")
+        .await
+        .unwrap();
+    let mut results = Vec::new();
+    admin
+        .read_stream(&stream, None, Duration::from_millis(500), |body| {
+            let record: serde_json::Value = serde_json::from_slice(body).unwrap();
+            results.push((record["event_id"].clone(), record["result"].clone()));
+            std::ops::ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
+    admin.close().await;
+    assert_eq!(
+        results,
+        [
+            (serde_json::json!("new"), serde_json::json!("applied")),
+            (serde_json::json!("old"), serde_json::json!("stale")),
+        ]
+    );
+    app.stop_and_assert_queues_empty().await;
+    let _ = app
+        .channel
+        .queue_delete(stream.as_str().into(), Default::default())
+        .await;
+    let _ = app
+        .channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await;
+}
