@@ -33,7 +33,7 @@ pub async fn start(
     secrets: Secrets,
     shutdown: CancellationToken,
 ) -> Result<Server, String> {
-    let ingest = Arc::new(Ingest::new(settings, secrets));
+    let ingest = Arc::new(Ingest::new(&settings.amqp, secrets));
     ingest::serve(settings.ingest.listen, ingest, shutdown).await
 }
 

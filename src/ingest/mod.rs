@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::event_publisher::EventPublisher;
-use crate::config::Settings;
+use crate::config::AmqpSettings;
 use idempotency::Seen;
 use metrics::IngestMetrics;
 use signature::Secrets;
@@ -45,10 +45,10 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(settings: &Settings, secrets: Secrets) -> Self {
+    pub fn new(amqp: &AmqpSettings, secrets: Secrets) -> Self {
         Self {
             secrets,
-            publisher: EventPublisher::new(&settings.amqp),
+            publisher: EventPublisher::new(amqp),
             seen: Seen::default(),
             metrics: IngestMetrics::new(),
         }
