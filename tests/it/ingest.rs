@@ -315,3 +315,105 @@ async fn ingest_a_thousand_concurrent_posts_are_a_thousand_messages() {
     };
     r.stop().await;
 }
+
+/// `zoom-dept-sync ingest --config` with only `env` (no ZOOM_* secrets).
+fn ingest_command(
+    config: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Command, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).expect("write config");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"));
+    command
+        .args(["ingest", "--config"])
+        .arg(&path)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null());
+    (command, dir)
+}
+
+#[test]
+fn ingest_without_a_valid_secret_exits_2_naming_it() {
+    let config = "[departments]\nSales = \"grp_sales\"\n";
+    for secret in [
+        None,
+        Some(""),
+        Some("abc"),
+        Some("whsec_!!"),
+        Some("whsec_"),
+    ] {
+        let env: Vec<(&str, &str)> = secret
+            .map(|s| vec![("ZDS_INGEST_SECRET", s)])
+            .unwrap_or_default();
+        let (mut command, _dir) = ingest_command(config, &env);
+        let output = command.output().expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        assert_eq!(output.status.code(), Some(2), "{secret:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("ZDS_INGEST_SECRET"), "{stderr}");
+        assert!(
+            !stderr.contains("ZOOM_"),
+            "ingest needs no Zoom secret: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ingest_the_binary_receives_without_zoom_secrets_and_stops_on_sigterm() {
+    let listen = crate::helpers::free_local_port();
+    let r = Receiver::start().await;
+    let config = format!(
+        "[amqp]\nqueue = \"{}\"\n[ingest]\nlisten = \"{listen}\"\n[departments]\nSales = \"grp_sales\"\n",
+        r.queue
+    );
+    let url = amqp_url();
+    let env = [("ZDS_INGEST_SECRET", SECRET), ("AMQP_URL", url.as_str())];
+    let (command, _dir) = ingest_command(&config, &env);
+    let mut child = tokio::process::Command::from(command)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ingest");
+    let client = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "ingest did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = event("e-bin");
+    let ts = now().to_string();
+    let signature = sign(
+        &Secrets::parse(SECRET).expect("secret"),
+        "msg_bin",
+        &ts,
+        &body,
+    );
+    let response = client
+        .post(format!("{base}/v1/events"))
+        .header("webhook-id", "msg_bin")
+        .header("webhook-timestamp", &ts)
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 202);
+    assert_eq!(r.ready_messages().await, 1);
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("ingest stops on SIGTERM")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    r.stop().await;
+}
