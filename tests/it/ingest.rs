@@ -321,12 +321,23 @@ fn ingest_command(
     config: &str,
     env: &[(&str, &str)],
 ) -> (std::process::Command, tempfile::TempDir) {
+    binary(&["ingest"], config, env)
+}
+
+/// The binary with `args`, then `--config` (a temp file holding `config`),
+/// and only `env`.
+fn binary(
+    args: &[&str],
+    config: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Command, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).expect("write config");
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"));
     command
-        .args(["ingest", "--config"])
+        .args(args)
+        .arg("--config")
         .arg(&path)
         .env_clear()
         .envs(env.iter().copied())
@@ -416,4 +427,77 @@ async fn ingest_the_binary_receives_without_zoom_secrets_and_stops_on_sigterm() 
         .expect("wait");
     assert_eq!(status.code(), Some(0));
     r.stop().await;
+}
+
+#[tokio::test]
+async fn ingest_run_with_ingest_receives_and_consumes_in_one_process() {
+    use crate::helpers::{ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp};
+    let app = TestApp::prepare_with(|_| {}).await;
+    let listen = crate::helpers::free_local_port();
+    let config = format!("{}\n[ingest]\nlisten = \"{listen}\"\n", app.config_toml());
+    let url = amqp_url();
+    let env = [
+        ("ZDS_INGEST_SECRET", SECRET),
+        ("AMQP_URL", url.as_str()),
+        ("ZOOM_ACCOUNT_ID", ACCOUNT_ID),
+        ("ZOOM_CLIENT_ID", CLIENT_ID),
+        ("ZOOM_CLIENT_SECRET", CLIENT_SECRET),
+    ];
+    let (command, _dir) = binary(&["run", "--with-ingest"], &config, &env);
+    let mut child = tokio::process::Command::from(command)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start run --with-ingest");
+    let client = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    let started = Instant::now();
+    while client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the receiver is not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = event("e-run");
+    let ts = now().to_string();
+    let signature = sign(
+        &Secrets::parse(SECRET).expect("secret"),
+        "msg_run",
+        &ts,
+        &body,
+    );
+    let response = client
+        .post(format!("{base}/v1/events"))
+        .header("webhook-id", "msg_run")
+        .header("webhook-timestamp", &ts)
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 202);
+    // The consumer in the same process takes it and asks Zoom.
+    app.wait_for_api_requests(1).await;
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .expect("run --with-ingest stops on SIGTERM")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        client.get(format!("{base}/healthz")).send().await.is_err(),
+        "the receiver stopped too"
+    );
 }
