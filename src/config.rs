@@ -33,6 +33,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub http: HttpSettings,
     pub outcomes: OutcomesSettings,
+    pub ingest: IngestSettings,
     pub mapping: Mapping,
     pub credentials: ZoomCredentials,
 }
@@ -253,6 +254,27 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
 }
 
+/// `[ingest]`: the webhook receiver (`ingest`, `run --with-ingest`). Its
+/// secret is not here: it comes from `ZDS_INGEST_SECRET` (see
+/// `ingest::signature::Secrets`), so a config file never holds it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSettings {
+    pub listen: SocketAddr,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
+        }
+    }
+}
+
+/// The environment variable holding the webhook secrets. Excluded from the
+/// `ZDS_` overrides: it is a secret, not a config key.
+pub const INGEST_SECRET_VAR: &str = "ZDS_INGEST_SECRET";
+
 /// The file as written; sections default, the mapping does not.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,6 +291,8 @@ struct FileConfig {
     http: HttpSettings,
     #[serde(default)]
     outcomes: OutcomesSettings,
+    #[serde(default)]
+    ingest: IngestSettings,
     #[serde(default)]
     departments: BTreeMap<String, String>,
     #[serde(default)]
@@ -607,7 +631,7 @@ impl Settings {
         }
         let file: FileConfig = Figment::new()
             .merge(Toml::file_exact(path))
-            .merge(Env::prefixed("ZDS_").split("__"))
+            .merge(Env::prefixed("ZDS_").ignore(&["ingest_secret"]).split("__"))
             .extract()
             .map_err(|e| ConfigError(figment_error_line(e)))?;
 
@@ -651,6 +675,7 @@ impl Settings {
             worker: file.worker,
             http: file.http,
             outcomes: file.outcomes,
+            ingest: file.ingest,
             mapping,
             credentials,
         };
@@ -773,6 +798,18 @@ mod tests {
             (s.worker.quarantine_window, s.worker.quarantine_threshold),
             (100, 50)
         );
+    }
+
+    #[test]
+    fn ingest_listen_defaults_and_can_be_set() {
+        let s = Settings::load(file(MINIMAL).path(), &env_with_secrets).unwrap();
+        assert_eq!(s.ingest.listen, SocketAddr::from(([127, 0, 0, 1], 9465)));
+        let f = file(&format!("[ingest]\nlisten = \"0.0.0.0:8080\"\n{MINIMAL}"));
+        let s = Settings::load(f.path(), &env_with_secrets).unwrap();
+        assert_eq!(s.ingest.listen.port(), 8080);
+        let f = file(&format!("[ingest]\nsecret = \"whsec_x\"\n{MINIMAL}"));
+        let err = Settings::load(f.path(), &env_with_secrets).unwrap_err();
+        assert!(err.to_string().contains("secret"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod event;
 pub mod fake;
 pub mod health;
 pub mod http;
+pub mod ingest;
 pub mod mapping;
 pub mod metrics;
 pub mod ordering;

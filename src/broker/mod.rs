@@ -11,6 +11,7 @@ pub mod admin;
 mod consumer;
 mod dead_letters;
 mod delivery;
+pub mod event_publisher;
 pub mod management;
 pub mod outcomes;
 mod pause;

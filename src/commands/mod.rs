@@ -7,6 +7,7 @@
 mod check;
 mod dead_letters;
 mod history;
+mod ingest;
 mod output;
 mod publish;
 mod reconcile;
@@ -39,10 +40,22 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Also receive webhooks on `ingest.listen`, in this process (same
+    /// shutdown); needs ZDS_INGEST_SECRET.
+    #[arg(long)]
+    with_ingest: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon.
-    Run(ConfigArg),
+    Run(RunArgs),
+    /// Receive signed webhooks (POST /v1/events) and publish them as events.
+    Ingest(ConfigArg),
     /// Triage, replay and purge the dead-letter queue.
     #[command(subcommand)]
     DeadLetters(dead_letters::DeadLetterCommand),
@@ -98,7 +111,8 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(ConfigArg { config }) => run(&config, cli.log_format, &runtime),
+        Command::Run(args) => run(&args, cli.log_format, &runtime),
+        Command::Ingest(ConfigArg { config }) => ingest::main(&config, cli.log_format, &runtime),
         command => {
             telemetry::init_for_commands();
             runtime.block_on(dispatch(command)).into()
@@ -108,7 +122,7 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> Exit {
     match command {
-        Command::Run(_) => unreachable!("run is handled before"),
+        Command::Run(_) | Command::Ingest(_) => unreachable!("run and ingest are handled before"),
         Command::DeadLetters(command) => dead_letters::run(command).await,
         Command::Status { config, json } => status::run(&config.config, json).await,
         Command::Check(ConfigArg { config }) => check::run(&config).await,
@@ -119,18 +133,34 @@ async fn dispatch(command: Command) -> Exit {
     }
 }
 
-fn run(config: &std::path::Path, format: LogFormat, runtime: &tokio::runtime::Runtime) -> ExitCode {
-    let settings = match Settings::load(config, &|name| std::env::var(name).ok()) {
+fn run(args: &RunArgs, format: LogFormat, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    let settings = match Settings::load(&args.config.config, &|name| std::env::var(name).ok()) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("zoom-dept-sync: {e}");
             return Exit::Usage.into();
         }
     };
+    let secrets = match args.with_ingest.then(ingest::secrets).transpose() {
+        Ok(secrets) => secrets,
+        Err(exit) => return exit.into(),
+    };
     telemetry::init(format);
     let result = runtime.block_on(async {
         let shutdown = shutdown::on_signals();
-        startup::run(settings, shutdown).await
+        // The receiver shares the shutdown: on SIGTERM it stops accepting
+        // and answers what is in flight while the consumer drains.
+        let receiver = match secrets {
+            Some(secrets) => Some(ingest::start(&settings, secrets, shutdown.clone()).await?),
+            None => None,
+        };
+        let ran = startup::run(settings, shutdown.clone()).await;
+        // The consumer may also end on an error: the receiver goes with it.
+        shutdown.cancel();
+        if let Some(receiver) = receiver {
+            let _ = receiver.task.await;
+        }
+        ran
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -683,6 +683,7 @@ mod tests {
             worker: WorkerSettings::default(),
             http: HttpSettings::default(),
             outcomes: crate::config::OutcomesSettings::default(),
+            ingest: crate::config::IngestSettings::default(),
             mapping: Mapping::new(&BTreeMap::from([("S".to_owned(), "g".to_owned())])).unwrap(),
             credentials: ZoomCredentials {
                 account_id: "acct".into(),

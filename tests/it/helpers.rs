@@ -136,6 +136,7 @@ pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) ->
             listen: free_local_port(),
         },
         outcomes: OutcomesSettings::default(),
+        ingest: zoom_dept_sync::config::IngestSettings::default(),
         mapping: Mapping::new(&departments).expect("test mapping"),
         credentials: ZoomCredentials {
             account_id: ACCOUNT_ID.into(),

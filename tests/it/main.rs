@@ -8,6 +8,7 @@ mod demo;
 mod fake_zoom;
 mod faults;
 mod helpers;
+mod ingest;
 mod invalid_input;
 mod leave;
 mod lookups;

@@ -1,0 +1,186 @@
+//! A long-lived, confirmed publisher of events to the input queue, for the
+//! webhook receiver: one connection and one confirm-mode channel shared by
+//! every request, opened on first use and opened again after a failure.
+//!
+//! Every publish is persistent and `mandatory`, and succeeds only once the
+//! broker confirms it. Callers pass a deadline, and every await here (the
+//! connection lock, connect, channel, publish, confirm) ends by it: a broker
+//! that is down or blocked (an alarm) costs the caller its deadline, never
+//! more.
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Mutex;
+use tokio::time::{Instant, timeout_at};
+
+use crate::config::AmqpSettings;
+
+/// Why an event was not published; each means "try again later".
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot reach the broker: {0}")]
+    Unavailable(String),
+    #[error("the broker did not confirm in time")]
+    Timeout,
+    #[error("the broker refused the event: {0}")]
+    Refused(String),
+}
+
+struct Link {
+    connection: Connection,
+    channel: Channel,
+    /// Tells links apart, so a request whose publish failed drops the link
+    /// it used, not a fresh one another request has opened since.
+    generation: u64,
+}
+
+pub struct EventPublisher {
+    url: SecretString,
+    queue: String,
+    link: Mutex<Option<Link>>,
+    generations: std::sync::atomic::AtomicU64,
+}
+
+impl EventPublisher {
+    /// Does not connect: the first publish (or readiness probe) does.
+    pub fn new(amqp: &AmqpSettings) -> Self {
+        Self {
+            url: amqp.url.clone(),
+            queue: amqp.queue.clone(),
+            link: Mutex::new(None),
+            generations: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Publishes `body` with `message_id`, waiting for the broker's confirm.
+    pub async fn publish(
+        &self,
+        body: &[u8],
+        message_id: &str,
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
+        let (channel, generation) = self.channel(deadline).await?;
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(message_id.into());
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let publish = async {
+            channel
+                .basic_publish(
+                    ShortString::from(""),
+                    self.queue.as_str().into(),
+                    options,
+                    body,
+                    properties,
+                )
+                .await?
+                .await
+        };
+        let confirmation = match timeout_at(deadline, publish).await {
+            Ok(Ok(confirmation)) => confirmation,
+            Ok(Err(e)) => {
+                self.drop_link(generation).await;
+                return Err(PublishError::Unavailable(e.to_string()));
+            }
+            Err(_) => {
+                // The channel may be blocked (an alarm) or lost: start over.
+                self.drop_link(generation).await;
+                return Err(PublishError::Timeout);
+            }
+        };
+        if confirmation.is_nack() {
+            return Err(PublishError::Refused("nacked".into()));
+        }
+        if let Some(returned) = confirmation.take_message() {
+            return Err(PublishError::Refused(format!(
+                "unroutable to queue {} ({})",
+                self.queue, returned.reply_text
+            )));
+        }
+        Ok(())
+    }
+
+    /// Ready when a confirm-mode channel is open or can be opened by
+    /// `deadline`.
+    pub async fn ready(&self, deadline: Instant) -> Result<(), PublishError> {
+        self.channel(deadline).await.map(drop)
+    }
+
+    /// Closes the connection, if open (at shutdown, after the last request).
+    pub async fn close(&self) {
+        let deadline = Instant::now() + std::time::Duration::from_secs(1);
+        if let Ok(mut link) = timeout_at(deadline, self.link.lock()).await
+            && let Some(link) = link.take()
+        {
+            let _ = timeout_at(deadline, link.connection.close(200, "shutting down".into())).await;
+        }
+    }
+
+    /// The open channel, or a new connection and channel.
+    async fn channel(&self, deadline: Instant) -> Result<(Channel, u64), PublishError> {
+        let mut link = timeout_at(deadline, self.link.lock())
+            .await
+            .map_err(|_| PublishError::Timeout)?;
+        if let Some(open) = link.as_ref()
+            && open.connection.status().connected()
+            && open.channel.status().connected()
+        {
+            return Ok((open.channel.clone(), open.generation));
+        }
+        if let Some(dead) = link.take() {
+            close_later(dead);
+        }
+        let open = timeout_at(deadline, self.open())
+            .await
+            .map_err(|_| PublishError::Timeout)?
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        let answer = (open.channel.clone(), open.generation);
+        *link = Some(open);
+        Ok(answer)
+    }
+
+    async fn open(&self) -> Result<Link, lapin::Error> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("zoom-dept-sync ingest ({})", self.queue).into());
+        let connection = Connection::connect(self.url.expose_secret(), properties).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let generation = self
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Link {
+            connection,
+            channel,
+            generation,
+        })
+    }
+
+    async fn drop_link(&self, generation: u64) {
+        let deadline = Instant::now() + std::time::Duration::from_millis(200);
+        let Ok(mut link) = timeout_at(deadline, self.link.lock()).await else {
+            return;
+        };
+        if link.as_ref().is_some_and(|l| l.generation == generation)
+            && let Some(failed) = link.take()
+        {
+            close_later(failed);
+        }
+    }
+}
+
+/// Closes a link given up on, without making a request wait for it (a
+/// blocked broker may never answer the close).
+fn close_later(link: Link) {
+    tokio::spawn(async move {
+        let close = link.connection.close(200, "reconnecting".into());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
+    });
+}

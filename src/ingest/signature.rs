@@ -1,0 +1,334 @@
+//! Standard Webhooks signatures (<https://www.standardwebhooks.com/>), pure:
+//! no clock, no I/O, so every rule is unit-tested here.
+//!
+//! Signed content is `{webhook-id}.{webhook-timestamp}.{raw body}`, the MAC
+//! is HMAC-SHA256 with the base64-decoded bytes after `whsec_`, and
+//! `webhook-signature` holds space-separated `v1,<base64>` entries. Any entry
+//! matching any configured secret passes (several secrets during a
+//! rotation). The comparison is `Mac::verify_slice`: constant time.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How far a timestamp may be from now, either way: bounds replays of a
+/// captured request, and tolerates clock skew.
+pub const TOLERANCE_SECS: i64 = 5 * 60;
+
+/// The HMAC keys, decoded once at start-up. `Debug` never shows them.
+#[derive(Clone)]
+pub struct Secrets(Vec<Vec<u8>>);
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secrets([{} redacted])", self.0.len())
+    }
+}
+
+/// Why a secret value was refused (never quotes the value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("is not set")]
+    Missing,
+    #[error("entry {0} does not start with whsec_")]
+    Prefix(usize),
+    #[error("entry {0} is not base64 after whsec_ (or is empty)")]
+    Base64(usize),
+}
+
+impl Secrets {
+    /// One or more space-separated `whsec_<base64>` values.
+    pub fn parse(value: &str) -> Result<Self, SecretError> {
+        let mut keys = Vec::new();
+        for (n, entry) in value.split_whitespace().enumerate() {
+            let encoded = entry
+                .strip_prefix("whsec_")
+                .ok_or(SecretError::Prefix(n + 1))?;
+            let key = STANDARD
+                .decode(encoded)
+                .ok()
+                .filter(|k| !k.is_empty())
+                .ok_or(SecretError::Base64(n + 1))?;
+            keys.push(key);
+        }
+        if keys.is_empty() {
+            return Err(SecretError::Missing);
+        }
+        Ok(Self(keys))
+    }
+}
+
+/// Why a request's signature does not pass: each is a 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("header {0} is missing")]
+    MissingHeader(&'static str),
+    #[error("webhook-timestamp is not unix seconds")]
+    BadTimestamp,
+    #[error("webhook-timestamp is more than 5 minutes from now")]
+    Stale,
+    #[error("no signature matches")]
+    NoMatch,
+}
+
+/// The three headers as received (`None` when absent).
+#[derive(Debug, Clone, Copy)]
+pub struct Headers<'a> {
+    pub id: Option<&'a str>,
+    pub timestamp: Option<&'a str>,
+    pub signature: Option<&'a str>,
+}
+
+/// Checks `body` (the raw bytes) against the headers at time `now` (unix
+/// seconds).
+pub fn verify(
+    secrets: &Secrets,
+    headers: Headers<'_>,
+    body: &[u8],
+    now: i64,
+) -> Result<(), SignatureError> {
+    let id = headers
+        .id
+        .ok_or(SignatureError::MissingHeader("webhook-id"))?;
+    let timestamp = headers
+        .timestamp
+        .ok_or(SignatureError::MissingHeader("webhook-timestamp"))?;
+    let signature = headers
+        .signature
+        .ok_or(SignatureError::MissingHeader("webhook-signature"))?;
+    let sent: i64 = timestamp
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
+    if now.abs_diff(sent) > TOLERANCE_SECS.unsigned_abs() {
+        return Err(SignatureError::Stale);
+    }
+    let candidates: Vec<Vec<u8>> = signature
+        .split(' ')
+        .filter_map(|entry| entry.strip_prefix("v1,"))
+        .filter_map(|b64| STANDARD.decode(b64).ok())
+        .collect();
+    for key in &secrets.0 {
+        for candidate in &candidates {
+            if mac(key, id, timestamp, body)
+                .verify_slice(candidate)
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+    }
+    Err(SignatureError::NoMatch)
+}
+
+/// The `v1,<base64>` entry for a request (for senders and tests).
+pub fn sign(secrets: &Secrets, id: &str, timestamp: &str, body: &[u8]) -> String {
+    let key = secrets.0.first().map(Vec::as_slice).unwrap_or_default();
+    let tag = mac(key, id, timestamp, body).finalize().into_bytes();
+    format!("v1,{}", STANDARD.encode(tag))
+}
+
+fn mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
+    // HMAC takes a key of any length: this never fails.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const NEW: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24=";
+    const NOW: i64 = 1_700_000_000;
+    const BODY: &[u8] = br#"{"event_id":"e1","email":"a@b.c","new_department":"Sales"}"#;
+
+    fn secrets(value: &str) -> Secrets {
+        Secrets::parse(value).unwrap()
+    }
+
+    fn check(
+        secrets: &Secrets,
+        id: &str,
+        ts: &str,
+        sig: &str,
+        body: &[u8],
+    ) -> Result<(), SignatureError> {
+        let headers = Headers {
+            id: Some(id),
+            timestamp: Some(ts),
+            signature: Some(sig),
+        };
+        verify(secrets, headers, body, NOW)
+    }
+
+    #[test]
+    fn a_good_signature_passes() {
+        let s = secrets(OLD);
+        let sig = sign(&s, "msg_1", "1700000000", BODY);
+        assert_eq!(check(&s, "msg_1", "1700000000", &sig, BODY), Ok(()));
+    }
+
+    #[test]
+    fn the_standard_webhooks_reference_vector_passes() {
+        // From the Standard Webhooks reference libraries' tests.
+        let s = secrets(OLD);
+        let body = br#"{"test": 2432232314}"#;
+        let sig = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+        let headers = Headers {
+            id: Some("msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            timestamp: Some("1614265330"),
+            signature: Some(sig),
+        };
+        assert_eq!(verify(&s, headers, body, 1_614_265_330), Ok(()));
+    }
+
+    #[test]
+    fn any_changed_byte_fails() {
+        let s = secrets(OLD);
+        let sig = sign(&s, "msg_1", "1700000000", BODY);
+        for i in 0..BODY.len() {
+            let mut body = BODY.to_vec();
+            body[i] ^= 0x01;
+            assert_eq!(
+                check(&s, "msg_1", "1700000000", &sig, &body),
+                Err(SignatureError::NoMatch),
+                "body byte {i}"
+            );
+        }
+        assert_eq!(
+            check(&s, "msg_2", "1700000000", &sig, BODY),
+            Err(SignatureError::NoMatch)
+        );
+        assert_eq!(
+            check(&s, "msg_1", "1700000001", &sig, BODY),
+            Err(SignatureError::NoMatch)
+        );
+        let mut tampered = sig.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(
+            check(&s, "msg_1", "1700000000", &tampered, BODY),
+            Err(SignatureError::NoMatch)
+        );
+    }
+
+    #[test]
+    fn stale_or_future_timestamps_fail() {
+        let s = secrets(OLD);
+        for ts in [NOW - TOLERANCE_SECS - 1, NOW + TOLERANCE_SECS + 1] {
+            let ts = ts.to_string();
+            let sig = sign(&s, "msg_1", &ts, BODY);
+            assert_eq!(
+                check(&s, "msg_1", &ts, &sig, BODY),
+                Err(SignatureError::Stale),
+                "{ts}"
+            );
+        }
+        for ts in [NOW - TOLERANCE_SECS, NOW + TOLERANCE_SECS] {
+            let ts = ts.to_string();
+            let sig = sign(&s, "msg_1", &ts, BODY);
+            assert_eq!(check(&s, "msg_1", &ts, &sig, BODY), Ok(()), "{ts}");
+        }
+        let sig = sign(&s, "msg_1", "soon", BODY);
+        assert_eq!(
+            check(&s, "msg_1", "soon", &sig, BODY),
+            Err(SignatureError::BadTimestamp)
+        );
+    }
+
+    #[test]
+    fn missing_headers_fail() {
+        let s = secrets(OLD);
+        let sig = sign(&s, "msg_1", "1700000000", BODY);
+        let full = Headers {
+            id: Some("msg_1"),
+            timestamp: Some("1700000000"),
+            signature: Some(&sig),
+        };
+        let cases = [
+            (Headers { id: None, ..full }, "webhook-id"),
+            (
+                Headers {
+                    timestamp: None,
+                    ..full
+                },
+                "webhook-timestamp",
+            ),
+            (
+                Headers {
+                    signature: None,
+                    ..full
+                },
+                "webhook-signature",
+            ),
+        ];
+        for (headers, name) in cases {
+            assert_eq!(
+                verify(&s, headers, BODY, NOW),
+                Err(SignatureError::MissingHeader(name))
+            );
+        }
+        assert_eq!(
+            check(&s, "msg_1", "1700000000", "", BODY),
+            Err(SignatureError::NoMatch)
+        );
+    }
+
+    #[test]
+    fn a_rotated_secret_accepts_either() {
+        let both = secrets(&format!("{OLD} {NEW}"));
+        for one in [OLD, NEW] {
+            let sig = sign(&secrets(one), "msg_1", "1700000000", BODY);
+            assert_eq!(
+                check(&both, "msg_1", "1700000000", &sig, BODY),
+                Ok(()),
+                "{one}"
+            );
+        }
+        let other = sign(&secrets("whsec_b3RoZXI="), "msg_1", "1700000000", BODY);
+        assert_eq!(
+            check(&both, "msg_1", "1700000000", &other, BODY),
+            Err(SignatureError::NoMatch)
+        );
+    }
+
+    #[test]
+    fn any_of_several_signatures_may_match() {
+        let s = secrets(OLD);
+        let good = sign(&s, "msg_1", "1700000000", BODY);
+        let wrong = sign(&secrets(NEW), "msg_1", "1700000000", BODY);
+        let header = format!("v2,abc {wrong} v1,not-base64! {good}");
+        assert_eq!(check(&s, "msg_1", "1700000000", &header, BODY), Ok(()));
+        assert_eq!(
+            check(&s, "msg_1", "1700000000", &format!("{wrong} v1,"), BODY),
+            Err(SignatureError::NoMatch)
+        );
+    }
+
+    #[test]
+    fn secrets_must_be_whsec_base64() {
+        assert_eq!(Secrets::parse("").unwrap_err(), SecretError::Missing);
+        assert_eq!(Secrets::parse("  ").unwrap_err(), SecretError::Missing);
+        assert_eq!(Secrets::parse("abc").unwrap_err(), SecretError::Prefix(1));
+        assert_eq!(
+            Secrets::parse(&format!("{OLD} whsec_!!")).unwrap_err(),
+            SecretError::Base64(2)
+        );
+        assert_eq!(
+            Secrets::parse("whsec_").unwrap_err(),
+            SecretError::Base64(1)
+        );
+        assert!(!format!("{:?}", secrets(OLD)).contains("MfKQ"));
+    }
+}

@@ -1,0 +1,503 @@
+//! The webhook receiver, in-process, against the real broker: what each
+//! answer means on the input queue.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
+use tokio_util::sync::CancellationToken;
+use zoom_dept_sync::config::AmqpSettings;
+use zoom_dept_sync::ingest::signature::{Secrets, sign};
+use zoom_dept_sync::ingest::{self, Ingest};
+
+use crate::helpers::{amqp_url, unique_name};
+use crate::proxy::Proxy;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A receiver on a free port publishing to its own queue, through `url`.
+struct Receiver {
+    base: String,
+    queue: String,
+    channel: Channel,
+    _connection: Connection,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    client: reqwest::Client,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        Self::start_via(amqp_url()).await
+    }
+
+    async fn start_via(url: String) -> Self {
+        let queue = unique_name("ingest");
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare");
+        let amqp = AmqpSettings {
+            url: url.into(),
+            queue: queue.clone(),
+            ..AmqpSettings::default()
+        };
+        let secrets = Secrets::parse(SECRET).expect("secret");
+        let shutdown = CancellationToken::new();
+        let server = ingest::serve(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Arc::new(Ingest::new(&amqp, secrets)),
+            shutdown.clone(),
+        )
+        .await
+        .expect("serve");
+        Self {
+            base: format!("http://{}", server.local_addr),
+            queue,
+            channel,
+            _connection: connection,
+            shutdown,
+            task: server.task,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// POSTs `body` signed with the test secret; the status, Retry-After
+    /// and body.
+    async fn post_signed(&self, id: &str, body: &[u8]) -> (u16, Option<String>, String) {
+        let ts = now().to_string();
+        let secrets = Secrets::parse(SECRET).expect("secret");
+        let signature = sign(&secrets, id, &ts, body);
+        self.post(id, &ts, &signature, body.to_vec()).await
+    }
+
+    async fn post(
+        &self,
+        id: &str,
+        ts: &str,
+        signature: &str,
+        body: Vec<u8>,
+    ) -> (u16, Option<String>, String) {
+        let response = self
+            .client
+            .post(format!("{}/v1/events", self.base))
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts)
+            .header("webhook-signature", signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (
+            status,
+            retry_after,
+            response.text().await.unwrap_or_default(),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    async fn ready_messages(&self) -> u32 {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        self.channel
+            .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
+            .await
+            .expect("queue exists")
+            .message_count()
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        let _ = self
+            .channel
+            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+fn event(id: &str) -> Vec<u8> {
+    format!(r#"{{"event_id":"{id}","email":"ann@example.com","new_department":"Sales"}}"#)
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn ingest_a_signed_event_is_published_as_sent() {
+    let r = Receiver::start().await;
+    // Odd spacing: the bytes are published as received, not re-serialised.
+    let body = br#"{ "event_id":"e-1",  "zoom_user_id":"U1", "new_department":"Sales" }"#;
+    let (status, _, text) = r.post_signed("msg_one", body).await;
+    assert_eq!(status, 202, "{text}");
+    let got = r
+        .channel
+        .basic_get(r.queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("get")
+        .expect("a message");
+    assert_eq!(got.delivery.data, body.to_vec());
+    let properties = &got.delivery.properties;
+    assert_eq!(
+        properties.message_id().as_ref().map(|s| s.as_str()),
+        Some("msg_one")
+    );
+    assert_eq!(*properties.delivery_mode(), Some(2), "persistent");
+    let (status, _, text) = r.post_signed("msg_one", body).await;
+    assert_eq!((status, text.contains("duplicate")), (202, true), "{text}");
+    assert_eq!(r.ready_messages().await, 0, "a repeat publishes nothing");
+    let (status, metrics) = r.get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        r#"zoom_dept_sync_ingest_requests_total{source="events",result="accepted"} 1"#,
+        r#"zoom_dept_sync_ingest_requests_total{source="events",result="duplicate"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert_eq!(r.get("/readyz").await.0, 200);
+    assert_eq!(r.get("/healthz").await.0, 200);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn ingest_refusals_publish_nothing() {
+    let r = Receiver::start().await;
+    let ts = now().to_string();
+    let body = event("e-2");
+    let wrong = sign(
+        &Secrets::parse("whsec_b3RoZXI=").expect("secret"),
+        "msg_2",
+        &ts,
+        &body,
+    );
+    let (status, _, _) = r.post("msg_2", &ts, &wrong, body.clone()).await;
+    assert_eq!(status, 401, "wrong secret");
+    let stale = (now() - 301).to_string();
+    let secrets = Secrets::parse(SECRET).expect("secret");
+    let old = sign(&secrets, "msg_2", &stale, &body);
+    assert_eq!(r.post("msg_2", &stale, &old, body).await.0, 401, "stale");
+
+    let invalid = br#"{"event_id":"e-3","email":"ann@example.com"}"#;
+    let (status, _, text) = r.post_signed("msg_3", invalid).await;
+    assert_eq!(status, 400, "{text}");
+    let error: serde_json::Value = serde_json::from_str(&text).expect("a JSON error");
+    assert_eq!(error["field"], "new_department", "{text}");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("new_department"))
+    );
+
+    let big = vec![b' '; 65 * 1024];
+    let (status, _, _) = r.post_signed("msg_4", &big).await;
+    assert_eq!(status, 413);
+    assert_eq!(r.ready_messages().await, 0);
+    let (_, metrics) = r.get("/metrics").await;
+    for result in ["bad_signature\"} 2", "invalid\"} 1", "too_large\"} 1"] {
+        assert!(metrics.contains(result), "{result} in {metrics}");
+    }
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn ingest_without_a_broker_answers_503_in_time() {
+    let upstream: SocketAddr = "127.0.0.1:5672".parse().expect("addr");
+    let proxy = Proxy::start(upstream).await;
+    let url = amqp_url().replace("127.0.0.1:5672", &proxy.addr.to_string());
+    let r = Receiver::start_via(url).await;
+    assert_eq!(r.post_signed("msg_a", &event("e-a")).await.0, 202);
+
+    proxy.block(true);
+    proxy.cut();
+    let started = Instant::now();
+    let (status, retry_after, text) = r.post_signed("msg_b", &event("e-b")).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(retry_after.is_some(), "Retry-After");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.get("/readyz").await.0, 503);
+    assert_eq!(r.ready_messages().await, 1, "only the first");
+
+    // Back: the sender's retry of the same id goes through, once.
+    proxy.block(false);
+    let (status, _, text) = r.post_signed("msg_b", &event("e-b")).await;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(r.post_signed("msg_b", &event("e-b")).await.0, 202);
+    assert_eq!(r.ready_messages().await, 2);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn ingest_a_closed_port_answers_503_in_time() {
+    let closed = crate::helpers::free_local_port();
+    let r = Receiver::start_via(format!("amqp://guest:guest@{closed}/%2f")).await;
+    let started = Instant::now();
+    let (status, retry_after, _) = r.post_signed("msg_c", &event("e-c")).await;
+    assert_eq!((status, retry_after.is_some()), (503, true));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(r.ready_messages().await, 0);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn ingest_a_thousand_concurrent_posts_are_a_thousand_messages() {
+    let r = Arc::new(Receiver::start().await);
+    let post_all = |ids: Vec<usize>| {
+        let r = Arc::clone(&r);
+        async move {
+            let tasks: Vec<_> = ids
+                .into_iter()
+                .map(|n| {
+                    let r = Arc::clone(&r);
+                    tokio::spawn(async move {
+                        r.post_signed(&format!("msg_{n}"), &event(&format!("e-{n}")))
+                            .await
+                            .0
+                    })
+                })
+                .collect();
+            let mut statuses = Vec::new();
+            for task in tasks {
+                statuses.push(task.await.expect("task"));
+            }
+            statuses
+        }
+    };
+    let statuses = post_all((0..1000).collect()).await;
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    assert_eq!(r.ready_messages().await, 1000);
+    let statuses = post_all((0..1000).step_by(10).collect()).await;
+    assert_eq!(statuses.len(), 100);
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    assert_eq!(r.ready_messages().await, 1000);
+    let (_, metrics) = r.get("/metrics").await;
+    assert!(metrics.contains("result=\"duplicate\"} 100"), "{metrics}");
+    let Ok(r) = Arc::try_unwrap(r) else {
+        panic!("receiver still shared")
+    };
+    r.stop().await;
+}
+
+/// `zoom-dept-sync ingest --config` with only `env` (no ZOOM_* secrets).
+fn ingest_command(
+    config: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Command, tempfile::TempDir) {
+    binary(&["ingest"], config, env)
+}
+
+/// The binary with `args`, then `--config` (a temp file holding `config`),
+/// and only `env`.
+fn binary(
+    args: &[&str],
+    config: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Command, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).expect("write config");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"));
+    command
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null());
+    (command, dir)
+}
+
+#[test]
+fn ingest_without_a_valid_secret_exits_2_naming_it() {
+    let config = "[departments]\nSales = \"grp_sales\"\n";
+    for secret in [
+        None,
+        Some(""),
+        Some("abc"),
+        Some("whsec_!!"),
+        Some("whsec_"),
+    ] {
+        let env: Vec<(&str, &str)> = secret
+            .map(|s| vec![("ZDS_INGEST_SECRET", s)])
+            .unwrap_or_default();
+        let (mut command, _dir) = ingest_command(config, &env);
+        let output = command.output().expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        assert_eq!(output.status.code(), Some(2), "{secret:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("ZDS_INGEST_SECRET"), "{stderr}");
+        assert!(
+            !stderr.contains("ZOOM_"),
+            "ingest needs no Zoom secret: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ingest_the_binary_receives_without_zoom_secrets_and_stops_on_sigterm() {
+    let listen = crate::helpers::free_local_port();
+    let r = Receiver::start().await;
+    let config = format!(
+        "[amqp]\nqueue = \"{}\"\n[ingest]\nlisten = \"{listen}\"\n[departments]\nSales = \"grp_sales\"\n",
+        r.queue
+    );
+    let url = amqp_url();
+    let env = [("ZDS_INGEST_SECRET", SECRET), ("AMQP_URL", url.as_str())];
+    let (command, _dir) = ingest_command(&config, &env);
+    let mut child = tokio::process::Command::from(command)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start ingest");
+    let client = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "ingest did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = event("e-bin");
+    let ts = now().to_string();
+    let signature = sign(
+        &Secrets::parse(SECRET).expect("secret"),
+        "msg_bin",
+        &ts,
+        &body,
+    );
+    let response = client
+        .post(format!("{base}/v1/events"))
+        .header("webhook-id", "msg_bin")
+        .header("webhook-timestamp", &ts)
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 202);
+    assert_eq!(r.ready_messages().await, 1);
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("ingest stops on SIGTERM")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn ingest_run_with_ingest_receives_and_consumes_in_one_process() {
+    use crate::helpers::{ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp};
+    let app = TestApp::prepare_with(|_| {}).await;
+    let listen = crate::helpers::free_local_port();
+    let config = format!("{}\n[ingest]\nlisten = \"{listen}\"\n", app.config_toml());
+    let url = amqp_url();
+    let env = [
+        ("ZDS_INGEST_SECRET", SECRET),
+        ("AMQP_URL", url.as_str()),
+        ("ZOOM_ACCOUNT_ID", ACCOUNT_ID),
+        ("ZOOM_CLIENT_ID", CLIENT_ID),
+        ("ZOOM_CLIENT_SECRET", CLIENT_SECRET),
+    ];
+    let (command, _dir) = binary(&["run", "--with-ingest"], &config, &env);
+    let mut child = tokio::process::Command::from(command)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start run --with-ingest");
+    let client = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    let started = Instant::now();
+    while client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the receiver is not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = event("e-run");
+    let ts = now().to_string();
+    let signature = sign(
+        &Secrets::parse(SECRET).expect("secret"),
+        "msg_run",
+        &ts,
+        &body,
+    );
+    let response = client
+        .post(format!("{base}/v1/events"))
+        .header("webhook-id", "msg_run")
+        .header("webhook-timestamp", &ts)
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status().as_u16(), 202);
+    // The consumer in the same process takes it and asks Zoom.
+    app.wait_for_api_requests(1).await;
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .expect("run --with-ingest stops on SIGTERM")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        client.get(format!("{base}/healthz")).send().await.is_err(),
+        "the receiver stopped too"
+    );
+}
