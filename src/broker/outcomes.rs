@@ -103,17 +103,22 @@ impl OutcomeTopology {
                 .await?;
         }
         if self.declare {
-            channel
-                .queue_bind(
-                    stream.into(),
-                    self.exchange.as_str().into(),
-                    "#".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            self.bind(channel, stream).await?;
         }
         Ok(())
+    }
+
+    /// The stream takes every record (`#`).
+    async fn bind(&self, channel: &Channel, stream: &str) -> Result<(), lapin::Error> {
+        channel
+            .queue_bind(
+                stream.into(),
+                self.exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
     }
 
     /// After a record came back unroutable (the stream or its binding was
@@ -131,17 +136,7 @@ impl OutcomeTopology {
             .queue_declare(stream.into(), options, self.stream_arguments())
             .await;
         let bound = match declared {
-            Ok(_) => {
-                channel
-                    .queue_bind(
-                        stream.into(),
-                        self.exchange.as_str().into(),
-                        "#".into(),
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-            }
+            Ok(_) => self.bind(channel, stream).await,
             Err(e) => Err(e),
         };
         match bound {

@@ -315,20 +315,9 @@ impl Client {
         let mut next = String::new();
         // Zoom's pages hold up to 300 groups; 100 pages is beyond any account.
         for _ in 0..100 {
-            let mut url = self.url(&["groups"]);
-            url.query_pairs_mut().append_pair("page_size", "300");
-            if !next.is_empty() {
-                url.query_pairs_mut().append_pair("next_page_token", &next);
-            }
-            let request = Request::new(Method::GET, url, Category::Medium);
-            let body = self.call(request, attempts).await?;
-            let page: GroupPage = serde_json::from_slice(&body).map_err(|e| {
-                Failure::Rejected(ZoomError::local(
-                    ErrorKind::Rejected,
-                    Some(200),
-                    format!("unreadable group list: {e}"),
-                ))
-            })?;
+            let page: GroupPage = self
+                .page(&["groups"], &next, "group list", attempts)
+                .await?;
             groups.extend(page.groups);
             next = page.next_page_token;
             if next.is_empty() {
@@ -336,6 +325,31 @@ impl Client {
             }
         }
         Ok(groups)
+    }
+
+    /// One page of 300 of a listing (Medium), from `next` (the first page
+    /// when empty).
+    async fn page<T: serde::de::DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        next: &str,
+        what: &str,
+        attempts: &Attempts,
+    ) -> Result<T, Failure> {
+        let mut url = self.url(segments);
+        url.query_pairs_mut().append_pair("page_size", "300");
+        if !next.is_empty() {
+            url.query_pairs_mut().append_pair("next_page_token", next);
+        }
+        let request = Request::new(Method::GET, url, Category::Medium);
+        let body = self.call(request, attempts).await?;
+        serde_json::from_slice(&body).map_err(|e| {
+            Failure::Rejected(ZoomError::local(
+                ErrorKind::Rejected,
+                Some(200),
+                format!("unreadable {what}: {e}"),
+            ))
+        })
     }
 
     /// `GET /groups/{id}/members`, every page of 300 (Medium, like every
@@ -351,21 +365,10 @@ impl Client {
         let mut next = String::new();
         // 300 a page: 10,000 pages is three million members, beyond any
         // account, and a bound on a token that never ends.
+        let what = format!("member list of {group}");
         for _ in 0..10_000 {
-            let mut url = self.url(&["groups", group.as_str(), "members"]);
-            url.query_pairs_mut().append_pair("page_size", "300");
-            if !next.is_empty() {
-                url.query_pairs_mut().append_pair("next_page_token", &next);
-            }
-            let request = Request::new(Method::GET, url, Category::Medium);
-            let body = self.call(request, attempts).await?;
-            let page: MemberPage = serde_json::from_slice(&body).map_err(|e| {
-                Failure::Rejected(ZoomError::local(
-                    ErrorKind::Rejected,
-                    Some(200),
-                    format!("unreadable member list of {group}: {e}"),
-                ))
-            })?;
+            let segments = ["groups", group.as_str(), "members"];
+            let page: MemberPage = self.page(&segments, &next, &what, attempts).await?;
             members.extend(page.members);
             on_page(members.len(), page.total_records);
             next = page.next_page_token;
