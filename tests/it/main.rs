@@ -25,4 +25,5 @@ mod reconcile;
 mod retries;
 mod stale;
 mod toolbox;
+mod trail;
 mod zoom_fake;

@@ -5,12 +5,11 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use zoom_dept_sync::broker::admin::Admin;
-use zoom_dept_sync::config::OutcomesSettings;
 use zoom_dept_sync::fake::{self, FakeConfig, FakeHandle};
 
-use crate::helpers::{TestApp, event, eventually, unique_name};
+use crate::helpers::{TestApp, event, eventually};
 use crate::toolbox::Tool;
+use crate::trail::{Trail, of};
 
 /// u1 in Engineering (will move), u2 already in Sales, u4 in Engineering.
 async fn zoom() -> FakeHandle {
@@ -25,42 +24,16 @@ async fn zoom() -> FakeHandle {
         .expect("zoom-fake starts")
 }
 
-/// Every record in the stream, by event id (the last one wins).
-async fn trail(app: &TestApp, stream: &str) -> Vec<Value> {
-    let admin = Admin::connect(&app.settings.amqp, "test").await.unwrap();
-    let mut records = Vec::new();
-    admin
-        .read_stream(stream, None, Duration::from_millis(500), |body| {
-            records.push(serde_json::from_slice(body).unwrap());
-            std::ops::ControlFlow::Continue(())
-        })
-        .await
-        .unwrap();
-    admin.close().await;
-    records
-}
-
-fn of<'a>(records: &'a [Value], event_id: &str) -> Vec<&'a Value> {
-    records
-        .iter()
-        .filter(|r| r["event_id"] == event_id)
-        .collect()
-}
-
 #[tokio::test]
 async fn every_settled_event_has_its_outcome_and_none_is_acked_without_it() {
     let zoom = zoom().await;
-    let exchange = unique_name("outcomes");
-    let stream = format!("{exchange}.trail");
+    let trail = Trail::new();
+    let (exchange, stream) = (trail.exchange.clone(), trail.stream.clone());
     let mut app = TestApp::spawn_with(|s| {
         s.zoom.api_base_url = zoom.api_base_url();
         s.zoom.oauth_token_url = zoom.token_url();
         s.worker.pause_initial_ms = 200;
-        s.outcomes = OutcomesSettings {
-            exchange: Some(exchange.clone()),
-            stream: Some(stream.clone()),
-            ..OutcomesSettings::default()
-        };
+        s.outcomes = trail.settings("90D");
     })
     .await;
     for (id, user) in [("e1", "U1"), ("e2", "U2"), ("e3", "U3")] {
@@ -71,10 +44,10 @@ async fn every_settled_event_has_its_outcome_and_none_is_acked_without_it() {
     eventually(
         "three outcomes in the stream",
         Duration::from_secs(10),
-        || async { trail(&app, &stream).await.len() >= 3 },
+        || async { trail.records(&app).await.len() >= 3 },
     )
     .await;
-    let records = trail(&app, &stream).await;
+    let records = trail.records(&app).await;
     assert_eq!(records.len(), 3, "one per event: {records:#?}");
     let [e1] = of(&records, "e1")[..] else {
         panic!("{records:#?}")
@@ -136,14 +109,11 @@ async fn every_settled_event_has_its_outcome_and_none_is_acked_without_it() {
     // The exchange goes away: e4's record cannot be published, so e4 is not
     // acked; the next session declares the exchange again and e4 gets its
     // record then.
-    app.channel
-        .exchange_delete(exchange.as_str().into(), Default::default())
-        .await
-        .unwrap();
+    trail.delete_exchange(&app).await;
     app.publish_json(event("e4", "U4", Some("Engineering"), "Sales"))
         .await;
     eventually("e4 has its outcome", Duration::from_secs(20), || async {
-        !of(&trail(&app, &stream).await, "e4").is_empty()
+        !of(&trail.records(&app).await, "e4").is_empty()
     })
     .await;
     eventually(
@@ -152,7 +122,7 @@ async fn every_settled_event_has_its_outcome_and_none_is_acked_without_it() {
         || async { app.queue_state(&app.queue).await.0 == 0 },
     )
     .await;
-    let records = trail(&app, &stream).await;
+    let records = trail.records(&app).await;
     let e4 = of(&records, "e4");
     assert_eq!(e4.len(), 1, "{records:#?}");
     assert_eq!(
@@ -174,14 +144,11 @@ async fn every_settled_event_has_its_outcome_and_none_is_acked_without_it() {
     // A dead letter whose record cannot be published (the exchange is gone
     // again): the event goes back before its dead letter exists, so the
     // dead-letter queue ends with one copy, not two.
-    app.channel
-        .exchange_delete(exchange.as_str().into(), Default::default())
-        .await
-        .unwrap();
+    trail.delete_exchange(&app).await;
     app.publish_json(event("e5", "U5", Some("Engineering"), "Sales"))
         .await;
     eventually("e5 has its outcome", Duration::from_secs(20), || async {
-        !of(&trail(&app, &stream).await, "e5").is_empty()
+        !of(&trail.records(&app).await, "e5").is_empty()
     })
     .await;
     eventually("e5's dead letter", Duration::from_secs(10), || async {
@@ -203,7 +170,7 @@ async fn every_settled_event_has_its_outcome_and_none_is_acked_without_it() {
         Duration::from_secs(20),
         || async {
             app.try_queue_state(&stream).await.is_some()
-                && !of(&trail(&app, &stream).await, "e6").is_empty()
+                && !of(&trail.records(&app).await, "e6").is_empty()
         },
     )
     .await;
@@ -218,14 +185,7 @@ async fn every_settled_event_has_its_outcome_and_none_is_acked_without_it() {
         1,
         "one dead letter for e5"
     );
-    let _ = app
-        .channel
-        .queue_delete(stream.as_str().into(), Default::default())
-        .await;
-    let _ = app
-        .channel
-        .exchange_delete(exchange.as_str().into(), Default::default())
-        .await;
+    trail.delete(&app).await;
 }
 
 /// A stream declared with another `x-max-age` is used as it is: a changed
@@ -233,40 +193,23 @@ async fn every_settled_event_has_its_outcome_and_none_is_acked_without_it() {
 /// redeclare a queue with other arguments).
 #[tokio::test]
 async fn a_changed_max_age_does_not_stop_consuming() {
-    let exchange = unique_name("outcomes");
-    let stream = format!("{exchange}.trail");
-    let outcomes = |max_age: &str| OutcomesSettings {
-        exchange: Some(exchange.clone()),
-        stream: Some(stream.clone()),
-        max_age: max_age.into(),
-    };
-    let mut first = TestApp::spawn_with(|s| s.outcomes = outcomes("90D")).await;
+    let trail = Trail::new();
+    let mut first = TestApp::spawn_with(|s| s.outcomes = trail.settings("90D")).await;
     first.stop().await;
-    let mut second = TestApp::spawn_with(|s| s.outcomes = outcomes("30D")).await;
+    let mut second = TestApp::spawn_with(|s| s.outcomes = trail.settings("30D")).await;
     assert_eq!(second.queue_state(&second.queue).await.1, 1, "consuming");
     second.stop().await;
-    let _ = second
-        .channel
-        .queue_delete(stream.as_str().into(), Default::default())
-        .await;
-    let _ = second
-        .channel
-        .exchange_delete(exchange.as_str().into(), Default::default())
-        .await;
+    trail.delete(&second).await;
 }
 
 /// `history` ends on a trail that never goes quiet: records published after
 /// it started end the reading (it used to wait for a quiet second).
 #[tokio::test]
 async fn history_ends_on_a_busy_trail() {
-    let exchange = unique_name("outcomes");
-    let stream = format!("{exchange}.trail");
+    let trail = Trail::new();
+    let stream = trail.stream.clone();
     let mut app = TestApp::spawn_with(|s| {
-        s.outcomes = OutcomesSettings {
-            exchange: Some(exchange.clone()),
-            stream: Some(stream.clone()),
-            ..OutcomesSettings::default()
-        };
+        s.outcomes = trail.settings("90D");
     })
     .await;
     let busy = tokio_util::sync::CancellationToken::new();
@@ -304,12 +247,5 @@ async fn history_ends_on_a_busy_trail() {
     let records: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert!(!records.is_empty(), "{out}");
     app.stop().await;
-    let _ = app
-        .channel
-        .queue_delete(stream.as_str().into(), Default::default())
-        .await;
-    let _ = app
-        .channel
-        .exchange_delete(exchange.as_str().into(), Default::default())
-        .await;
+    trail.delete(&app).await;
 }

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use zoom_dept_sync::config::OutcomesSettings;
 use zoom_dept_sync::fake::{self, FakeConfig};
 
-use crate::helpers::{TestApp, eventually, unique_name};
+use crate::helpers::{TestApp, eventually};
+use crate::trail::Trail;
 
 fn at(id: &str, user: &str, previous: &str, new: &str, occurred_at: &str) -> serde_json::Value {
     serde_json::json!({
@@ -27,16 +27,11 @@ async fn an_event_older_than_one_applied_for_the_person_is_skipped_as_stale() {
     let zoom = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
         .await
         .expect("zoom-fake starts");
-    let exchange = unique_name("outcomes");
-    let stream = format!("{exchange}.trail");
+    let trail = Trail::new();
     let mut app = TestApp::spawn_with(|s| {
         s.zoom.api_base_url = zoom.api_base_url();
         s.zoom.oauth_token_url = zoom.token_url();
-        s.outcomes = OutcomesSettings {
-            exchange: Some(exchange.clone()),
-            stream: Some(stream.clone()),
-            ..OutcomesSettings::default()
-        };
+        s.outcomes = trail.settings("90D");
     })
     .await;
     // Applied at 10:00: Engineering → Support. Then one from 09:00 arrives
@@ -79,19 +74,12 @@ async fn an_event_older_than_one_applied_for_the_person_is_skipped_as_stale() {
         "the stale event called nothing"
     );
 
-    let admin = zoom_dept_sync::broker::admin::Admin::connect(&app.settings.amqp, "test")
+    let results: Vec<(serde_json::Value, serde_json::Value)> = trail
+        .records(&app)
         .await
-        .unwrap();
-    let mut results = Vec::new();
-    admin
-        .read_stream(&stream, None, Duration::from_millis(500), |body| {
-            let record: serde_json::Value = serde_json::from_slice(body).unwrap();
-            results.push((record["event_id"].clone(), record["result"].clone()));
-            std::ops::ControlFlow::Continue(())
-        })
-        .await
-        .unwrap();
-    admin.close().await;
+        .iter()
+        .map(|r| (r["event_id"].clone(), r["result"].clone()))
+        .collect();
     assert_eq!(
         results,
         [
@@ -100,12 +88,5 @@ async fn an_event_older_than_one_applied_for_the_person_is_skipped_as_stale() {
         ]
     );
     app.stop_and_assert_queues_empty().await;
-    let _ = app
-        .channel
-        .queue_delete(stream.as_str().into(), Default::default())
-        .await;
-    let _ = app
-        .channel
-        .exchange_delete(exchange.as_str().into(), Default::default())
-        .await;
+    trail.delete(&app).await;
 }
