@@ -8,6 +8,7 @@
 //! [`idempotency`] turns into one message. `/healthz`, `/readyz` (ready when
 //! it can publish) and `/metrics` are the receiver's own.
 
+pub mod bamboohr;
 mod events;
 pub mod idempotency;
 pub mod metrics;
@@ -42,6 +43,8 @@ pub struct Ingest {
     pub publisher: EventPublisher,
     pub seen: Seen,
     pub metrics: IngestMetrics,
+    /// `POST /v1/bamboohr`, when `[ingest.bamboohr]` is configured.
+    pub bamboohr: Option<bamboohr::BambooHr>,
 }
 
 impl Ingest {
@@ -51,7 +54,14 @@ impl Ingest {
             publisher: EventPublisher::new(amqp),
             seen: Seen::default(),
             metrics: IngestMetrics::new(),
+            bamboohr: None,
         }
+    }
+
+    /// Turns on `POST /v1/bamboohr`.
+    pub fn with_bamboohr(mut self, bamboohr: bamboohr::BambooHr) -> Self {
+        self.bamboohr = Some(bamboohr);
+        self
     }
 }
 
@@ -76,8 +86,12 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| format!("ingest.listen = {listen}: {e}"))?;
     tracing::info!(listen = %local_addr, "receiving webhooks on POST /v1/events");
-    let app = Router::new()
-        .route("/v1/events", post(events::receive))
+    let mut app = Router::new().route("/v1/events", post(events::receive));
+    if ingest.bamboohr.is_some() {
+        tracing::info!(listen = %local_addr, "receiving BambooHR webhooks on POST /v1/bamboohr");
+        app = app.route("/v1/bamboohr", post(bamboohr::receive));
+    }
+    let app = app
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
