@@ -5,8 +5,10 @@
 //! event, and within [`ANSWER_WITHIN`] in every case (some senders give up
 //! after 3 s): when the broker is down or slow the answer is 503 with
 //! `Retry-After`, and the sender retries with the same `webhook-id`, which
-//! [`idempotency`] turns into one message. `/healthz`, `/readyz` (ready when
-//! it can publish) and `/metrics` are the receiver's own.
+//! [`idempotency`] turns into one message. `POST /v1/bamboohr` (only with
+//! `[ingest.bamboohr]`) follows the same rules for BambooHR's webhooks: see
+//! [`bamboohr`]. `/healthz`, `/readyz` (ready when it can publish) and
+//! `/metrics` are the receiver's own.
 
 pub mod bamboohr;
 mod events;
