@@ -261,15 +261,57 @@ pub struct HttpSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct IngestSettings {
     pub listen: SocketAddr,
+    /// `[ingest.bamboohr]`: present turns on `POST /v1/bamboohr` (its two
+    /// secrets then must be set; see [`BAMBOOHR_WEBHOOK_KEY_VAR`]).
+    pub bamboohr: Option<BambooHrSettings>,
 }
 
 impl Default for IngestSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
+            bamboohr: None,
         }
     }
 }
+
+/// `[ingest.bamboohr]`: where the BambooHR API is, to read an employee's
+/// current department and work email when a webhook says it changed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BambooHrSettings {
+    /// The `<company>` of `<company>.bamboohr.com`.
+    pub company_domain: String,
+    #[serde(default = "default_bamboohr_api")]
+    pub api_base_url: String,
+}
+
+fn default_bamboohr_api() -> String {
+    "https://api.bamboohr.com/api/gateway.php".to_owned()
+}
+
+impl BambooHrSettings {
+    fn check(&self) -> Result<(), ConfigError> {
+        let domain = self.company_domain.trim();
+        if domain.is_empty()
+            || !domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError(format!(
+                "ingest.bamboohr.company_domain must be the <company> of <company>.bamboohr.com, got {:?}",
+                self.company_domain
+            )));
+        }
+        check_http_url("ingest.bamboohr.api_base_url", &self.api_base_url)
+    }
+}
+
+/// The BambooHR webhook's HMAC key (its text bytes). Like the API key, not
+/// `ZDS_`-prefixed, so figment's overrides never see it.
+pub const BAMBOOHR_WEBHOOK_KEY_VAR: &str = "BAMBOOHR_WEBHOOK_KEY";
+/// The BambooHR API key (HTTP Basic user, password `x`).
+pub const BAMBOOHR_API_KEY_VAR: &str = "BAMBOOHR_API_KEY";
 
 /// The environment variable holding the webhook secrets. Excluded from the
 /// `ZDS_` overrides: it is a secret, not a config key.
@@ -702,14 +744,10 @@ impl Settings {
             ("zoom.api_base_url", &self.zoom.api_base_url),
             ("zoom.oauth_token_url", &self.zoom.oauth_token_url),
         ] {
-            match url::Url::parse(value) {
-                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
-                _ => {
-                    return Err(ConfigError(format!(
-                        "{key} is not an http(s) URL: {value:?}"
-                    )));
-                }
-            }
+            check_http_url(key, value)?;
+        }
+        if let Some(bamboohr) = &self.ingest.bamboohr {
+            bamboohr.check()?;
         }
         self.zoom.check_rate_limits()?;
         self.outcomes.check()?;
@@ -728,6 +766,15 @@ impl Settings {
         }
         self.check_bounds()?;
         self.check_consumer_timeout()
+    }
+}
+
+fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(value) {
+        Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Ok(()),
+        _ => Err(ConfigError(format!(
+            "{key} is not an http(s) URL: {value:?}"
+        ))),
     }
 }
 
@@ -810,6 +857,24 @@ mod tests {
         let f = file(&format!("[ingest]\nsecret = \"whsec_x\"\n{MINIMAL}"));
         let err = Settings::load(f.path(), &env_with_secrets).unwrap_err();
         assert!(err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn ingest_bamboohr_is_optional_and_checked() {
+        let s = Settings::load(file(MINIMAL).path(), &env_with_secrets).unwrap();
+        assert!(s.ingest.bamboohr.is_none());
+        let f = file(&format!(
+            "[ingest.bamboohr]\ncompany_domain = \"acme\"\n{MINIMAL}"
+        ));
+        let s = Settings::load(f.path(), &env_with_secrets).unwrap();
+        let b = s.ingest.bamboohr.unwrap();
+        assert_eq!(b.company_domain, "acme");
+        assert_eq!(b.api_base_url, "https://api.bamboohr.com/api/gateway.php");
+        let f = file(&format!(
+            "[ingest.bamboohr]\ncompany_domain = \"a/b\"\n{MINIMAL}"
+        ));
+        let e = Settings::load(f.path(), &env_with_secrets).unwrap_err();
+        assert!(e.to_string().contains("company_domain"), "{e}");
     }
 
     #[test]

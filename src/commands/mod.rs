@@ -141,8 +141,12 @@ fn run(args: &RunArgs, format: LogFormat, runtime: &tokio::runtime::Runtime) -> 
             return Exit::Usage.into();
         }
     };
-    let secrets = match args.with_ingest.then(ingest::secrets).transpose() {
-        Ok(secrets) => secrets,
+    let keys = match args
+        .with_ingest
+        .then(|| ingest::keys(&settings))
+        .transpose()
+    {
+        Ok(keys) => keys,
         Err(exit) => return exit.into(),
     };
     telemetry::init(format);
@@ -150,8 +154,8 @@ fn run(args: &RunArgs, format: LogFormat, runtime: &tokio::runtime::Runtime) -> 
         let shutdown = shutdown::on_signals();
         // The receiver shares the shutdown: on SIGTERM it stops accepting
         // and answers what is in flight while the consumer drains.
-        let receiver = match secrets {
-            Some(secrets) => Some(ingest::start(&settings, secrets, shutdown.clone()).await?),
+        let receiver = match keys {
+            Some(keys) => Some(ingest::start(&settings, keys, shutdown.clone()).await?),
             None => None,
         };
         let ran = startup::run(settings, shutdown.clone()).await;

@@ -114,7 +114,7 @@ async fn publish(ingest: &Ingest, id: &str, body: &[u8], deadline: Instant) -> (
 /// The body, or `None` when it is over the limit (by `Content-Length`, or
 /// by what arrives). A body that breaks off is treated the same: the sender
 /// gets a 4xx and must look at it.
-async fn read_body(headers: &HeaderMap, body: Body) -> Option<Bytes> {
+pub(super) async fn read_body(headers: &HeaderMap, body: Body) -> Option<Bytes> {
     let declared =
         text(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_PAYLOAD_BYTES as u64) {
@@ -123,21 +123,21 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Option<Bytes> {
     axum::body::to_bytes(body, MAX_PAYLOAD_BYTES).await.ok()
 }
 
-fn text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(super) fn text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn accepted(status: &str) -> Response {
+pub(super) fn accepted(status: &str) -> Response {
     json_response(StatusCode::ACCEPTED, &json!({ "status": status }))
 }
 
-fn unavailable(error: &str) -> (Answer, Response) {
+pub(super) fn unavailable(error: &str) -> (Answer, Response) {
     let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, error, None);
     response
         .headers_mut()
@@ -145,7 +145,7 @@ fn unavailable(error: &str) -> (Answer, Response) {
     (Answer::Unavailable, response)
 }
 
-fn error_response(status: StatusCode, error: &str, field: Option<&str>) -> Response {
+pub(super) fn error_response(status: StatusCode, error: &str, field: Option<&str>) -> Response {
     let body = match field {
         Some(field) => json!({ "error": error, "field": field }),
         None => json!({ "error": error }),

@@ -15,6 +15,10 @@ pub enum Answer {
     Invalid,
     TooLarge,
     Unavailable,
+    /// Signed and valid, but nothing to do (BambooHR: no department change).
+    Ignored,
+    /// The HR API refused the lookup (a 4xx), or its data is no valid event.
+    Rejected,
 }
 
 impl Answer {
@@ -26,13 +30,16 @@ impl Answer {
             Self::Invalid => "invalid",
             Self::TooLarge => "too_large",
             Self::Unavailable => "unavailable",
+            Self::Ignored => "ignored",
+            Self::Rejected => "rejected",
         }
     }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    /// The endpoint: `events` for `POST /v1/events`.
+    /// The endpoint: `events` for `POST /v1/events`, `bamboohr` for
+    /// `POST /v1/bamboohr`.
     source: &'static str,
     result: &'static str,
 }

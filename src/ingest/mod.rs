@@ -5,9 +5,12 @@
 //! event, and within [`ANSWER_WITHIN`] in every case (some senders give up
 //! after 3 s): when the broker is down or slow the answer is 503 with
 //! `Retry-After`, and the sender retries with the same `webhook-id`, which
-//! [`idempotency`] turns into one message. `/healthz`, `/readyz` (ready when
-//! it can publish) and `/metrics` are the receiver's own.
+//! [`idempotency`] turns into one message. `POST /v1/bamboohr` (only with
+//! `[ingest.bamboohr]`) follows the same rules for BambooHR's webhooks: see
+//! [`bamboohr`]. `/healthz`, `/readyz` (ready when it can publish) and
+//! `/metrics` are the receiver's own.
 
+pub mod bamboohr;
 mod events;
 pub mod idempotency;
 pub mod metrics;
@@ -42,6 +45,8 @@ pub struct Ingest {
     pub publisher: EventPublisher,
     pub seen: Seen,
     pub metrics: IngestMetrics,
+    /// `POST /v1/bamboohr`, when `[ingest.bamboohr]` is configured.
+    pub bamboohr: Option<bamboohr::BambooHr>,
 }
 
 impl Ingest {
@@ -51,7 +56,14 @@ impl Ingest {
             publisher: EventPublisher::new(amqp),
             seen: Seen::default(),
             metrics: IngestMetrics::new(),
+            bamboohr: None,
         }
+    }
+
+    /// Turns on `POST /v1/bamboohr`.
+    pub fn with_bamboohr(mut self, bamboohr: bamboohr::BambooHr) -> Self {
+        self.bamboohr = Some(bamboohr);
+        self
     }
 }
 
@@ -76,8 +88,12 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| format!("ingest.listen = {listen}: {e}"))?;
     tracing::info!(listen = %local_addr, "receiving webhooks on POST /v1/events");
-    let app = Router::new()
-        .route("/v1/events", post(events::receive))
+    let mut app = Router::new().route("/v1/events", post(events::receive));
+    if ingest.bamboohr.is_some() {
+        tracing::info!(listen = %local_addr, "receiving BambooHR webhooks on POST /v1/bamboohr");
+        app = app.route("/v1/bamboohr", post(bamboohr::receive));
+    }
+    let app = app
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -371,6 +371,53 @@ fn ingest_without_a_valid_secret_exits_2_naming_it() {
     }
 }
 
+/// Arguments, extra environment, the variable the error must name.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+#[test]
+fn ingest_bamboohr_without_its_secrets_exits_2_naming_them() {
+    let config =
+        "[ingest.bamboohr]\ncompany_domain = \"acme\"\n[departments]\nSales = \"grp_sales\"\n";
+    let zoom = [
+        ("ZOOM_ACCOUNT_ID", "x"),
+        ("ZOOM_CLIENT_ID", "x"),
+        ("ZOOM_CLIENT_SECRET", "x"),
+    ];
+    let cases: [Case; 4] = [
+        (&["ingest"], &[], "BAMBOOHR_WEBHOOK_KEY"),
+        (
+            &["ingest"],
+            &[("BAMBOOHR_WEBHOOK_KEY", " ")],
+            "BAMBOOHR_WEBHOOK_KEY",
+        ),
+        (
+            &["ingest"],
+            &[("BAMBOOHR_WEBHOOK_KEY", "k")],
+            "BAMBOOHR_API_KEY",
+        ),
+        (
+            &["run", "--with-ingest"],
+            &[("BAMBOOHR_API_KEY", "k")],
+            "BAMBOOHR_WEBHOOK_KEY",
+        ),
+    ];
+    for (args, extra, named) in cases {
+        let mut env = vec![("ZDS_INGEST_SECRET", SECRET)];
+        env.extend_from_slice(&zoom);
+        env.extend_from_slice(extra);
+        let (mut command, _dir) = binary(args, config, &env);
+        let output = command.output().expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?} {extra:?}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(named), "{named} in {stderr}");
+    }
+}
+
 #[tokio::test]
 async fn ingest_the_binary_receives_without_zoom_secrets_and_stops_on_sigterm() {
     let listen = crate::helpers::free_local_port();

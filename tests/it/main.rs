@@ -9,6 +9,7 @@ mod fake_zoom;
 mod faults;
 mod helpers;
 mod ingest;
+mod ingest_bamboohr;
 mod invalid_input;
 mod leave;
 mod lookups;
