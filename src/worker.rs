@@ -476,6 +476,11 @@ impl Worker {
             (id, Some(user)) => Ok((id, user)),
             (id, None) => {
                 let user = self.zoom.get_user(UserPath::Id(&id), &run.attempts).await?;
+                // The record's email pairs the person's keys, so a later
+                // email-only event joins their line and their stale check.
+                if let Some(email) = user.email.as_deref().and_then(|e| Email::parse(e).ok()) {
+                    self.learn_identity(&email, &id);
+                }
                 Ok((id, user))
             }
         }
