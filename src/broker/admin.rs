@@ -20,15 +20,15 @@ use std::time::{Duration, Instant};
 
 use lapin::message::BasicGetMessage;
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::confirm::publish_confirmed;
 use super::topology::Topology;
 use crate::config::AmqpSettings;
 use crate::triage::{HeaderEdit, HeaderValue, StoredMessage};
@@ -434,22 +434,7 @@ async fn publish(
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), AdminError> {
-    let options = BasicPublishOptions {
-        mandatory: true,
-        ..BasicPublishOptions::default()
-    };
-    let publish = async {
-        channel
-            .basic_publish(
-                ShortString::from(""),
-                queue.into(),
-                options,
-                body,
-                properties,
-            )
-            .await?
-            .await
-    };
+    let publish = publish_confirmed(channel, "", queue, body, properties);
     let confirmation = tokio::time::timeout(OPERATION_TIMEOUT, publish)
         .await
         .map_err(|_| AdminError::Timeout)??;

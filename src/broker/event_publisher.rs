@@ -8,13 +8,13 @@
 //! that is down or blocked (an alarm) costs the caller its deadline, never
 //! more.
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::ShortString;
+use lapin::options::ConfirmSelectOptions;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
 
+use super::confirm::publish_confirmed;
 use crate::config::AmqpSettings;
 
 /// Why an event was not published; each means "try again later".
@@ -66,22 +66,7 @@ impl EventPublisher {
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(message_id.into());
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        let publish = async {
-            channel
-                .basic_publish(
-                    ShortString::from(""),
-                    self.queue.as_str().into(),
-                    options,
-                    body,
-                    properties,
-                )
-                .await?
-                .await
-        };
+        let publish = publish_confirmed(&channel, "", &self.queue, body, properties);
         let confirmation = match timeout_at(deadline, publish).await {
             Ok(Ok(confirmation)) => confirmation,
             Ok(Err(e)) => {

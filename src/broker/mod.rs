@@ -8,6 +8,7 @@
 //! must stop rather than carry on.
 
 pub mod admin;
+mod confirm;
 mod consumer;
 mod dead_letters;
 mod delivery;

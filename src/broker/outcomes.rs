@@ -9,12 +9,11 @@
 
 use std::time::Duration;
 
-use lapin::options::{
-    BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
+use super::confirm::publish_confirmed;
 use super::settle::PublishError;
 use crate::config::OutcomesSettings;
 use crate::outcomes::OutcomeRecord;
@@ -176,24 +175,18 @@ impl OutcomeTopology {
             .with_delivery_mode(PERSISTENT)
             .with_content_type("application/json".into())
             .with_message_id(record.id.as_str().into());
+        // A record the exchange routes nowhere is confirmed and dropped:
+        // `mandatory` makes it come back.
         let publish = async {
-            channel
-                .basic_publish(
-                    self.exchange.as_str().into(),
-                    record.routing_key().into(),
-                    // A record the exchange routes nowhere is confirmed
-                    // and dropped: `mandatory` makes it come back.
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &body,
-                    properties,
-                )
-                .await
-                .map_err(|e| failed(format!("publish failed: {e}")))?
-                .await
-                .map_err(|e| failed(format!("no confirmation: {e}")))
+            publish_confirmed(
+                channel,
+                &self.exchange,
+                record.routing_key(),
+                &body,
+                properties,
+            )
+            .await
+            .map_err(|e| failed(format!("publish failed: {e}")))
         };
         let confirmation = tokio::time::timeout(confirm_timeout, publish)
             .await

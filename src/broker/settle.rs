@@ -10,12 +10,13 @@
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::confirm::publish_confirmed;
 use super::outcomes::OutcomeTopology;
 use super::topology::Topology;
 use crate::outcome::{DeadLetter, Outcome};
@@ -183,22 +184,11 @@ impl Settler {
         {
             properties = properties.with_message_id(id.as_str().into());
         }
+        let queue = &self.topology.dead_letter_queue;
         let publish = async {
-            self.publisher
-                .basic_publish(
-                    ShortString::from(""),
-                    self.topology.dead_letter_queue.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &delivery.data,
-                    properties,
-                )
+            publish_confirmed(&self.publisher, "", queue, &delivery.data, properties)
                 .await
-                .map_err(|e| failed(format!("publish failed: {e}")))?
-                .await
-                .map_err(|e| failed(format!("no confirmation: {e}")))
+                .map_err(|e| failed(format!("publish failed: {e}")))
         };
         let confirmation = tokio::time::timeout(self.confirm_timeout, publish)
             .await

@@ -85,7 +85,8 @@ impl<'a> Planner<'a> {
                 [row] if !self.has_ambiguous_id(row, &ambiguous) => {
                     self.single(row, lookups, &mut matched)
                 }
-                _ => self.ambiguous(&rows, &mut matched),
+                [] => continue,
+                [first, ..] => self.ambiguous(first, &rows, &mut matched),
             };
             entries.push(entry);
         }
@@ -233,8 +234,12 @@ impl<'a> Planner<'a> {
         entry
     }
 
-    fn ambiguous(&self, rows: &[&ExportRow], matched: &mut HashSet<String>) -> Entry {
-        let first = rows[0];
+    fn ambiguous(
+        &self,
+        first: &ExportRow,
+        rows: &[&ExportRow],
+        matched: &mut HashSet<String>,
+    ) -> Entry {
         let mut entry = Entry {
             email: first.email.clone(),
             zoom_user_id: first.zoom_user_id.clone(),
