@@ -124,7 +124,7 @@ fn start_daemon(zoom: &MockServer, queue: &str, amqp_url: &str, dir: &tempfile::
     let config = format!(
         "[amqp]\nqueue = {queue:?}\nprefetch = {prefetch}\n\
          [worker]\nconcurrency = {CONCURRENCY}\n\
-         [zoom]\napi_base_url = \"{uri}/v2\"\noauth_token_url = \"{uri}/oauth/token\"\nrequest_timeout_ms = 10000\n[zoom.rate_limits]\nlight = 200\nmedium = 200\n\
+         [zoom]\napi_base_url = \"{uri}/v2\"\noauth_token_url = \"{uri}/oauth/token\"\nrequest_timeout_ms = 10000\nallow_insecure_http = true\n[zoom.rate_limits]\nlight = 200\nmedium = 200\n\
          [http]\nlisten = \"127.0.0.1:{port}\"\n\
          [departments]\nEngineering = \"grp_eng\"\nSales = \"grp_sales\"\n",
         uri = zoom.uri(),

@@ -70,7 +70,7 @@ fn binary() -> PathBuf {
 fn config(zoom: &MockServer, queue: &str, single_active_consumer: bool, http_port: u16) -> String {
     format!(
         "[amqp]\nqueue = {queue:?}\nsingle_active_consumer = {single_active_consumer}\n\
-         [zoom]\napi_base_url = \"{uri}/v2\"\noauth_token_url = \"{uri}/oauth/token\"\nrequest_timeout_ms = 10000\n[zoom.rate_limits]\nlight = 200\nmedium = 200\n\
+         [zoom]\napi_base_url = \"{uri}/v2\"\noauth_token_url = \"{uri}/oauth/token\"\nrequest_timeout_ms = 10000\nallow_insecure_http = true\n[zoom.rate_limits]\nlight = 200\nmedium = 200\n\
          [http]\nlisten = \"127.0.0.1:{http_port}\"\n\
          [departments]\nEngineering = \"grp_eng\"\nSales = \"grp_sales\"\n",
         uri = zoom.uri()

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::mapping::Mapping;
@@ -74,6 +74,13 @@ pub struct AmqpSettings {
     /// How long to wait for the broker to confirm a dead letter (a broker
     /// under a memory or disk alarm never does).
     pub confirm_timeout_secs: u64,
+    /// A PEM file of CA certificates trusted besides the system's roots, for
+    /// an `amqps://` broker whose certificate a private CA signed.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mutual TLS; needs `tls_client_key`.
+    pub tls_client_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_client_cert`.
+    pub tls_client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -96,6 +103,11 @@ pub struct ZoomSettings {
     /// The old single limit (before categories): read as `rate_limits.medium`.
     pub requests_per_second: Option<u32>,
     pub request_timeout_ms: u64,
+    /// Accept `http://` for the Zoom and HR API URLs (tests, the demo with
+    /// zoom-fake). Off, only `https://` is accepted, and the HTTP clients
+    /// refuse plain HTTP even on a redirect: the token and the OAuth
+    /// credentials never cross the network in clear.
+    pub allow_insecure_http: bool,
 }
 
 /// Zoom's plans, as far as rate limits go: Pro, and Business or higher
@@ -291,7 +303,7 @@ fn default_bamboohr_api() -> String {
 }
 
 impl BambooHrSettings {
-    fn check(&self) -> Result<(), ConfigError> {
+    fn check(&self, allow_insecure_http: bool) -> Result<(), ConfigError> {
         let domain = self.company_domain.trim();
         if domain.is_empty()
             || !domain
@@ -303,7 +315,11 @@ impl BambooHrSettings {
                 self.company_domain
             )));
         }
-        check_http_url("ingest.bamboohr.api_base_url", &self.api_base_url)
+        check_http_url(
+            "ingest.bamboohr.api_base_url",
+            &self.api_base_url,
+            allow_insecure_http,
+        )
     }
 }
 
@@ -362,6 +378,9 @@ impl Default for AmqpSettings {
             management_url: None,
             consumer_timeout_secs: 1800,
             confirm_timeout_secs: 15,
+            tls_ca_file: None,
+            tls_client_cert: None,
+            tls_client_key: None,
         }
     }
 }
@@ -375,6 +394,7 @@ impl Default for ZoomSettings {
             rate_limits: RateLimitsFile::default(),
             requests_per_second: None,
             request_timeout_ms: 10_000,
+            allow_insecure_http: false,
         }
     }
 }
@@ -415,6 +435,43 @@ impl Default for HttpSettings {
 }
 
 impl AmqpSettings {
+    /// The TLS keys' shape (the files themselves are read at connection):
+    /// a client certificate needs its key, and no TLS key is set for a
+    /// plain `amqp://` URL, where it would silently do nothing.
+    fn check_tls(&self) -> Result<(), ConfigError> {
+        match (&self.tls_client_cert, &self.tls_client_key) {
+            (Some(_), None) => {
+                return Err(ConfigError(
+                    "amqp.tls_client_cert is set without amqp.tls_client_key: set both (mutual TLS) or neither".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError(
+                    "amqp.tls_client_key is set without amqp.tls_client_cert: set both (mutual TLS) or neither".into(),
+                ));
+            }
+            _ => {}
+        }
+        let set = [
+            ("amqp.tls_ca_file", &self.tls_ca_file),
+            ("amqp.tls_client_cert", &self.tls_client_cert),
+        ]
+        .into_iter()
+        .find(|(_, value)| value.is_some());
+        let tls = self
+            .url
+            .expose_secret()
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("amqps://"));
+        match set {
+            Some((key, _)) if !tls => Err(ConfigError(format!(
+                "{key} is set but amqp.url (or AMQP_URL) is not amqps://: TLS files are used only over TLS; \
+                 write amqps://host:5671/vhost"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     pub fn dead_letter_queue(&self) -> String {
         self.dead_letter_queue
             .clone()
@@ -740,15 +797,17 @@ impl Settings {
         if self.amqp.recovery_timeout_secs == 0 {
             return fail("amqp.recovery_timeout_secs must be at least 1");
         }
+        let insecure = self.zoom.allow_insecure_http;
         for (key, value) in [
             ("zoom.api_base_url", &self.zoom.api_base_url),
             ("zoom.oauth_token_url", &self.zoom.oauth_token_url),
         ] {
-            check_http_url(key, value)?;
+            check_http_url(key, value, insecure)?;
         }
         if let Some(bamboohr) = &self.ingest.bamboohr {
-            bamboohr.check()?;
+            bamboohr.check(insecure)?;
         }
+        self.amqp.check_tls()?;
         self.zoom.check_rate_limits()?;
         self.outcomes.check()?;
         if self.zoom.request_timeout_ms == 0 {
@@ -769,12 +828,17 @@ impl Settings {
     }
 }
 
-fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
+/// An API URL: `https://`, or `http://` only with `zoom.allow_insecure_http`.
+fn check_http_url(key: &str, value: &str, allow_insecure: bool) -> Result<(), ConfigError> {
     match url::Url::parse(value) {
-        Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Ok(()),
-        _ => Err(ConfigError(format!(
-            "{key} is not an http(s) URL: {value:?}"
+        Ok(u) if u.scheme() == "https" => Ok(()),
+        Ok(u) if u.scheme() == "http" && allow_insecure => Ok(()),
+        Ok(u) if u.scheme() == "http" => Err(ConfigError(format!(
+            "{key} is {value:?}: only https:// is accepted (the token and credentials would cross \
+             the network in clear); set zoom.allow_insecure_http = true to allow http:// \
+             (tests, a local zoom-fake)"
         ))),
+        _ => Err(ConfigError(format!("{key} is not an https URL: {value:?}"))),
     }
 }
 
@@ -799,7 +863,6 @@ fn figment_error_line(error: figment::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
     use std::io::Write;
 
     fn env_with_secrets(name: &str) -> Option<String> {
@@ -954,6 +1017,34 @@ mod tests {
                 "[worker]\nquarantine_window = 100001\n[departments]\nS = \"g\"\n",
                 "worker.quarantine_window is 100001",
             ),
+            (
+                "[zoom]\napi_base_url = \"http://zoom.example/v2\"\n[departments]\nS = \"g\"\n",
+                "zoom.api_base_url is \"http://zoom.example/v2\": only https:// is accepted",
+            ),
+            (
+                "[zoom]\noauth_token_url = \"http://zoom.example/t\"\n[departments]\nS = \"g\"\n",
+                "set zoom.allow_insecure_http = true",
+            ),
+            (
+                "[ingest.bamboohr]\ncompany_domain = \"acme\"\napi_base_url = \"http://hr.example\"\n[departments]\nS = \"g\"\n",
+                "ingest.bamboohr.api_base_url is \"http://hr.example\": only https://",
+            ),
+            (
+                "[zoom]\napi_base_url = \"ftp://zoom.example\"\nallow_insecure_http = true\n[departments]\nS = \"g\"\n",
+                "zoom.api_base_url is not an https URL",
+            ),
+            (
+                "[amqp]\nurl = \"amqps://b:5671/%2f\"\ntls_client_cert = \"c.pem\"\n[departments]\nS = \"g\"\n",
+                "amqp.tls_client_cert is set without amqp.tls_client_key",
+            ),
+            (
+                "[amqp]\nurl = \"amqps://b:5671/%2f\"\ntls_client_key = \"k.pem\"\n[departments]\nS = \"g\"\n",
+                "amqp.tls_client_key is set without amqp.tls_client_cert",
+            ),
+            (
+                "[amqp]\nurl = \"amqp://b:5672/%2f\"\ntls_ca_file = \"ca.pem\"\n[departments]\nS = \"g\"\n",
+                "amqp.tls_ca_file is set but amqp.url (or AMQP_URL) is not amqps://",
+            ),
         ];
         for (text, expected) in cases {
             let f = file(text);
@@ -963,6 +1054,22 @@ mod tests {
             assert!(err.contains(expected), "{text:?}: {err}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn http_urls_and_amqps_tls_files_load_when_allowed() {
+        let f = file(
+            "[amqp]\nurl = \"AMQPS://b:5671/%2f\"\ntls_ca_file = \"ca.pem\"\n\
+             tls_client_cert = \"c.pem\"\ntls_client_key = \"k.pem\"\n\
+             [zoom]\napi_base_url = \"http://127.0.0.1:9/v2\"\nallow_insecure_http = true\n\
+             [departments]\nS = \"g\"\n",
+        );
+        let s = Settings::load(f.path(), &env_with_secrets).unwrap();
+        assert!(s.zoom.allow_insecure_http);
+        assert_eq!(s.amqp.tls_ca_file, Some(PathBuf::from("ca.pem")));
+        let f = file(MINIMAL);
+        let s = Settings::load(f.path(), &env_with_secrets).unwrap();
+        assert!(!s.zoom.allow_insecure_http, "https only by default");
     }
 
     #[test]

@@ -59,9 +59,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
              write `[zoom.rate_limits]` `medium = {old}` instead (Light and Heavy calls take the plan's defaults)"
         );
     }
-    broker::run(&settings, daemon, shutdown).await;
+    let consumed = broker::run(&settings, daemon, shutdown).await;
     http_stop.cancel();
     let _ = http.await;
+    consumed.map_err(|e| format!("cannot connect to the broker: {e}"))?;
     tracing::info!("zoom-dept-sync stopped");
     Ok(())
 }

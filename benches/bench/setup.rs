@@ -159,7 +159,7 @@ impl DaemonConfig<'_> {
     pub fn toml(&self) -> String {
         format!(
             "[amqp]\nqueue = {queue:?}\nprefetch = {prefetch}\ndeclare_topology = false\n\n\
-             [zoom]\napi_base_url = {api:?}\noauth_token_url = {token:?}\n\n\
+             [zoom]\napi_base_url = {api:?}\noauth_token_url = {token:?}\nallow_insecure_http = true\n\n\
              [zoom.rate_limits]\nlight = {light}\nmedium = {medium}\nheavy = 1000\n\n\
              [retry]\ninitial_interval_ms = 100\nmax_interval_ms = 2000\nmax_elapsed_secs = 120\n\n\
              [worker]\nconcurrency = {concurrency}\n\n\

@@ -23,8 +23,7 @@ use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use secrecy::ExposeSecret;
+use lapin::{BasicProperties, Channel, Connection};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -95,9 +94,7 @@ pub struct Admin {
 
 impl Admin {
     pub async fn connect(amqp: &AmqpSettings, command: &str) -> Result<Self, AdminError> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name(format!("zoom-dept-sync {command}").into());
-        let connect = Connection::connect(amqp.url.expose_secret(), properties);
+        let connect = super::connect::connect(amqp, format!("zoom-dept-sync {command}"));
         let connection = tokio::time::timeout(OPERATION_TIMEOUT, connect)
             .await
             .map_err(|_| AdminError::Timeout)?

@@ -9,12 +9,12 @@
 //! more.
 
 use lapin::options::ConfirmSelectOptions;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use secrecy::{ExposeSecret, SecretString};
+use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
 
 use super::confirm::publish_confirmed;
+use super::connect::{ConnectError, connect};
 use crate::config::AmqpSettings;
 
 /// Why an event was not published; each means "try again later".
@@ -37,7 +37,8 @@ struct Link {
 }
 
 pub struct EventPublisher {
-    url: SecretString,
+    /// The broker's URL and TLS files.
+    amqp: AmqpSettings,
     queue: String,
     link: Mutex<Option<Link>>,
     generations: std::sync::atomic::AtomicU64,
@@ -47,7 +48,7 @@ impl EventPublisher {
     /// Does not connect: the first publish (or readiness probe) does.
     pub fn new(amqp: &AmqpSettings) -> Self {
         Self {
-            url: amqp.url.clone(),
+            amqp: amqp.clone(),
             queue: amqp.queue.clone(),
             link: Mutex::new(None),
             generations: std::sync::atomic::AtomicU64::new(0),
@@ -130,10 +131,9 @@ impl EventPublisher {
         Ok(answer)
     }
 
-    async fn open(&self) -> Result<Link, lapin::Error> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name(format!("zoom-dept-sync ingest ({})", self.queue).into());
-        let connection = Connection::connect(self.url.expose_secret(), properties).await?;
+    async fn open(&self) -> Result<Link, ConnectError> {
+        let name = format!("zoom-dept-sync ingest ({})", self.queue);
+        let connection = connect(&self.amqp, name).await?;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())

@@ -9,6 +9,7 @@
 
 pub mod admin;
 mod confirm;
+pub mod connect;
 mod consumer;
 mod dead_letters;
 mod delivery;
@@ -26,8 +27,7 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
 use lapin::options::{BasicQosOptions, ConfirmSelectOptions};
-use lapin::{Channel, Connection, ConnectionProperties, Event};
-use secrecy::ExposeSecret;
+use lapin::{Channel, Connection, Event};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -35,6 +35,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantines;
 use crate::worker::Worker;
+pub use connect::ConnectError;
 pub use consumer::SessionEnd;
 pub use dead_letters::dead_letter_reason;
 use delivery::SessionCtx;
@@ -110,14 +111,12 @@ pub struct Session {
 }
 
 impl Session {
-    async fn open(settings: &Settings) -> Result<Self, lapin::Error> {
+    async fn open(settings: &Settings) -> Result<Self, ConnectError> {
         // No lapin auto-recovery: a lost connection ends the session, whose
         // unstarted work stops at once, and the supervisor builds a new one.
         let connect = |role: &str| {
-            let properties = ConnectionProperties::default().with_connection_name(
-                format!("zoom-dept-sync {} ({role})", settings.amqp.queue).into(),
-            );
-            Connection::connect(settings.amqp.url.expose_secret(), properties)
+            let name = format!("zoom-dept-sync {} ({role})", settings.amqp.queue);
+            connect::connect(&settings.amqp, name)
         };
         let consuming_connection = connect("consume").await?;
         let topology = Topology::new(&settings.amqp);
@@ -203,13 +202,23 @@ impl Session {
 }
 
 /// Consumes until `shutdown` fires, reconnecting as often as needed.
-pub async fn run(settings: &Settings, daemon: Daemon, shutdown: CancellationToken) {
+///
+/// Fails only when the first session cannot open for a reason retrying
+/// cannot fix (a TLS file, an untrusted certificate): the operator sees the
+/// key to change at once. Once the daemon has consumed, the same reason is
+/// logged as an error at every attempt and it keeps trying (a certificate
+/// renewed on the broker side may need only a fixed CA file).
+pub async fn run(
+    settings: &Settings,
+    daemon: Daemon,
+    shutdown: CancellationToken,
+) -> Result<(), ConnectError> {
     let mut delays = reconnect_delays();
     let mut sessions = 0u64;
     loop {
         let opened = tokio::select! {
             opened = tokio::time::timeout(daemon.open_timeout, Session::open(settings)) => opened,
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
         };
         let end = match opened {
             Ok(Ok(session)) => {
@@ -220,6 +229,11 @@ pub async fn run(settings: &Settings, daemon: Daemon, shutdown: CancellationToke
                 delays = reconnect_delays();
                 run_session(session, &daemon, &shutdown).await
             }
+            Ok(Err(e)) if e.is_permanent() && sessions == 0 => return Err(e),
+            Ok(Err(e)) if e.is_permanent() => {
+                tracing::error!(error = %e, "cannot open a broker session");
+                SessionEnd::Lost(format!("cannot open a session: {e}"))
+            }
             Ok(Err(e)) => SessionEnd::Lost(format!("cannot open a session: {e}")),
             Err(_) => SessionEnd::Lost(format!(
                 "cannot open a session: no answer within {} s",
@@ -227,7 +241,7 @@ pub async fn run(settings: &Settings, daemon: Daemon, shutdown: CancellationToke
             )),
         };
         let reason = match end {
-            SessionEnd::Shutdown => return,
+            SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Lost(reason) => reason,
         };
         daemon.health.broker_down(reason.clone());
@@ -235,7 +249,7 @@ pub async fn run(settings: &Settings, daemon: Daemon, shutdown: CancellationToke
         tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "broker unavailable; trying again");
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
         }
     }
 }

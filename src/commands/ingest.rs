@@ -77,7 +77,13 @@ pub async fn start(
 ) -> Result<Server, String> {
     let mut ingest = Ingest::new(&settings.amqp, keys.secrets);
     if let (Some(hr), Some((key, api_key))) = (&settings.ingest.bamboohr, keys.bamboohr) {
-        ingest = ingest.with_bamboohr(BambooHr::new(hr, &settings.retry, key, api_key)?);
+        ingest = ingest.with_bamboohr(BambooHr::new(
+            hr,
+            &settings.retry,
+            key,
+            api_key,
+            !settings.zoom.allow_insecure_http,
+        )?);
     }
     let ingest = Arc::new(ingest);
     ingest::serve(settings.ingest.listen, ingest, shutdown).await

@@ -188,6 +188,8 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(settings.zoom.request_timeout())
             .user_agent(concat!("zoom-dept-sync/", env!("CARGO_PKG_VERSION")))
+            // A redirect to http:// is refused too, unless allowed.
+            .https_only(!settings.zoom.allow_insecure_http)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let api_base = Url::parse(&settings.zoom.api_base_url)

@@ -121,6 +121,7 @@ pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) ->
                 heavy: Some(1000),
             },
             request_timeout_ms: 5000,
+            allow_insecure_http: true,
             ..ZoomSettings::default()
         },
         retry: RetrySettings {
@@ -238,8 +239,8 @@ impl TestApp {
     pub fn config_toml(&self) -> String {
         let s = &self.settings;
         let mut toml = format!(
-            "[amqp]\nqueue = {:?}\ndead_letter_queue = {:?}\nprefetch = {}\nsingle_active_consumer = {}\n\n\
-             [zoom]\napi_base_url = {:?}\noauth_token_url = {:?}\nrequest_timeout_ms = {}\n\n\
+            "[amqp]\nqueue = {:?}\ndead_letter_queue = {:?}\nprefetch = {}\nsingle_active_consumer = {}\n{}\n\
+             [zoom]\napi_base_url = {:?}\noauth_token_url = {:?}\nrequest_timeout_ms = {}\nallow_insecure_http = {}\n\n\
              [zoom.rate_limits]\nlight = {}\nmedium = {}\nheavy = {}\n\n\
              [retry]\ninitial_interval_ms = {}\nmax_interval_ms = {}\nmax_elapsed_secs = {}\n\n\
              [worker]\nconcurrency = {}\nshutdown_grace_secs = {}\nset_primary = {}\n\n\
@@ -248,9 +249,11 @@ impl TestApp {
             s.amqp.dead_letter_queue(),
             s.amqp.prefetch,
             s.amqp.single_active_consumer,
+            tls_keys(&s.amqp),
             s.zoom.api_base_url,
             s.zoom.oauth_token_url,
             s.zoom.request_timeout_ms,
+            s.zoom.allow_insecure_http,
             s.zoom.rate_limits().light,
             s.zoom.rate_limits().medium,
             s.zoom.rate_limits().heavy,
@@ -633,4 +636,16 @@ pub fn header_int(delivery: &Delivery, name: &str) -> Option<i64> {
         AMQPValue::ShortInt(i) => Some(i.into()),
         other => panic!("header {name} is not an integer: {other:?}"),
     }
+}
+
+/// The `[amqp]` TLS keys that are set, one per line.
+fn tls_keys(amqp: &zoom_dept_sync::config::AmqpSettings) -> String {
+    [
+        ("tls_ca_file", &amqp.tls_ca_file),
+        ("tls_client_cert", &amqp.tls_client_cert),
+        ("tls_client_key", &amqp.tls_client_key),
+    ]
+    .into_iter()
+    .filter_map(|(key, path)| path.as_ref().map(|p| format!("{key} = {p:?}\n")))
+    .collect()
 }

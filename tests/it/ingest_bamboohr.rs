@@ -71,6 +71,7 @@ impl Receiver {
             &retry,
             WebhookKey::new(KEY).expect("key"),
             SecretString::from(API_KEY),
+            false,
         )
         .expect("client");
         let secrets = Secrets::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("secret");

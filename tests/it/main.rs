@@ -25,6 +25,7 @@ mod rate_limit;
 mod reconcile;
 mod retries;
 mod stale;
+mod tls;
 mod toolbox;
 mod trail;
 mod zoom_fake;

@@ -56,10 +56,11 @@ impl BambooHr {
         retry: &RetrySettings,
         key: WebhookKey,
         api_key: SecretString,
+        https_only: bool,
     ) -> Result<Self, String> {
         Ok(Self {
             key,
-            client: Client::new(settings, retry, api_key)?,
+            client: Client::new(settings, retry, api_key, https_only)?,
         })
     }
 }
