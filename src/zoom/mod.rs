@@ -678,6 +678,7 @@ mod tests {
                     heavy: Some(1000),
                 },
                 request_timeout_ms: 2000,
+                allow_insecure_http: true,
                 ..ZoomSettings::default()
             },
             retry: RetrySettings {
