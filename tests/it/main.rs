@@ -18,6 +18,7 @@ mod operations;
 mod ordering;
 mod outcomes;
 mod primary;
+mod privileges;
 mod process;
 mod proxy;
 mod quarantine;
