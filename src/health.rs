@@ -66,6 +66,9 @@ impl Health {
             if let Some(why) = &s.quarantined {
                 return Err(why.clone());
             }
+            if let (false, Some(why)) = (s.started, &s.broker_down) {
+                return Err(format!("not connected to the broker yet: {why}"));
+            }
             if !s.started {
                 return Err("not connected to the broker yet".into());
             }
@@ -84,5 +87,26 @@ impl Health {
                 None => Ok(()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn before_the_first_session_readiness_gives_why_the_broker_is_unusable() {
+        let health = Health::default();
+        assert_eq!(
+            health.readiness(),
+            Err("not connected to the broker yet".to_owned())
+        );
+        health.broker_down("cannot open a session: ACCESS_REFUSED");
+        assert_eq!(
+            health.readiness(),
+            Err(
+                "not connected to the broker yet: cannot open a session: ACCESS_REFUSED".to_owned()
+            )
+        );
     }
 }

@@ -124,7 +124,14 @@ impl Topology {
         {
             return Err(declare_error);
         }
-        if queue == self.queue {
+        if is_access_refused(&declare_error) {
+            tracing::warn!(
+                queue = %queue,
+                error = %declare_error,
+                "the broker refused to declare this queue (no configure permission on it): using it as it is, \
+                 declared by someone else; grant the daemon's user configure on it, or set amqp.declare_topology = false"
+            );
+        } else if queue == self.queue {
             tracing::warn!(
                 queue = %self.queue,
                 error = %declare_error,
@@ -193,4 +200,9 @@ impl Topology {
             }
         }
     }
+}
+
+/// The broker's `ACCESS_REFUSED` (403): the user lacks a permission.
+pub fn is_access_refused(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == 403)
 }

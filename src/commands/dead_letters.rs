@@ -169,6 +169,13 @@ async fn open(config: &Path, command: &str) -> Result<(Settings, Admin), Exit> {
             );
             return Err(Exit::Problems);
         }
+        if why.contains("ACCESS_REFUSED") || why.contains("ACCESS-REFUSED") {
+            eprintln!(
+                "zoom-dept-sync: the broker refused to check dead-letter queue {queue} ({why}): \
+                 the toolbox's user needs configure and read on it (README, \"Least privilege\")"
+            );
+            return Err(Exit::Problems);
+        }
         eprintln!(
             "zoom-dept-sync: dead-letter queue {queue} is not the classic queue the daemon declares ({why}). \
              Reading it hands every message back, which a quorum queue's delivery limit counts; \
