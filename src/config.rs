@@ -458,17 +458,52 @@ impl AmqpSettings {
         ]
         .into_iter()
         .find(|(_, value)| value.is_some());
-        let tls = self
-            .url
-            .expose_secret()
-            .get(..8)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("amqps://"));
+        let tls = self.url_scheme()? == "amqps";
         match set {
             Some((key, _)) if !tls => Err(ConfigError(format!(
                 "{key} is set but amqp.url (or AMQP_URL) is not amqps://: TLS files are used only over TLS; \
                  write amqps://host:5671/vhost"
             ))),
             _ => Ok(()),
+        }
+    }
+
+    /// The URL's scheme, once it is a broker URL lapin can use. The message
+    /// never quotes the URL: it holds the broker password.
+    fn url_scheme(&self) -> Result<String, ConfigError> {
+        let bad = |why: &str| {
+            ConfigError(format!(
+                "amqp.url (or AMQP_URL) {why}; write amqp://user:password@host:5672/vhost or \
+                 amqps://user:password@host:5671/vhost (the value is not shown: it holds the password)"
+            ))
+        };
+        let url =
+            url::Url::parse(self.url.expose_secret().trim()).map_err(|_| bad("is not a URL"))?;
+        if !matches!(url.scheme(), "amqp" | "amqps") {
+            return Err(bad("is not an amqp:// or amqps:// URL"));
+        }
+        match url.host() {
+            Some(url::Host::Domain(_) | url::Host::Ipv4(_)) => Ok(url.scheme().to_owned()),
+            // lapin's URL parser reads an IPv6 literal as "localhost".
+            Some(url::Host::Ipv6(_)) => Err(bad(
+                "has an IPv6 address, which the AMQP client cannot use: give a host name",
+            )),
+            None => Err(bad("has no host")),
+        }
+    }
+
+    /// TLS files given relative to the config file's directory, like
+    /// `departments_file`, so a config directory can move as a whole.
+    fn resolve_tls_paths(&mut self, config_dir: &Path) {
+        for path in [
+            &mut self.tls_ca_file,
+            &mut self.tls_client_cert,
+            &mut self.tls_client_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *path = config_dir.join(&*path);
         }
     }
 
@@ -762,6 +797,7 @@ impl Settings {
         if let Some(url) = env("AMQP_URL").filter(|u| !u.is_empty()) {
             amqp.url = url.into();
         }
+        amqp.resolve_tls_paths(path.parent().unwrap_or(Path::new(".")));
         let credentials = ZoomCredentials {
             account_id: required_secret(env, "ZOOM_ACCOUNT_ID")?,
             client_id: required_secret(env, "ZOOM_CLIENT_ID")?,
@@ -807,6 +843,7 @@ impl Settings {
         if let Some(bamboohr) = &self.ingest.bamboohr {
             bamboohr.check(insecure)?;
         }
+        self.amqp.url_scheme()?;
         self.amqp.check_tls()?;
         self.zoom.check_rate_limits()?;
         self.outcomes.check()?;
@@ -1066,10 +1103,44 @@ mod tests {
         );
         let s = Settings::load(f.path(), &env_with_secrets).unwrap();
         assert!(s.zoom.allow_insecure_http);
-        assert_eq!(s.amqp.tls_ca_file, Some(PathBuf::from("ca.pem")));
+        let dir = f.path().parent().unwrap();
+        assert_eq!(
+            s.amqp.tls_ca_file,
+            Some(dir.join("ca.pem")),
+            "beside the config"
+        );
+        let env = |name: &str| match name {
+            "AMQP_URL" => Some("  amqps://u:p@broker/%2f".to_owned()),
+            _ => env_with_secrets(name),
+        };
+        let f = file("[amqp]\ntls_ca_file = \"/etc/ca.pem\"\n[departments]\nS = \"g\"\n");
+        let s = Settings::load(f.path(), &env).expect("leading blanks are trimmed");
+        assert_eq!(s.amqp.tls_ca_file, Some(PathBuf::from("/etc/ca.pem")));
         let f = file(MINIMAL);
         let s = Settings::load(f.path(), &env_with_secrets).unwrap();
         assert!(!s.zoom.allow_insecure_http, "https only by default");
+    }
+
+    #[test]
+    fn a_bad_broker_url_is_refused_without_quoting_the_password() {
+        for (url, why) in [
+            ("amqps:guest:hunter2@localhost:5671/%2f", "has no host"),
+            ("amqp//guest:hunter2@localhost/%2f", "is not a URL"),
+            ("http://guest:hunter2@localhost/%2f", "is not an amqp"),
+            ("amqp://guest:hunter2@[::1]:5672/%2f", "IPv6"),
+        ] {
+            let env = |name: &str| match name {
+                "AMQP_URL" => Some(url.to_owned()),
+                _ => env_with_secrets(name),
+            };
+            let f = file(MINIMAL);
+            let err = Settings::load(f.path(), &env).unwrap_err().to_string();
+            assert!(
+                err.contains("amqp.url (or AMQP_URL)") && err.contains(why),
+                "{url}: {err}"
+            );
+            assert!(!err.contains("hunter2"), "{url}: {err}");
+        }
     }
 
     #[test]

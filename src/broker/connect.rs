@@ -23,21 +23,29 @@ use crate::config::AmqpSettings;
 pub enum ConnectError {
     #[error(transparent)]
     TlsFile(#[from] TlsFileError),
-    /// The broker's certificate failed verification: a private CA missing
-    /// from `amqp.tls_ca_file`, a wrong host name in the URL, an expired
-    /// certificate.
-    #[error(
-        "the broker's TLS certificate is not trusted ({0}): set amqp.tls_ca_file to a PEM file \
-         of the CA that signed it, and check that the host in amqp.url is a name in the certificate"
-    )]
-    Untrusted(String),
-    /// The broker refused our client certificate (or asked for one we do
-    /// not have).
+    /// The broker's certificate failed verification.
+    #[error("the broker's TLS certificate is not trusted ({detail}): {advice}")]
+    Untrusted {
+        detail: String,
+        advice: &'static str,
+    },
+    /// The broker ended the handshake with an alert about certificates or
+    /// access: it wants a client certificate we do not have or trust.
     #[error(
         "the broker refused the TLS handshake ({0}): check amqp.tls_client_cert and \
-         amqp.tls_client_key (the broker may require a client certificate)"
+         amqp.tls_client_key (the broker may require a client certificate, signed by a CA it trusts)"
     )]
     Refused(String),
+    /// No TLS version or cipher suite both sides accept.
+    #[error(
+        "no TLS version or cipher suite the broker and this daemon share ({0}): the broker must offer TLS 1.2 or 1.3"
+    )]
+    Mismatch(String),
+    /// The port answered, but not with TLS.
+    #[error(
+        "the broker's port does not speak TLS ({0}): an amqps:// URL needs the broker's TLS port (usually 5671)"
+    )]
+    NotTls(String),
     #[error("{0}")]
     Broker(#[from] lapin::Error),
 }
@@ -58,33 +66,51 @@ pub enum TlsFileError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{key} = {path:?}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
-    NoCertificate { key: &'static str, path: PathBuf },
-    #[error("{key} = {path:?}: holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
-    NoKey { key: &'static str, path: PathBuf },
+    #[error("{key} = {path:?}: not a regular file of at most 1 MiB")]
+    NotAFile { key: &'static str, path: PathBuf },
+    #[error("{key} = {path:?}: {problem} (it must be PEM: -----BEGIN CERTIFICATE----- blocks)")]
+    BadCertificate {
+        key: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
+    #[error("{key} = {path:?}: holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {problem}")]
+    BadKey {
+        key: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
+    #[error("amqp.tls_client_key does not belong to the certificate in amqp.tls_client_cert ({0})")]
+    KeyMismatch(String),
 }
+
+/// The largest TLS file read: certificates and keys are a few KiB.
+const MAX_FILE: u64 = 1 << 20;
 
 /// Opens a connection named `name` (shown in the management UI).
 pub async fn connect(amqp: &AmqpSettings, name: String) -> Result<Connection, ConnectError> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let tls = tls_config(amqp)?;
+    // Off the runtime: a file on a hung mount must not stall timers.
+    let files = amqp.clone();
+    let tls = tokio::task::spawn_blocking(move || tls_config(&files))
+        .await
+        .map_err(|e| lapin::Error::from(std::io::Error::other(e)))??;
     let runtime = lapin::runtime::default_runtime()?;
     Connection::connect_with_config(amqp.url.expose_secret(), properties, tls, runtime)
         .await
         .map_err(classify)
 }
 
-/// The TLS settings for lapin: empty (system roots only) unless files are set.
+/// The TLS settings for lapin: empty (system roots only) unless files are
+/// set. Every file is parsed strictly here, so that a bad one is named as
+/// such instead of failing later as if the broker were away.
 pub fn tls_config(amqp: &AmqpSettings) -> Result<OwnedTLSConfig, TlsFileError> {
     let cert_chain = match &amqp.tls_ca_file {
-        Some(path) => Some(certificates("amqp.tls_ca_file", path)?),
+        Some(path) => Some(ca_file(path)?),
         None => None,
     };
     let identity = match (&amqp.tls_client_cert, &amqp.tls_client_key) {
-        (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
-            pem: certificates("amqp.tls_client_cert", cert)?.into_bytes(),
-            key: private_key("amqp.tls_client_key", key)?,
-        }),
+        (Some(cert), Some(key)) => Some(client_identity(cert, key)?),
         // The config check refuses one without the other.
         _ => None,
     };
@@ -94,38 +120,89 @@ pub fn tls_config(amqp: &AmqpSettings) -> Result<OwnedTLSConfig, TlsFileError> {
     })
 }
 
-/// The file's text, once it is known to hold at least one certificate.
-fn certificates(key: &'static str, path: &Path) -> Result<String, TlsFileError> {
-    let text = read(key, path)?;
-    let parsed: Vec<_> = CertificateDer::pem_slice_iter(text.as_bytes())
-        .filter_map(Result::ok)
-        .collect();
-    if parsed.is_empty() {
-        return Err(TlsFileError::NoCertificate {
-            key,
+/// The CA file's text, once every certificate in it is a usable trust anchor.
+fn ca_file(path: &Path) -> Result<String, TlsFileError> {
+    const KEY: &str = "amqp.tls_ca_file";
+    let text = read(KEY, path)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(KEY, path, &text)? {
+        roots.add(cert).map_err(|e| TlsFileError::BadCertificate {
+            key: KEY,
             path: path.to_owned(),
-        });
+            problem: format!("a certificate cannot be used as a CA: {e}"),
+        })?;
     }
     Ok(text)
 }
 
-fn private_key(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsFileError> {
-    let text = read(key, path)?;
-    match PrivateKeyDer::from_pem_slice(text.as_bytes()) {
-        Ok(_) => Ok(text.into_bytes()),
-        Err(_) => Err(TlsFileError::NoKey {
-            key,
-            path: path.to_owned(),
-        }),
-    }
+fn client_identity(cert: &Path, key: &Path) -> Result<OwnedIdentity, TlsFileError> {
+    const CERT: &str = "amqp.tls_client_cert";
+    const KEY: &str = "amqp.tls_client_key";
+    let cert_text = read(CERT, cert)?;
+    let chain = certificates(CERT, cert, &cert_text)?;
+    let key_text = read(KEY, key)?;
+    let der =
+        PrivateKeyDer::from_pem_slice(key_text.as_bytes()).map_err(|e| TlsFileError::BadKey {
+            key: KEY,
+            path: key.to_owned(),
+            problem: e.to_string(),
+        })?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain, der, &provider)
+        .map_err(|e| TlsFileError::KeyMismatch(e.to_string()))?;
+    Ok(OwnedIdentity::PKCS8 {
+        pem: cert_text.into_bytes(),
+        key: key_text.into_bytes(),
+    })
 }
 
+/// Every certificate in the file; any block that is not one is an error.
+fn certificates(
+    key: &'static str,
+    path: &Path,
+    text: &str,
+) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
+    let bad = |problem: String| TlsFileError::BadCertificate {
+        key,
+        path: path.to_owned(),
+        problem,
+    };
+    let certs = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("a PEM block cannot be read: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("holds no certificate".into()));
+    }
+    for cert in &certs {
+        webpki_parse(cert).map_err(|e| bad(format!("a certificate is malformed: {e}")))?;
+    }
+    Ok(certs)
+}
+
+/// Parses a certificate the way rustls will at the handshake.
+fn webpki_parse(cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+    rustls::server::ParsedCertificate::try_from(cert).map(drop)
+}
+
+/// A regular file of at most [`MAX_FILE`], as text.
 fn read(key: &'static str, path: &Path) -> Result<String, TlsFileError> {
-    std::fs::read_to_string(path).map_err(|source| TlsFileError::Unreadable {
+    let unreadable = |source| TlsFileError::Unreadable {
         key,
         path: path.to_owned(),
         source,
-    })
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.is_file() || meta.len() > MAX_FILE {
+        return Err(TlsFileError::NotAFile {
+            key,
+            path: path.to_owned(),
+        });
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_FILE), &mut text)
+        .map_err(unreadable)?;
+    Ok(text)
 }
 
 /// Tells a TLS verdict (permanent) from a broker that is away (transient).
@@ -134,10 +211,56 @@ fn classify(error: lapin::Error) -> ConnectError {
         lapin::ErrorKind::IOError(io) => rustls_error(io),
         _ => None,
     };
-    match verdict {
-        Some(e @ rustls::Error::InvalidCertificate(_)) => ConnectError::Untrusted(e.to_string()),
-        Some(e @ rustls::Error::AlertReceived(_)) => ConnectError::Refused(e.to_string()),
-        _ => ConnectError::Broker(error),
+    match verdict.map(|tls| (verdict_of(&tls), tls)) {
+        Some((Some(verdict), _)) => verdict,
+        Some((None, tls)) => {
+            tracing::error!(error = %tls, "TLS with the broker failed; trying again");
+            ConnectError::Broker(error)
+        }
+        None => ConnectError::Broker(error),
+    }
+}
+
+/// The permanent failures among rustls's errors, with what to change.
+fn verdict_of(tls: &rustls::Error) -> Option<ConnectError> {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let detail = tls.to_string();
+    match tls {
+        E::InvalidCertificate(
+            C::Expired | C::NotValidYet | C::ExpiredContext { .. } | C::NotValidYetContext { .. },
+        ) => Some(ConnectError::Untrusted {
+            detail,
+            advice: "it is expired or not yet valid: renew the broker's certificate, or check this host's clock",
+        }),
+        E::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+            Some(ConnectError::Untrusted {
+                detail,
+                advice: "the host in amqp.url must be a name (or IP address) in the broker's certificate",
+            })
+        }
+        E::InvalidCertificate(_) => Some(ConnectError::Untrusted {
+            detail,
+            advice: "set amqp.tls_ca_file to a PEM file of the CA that signed it",
+        }),
+        E::AlertReceived(
+            A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied
+            | A::CertificateRequired
+            | A::HandshakeFailure,
+        ) => Some(ConnectError::Refused(detail)),
+        E::AlertReceived(A::ProtocolVersion | A::InsufficientSecurity) | E::PeerIncompatible(_) => {
+            Some(ConnectError::Mismatch(detail))
+        }
+        E::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+            Some(ConnectError::NotTls(detail))
+        }
+        E::InconsistentKeys(_) => Some(ConnectError::TlsFile(TlsFileError::KeyMismatch(detail))),
+        _ => None,
     }
 }
 
@@ -151,4 +274,150 @@ fn rustls_error(io: &std::io::Error) -> Option<rustls::Error> {
         source = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, KeyPair};
+
+    fn pem_pair(name: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// Settings whose files are in a new directory under `dir`.
+    fn settings(dir: &Path, ca: Option<&str>, pair: Option<(&str, &str)>) -> AmqpSettings {
+        let dir = tempfile::tempdir_in(dir).unwrap().keep();
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        AmqpSettings {
+            url: "amqps://broker/%2f".into(),
+            tls_ca_file: ca.map(|text| write("ca.pem", text)),
+            tls_client_cert: pair.map(|(cert, _)| write("client.pem", cert)),
+            tls_client_key: pair.map(|(_, key)| write("client.key", key)),
+            ..AmqpSettings::default()
+        }
+    }
+
+    fn error(amqp: &AmqpSettings) -> String {
+        tls_config(amqp).map(drop).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = pem_pair("ca");
+        let (cert, key) = pem_pair("client");
+        let tls = tls_config(&settings(dir.path(), Some(&ca), Some((&cert, &key)))).unwrap();
+        assert_eq!(tls.cert_chain.as_deref(), Some(ca.as_str()));
+        assert!(tls.identity.is_some());
+    }
+
+    #[test]
+    fn each_bad_file_is_named_with_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = pem_pair("ca");
+        let (cert, key) = pem_pair("client");
+        let (_, other_key) = pem_pair("other");
+        let corrupt = format!("{ca}-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n");
+        let not_a_cert = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let cases: [(AmqpSettings, &[&str]); 6] = [
+            (
+                settings(dir.path(), Some("hello"), None),
+                &["amqp.tls_ca_file", "holds no certificate"],
+            ),
+            (
+                settings(dir.path(), Some(&corrupt), None),
+                &["amqp.tls_ca_file", "cannot be read"],
+            ),
+            (
+                settings(dir.path(), Some(not_a_cert), None),
+                &["amqp.tls_ca_file", "malformed"],
+            ),
+            (
+                settings(dir.path(), None, Some((&cert, &other_key))),
+                &["amqp.tls_client_key does not belong to the certificate in amqp.tls_client_cert"],
+            ),
+            (
+                settings(dir.path(), None, Some((&cert, "nope"))),
+                &["amqp.tls_client_key", "no PEM private key"],
+            ),
+            (
+                settings(dir.path(), None, Some((&key, &key))),
+                &["amqp.tls_client_cert", "holds no certificate"],
+            ),
+        ];
+        for (amqp, expected) in cases {
+            let err = error(&amqp);
+            for part in expected {
+                assert!(err.contains(part), "{part:?} not in {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_device_or_a_missing_file_is_refused_without_reading_it() {
+        let amqp = AmqpSettings {
+            tls_ca_file: Some("/dev/zero".into()),
+            ..AmqpSettings::default()
+        };
+        assert!(
+            error(&amqp).contains("not a regular file"),
+            "{}",
+            error(&amqp)
+        );
+        let amqp = AmqpSettings {
+            tls_ca_file: Some("/nonexistent/ca.pem".into()),
+            ..AmqpSettings::default()
+        };
+        assert!(error(&amqp).contains("cannot read it"), "{}", error(&amqp));
+    }
+
+    #[test]
+    fn tls_verdicts_are_permanent_with_advice_and_other_failures_are_not() {
+        use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+        let verdict = |e: E| verdict_of(&e).map(|v| v.to_string());
+        assert!(
+            verdict(E::InvalidCertificate(C::UnknownIssuer))
+                .unwrap()
+                .contains("set amqp.tls_ca_file")
+        );
+        assert!(
+            verdict(E::InvalidCertificate(C::Expired))
+                .unwrap()
+                .contains("this host's clock")
+        );
+        assert!(
+            verdict(E::InvalidCertificate(C::NotValidForName))
+                .unwrap()
+                .contains("a name (or IP address)")
+        );
+        assert!(
+            verdict(E::AlertReceived(A::CertificateRequired))
+                .unwrap()
+                .contains("amqp.tls_client_cert")
+        );
+        assert!(
+            verdict(E::AlertReceived(A::ProtocolVersion))
+                .unwrap()
+                .contains("TLS 1.2 or 1.3")
+        );
+        assert!(
+            verdict(E::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType
+            ))
+            .unwrap()
+            .contains("usually 5671")
+        );
+        assert_eq!(verdict(E::AlertReceived(A::InternalError)), None);
+        assert_eq!(verdict(E::General("x".into())), None);
+    }
 }

@@ -106,7 +106,7 @@ async fn publish(ingest: &Ingest, id: &str, body: &[u8], deadline: Instant) -> (
         Ok(Once::Duplicate) => (Answer::Duplicate, accepted("duplicate")),
         Err(e) => {
             tracing::warn!(webhook_id = id, error = %e, "webhook not published; the sender will retry");
-            unavailable(&e.to_string())
+            unavailable(NOT_QUEUED)
         }
     }
 }
@@ -136,6 +136,11 @@ pub(super) fn now() -> i64 {
 pub(super) fn accepted(status: &str) -> Response {
     json_response(StatusCode::ACCEPTED, &json!({ "status": status }))
 }
+
+/// The 503 body when publishing failed. The cause (a host name, a file
+/// path, a TLS verdict) is for the operator: it goes to the log and
+/// `/readyz`, not to whoever sends webhooks.
+pub(super) const NOT_QUEUED: &str = "the event could not be queued now; retry later";
 
 pub(super) fn unavailable(error: &str) -> (Answer, Response) {
     let mut response = error_response(StatusCode::SERVICE_UNAVAILABLE, error, None);

@@ -248,6 +248,11 @@ async fn ingest_without_a_broker_answers_503_in_time() {
     let (status, retry_after, text) = r.post_signed("msg_b", &event("e-b")).await;
     assert_eq!(status, 503, "{text}");
     assert!(retry_after.is_some(), "Retry-After");
+    // The cause is the operator's (log, /readyz), not the sender's.
+    assert_eq!(
+        text,
+        r#"{"error":"the event could not be queued now; retry later"}"#
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",

@@ -276,3 +276,49 @@ async fn a_broker_that_requires_a_client_certificate_stops_the_daemon_without_on
         "log:\n{log}"
     );
 }
+
+/// A client key that does not belong to the client certificate: the daemon
+/// stops at start-up naming both keys (it used to retry as if the broker
+/// were away).
+#[tokio::test]
+async fn a_client_key_of_another_certificate_stops_the_daemon_naming_both_keys() {
+    let server = pki(
+        "zds broker CA",
+        "localhost",
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let client = pki(
+        "zds client CA",
+        "zoom-dept-sync",
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let other = pki(
+        "zds client CA",
+        "zoom-dept-sync",
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let proxy = TlsProxy::start(&server, Some(&client.ca_pem)).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (ca, cert, key) = (
+        write(dir.path(), "ca.pem", &server.ca_pem),
+        write(dir.path(), "client.pem", &client.cert_pem),
+        write(dir.path(), "client.key", &other.key_pem),
+    );
+    let app = TestApp::prepare_with(|s| {
+        s.amqp.tls_ca_file = Some(ca);
+        s.amqp.tls_client_cert = Some(cert);
+        s.amqp.tls_client_key = Some(key);
+    })
+    .await;
+    let mut daemon = DaemonProcess::start_against(&app.config_toml(), &[], &proxy.url());
+    let code = daemon.wait_exit(Duration::from_secs(20)).await;
+    let log = daemon.log();
+    assert_eq!(code, Some(1), "log:\n{log}");
+    assert!(
+        log.contains(
+            "amqp.tls_client_key does not belong to the certificate in amqp.tls_client_cert"
+        ),
+        "log:\n{log}"
+    );
+    assert_eq!(proxy.handshakes.load(Ordering::Relaxed), 0);
+}

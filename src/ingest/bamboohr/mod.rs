@@ -159,7 +159,7 @@ async fn change(
     let publish = ingest.publisher.publish(&event, &event_id, deadline);
     ingest.seen.once(&event_id, publish).await.map_err(|e| {
         tracing::warn!(event_id, error = %e, "BambooHR event not published; the sender will retry");
-        unavailable(&e.to_string())
+        unavailable(super::events::NOT_QUEUED)
     })
 }
 
@@ -178,7 +178,7 @@ fn lookup_failed(id: &str, error: &LookupError) -> Answered {
         LookupError::Unavailable { .. } | LookupError::Unreadable(_) => {
             tracing::warn!(employee = id, error = %error,
                 "BambooHR lookup failed; answering 503, the sender will retry");
-            unavailable(&error.to_string())
+            unavailable("the employee could not be looked up now; retry later")
         }
     }
 }
