@@ -868,6 +868,10 @@ impl Settings {
 /// An API URL: `https://`, or `http://` only with `zoom.allow_insecure_http`.
 fn check_http_url(key: &str, value: &str, allow_insecure: bool) -> Result<(), ConfigError> {
     match url::Url::parse(value) {
+        // Every request would carry it, and path segments go after it.
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => Err(ConfigError(format!(
+            "{key} is {value:?}: an API base URL has no query (?) or fragment (#)"
+        ))),
         Ok(u) if u.scheme() == "https" => Ok(()),
         Ok(u) if u.scheme() == "http" && allow_insecure => Ok(()),
         Ok(u) if u.scheme() == "http" => Err(ConfigError(format!(
@@ -1065,6 +1069,10 @@ mod tests {
             (
                 "[ingest.bamboohr]\ncompany_domain = \"acme\"\napi_base_url = \"http://hr.example\"\n[departments]\nS = \"g\"\n",
                 "ingest.bamboohr.api_base_url is \"http://hr.example\": only https://",
+            ),
+            (
+                "[zoom]\napi_base_url = \"https://zoom.example/v2?x=1\"\n[departments]\nS = \"g\"\n",
+                "no query (?) or fragment (#)",
             ),
             (
                 "[zoom]\napi_base_url = \"ftp://zoom.example\"\nallow_insecure_http = true\n[departments]\nS = \"g\"\n",
