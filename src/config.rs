@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 use crate::mapping::Mapping;
 
+mod secret_var;
+pub use secret_var::secret_var;
+
 /// A start-up error: printed as one line, exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
@@ -765,7 +768,11 @@ impl Settings {
         }
         let file: FileConfig = Figment::new()
             .merge(Toml::file_exact(path))
-            .merge(Env::prefixed("ZDS_").ignore(&["ingest_secret"]).split("__"))
+            .merge(
+                Env::prefixed("ZDS_")
+                    .ignore(&["ingest_secret", "ingest_secret_file"])
+                    .split("__"),
+            )
             .extract()
             .map_err(|e| ConfigError(figment_error_line(e)))?;
 
@@ -794,7 +801,7 @@ impl Settings {
         let mapping = Mapping::new(&departments).map_err(ConfigError)?;
 
         let mut amqp = file.amqp;
-        if let Some(url) = env("AMQP_URL").filter(|u| !u.is_empty()) {
+        if let Some(url) = secret_var(env, "AMQP_URL")?.filter(|u| !u.is_empty()) {
             amqp.url = url.into();
         }
         amqp.resolve_tls_paths(path.parent().unwrap_or(Path::new(".")));
@@ -884,10 +891,11 @@ fn check_http_url(key: &str, value: &str, allow_insecure: bool) -> Result<(), Co
 }
 
 fn required_secret(env: EnvLookup<'_>, name: &str) -> Result<SecretString, ConfigError> {
-    match env(name) {
+    match secret_var(env, name)? {
         Some(value) if !value.trim().is_empty() => Ok(value.into()),
         _ => Err(ConfigError(format!(
-            "environment variable {name} is not set (Zoom server-to-server OAuth credentials come from the environment)"
+            "environment variable {name} is not set or empty, nor a file named by {name}_FILE \
+             (Zoom server-to-server OAuth credentials come from the environment)"
         ))),
     }
 }
@@ -1191,7 +1199,9 @@ mod tests {
     #[test]
     fn a_missing_secret_is_named() {
         let f = file(MINIMAL);
-        let env = |name: &str| (name != "ZOOM_CLIENT_SECRET").then(|| "x".to_owned());
+        let env = |name: &str| {
+            (name != "ZOOM_CLIENT_SECRET" && !name.ends_with("_FILE")).then(|| "x".to_owned())
+        };
         let err = Settings::load(f.path(), &env).unwrap_err().to_string();
         assert!(err.contains("ZOOM_CLIENT_SECRET"), "{err}");
     }
@@ -1221,10 +1231,46 @@ mod tests {
     }
 
     #[test]
+    fn every_secret_and_the_broker_url_may_come_from_a_file() {
+        let f = file(MINIMAL);
+        let dir = tempfile::tempdir().unwrap();
+        let mut vars = BTreeMap::new();
+        for (name, value) in [
+            ("ZOOM_ACCOUNT_ID", "acct-from-file"),
+            ("ZOOM_CLIENT_ID", "id-from-file"),
+            ("ZOOM_CLIENT_SECRET", "secret-from-file"),
+            ("AMQP_URL", "amqp://u:p@broker-from-file:5672/%2f"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("{value}\n")).unwrap();
+            vars.insert(format!("{name}_FILE"), path.display().to_string());
+        }
+        let s = Settings::load(f.path(), &|name| vars.get(name).cloned()).unwrap();
+        assert_eq!(s.credentials.account_id.expose_secret(), "acct-from-file");
+        assert_eq!(s.credentials.client_id.expose_secret(), "id-from-file");
+        assert_eq!(
+            s.credentials.client_secret.expose_secret(),
+            "secret-from-file"
+        );
+        assert_eq!(
+            s.amqp.url.expose_secret(),
+            "amqp://u:p@broker-from-file:5672/%2f"
+        );
+
+        // An empty file is an empty value: a required secret is missing.
+        std::fs::write(dir.path().join("ZOOM_CLIENT_ID"), "\n").unwrap();
+        let err = Settings::load(f.path(), &|name| vars.get(name).cloned())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ZOOM_CLIENT_ID"), "{err}");
+    }
+
+    #[test]
     fn secrets_are_redacted_in_debug() {
         let f = file(MINIMAL);
         let env = |name: &str| match name {
             "AMQP_URL" => Some("amqp://u:hunter2@h/%2f".to_owned()),
+            _ if name.ends_with("_FILE") => None,
             _ => Some("topsecret".to_owned()),
         };
         let s = Settings::load(f.path(), &env).unwrap();

@@ -1,13 +1,19 @@
 //! What `/readyz` reports: ready only while connected, consuming and not
 //! paused or quarantined. Each part of the daemon sets its own piece; nothing else decides.
+//! Under systemd the same state is its `STATUS=` line, and the first
+//! `consuming` its `READY=1` ([`Health::telling`]).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
+
+use crate::systemd::Systemd;
 
 #[derive(Default)]
 pub struct Health {
     state: Mutex<State>,
+    /// Told every change, with the queue's name for `consuming <queue>`.
+    systemd: Option<(Arc<Systemd>, String)>,
 }
 
 #[derive(Default)]
@@ -24,12 +30,34 @@ struct State {
 }
 
 impl Health {
+    /// Health that also tells systemd: `STATUS=` on every change (from now:
+    /// "connecting to the broker"), and `READY=1` with the first
+    /// [`Health::consuming`].
+    pub fn telling(systemd: Arc<Systemd>, queue: &str) -> Self {
+        let health = Self {
+            state: Mutex::default(),
+            systemd: Some((systemd, queue.to_owned())),
+        };
+        health.change(|_| {});
+        health
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// A change of state: systemd hears of it (under the lock, so two
+    /// changes cannot reach it out of order).
+    fn change(&self, f: impl FnOnce(&mut State)) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut state);
+        if let Some((systemd, queue)) = &self.systemd {
+            systemd.update(&state.status_line(queue), state.started);
+        }
+    }
+
     pub fn consuming(&self) {
-        self.with(|s| {
+        self.change(|s| {
             s.started = true;
             s.broker_down = None;
         });
@@ -37,27 +65,32 @@ impl Health {
 
     pub fn broker_down(&self, why: impl Into<String>) {
         let why = why.into();
-        self.with(|s| s.broker_down = Some(why));
+        self.change(|s| s.broker_down = Some(why));
     }
 
     pub fn paused(&self, why: impl Into<String>, until: Option<Instant>) {
         let why = why.into();
-        self.with(|s| s.paused = Some((why, until)));
+        self.change(|s| s.paused = Some((why, until)));
     }
 
     /// The broker blocked (`Some(reason)`) or unblocked a connection.
     pub fn note_blocked(&self, reason: Option<String>) {
-        self.with(|s| s.blocked = reason);
+        self.change(|s| s.blocked = reason);
     }
 
     /// Consuming stopped until `resume` (`Some(why)`), or the quarantine was
     /// lifted. Outranks every other reason: only an operator ends it.
     pub fn quarantined(&self, why: Option<String>) {
-        self.with(|s| s.quarantined = why);
+        self.change(|s| s.quarantined = why);
     }
 
     pub fn resumed(&self) {
-        self.with(|s| s.paused = None);
+        self.change(|s| s.paused = None);
+    }
+
+    /// What the daemon does now, in a few words (systemd's `STATUS=`).
+    pub fn status_line(&self, queue: &str) -> String {
+        self.with(|s| s.status_line(queue))
     }
 
     /// `Ok` when ready, else a one-line reason.
@@ -90,6 +123,27 @@ impl Health {
     }
 }
 
+impl State {
+    fn status_line(&self, queue: &str) -> String {
+        if let Some(why) = &self.quarantined {
+            return why.clone();
+        }
+        if let Some(why) = &self.broker_down {
+            return format!("broker unavailable: {why}");
+        }
+        if !self.started {
+            return "connecting to the broker".into();
+        }
+        if let Some((why, _)) = &self.paused {
+            return format!("paused: {why}");
+        }
+        match &self.blocked {
+            Some(why) => format!("consuming {queue}; the broker blocks publishing: {why}"),
+            None => format!("consuming {queue}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +162,30 @@ mod tests {
                 "not connected to the broker yet: cannot open a session: ACCESS_REFUSED".to_owned()
             )
         );
+    }
+
+    #[test]
+    fn the_status_line_follows_the_state() {
+        let health = Health::default();
+        assert_eq!(health.status_line("q"), "connecting to the broker");
+        health.broker_down("connection refused");
+        assert_eq!(
+            health.status_line("q"),
+            "broker unavailable: connection refused"
+        );
+        health.consuming();
+        assert_eq!(health.status_line("q"), "consuming q");
+        health.note_blocked(Some("low on memory".into()));
+        assert_eq!(
+            health.status_line("q"),
+            "consuming q; the broker blocks publishing: low on memory"
+        );
+        health.paused("Zoom refused the credentials", None);
+        assert_eq!(
+            health.status_line("q"),
+            "paused: Zoom refused the credentials"
+        );
+        health.quarantined(Some("quarantined: 4130 on most events".into()));
+        assert_eq!(health.status_line("q"), "quarantined: 4130 on most events");
     }
 }

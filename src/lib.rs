@@ -20,6 +20,7 @@ pub mod reconcile;
 pub mod retry;
 pub mod shutdown;
 pub mod startup;
+pub mod systemd;
 pub mod telemetry;
 pub mod triage;
 pub mod worker;

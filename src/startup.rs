@@ -10,13 +10,24 @@ use crate::config::Settings;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantines;
+use crate::systemd::Systemd;
 use crate::worker::Worker;
 
 /// Runs the daemon until `shutdown` is cancelled and in-flight work is
 /// settled or handed back.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
+    run_telling(settings, shutdown, Arc::new(Systemd::disabled())).await
+}
+
+/// As [`run`], telling `systemd` how it goes: `STATUS=` on every change of
+/// health, `READY=1` once consuming, `WATCHDOG=1` from the consume loop.
+pub async fn run_telling(
+    settings: Settings,
+    shutdown: CancellationToken,
+    systemd: Arc<Systemd>,
+) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::telling(Arc::clone(&systemd), &settings.amqp.queue));
     let worker = Arc::new(Worker::new(&settings, Arc::clone(&metrics))?);
     let rates = worker.rate_budgets();
     let quarantines = Arc::new(Quarantines::new(
@@ -30,6 +41,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         Arc::clone(&health),
         Arc::clone(&metrics),
         Arc::clone(&quarantines),
+        Arc::clone(&systemd),
     );
     // The HTTP server stops after the broker loop, so /readyz reports the
     // shutdown while in-flight events finish.
@@ -51,6 +63,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), 
         light_per_second = limits.light,
         medium_per_second = limits.medium,
         heavy_per_second = limits.heavy,
+        watchdog_ms = systemd.watchdog().map(|d| d.as_millis() as u64),
         "zoom-dept-sync starting"
     );
     if let Some(old) = settings.zoom.requests_per_second {

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use lapin::Consumer;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicGetOptions};
 use lapin::types::FieldTable;
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use super::delivery::{self, SessionCtx};
@@ -120,11 +121,14 @@ async fn wait_until_clear(
 ) -> Result<(), SessionEnd> {
     loop {
         // The quarantine outlives sessions: a new session waits too.
+        // Waiting for an operator or a timer, by design: fed throughout.
         if daemon.quarantines.active().is_some() {
-            wait_for_resume(daemon, ctx).await?;
+            daemon.systemd.pinging(wait_for_resume(daemon, ctx)).await?;
         } else if let Some(pause) = pending.take().and_then(|r| r.pause) {
             let resumed = tokio::select! {
-                resumed = wait_out_pause(daemon, &ctx.drain, &pause, &ctx.shutdown) => resumed,
+                resumed = daemon.systemd.pinging(
+                    wait_out_pause(daemon, &ctx.drain, &pause, &ctx.shutdown),
+                ) => resumed,
                 _ = ctx.lost.cancelled() => return Err(lost(ctx)),
             };
             if !resumed {
@@ -162,6 +166,10 @@ async fn take_until_drain(
                     return Ok(request);
                 }
             }
+            // The watchdog's heartbeat, from this loop: idle, it still wakes
+            // for it; stuck, it stops. Before the deliveries, which a flood
+            // would keep ready.
+            _ = daemon.systemd.ping_due() => daemon.systemd.ping(),
             next = deliveries.next() => match next {
                 Some(Ok(d)) => {
                     delivery::dispatch(d, generation, daemon, ctx, tracker);
@@ -193,11 +201,19 @@ async fn drain(
     while let Ok(Some(Ok(d))) = tokio::time::timeout(BUFFERED_WAIT, deliveries.next()).await {
         delivery::dispatch(d, generation, daemon, ctx, tracker);
     }
-    tokio::select! {
-        _ = ctx.all_started() => {}
-        _ = ctx.lost.cancelled() => {}
-        _ = ctx.shutdown.cancelled() => {}
-    }
+    // Tasks wait behind their person's running event, which no delivery may
+    // outlast: fed up to that bound.
+    let waited = async {
+        tokio::select! {
+            _ = ctx.all_started() => {}
+            _ = ctx.lost.cancelled() => {}
+            _ = ctx.shutdown.cancelled() => {}
+        }
+    };
+    daemon
+        .systemd
+        .pinging_until(Instant::now() + daemon.hold_limit, waited)
+        .await;
     tracing::info!("drained: every event not started went back to the broker");
 }
 
@@ -225,11 +241,18 @@ async fn probe(
     let _ = ctx.drain.take();
     tracing::info!("probing with one event before consuming again");
     let task = delivery::dispatch(message.delivery, generation, daemon, ctx, tracker);
-    tokio::select! {
-        _ = task => {}
-        _ = ctx.shutdown.cancelled() => return Err(SessionEnd::Shutdown),
-        _ = ctx.lost.cancelled() => return Err(lost(ctx)),
-    }
+    // One event's run, which no delivery may outlast: fed up to that bound.
+    let ran = async {
+        tokio::select! {
+            _ = task => Ok(()),
+            _ = ctx.shutdown.cancelled() => Err(SessionEnd::Shutdown),
+            _ = ctx.lost.cancelled() => Err(lost(ctx)),
+        }
+    };
+    daemon
+        .systemd
+        .pinging_until(Instant::now() + daemon.hold_limit, ran)
+        .await?;
     Ok(ctx.drain.take())
 }
 
@@ -244,6 +267,8 @@ async fn finish(session: &Session, daemon: &Daemon, ctx: &SessionCtx, tracker: &
         grace_secs = grace.as_secs(),
         "shutting down: finishing in-flight events"
     );
+    // No watchdog pings: systemd disarms the watchdog once the service is
+    // stopping (its TimeoutStopSec= bounds this instead).
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             in_flight = tracker.len(),

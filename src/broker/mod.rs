@@ -34,6 +34,7 @@ use crate::config::Settings;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantines;
+use crate::systemd::Systemd;
 use crate::worker::Worker;
 pub use connect::ConnectError;
 pub use consumer::SessionEnd;
@@ -71,6 +72,9 @@ pub struct Daemon {
     /// The longest an event takes once started: its retry budget, one more
     /// request, and a dead letter's confirm.
     pub run_time: Duration,
+    /// The service manager: the loops below feed its watchdog (see
+    /// [`crate::systemd`] for which waits do).
+    pub systemd: Arc<Systemd>,
 }
 
 impl Daemon {
@@ -80,6 +84,7 @@ impl Daemon {
         health: Arc<Health>,
         metrics: Arc<Metrics>,
         quarantines: Arc<Quarantines>,
+        systemd: Arc<Systemd>,
     ) -> Self {
         Self {
             worker,
@@ -94,6 +99,7 @@ impl Daemon {
             pause_max: settings.worker.pause_max(),
             hold_limit: settings.hold_limit(),
             run_time: settings.event_run_time(),
+            systemd,
         }
     }
 }
@@ -203,6 +209,10 @@ impl Session {
 
 /// Consumes until `shutdown` fires, reconnecting as often as needed.
 ///
+/// While the broker is down this loop feeds the systemd watchdog: opening a
+/// session is bounded (`amqp.recovery_timeout_secs`) and so is the back-off,
+/// and an outage is not a hang.
+///
 /// Fails only when the first session cannot open for a reason retrying
 /// cannot fix (a TLS file, an untrusted certificate): the operator sees the
 /// key to change at once. Once the daemon has consumed, the same reason is
@@ -217,7 +227,9 @@ pub async fn run(
     let mut sessions = 0u64;
     loop {
         let opened = tokio::select! {
-            opened = tokio::time::timeout(daemon.open_timeout, Session::open(settings)) => opened,
+            opened = daemon.systemd.pinging(
+                tokio::time::timeout(daemon.open_timeout, Session::open(settings)),
+            ) => opened,
             _ = shutdown.cancelled() => return Ok(()),
         };
         let end = match opened {
@@ -248,7 +260,7 @@ pub async fn run(
         let delay = delays.next().unwrap_or(Duration::from_secs(30));
         tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "broker unavailable; trying again");
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = daemon.systemd.pinging(tokio::time::sleep(delay)) => {}
             _ = shutdown.cancelled() => return Ok(()),
         }
     }

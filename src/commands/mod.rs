@@ -15,10 +15,12 @@ mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
+use crate::systemd::Systemd;
 use crate::telemetry::{self, LogFormat};
 use crate::{shutdown, startup};
 
@@ -134,7 +136,7 @@ async fn dispatch(command: Command) -> Exit {
 }
 
 fn run(args: &RunArgs, format: LogFormat, runtime: &tokio::runtime::Runtime) -> ExitCode {
-    let settings = match Settings::load(&args.config.config, &|name| std::env::var(name).ok()) {
+    let settings = match Settings::load(&args.config.config, &process_env) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("zoom-dept-sync: {e}");
@@ -143,7 +145,7 @@ fn run(args: &RunArgs, format: LogFormat, runtime: &tokio::runtime::Runtime) -> 
     };
     let keys = match args
         .with_ingest
-        .then(|| ingest::keys(&settings))
+        .then(|| ingest::keys(&settings, &process_env))
         .transpose()
     {
         Ok(keys) => keys,
@@ -151,14 +153,18 @@ fn run(args: &RunArgs, format: LogFormat, runtime: &tokio::runtime::Runtime) -> 
     };
     telemetry::init(format);
     let result = runtime.block_on(async {
-        let shutdown = shutdown::on_signals();
+        // READY=1 once consuming, WATCHDOG=1 from the consume loop,
+        // STOPPING=1 on a signal; the receiver, if any, lives in this
+        // process and needs nothing more.
+        let systemd = Arc::new(Systemd::from_env());
+        let shutdown = shutdown::on_signals_telling(Arc::clone(&systemd));
         // The receiver shares the shutdown: on SIGTERM it stops accepting
         // and answers what is in flight while the consumer drains.
         let receiver = match keys {
             Some(keys) => Some(ingest::start(&settings, keys, shutdown.clone()).await?),
             None => None,
         };
-        let ran = startup::run(settings, shutdown.clone()).await;
+        let ran = startup::run_telling(settings, shutdown.clone(), systemd).await;
         // The consumer may also end on an error: the receiver goes with it.
         shutdown.cancel();
         if let Some(receiver) = receiver {
@@ -175,16 +181,25 @@ fn run(args: &RunArgs, format: LogFormat, runtime: &tokio::runtime::Runtime) -> 
     }
 }
 
+/// The process environment, as [`crate::config::EnvLookup`] wants it.
+/// Secrets are read from it through [`crate::config::secret_var`], so each
+/// may also come from a file (`X_FILE`).
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 /// Loads the config for a command that does not call Zoom: the Zoom secrets
-/// need not be set.
+/// need not be set (a stand-in fills in for each one that is set neither
+/// directly nor as a file).
 fn broker_settings(config: &std::path::Path) -> Result<Settings, Exit> {
     let env = |name: &str| {
-        std::env::var(name).ok().or_else(|| {
-            matches!(
-                name,
-                "ZOOM_ACCOUNT_ID" | "ZOOM_CLIENT_ID" | "ZOOM_CLIENT_SECRET"
-            )
-            .then(|| "not-needed".to_owned())
+        let zoom_secret = matches!(
+            name,
+            "ZOOM_ACCOUNT_ID" | "ZOOM_CLIENT_ID" | "ZOOM_CLIENT_SECRET"
+        );
+        process_env(name).or_else(|| {
+            (zoom_secret && process_env(&format!("{name}_FILE")).is_none())
+                .then(|| "not-needed".to_owned())
         })
     };
     Settings::load(config, &env).map_err(config_error)
@@ -192,7 +207,7 @@ fn broker_settings(config: &std::path::Path) -> Result<Settings, Exit> {
 
 /// Loads the config with every secret, as `run` does.
 fn full_settings(config: &std::path::Path) -> Result<Settings, ConfigError> {
-    Settings::load(config, &|name| std::env::var(name).ok())
+    Settings::load(config, &process_env)
 }
 
 fn config_error(e: ConfigError) -> Exit {

@@ -33,7 +33,9 @@ async fn the_demo_moves_retries_and_dead_letters_against_zoom_fake() {
     let fake = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
         .await
         .expect("zoom-fake starts");
-    let env = |name: &str| name.starts_with("ZOOM_").then(|| "demo".to_owned());
+    let env = |name: &str| {
+        (name.starts_with("ZOOM_") && !name.ends_with("_FILE")).then(|| "demo".to_owned())
+    };
     let demo = Settings::load(&demo_file("config.toml"), &env).expect("demo config loads");
     let mut app = TestApp::spawn_with(|s| {
         // The demo's own settings; only the addresses and queue names are

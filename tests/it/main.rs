@@ -3,6 +3,7 @@
 
 mod broker_limits;
 mod config_errors;
+mod credentials;
 mod dead_letters;
 mod demo;
 mod fake_zoom;
@@ -26,6 +27,7 @@ mod rate_limit;
 mod reconcile;
 mod retries;
 mod stale;
+mod systemd;
 mod tls;
 mod toolbox;
 mod trail;

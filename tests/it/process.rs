@@ -1,5 +1,6 @@
 //! The daemon as a child process, for signals and `kill -9`.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -29,6 +30,29 @@ impl DaemonProcess {
 
     /// As [`DaemonProcess::start_with_args`], against another broker URL.
     pub fn start_against(config: &str, args: &[&str], amqp: &str) -> Self {
+        Self::start_with_env(config, args, &[("AMQP_URL", Some(amqp))])
+    }
+
+    /// As [`DaemonProcess::start_with_args`], with the environment changed:
+    /// `(name, Some(value))` sets a variable, `(name, None)` leaves one of
+    /// the usual ones (`AMQP_URL`, the `ZOOM_*` secrets) unset.
+    pub fn start_with_env(config: &str, args: &[&str], env: &[(&str, Option<&str>)]) -> Self {
+        let mut vars: BTreeMap<String, String> = [
+            ("AMQP_URL", amqp_url().as_str()),
+            ("ZOOM_ACCOUNT_ID", ACCOUNT_ID),
+            ("ZOOM_CLIENT_ID", CLIENT_ID),
+            ("ZOOM_CLIENT_SECRET", CLIENT_SECRET),
+            ("RUST_LOG", "info"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (name, value) in env {
+            match value {
+                Some(value) => vars.insert((*name).to_owned(), (*value).to_owned()),
+                None => vars.remove(*name),
+            };
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -38,11 +62,7 @@ impl DaemonProcess {
             .args(["run", "--config"])
             .arg(&config_path)
             .env_clear()
-            .env("AMQP_URL", amqp)
-            .env("ZOOM_ACCOUNT_ID", ACCOUNT_ID)
-            .env("ZOOM_CLIENT_ID", CLIENT_ID)
-            .env("ZOOM_CLIENT_SECRET", CLIENT_SECRET)
-            .env("RUST_LOG", "info")
+            .envs(&vars)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).expect("log file"))
@@ -53,6 +73,10 @@ impl DaemonProcess {
             log,
             _dir: dir,
         }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn signal(&self, signal: &str) {

@@ -1,0 +1,329 @@
+//! What the service manager hears (`Type=notify`; the unit is
+//! `deploy/systemd/zoom-dept-sync.service`), through the `sd-notify` crate.
+//!
+//! - `READY=1` once the first broker session consumes, so `systemctl start`
+//!   (and every unit ordered after this one) waits until events flow, and a
+//!   daemon that never gets there fails its start instead of looking up.
+//! - `STATUS=` one line, what the daemon does now: `consuming <queue>`,
+//!   `broker unavailable: <reason>`, `paused: …`, `quarantined: …`. It is the
+//!   state `/readyz` reports ([`crate::health::Health`] sends it on every
+//!   change), and `systemctl status` shows it.
+//! - `WATCHDOG=1` every half of `WATCHDOG_USEC` (the unit's `WatchdogSec=`),
+//!   so systemd kills and restarts a daemon that hangs.
+//! - `STOPPING=1` when SIGTERM or SIGINT arrives
+//!   ([`crate::shutdown::on_signals_telling`]).
+//!
+//! **Who pings.** A timer task of its own would go on pinging while the
+//! consume loop is stuck, which is exactly what the watchdog is for. So the
+//! pings come from the loops themselves: the consume loop has a ping branch
+//! in its `select!` (idle with no messages, it still wakes for it), and the
+//! waits of the loops that are long by design run inside [`Systemd::pinging`]
+//! (which polls the wait and pings from the same task): opening a session
+//! (bounded by `amqp.recovery_timeout_secs`) and the back-off between
+//! attempts while the broker is down (an outage is not a hang: the daemon
+//! does what it should, and `STATUS=` says why it is not consuming), a pause
+//! and a quarantine (they end by a timer or an operator). Waits on events (a drain, a probe) are fed only up to the longest
+//! time an event may be held (the consumer timeout less its margin), with
+//! [`Systemd::pinging_until`]: past that something is wrong. Events run in
+//! tasks of their own, so a long Zoom call never holds the loop. Anything
+//! else the loop awaits (an AMQP method the broker does not answer, a
+//! blocked thread, a starved runtime) stops the pings, and systemd restarts
+//! the daemon after `WatchdogSec=`. systemd arms the watchdog only while
+//! the service runs (after `READY=1`, until it stops): `TimeoutStartSec=`
+//! and `TimeoutStopSec=` bound start-up and shutdown instead.
+//!
+//! Without `NOTIFY_SOCKET` (not under systemd, a container, the tests'
+//! in-process daemon) every method does nothing; without `WATCHDOG_USEC`
+//! (or with a `WATCHDOG_PID` that is not this process) nothing pings.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::time::Instant;
+
+/// The daemon's line to the service manager. One per process, shared.
+pub struct Systemd {
+    sink: Sink,
+    /// Half of `WATCHDOG_USEC`; `None`: no watchdog.
+    ping_every: Option<Duration>,
+    last_ping: Mutex<Instant>,
+    sent: Mutex<Sent>,
+}
+
+enum Sink {
+    /// No `NOTIFY_SOCKET`: nothing is sent.
+    Off,
+    /// `sd_notify::notify`, to the socket `NOTIFY_SOCKET` names.
+    NotifySocket,
+    /// What would have been sent, one string per datagram.
+    #[cfg(test)]
+    Record(Mutex<Vec<String>>),
+}
+
+/// What was told already.
+#[derive(Default)]
+struct Sent {
+    ready: bool,
+    stopping: bool,
+    status: String,
+    /// A send failed once: later failures are logged at debug only.
+    failed: bool,
+}
+
+impl Systemd {
+    /// From the environment systemd sets: `NOTIFY_SOCKET`, `WATCHDOG_USEC`
+    /// and `WATCHDOG_PID` (read with `sd_notify::watchdog_enabled`, which
+    /// ignores a watchdog meant for another process).
+    pub fn from_env() -> Self {
+        let socket = std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty());
+        if !socket {
+            return Self::disabled();
+        }
+        let watchdog = sd_notify::watchdog_enabled().filter(|d| !d.is_zero());
+        Self::new(Sink::NotifySocket, watchdog)
+    }
+
+    /// Tells nothing to no one: not under systemd.
+    pub fn disabled() -> Self {
+        Self::new(Sink::Off, None)
+    }
+
+    fn new(sink: Sink, watchdog: Option<Duration>) -> Self {
+        Self {
+            sink,
+            ping_every: watchdog.map(|d| d / 2),
+            last_ping: Mutex::new(Instant::now()),
+            sent: Mutex::default(),
+        }
+    }
+
+    /// The watchdog's timeout (`WATCHDOG_USEC`), when systemd set one for
+    /// this process.
+    pub fn watchdog(&self) -> Option<Duration> {
+        self.ping_every.map(|every| every * 2)
+    }
+
+    /// Says what the daemon does now (`STATUS=`), when it changed; with
+    /// `ready`, the first call also sends `READY=1`. Nothing after
+    /// [`Systemd::stopping`].
+    pub fn update(&self, status: &str, ready: bool) {
+        let mut sent = self.lock_sent();
+        if sent.stopping {
+            return;
+        }
+        if ready && !sent.ready {
+            sent.ready = true;
+            self.send(
+                &mut sent,
+                &[NotifyState::Ready, NotifyState::Status(status)],
+            );
+        } else if sent.status != status {
+            self.send(&mut sent, &[NotifyState::Status(status)]);
+        }
+        status.clone_into(&mut sent.status);
+    }
+
+    /// `READY=1` (once) with `status`.
+    pub fn ready(&self, status: &str) {
+        self.update(status, true);
+    }
+
+    /// `STOPPING=1` (once) with `status`; later status changes are not sent.
+    pub fn stopping(&self, status: &str) {
+        let mut sent = self.lock_sent();
+        if sent.stopping {
+            return;
+        }
+        sent.stopping = true;
+        self.send(
+            &mut sent,
+            &[NotifyState::Stopping, NotifyState::Status(status)],
+        );
+    }
+
+    /// Resolves when the next `WATCHDOG=1` is due; never without a
+    /// watchdog. For a `select!` branch of a loop, followed by
+    /// [`Systemd::ping`].
+    pub async fn ping_due(&self) {
+        match self.ping_every {
+            Some(every) => tokio::time::sleep_until(self.last_ping() + every).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Sends `WATCHDOG=1` if one is due (several loops may ask).
+    pub fn ping(&self) {
+        let Some(every) = self.ping_every else {
+            return;
+        };
+        let now = Instant::now();
+        {
+            let mut last = self.last_ping.lock().unwrap_or_else(|e| e.into_inner());
+            if now < *last + every {
+                return;
+            }
+            *last = now;
+        }
+        let mut sent = self.lock_sent();
+        self.send(&mut sent, &[NotifyState::Watchdog]);
+    }
+
+    /// Awaits `wait`, pinging while it is pending: for a wait of a loop that
+    /// is long by design (see the module's notes on which).
+    pub async fn pinging<F: Future>(&self, wait: F) -> F::Output {
+        let mut wait = std::pin::pin!(wait);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut wait => return out,
+                _ = self.ping_due() => self.ping(),
+            }
+        }
+    }
+
+    /// As [`Systemd::pinging`], but only until `deadline`: a wait that lasts
+    /// longer than it ever should is a hang, and the watchdog may see it.
+    pub async fn pinging_until<F: Future>(&self, deadline: Instant, wait: F) -> F::Output {
+        let mut wait = std::pin::pin!(wait);
+        tokio::select! {
+            biased;
+            out = &mut wait => return out,
+            _ = self.pinging(tokio::time::sleep_until(deadline)) => {}
+        }
+        if self.ping_every.is_some() {
+            tracing::warn!(
+                "a wait of the consume loop outlasted its bound: no more watchdog pings until it ends"
+            );
+        }
+        wait.await
+    }
+
+    fn last_ping(&self) -> Instant {
+        *self.last_ping.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_sent(&self) -> std::sync::MutexGuard<'_, Sent> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send(&self, sent: &mut Sent, states: &[NotifyState<'_>]) {
+        let result = match &self.sink {
+            Sink::Off => Ok(()),
+            Sink::NotifySocket => sd_notify::notify(states),
+            #[cfg(test)]
+            Sink::Record(record) => {
+                let text: String = states.iter().map(|s| format!("{s}\n")).collect();
+                record.lock().unwrap().push(text);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            if sent.failed {
+                tracing::debug!(error = %e, "cannot notify systemd");
+            } else {
+                sent.failed = true;
+                tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recording(watchdog: Option<Duration>) -> Systemd {
+        Systemd::new(Sink::Record(Mutex::default()), watchdog)
+    }
+
+    fn sent(systemd: &Systemd) -> Vec<String> {
+        match &systemd.sink {
+            Sink::Record(record) => record.lock().unwrap().clone(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn ready_goes_once_with_the_status_and_a_status_only_when_it_changes() {
+        let systemd = recording(None);
+        systemd.update("broker unavailable: refused", false);
+        systemd.update("broker unavailable: refused", false);
+        systemd.ready("consuming q");
+        systemd.update("consuming q", true);
+        systemd.update("paused: 403", true);
+        assert_eq!(
+            sent(&systemd),
+            [
+                "STATUS=broker unavailable: refused\n",
+                "READY=1\nSTATUS=consuming q\n",
+                "STATUS=paused: 403\n",
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_but_pings_after_stopping() {
+        let systemd = recording(None);
+        systemd.ready("consuming q");
+        systemd.stopping("stopping");
+        systemd.stopping("stopping again");
+        systemd.update("broker unavailable: shutting down", true);
+        assert_eq!(
+            sent(&systemd),
+            [
+                "READY=1\nSTATUS=consuming q\n",
+                "STOPPING=1\nSTATUS=stopping\n"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_is_fed_at_half_the_watchdog_timeout() {
+        let systemd = recording(Some(Duration::from_secs(10)));
+        assert_eq!(systemd.watchdog(), Some(Duration::from_secs(10)));
+        systemd
+            .pinging(tokio::time::sleep(Duration::from_millis(20_500)))
+            .await;
+        assert_eq!(sent(&systemd), ["WATCHDOG=1\n"; 4], "at 5, 10, 15, 20 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bounded_wait_is_fed_only_up_to_its_bound() {
+        let systemd = recording(Some(Duration::from_secs(10)));
+        let deadline = Instant::now() + Duration::from_secs(12);
+        systemd
+            .pinging_until(deadline, tokio::time::sleep(Duration::from_secs(60)))
+            .await;
+        assert_eq!(sent(&systemd).len(), 2, "at 5 and 10 s, none after 12 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_are_not_sent_twice_when_two_loops_ask() {
+        let systemd = recording(Some(Duration::from_secs(10)));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        systemd.ping();
+        systemd.ping();
+        assert_eq!(sent(&systemd).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_watchdog_nothing_pings_and_a_wait_is_only_a_wait() {
+        let systemd = recording(None);
+        systemd
+            .pinging(tokio::time::sleep(Duration::from_secs(60)))
+            .await;
+        systemd.ping();
+        assert!(sent(&systemd).is_empty());
+    }
+
+    #[test]
+    fn disabled_is_silent() {
+        let systemd = Systemd::disabled();
+        systemd.ready("consuming q");
+        systemd.stopping("stopping");
+        assert!(matches!(systemd.sink, Sink::Off));
+        assert_eq!(systemd.watchdog(), None);
+    }
+}
