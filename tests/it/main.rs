@@ -5,6 +5,7 @@ mod broker_limits;
 mod config_errors;
 mod dead_letters;
 mod demo;
+mod deploy;
 mod fake_zoom;
 mod faults;
 mod helpers;
