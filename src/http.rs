@@ -97,6 +97,7 @@ fn round(rate: f64) -> String {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.set_ready(state.health.readiness().is_ok());
     (
         [(
             header::CONTENT_TYPE,

@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::outcome::Outcome;
+use crate::zoom::category::LimitType;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -82,6 +83,9 @@ pub struct Metrics {
     quarantined: Family<QuarantineLabels, Gauge>,
     /// The labels set to 1 now, so lifting sets the same series to 0.
     quarantine_labels: Mutex<Option<QuarantineLabels>>,
+    /// 1 while `/readyz` answers 200; set from the health state at each
+    /// scrape ([`Metrics::set_ready`]), so it never lags it.
+    ready: Gauge,
 }
 
 impl Default for Metrics {
@@ -112,8 +116,13 @@ impl Metrics {
             }),
             quarantined: Family::default(),
             quarantine_labels: Mutex::new(None),
+            ready: Gauge::default(),
             registry: Registry::default(),
         };
+        // At 0 from the start, so `increase()` sees the first dead letter.
+        m.outcomes.get_or_create_owned(&OutcomeLabels {
+            outcome: "dead_lettered",
+        });
         m.register_rates(&mut registry);
         registry.register(
             "events_consumed",
@@ -166,6 +175,11 @@ impl Metrics {
             "1 while consuming is stopped because most recent events were dead-lettered with one Zoom code",
             m.quarantined.clone(),
         );
+        registry.register(
+            "ready",
+            "1 while /readyz answers 200 (connected, consuming, not paused or quarantined), else 0",
+            m.ready.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -193,10 +207,18 @@ impl Metrics {
     }
 
     /// A category's configured rate at start-up (its effective rate too).
+    /// Its 429 counters start at 0, so `increase()` sees the first one (a
+    /// series that appears at 1 has no increase to Prometheus).
     pub fn rate_configured(&self, category: &'static str, per_second: f64) {
         let labels = CategoryLabels { category };
         self.rate_configured.get_or_create(&labels).set(per_second);
         self.rate_effective.get_or_create(&labels).set(per_second);
+        for limit in [LimitType::PerSecond, LimitType::Daily, LimitType::Unknown] {
+            self.rate_limited.get_or_create_owned(&RateLimitedLabels {
+                category,
+                limit: limit.as_str(),
+            });
+        }
     }
 
     pub fn rate_effective(&self, category: &'static str, per_second: f64) {
@@ -245,6 +267,11 @@ impl Metrics {
         if let Some(labels) = labels {
             self.quarantined.get_or_create(&labels).set(0);
         }
+    }
+
+    /// What `/readyz` would answer now: `ready` is 1 or 0.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// Counts an event's final outcome (after it was settled).
@@ -329,6 +356,52 @@ mod tests {
         assert!(
             text.contains("zoom_dept_sync_zoom_calls_total{method=\"PATCH\",status=\"204\"} 1"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn alerting_counters_start_at_zero() {
+        let m = Metrics::new();
+        m.rate_configured("medium", 10.0);
+        let text = m.encode();
+        for series in [
+            "zoom_dept_sync_events_total{outcome=\"dead_lettered\"} 0",
+            "zoom_dept_sync_zoom_rate_limited_total{category=\"medium\",limit=\"per_second\"} 0",
+            "zoom_dept_sync_zoom_rate_limited_total{category=\"medium\",limit=\"daily\"} 0",
+            "zoom_dept_sync_zoom_rate_limited_total{category=\"medium\",limit=\"unknown\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+        m.record_outcome(&Outcome::dead_letter(FailureReason::InvalidPayload, "bad"));
+        m.rate_limited("medium", "daily");
+        let text = m.encode();
+        for series in [
+            "zoom_dept_sync_events_total{outcome=\"dead_lettered\"} 1",
+            "zoom_dept_sync_zoom_rate_limited_total{category=\"medium\",limit=\"daily\"} 1",
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+    }
+
+    #[test]
+    fn ready_is_one_or_zero() {
+        let m = Metrics::new();
+        assert!(
+            m.encode().contains("\nzoom_dept_sync_ready 0\n"),
+            "{}",
+            m.encode()
+        );
+        m.set_ready(true);
+        assert!(
+            m.encode().contains("\nzoom_dept_sync_ready 1\n"),
+            "{}",
+            m.encode()
+        );
+        m.set_ready(false);
+        assert!(
+            m.encode().contains("\nzoom_dept_sync_ready 0\n"),
+            "{}",
+            m.encode()
         );
     }
 

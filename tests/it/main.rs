@@ -6,6 +6,7 @@ mod config_errors;
 mod credentials;
 mod dead_letters;
 mod demo;
+mod deploy;
 mod fake_zoom;
 mod faults;
 mod helpers;
