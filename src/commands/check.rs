@@ -19,9 +19,13 @@ use crate::zoom::{Attempts, Client, Failure, ZoomGroup};
 /// Scopes the daemon needs, each as (what for, classic scope, granular scopes).
 const NEEDED_SCOPES: &[(&str, &str, &[&str])] = &[
     (
-        "move and add group members",
+        "move, add and remove group members",
         "group:write:admin",
-        &["group:update:member:admin", "group:write:member:admin"],
+        &[
+            "group:update:member:admin",
+            "group:write:member:admin",
+            "group:delete:member:admin",
+        ],
     ),
     (
         "look users up",
@@ -226,5 +230,30 @@ fn check_groups(settings: &Settings, groups: &[ZoomGroup], report: &mut Report) 
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fails(scopes: &str) -> bool {
+        let scopes: Vec<String> = scopes.split_whitespace().map(str::to_owned).collect();
+        let mut report = Report::default();
+        check_scopes(&scopes, &mut report);
+        report.failed
+    }
+
+    #[test]
+    fn every_member_write_the_daemon_makes_needs_its_scope() {
+        assert!(!fails("group:write:admin user:read:admin"));
+        assert!(!fails(
+            "group:update:member:admin group:write:member:admin group:delete:member:admin user:read:user:admin"
+        ));
+        // Removing a user from another managed group, and `leave`, need it.
+        assert!(fails(
+            "group:update:member:admin group:write:member:admin user:read:user:admin"
+        ));
+        assert!(fails("group:write:admin"));
     }
 }
