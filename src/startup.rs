@@ -13,9 +13,27 @@ use crate::quarantine::Quarantines;
 use crate::systemd::Systemd;
 use crate::worker::Worker;
 
+/// Why the daemon stopped other than on a signal.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Something the operator must change (a TLS file, an untrusted
+    /// certificate): restarting cannot help, so it exits 2 like a bad
+    /// config, which supervisors are told not to restart.
+    #[error("cannot connect to the broker: {0}")]
+    Misconfigured(broker::ConnectError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for StartError {
+    fn from(e: String) -> Self {
+        Self::Failed(e)
+    }
+}
+
 /// Runs the daemon until `shutdown` is cancelled and in-flight work is
 /// settled or handed back.
-pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), String> {
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), StartError> {
     run_telling(settings, shutdown, Arc::new(Systemd::disabled())).await
 }
 
@@ -25,7 +43,7 @@ pub async fn run_telling(
     settings: Settings,
     shutdown: CancellationToken,
     systemd: Arc<Systemd>,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::telling(Arc::clone(&systemd), &settings.amqp.queue));
     let worker = Arc::new(Worker::new(&settings, Arc::clone(&metrics))?);
@@ -75,7 +93,7 @@ pub async fn run_telling(
     let consumed = broker::run(&settings, daemon, shutdown).await;
     http_stop.cancel();
     let _ = http.await;
-    consumed.map_err(|e| format!("cannot connect to the broker: {e}"))?;
+    consumed.map_err(StartError::Misconfigured)?;
     tracing::info!("zoom-dept-sync stopped");
     Ok(())
 }

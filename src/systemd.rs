@@ -62,6 +62,15 @@ enum Sink {
     Record(Mutex<Vec<String>>),
 }
 
+/// `status` with control characters as spaces: the notify protocol is one
+/// `KEY=value` per line, and a reason may quote a broker's or Zoom's text.
+fn one_line(status: &str) -> String {
+    status
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// What was told already.
 #[derive(Default)]
 struct Sent {
@@ -109,6 +118,7 @@ impl Systemd {
     /// `ready`, the first call also sends `READY=1`. Nothing after
     /// [`Systemd::stopping`].
     pub fn update(&self, status: &str, ready: bool) {
+        let status = &one_line(status);
         let mut sent = self.lock_sent();
         if sent.stopping {
             return;
@@ -119,7 +129,7 @@ impl Systemd {
                 &mut sent,
                 &[NotifyState::Ready, NotifyState::Status(status)],
             );
-        } else if sent.status != status {
+        } else if sent.status != *status {
             self.send(&mut sent, &[NotifyState::Status(status)]);
         }
         status.clone_into(&mut sent.status);
@@ -132,6 +142,7 @@ impl Systemd {
 
     /// `STOPPING=1` (once) with `status`; later status changes are not sent.
     pub fn stopping(&self, status: &str) {
+        let status = &one_line(status);
         let mut sent = self.lock_sent();
         if sent.stopping {
             return;
@@ -260,6 +271,16 @@ mod tests {
                 "READY=1\nSTATUS=consuming q\n",
                 "STATUS=paused: 403\n",
             ]
+        );
+    }
+
+    #[test]
+    fn a_status_is_one_line_whatever_the_reason_says() {
+        let systemd = recording(None);
+        systemd.update("broker unavailable: bad\nREADY=1\r\tx", false);
+        assert_eq!(
+            sent(&systemd),
+            ["STATUS=broker unavailable: bad READY=1  x\n"]
         );
     }
 

@@ -34,13 +34,29 @@ pub fn secret_var(env: EnvLookup<'_>, name: &str) -> Result<Option<String>, Conf
     }
 }
 
+/// The largest secret file read: secrets are short; a device or a wrong
+/// path must not fill the memory or block start-up.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
 fn read_secret_file(file_var: &str, path: &Path) -> Result<String, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    let unreadable = |e: std::io::Error| {
         ConfigError(format!(
             "{file_var} = {}: cannot read the file: {e}",
             path.display()
         ))
-    })?;
+    };
+    // Opening a FIFO for reading blocks until a writer comes: look first.
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    if !meta.is_file() || meta.len() > MAX_SECRET_FILE {
+        return Err(ConfigError(format!(
+            "{file_var} = {}: not a regular file of at most 64 KiB",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::new();
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_SECRET_FILE), &mut bytes)
+        .map_err(unreadable)?;
     let mut text = String::from_utf8(bytes).map_err(|_| {
         ConfigError(format!(
             "{file_var} = {}: the file is not UTF-8 text",
@@ -170,5 +186,30 @@ mod tests {
             error.contains("SECRET_FILE") && error.contains("UTF-8"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_device_a_fifo_or_a_huge_file_is_refused_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let huge = dir.path().join("huge");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(2 << 20)
+            .unwrap();
+        for path in [Path::new("/dev/zero"), &fifo, &huge] {
+            let lookup = lookup(&[("SECRET_FILE", path.to_str().unwrap())]);
+            let err = secret_var(&lookup, "SECRET").unwrap_err().to_string();
+            assert!(
+                err.contains("SECRET_FILE") && err.contains("not a regular file of at most 64 KiB"),
+                "{}: {err}",
+                path.display()
+            );
+        }
     }
 }

@@ -156,7 +156,7 @@ pub struct TestApp {
     pub channel: Channel,
     connection: Connection,
     shutdown: CancellationToken,
-    daemon: Option<JoinHandle<Result<(), String>>>,
+    daemon: Option<JoinHandle<Result<(), zoom_dept_sync::startup::StartError>>>,
     pub settings: Settings,
 }
 

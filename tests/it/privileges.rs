@@ -253,7 +253,7 @@ impl Drop for BrokerUser {
 /// the admin's, to look at the queues).
 struct Daemon {
     shutdown: CancellationToken,
-    task: Option<JoinHandle<Result<(), String>>>,
+    task: Option<JoinHandle<Result<(), zoom_dept_sync::startup::StartError>>>,
 }
 
 impl Daemon {

@@ -233,7 +233,7 @@ async fn a_broker_certificate_from_another_ca_stops_the_daemon_with_the_key_to_s
     let mut daemon = DaemonProcess::start_against(&app.config_toml(), &[], &proxy.url());
     let code = daemon.wait_exit(Duration::from_secs(20)).await;
     let log = daemon.log();
-    assert_eq!(code, Some(1), "log:\n{log}");
+    assert_eq!(code, Some(2), "exit 2: fix the configuration; log:\n{log}");
     assert!(
         log.contains("the broker's TLS certificate is not trusted")
             && log.contains("UnknownIssuer")
@@ -269,7 +269,7 @@ async fn a_broker_that_requires_a_client_certificate_stops_the_daemon_without_on
     let mut daemon = DaemonProcess::start_against(&app.config_toml(), &[], &proxy.url());
     let code = daemon.wait_exit(Duration::from_secs(20)).await;
     let log = daemon.log();
-    assert_eq!(code, Some(1), "log:\n{log}");
+    assert_eq!(code, Some(2), "exit 2: fix the configuration; log:\n{log}");
     assert!(
         log.contains("the broker refused the TLS handshake")
             && log.contains("amqp.tls_client_cert"),
@@ -313,7 +313,7 @@ async fn a_client_key_of_another_certificate_stops_the_daemon_naming_both_keys()
     let mut daemon = DaemonProcess::start_against(&app.config_toml(), &[], &proxy.url());
     let code = daemon.wait_exit(Duration::from_secs(20)).await;
     let log = daemon.log();
-    assert_eq!(code, Some(1), "log:\n{log}");
+    assert_eq!(code, Some(2), "exit 2: fix the configuration; log:\n{log}");
     assert!(
         log.contains(
             "amqp.tls_client_key does not belong to the certificate in amqp.tls_client_cert"
