@@ -29,9 +29,21 @@ const PREFIX: &str = "zoom_dept_sync_";
 
 /// Metrics the alerts may use that other exporters provide.
 const EXTERNAL_METRICS: [&str; 1] = [
-    // RabbitMQ's rabbitmq_prometheus plugin, per-object metrics.
-    "rabbitmq_queue_messages_ready",
+    // RabbitMQ's rabbitmq_prometheus plugin, per-object metrics
+    // (/metrics/per-object): ready + unacknowledged, labels vhost and queue.
+    "rabbitmq_queue_messages",
 ];
+
+/// Labels whose values are open-ended (whatever the mapping or Zoom says):
+/// an equality matcher on them is not checked against the samples.
+const OPEN_LABELS: [&str; 2] = ["department", "code"];
+
+/// The daemon's worst case from SIGTERM to exit beyond
+/// worker.shutdown_grace_secs: the consumer's cancel (2 s), handing the
+/// rest back (2 s) and closing (4 x 1 s).
+const SHUTDOWN_AFTER_GRACE_SECS: u64 = 8;
+/// What terminationGracePeriodSeconds leaves beyond that.
+const SHUTDOWN_MARGIN_SECS: u64 = 5;
 
 /// Labels Prometheus adds to every scraped series (a ServiceMonitor sets
 /// these; a plain scrape config at least job and instance).
@@ -56,10 +68,11 @@ const CONSUMER_SECRETS: [&str; 4] = [
 ];
 const INGEST_SECRETS: [&str; 2] = ["ZDS_INGEST_SECRET", "AMQP_URL"];
 
-const ALERTS: [&str; 6] = [
+const ALERTS: [&str; 7] = [
     "ZoomDeptSyncDeadLetters",
     "ZoomDeptSyncNotReady",
     "ZoomDeptSyncNoSuccess",
+    "ZoomDeptSyncQueueMetricsAbsent",
     "ZoomDeptSyncRateLimitStorm",
     "ZoomDeptSyncDailyLimitPause",
     "ZoomDeptSyncQuarantined",
@@ -237,15 +250,18 @@ fn the_shipped_config_loads_and_fits_the_deployments() {
         "the receiver runs at least 2 replicas"
     );
 
-    // The grace period outlasts the daemon's own: the grace for in-flight
-    // events, then requeueing (2 s) and closing two connections (1 s each).
+    // The grace period outlasts the daemon's own worst case: the grace for
+    // in-flight events, then the consumer's cancel (2 s), the hand-back
+    // (2 s) and closing (4 x 1 s), with a margin.
     let grace = settings.worker.shutdown_grace_secs;
     let termination = consumer["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         .as_u64()
         .expect("the consumer sets terminationGracePeriodSeconds");
+    let needed = grace + SHUTDOWN_AFTER_GRACE_SECS + SHUTDOWN_MARGIN_SECS;
     assert!(
-        termination > grace + 4,
-        "terminationGracePeriodSeconds {termination} must exceed worker.shutdown_grace_secs {grace} + 4 s"
+        termination >= needed,
+        "terminationGracePeriodSeconds {termination} must be at least worker.shutdown_grace_secs \
+         {grace} + {SHUTDOWN_AFTER_GRACE_SECS} s (the daemon's worst case) + {SHUTDOWN_MARGIN_SECS} s"
     );
 
     // Each listens on all interfaces, on its container's port.
@@ -403,26 +419,180 @@ fn the_deployments_are_probed_hardened_and_sized() {
                 ));
             }
 
-            for source in array(&c["envFrom"], "envFrom") {
-                let secret = str_of(&source["secretRef"]["name"], "envFrom secretRef");
-                if !secret_generators.contains(secret) {
+            // Secrets come as files (`X_FILE`), never as variables: out of
+            // /proc/*/environ and `kubectl describe`.
+            if c["envFrom"].as_array().is_some_and(|a| !a.is_empty()) {
+                fail("envFrom: secrets are mounted as files, not variables".into());
+            }
+            for var in c["env"].as_array().into_iter().flatten() {
+                if !var["valueFrom"]["secretKeyRef"].is_null() {
                     fail(format!(
-                        "envFrom names secret {secret}, which no secretGenerator makes"
+                        "env {}: a secretKeyRef variable (mount it, set {}_FILE)",
+                        var["name"], var["name"]
                     ));
                 }
+            }
+            for (var, problem) in secret_file_problems(d, c, uid, gid, &secret_generators) {
+                fail(format!("{var}: {problem}"));
             }
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 
-    // Each gets only its own secrets.
-    let secret_of = |command: &str| {
+    // Each gets only its own secrets, every key of its template as a file.
+    for (command, secret) in [
+        ("run", "zoom-dept-sync"),
+        ("ingest", "zoom-dept-sync-ingest"),
+    ] {
         let d = deployment_running(command);
         let c = &containers(&d)[0];
-        str_of(&c["envFrom"][0]["secretRef"]["name"], "secretRef").to_owned()
-    };
-    assert_eq!(secret_of("run"), "zoom-dept-sync");
-    assert_eq!(secret_of("ingest"), "zoom-dept-sync-ingest");
+        let mounted: BTreeSet<String> = secret_files(&d, c)
+            .into_iter()
+            .map(|(_, secret_name, _)| secret_name)
+            .collect();
+        assert_eq!(
+            mounted,
+            BTreeSet::from([secret.to_owned()]),
+            "`{command}` reads its secrets from the Secret {secret}"
+        );
+        let template = secret_template(secret);
+        let set: BTreeSet<String> = secret_files(&d, c)
+            .into_iter()
+            .map(|(var, _, _)| var)
+            .collect();
+        for key in template.keys() {
+            assert!(
+                set.contains(&format!("{key}_FILE")),
+                "`{command}`: {key} is in the Secret {secret} but no {key}_FILE names it"
+            );
+        }
+    }
+}
+
+/// (variable, secret name, key) of each `*_FILE` variable of a container
+/// that names a file in a mounted secret volume.
+fn secret_files(deployment: &Value, container: &Value) -> Vec<(String, String, String)> {
+    let volumes = &deployment["spec"]["template"]["spec"]["volumes"];
+    let mut found = Vec::new();
+    for var in container["env"].as_array().into_iter().flatten() {
+        let name = str_of(&var["name"], "env name");
+        let Some(path) = name.strip_suffix("_FILE").and(var["value"].as_str()) else {
+            continue;
+        };
+        let Some((dir, key)) = path.rsplit_once('/') else {
+            continue;
+        };
+        let mount = container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["mountPath"] == dir);
+        let volume = mount.and_then(|m| {
+            volumes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|v| v["name"] == m["name"])
+        });
+        if let Some(secret) = volume.and_then(|v| v["secret"]["secretName"].as_str()) {
+            found.push((name.to_owned(), secret.to_owned(), key.to_owned()));
+        }
+    }
+    found
+}
+
+/// What is wrong with a container's `*_FILE` variables: each names
+/// `<mountPath>/<KEY>` of a read-only secret volume (mode 0400, readable
+/// through the pod's fsGroup) whose Secret a secretGenerator makes from a
+/// template holding KEY, the variable's own name.
+fn secret_file_problems(
+    deployment: &Value,
+    container: &Value,
+    uid: u64,
+    gid: u64,
+    generators: &BTreeSet<String>,
+) -> Vec<(String, String)> {
+    let pod = &deployment["spec"]["template"]["spec"];
+    let mut problems = Vec::new();
+    for var in container["env"].as_array().into_iter().flatten() {
+        let name = str_of(&var["name"], "env name").to_owned();
+        let Some(secret_var) = name.strip_suffix("_FILE") else {
+            continue;
+        };
+        let mut fail = |p: String| problems.push((name.clone(), p));
+        let Some(path) = var["value"].as_str() else {
+            fail("no value (a path)".into());
+            continue;
+        };
+        let Some((dir, key)) = path.rsplit_once('/') else {
+            fail(format!("{path} is not an absolute path"));
+            continue;
+        };
+        if key != secret_var {
+            fail(format!("names the key {key}, not {secret_var}"));
+        }
+        let Some(mount) = container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["mountPath"] == dir)
+        else {
+            fail(format!("nothing mounted at {dir}"));
+            continue;
+        };
+        if mount["readOnly"] != true {
+            fail(format!("{dir} is not mounted read-only"));
+        }
+        let Some(volume) = pod["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == mount["name"])
+        else {
+            fail(format!("no volume {}", mount["name"]));
+            continue;
+        };
+        let Some(secret) = volume["secret"]["secretName"].as_str() else {
+            fail(format!("{dir} is not a secret volume"));
+            continue;
+        };
+        if !generators.contains(secret) {
+            fail(format!("Secret {secret}: no secretGenerator makes it"));
+            continue;
+        }
+        if volume["secret"]["defaultMode"].as_u64() != Some(0o400) {
+            fail(format!(
+                "secret volume {}: defaultMode {} (want 256, i.e. 0400)",
+                volume["name"], volume["secret"]["defaultMode"]
+            ));
+        }
+        // 0400 files belong to root; the kubelet gives them to fsGroup
+        // (and adds group read), which is how user {uid} reads them.
+        let fs_group = pod["securityContext"]["fsGroup"].as_u64();
+        if fs_group != Some(gid) {
+            fail(format!(
+                "pod securityContext.fsGroup {fs_group:?}: want {gid} so user {uid} can read the 0400 files"
+            ));
+        }
+        if !secret_template(secret).contains_key(key) {
+            fail(format!("the Secret {secret}'s template has no key {key}"));
+        }
+    }
+    problems
+}
+
+/// The keys of a secretGenerator's env file(s), from their templates.
+fn secret_template(secret: &str) -> BTreeMap<String, String> {
+    let k = kustomization();
+    let generator = array(&k["secretGenerator"], "secretGenerator")
+        .iter()
+        .find(|g| g["name"] == secret)
+        .unwrap_or_else(|| panic!("no secretGenerator {secret}"))
+        .clone();
+    strings(&generator["envs"])
+        .into_iter()
+        .flat_map(|file| env_file(&k8s_dir().join(format!("{file}.example"))))
+        .collect()
 }
 
 #[test]
@@ -638,6 +808,11 @@ async fn the_dashboard_and_the_alerts_name_only_metrics_the_daemon_exports() {
 #[test]
 fn every_alert_is_documented_and_has_a_firing_and_a_quiet_promtool_test() {
     let queue = shipped_settings().amqp.queue;
+    let url = secret_template("zoom-dept-sync")["AMQP_URL"].clone();
+    let vhost = match url.rsplit_once('/').map(|(_, v)| v) {
+        None | Some("") => "/".to_owned(),
+        Some(v) => v.replace("%2f", "/").replace("%2F", "/"),
+    };
     let rules = alert_rules();
     for rule in &rules {
         let name = str_of(&rule["alert"], "alert");
@@ -655,15 +830,23 @@ fn every_alert_is_documented_and_has_a_firing_and_a_quiet_promtool_test() {
                 "{name}: annotations.{key}"
             );
         }
-        // The broker's queue metric names the queue the daemon consumes.
+        // The broker's queue metric names the queue the daemon consumes,
+        // in the vhost of the consumer's AMQP_URL.
         let expr = str_of(&rule["expr"], "expr");
-        if let Some(at) = expr.find("queue=\"") {
-            let rest = &expr[at + 7..];
-            let named = &rest[..rest.find('"').expect("closing quote")];
-            assert_eq!(
-                named, queue,
-                "{name}: queue label vs amqp.queue of config.toml"
-            );
+        for token in tokens(expr) {
+            for (label, value) in &token.equals {
+                match label.as_str() {
+                    "queue" => assert_eq!(
+                        value, &queue,
+                        "{name}: queue label vs amqp.queue of config.toml"
+                    ),
+                    "vhost" => assert_eq!(
+                        value, &vhost,
+                        "{name}: vhost label vs AMQP_URL of secrets.env.example"
+                    ),
+                    _ => {}
+                }
+            }
         }
     }
 
@@ -792,14 +975,17 @@ async fn receiver_metrics() -> String {
 /// sample's name with the label names it carries, and for each `# TYPE`
 /// line the names Prometheus stores (`_total` of a counter, `_bucket`,
 /// `_sum`, `_count` of a histogram; `None`: no sample to tell the labels).
+/// `values`: for each sample name, each label's values in the samples.
 #[derive(Default)]
 struct Exported {
     names: BTreeMap<String, Option<BTreeSet<String>>>,
+    values: BTreeMap<String, BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl Exported {
     fn parse(text: &str) -> Self {
         let mut names: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
+        let mut values: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (family, kind) = rest.split_once(' ').expect("# TYPE name kind");
@@ -822,18 +1008,23 @@ impl Exported {
                 }
             } else if !line.starts_with('#') && !line.trim().is_empty() {
                 let end = line.find(['{', ' ']).unwrap_or(line.len());
-                let labels = match line[end..].strip_prefix('{') {
-                    Some(rest) => label_names(rest),
-                    None => BTreeSet::new(),
+                let pairs = match line[end..].strip_prefix('{') {
+                    Some(rest) => label_pairs(rest),
+                    None => Vec::new(),
                 };
+                let sample = line[..end].to_owned();
+                let own = values.entry(sample.clone()).or_default();
+                for (label, value) in &pairs {
+                    own.entry(label.clone()).or_default().insert(value.clone());
+                }
                 names
-                    .entry(line[..end].to_owned())
+                    .entry(sample)
                     .or_default()
                     .get_or_insert_with(BTreeSet::new)
-                    .extend(labels);
+                    .extend(pairs.into_iter().map(|(label, _)| label));
             }
         }
-        Self { names }
+        Self { names, values }
     }
 
     fn merge(mut self, other: Self) -> Self {
@@ -843,21 +1034,27 @@ impl Exported {
                 entry.get_or_insert_with(BTreeSet::new).extend(labels);
             }
         }
+        for (name, labels) in other.values {
+            let own = self.values.entry(name).or_default();
+            for (label, values) in labels {
+                own.entry(label).or_default().extend(values);
+            }
+        }
         self
     }
 }
 
-/// The label names of `a="x",b="y\"z"}`.
-fn label_names(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
+/// The labels of `a="x",b="y\"z"}`, with their values as written.
+fn label_pairs(text: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
     let mut chars = text.chars();
     let mut name = String::new();
     while let Some(c) = chars.next() {
         match c {
             '}' => break,
             '=' => {
-                names.insert(std::mem::take(&mut name).trim().to_owned());
                 assert_eq!(chars.next(), Some('"'), "a quoted label value in {text}");
+                let mut value = String::new();
                 let mut escaped = false;
                 for c in chars.by_ref() {
                     match (escaped, c) {
@@ -865,13 +1062,15 @@ fn label_names(text: &str) -> BTreeSet<String> {
                         (false, '"') => break,
                         _ => escaped = false,
                     }
+                    value.push(c);
                 }
+                pairs.push((std::mem::take(&mut name).trim().to_owned(), value));
             }
             ',' => {}
             c => name.push(c),
         }
     }
-    names
+    pairs
 }
 
 /// Problems with one PromQL expression: names starting with `zoom_dept_sync_`
@@ -908,6 +1107,21 @@ fn check_expr(
                                 .push(format!("{what}: {name} has no label {label} ({labels:?})"));
                         }
                     }
+                    // label="value": a value the daemon really exports.
+                    for (label, value) in &token.equals {
+                        if TARGET_LABELS.contains(&label.as_str())
+                            || OPEN_LABELS.contains(&label.as_str())
+                            || value.contains('$')
+                        {
+                            continue;
+                        }
+                        let seen = exported.values.get(name).and_then(|l| l.get(label));
+                        if !seen.is_some_and(|v| v.contains(value)) {
+                            problems.push(format!(
+                                "{what}: {name}{{{label}=\"{value}\"}}: no such value in /metrics ({seen:?})"
+                            ));
+                        }
+                    }
                 }
                 Some(None) => {}
             }
@@ -942,10 +1156,12 @@ fn labels_available(expr: &str, exported: &Exported) -> BTreeSet<String> {
     labels
 }
 
-/// An identifier of a query, with the label names of its `{…}` matchers.
+/// An identifier of a query, with the label names of its `{…}` matchers
+/// and the (label, value) of its equality (`=`) matchers.
 struct Token {
     ident: String,
     matchers: BTreeSet<String>,
+    equals: Vec<(String, String)>,
 }
 
 /// The identifiers of a PromQL query outside string literals, `[ranges]`
@@ -977,6 +1193,7 @@ fn tokens(expr: &str) -> Vec<Token> {
             }
             let ident: String = chars[start..i].iter().collect();
             let mut matchers = BTreeSet::new();
+            let mut equals = Vec::new();
             let mut j = i;
             while j < chars.len() && chars[j].is_whitespace() {
                 j += 1;
@@ -985,24 +1202,39 @@ fn tokens(expr: &str) -> Vec<Token> {
                 // label op "value", …
                 j += 1;
                 let mut name = String::new();
+                let mut op = String::new();
                 while j < chars.len() && chars[j] != '}' {
                     match chars[j] {
                         '"' | '\'' | '`' => {
-                            if !name.trim().is_empty() {
-                                matchers.insert(name.trim().to_owned());
+                            let end = skip_string(&chars, j);
+                            let label = name.trim().to_owned();
+                            if !label.is_empty() {
+                                matchers.insert(label.clone());
+                                if op == "=" {
+                                    let value = chars[j + 1..end.saturating_sub(1).max(j + 1)]
+                                        .iter()
+                                        .collect();
+                                    equals.push((label, value));
+                                }
                             }
                             name.clear();
-                            j = skip_string(&chars, j);
+                            op.clear();
+                            j = end;
                             continue;
                         }
-                        '=' | '!' | '~' | ',' => {}
+                        '=' | '!' | '~' => op.push(chars[j]),
+                        ',' => {}
                         c => name.push(c),
                     }
                     j += 1;
                 }
                 i = j + 1;
             }
-            tokens.push(Token { ident, matchers });
+            tokens.push(Token {
+                ident,
+                matchers,
+                equals,
+            });
         } else if c.is_ascii_digit() {
             // A number or a duration (5m): no identifier.
             while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
