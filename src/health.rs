@@ -42,6 +42,14 @@ impl Health {
         health
     }
 
+    /// `Ok` while the consume loop turns (see [`Systemd::liveness`]).
+    pub fn liveness(&self) -> Result<(), String> {
+        match &self.systemd {
+            Some((systemd, _)) => systemd.liveness(),
+            None => Ok(()),
+        }
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }

@@ -40,7 +40,7 @@ pub async fn serve(
         .map_err(|e| format!("cannot listen on http.listen = {listen}: {e}"))?;
     tracing::info!(%listen, "serving /healthz, /readyz, /metrics and POST /resume");
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/resume", post(resume))
@@ -62,6 +62,14 @@ pub async fn serve(
 
 /// The first line says ready or why not; the second, each Zoom category's
 /// rate now (lowered while other apps use the account's budget).
+/// Alive unless the consume loop stopped turning (a hang: restart it).
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.health.liveness() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
+}
+
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let rates = rates_line(&state.rates);
     match state.health.readiness() {

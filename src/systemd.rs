@@ -8,7 +8,7 @@
 //!   `broker unavailable: <reason>`, `paused: …`, `quarantined: …`. It is the
 //!   state `/readyz` reports ([`crate::health::Health`] sends it on every
 //!   change), and `systemctl status` shows it.
-//! - `WATCHDOG=1` every half of `WATCHDOG_USEC` (the unit's `WatchdogSec=`),
+//! - `WATCHDOG=1` every half of `WATCHDOG_USEC` (the unit's `WatchdogSec=`; at most 10 s),
 //!   so systemd kills and restarts a daemon that hangs.
 //! - `STOPPING=1` when SIGTERM or SIGINT arrives
 //!   ([`crate::shutdown::on_signals_telling`]).
@@ -33,8 +33,10 @@
 //! and `TimeoutStopSec=` bound start-up and shutdown instead.
 //!
 //! Without `NOTIFY_SOCKET` (not under systemd, a container, the tests'
-//! in-process daemon) every method does nothing; without `WATCHDOG_USEC`
-//! (or with a `WATCHDOG_PID` that is not this process) nothing pings.
+//! in-process daemon) nothing is sent; without `WATCHDOG_USEC` (or with a
+//! `WATCHDOG_PID` that is not this process) no `WATCHDOG=1` is. The loops
+//! tick all the same (every [`LIVENESS_TICK`]): [`Systemd::liveness`] turns
+//! the ticks into `/healthz`, the watchdog of a supervisor that only probes.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -43,11 +45,22 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio::time::Instant;
 
+/// How often the loops tick without a watchdog.
+pub const LIVENESS_TICK: Duration = Duration::from_secs(10);
+/// Ticks missed this long make `/healthz` fail: well above the longest
+/// unticked await of a healthy loop (about 21 s: closing a session, a
+/// consumer cancel, a hand-back) plus one tick.
+pub const LIVENESS_LIMIT: Duration = Duration::from_secs(60);
+
 /// The daemon's line to the service manager. One per process, shared.
 pub struct Systemd {
     sink: Sink,
-    /// Half of `WATCHDOG_USEC`; `None`: no watchdog.
-    ping_every: Option<Duration>,
+    /// How often the loops tick: half of `WATCHDOG_USEC`, or
+    /// [`LIVENESS_TICK`] without a watchdog (the ticks then feed only
+    /// [`Systemd::liveness`], for `/healthz`).
+    ping_every: Duration,
+    /// `WATCHDOG_USEC`, when systemd watches this process.
+    watchdog: Option<Duration>,
     last_ping: Mutex<Instant>,
     sent: Mutex<Sent>,
 }
@@ -102,7 +115,8 @@ impl Systemd {
     fn new(sink: Sink, watchdog: Option<Duration>) -> Self {
         Self {
             sink,
-            ping_every: watchdog.map(|d| d / 2),
+            ping_every: watchdog.map_or(LIVENESS_TICK, |d| (d / 2).min(LIVENESS_TICK)),
+            watchdog,
             last_ping: Mutex::new(Instant::now()),
             sent: Mutex::default(),
         }
@@ -111,7 +125,7 @@ impl Systemd {
     /// The watchdog's timeout (`WATCHDOG_USEC`), when systemd set one for
     /// this process.
     pub fn watchdog(&self) -> Option<Duration> {
-        self.ping_every.map(|every| every * 2)
+        self.watchdog
     }
 
     /// Says what the daemon does now (`STATUS=`), when it changed; with
@@ -154,31 +168,42 @@ impl Systemd {
         );
     }
 
-    /// Resolves when the next `WATCHDOG=1` is due; never without a
-    /// watchdog. For a `select!` branch of a loop, followed by
-    /// [`Systemd::ping`].
+    /// Resolves when the next tick is due. For a `select!` branch of a
+    /// loop, followed by [`Systemd::ping`].
     pub async fn ping_due(&self) {
-        match self.ping_every {
-            Some(every) => tokio::time::sleep_until(self.last_ping() + every).await,
-            None => std::future::pending().await,
-        }
+        tokio::time::sleep_until(self.last_ping() + self.ping_every).await;
     }
 
-    /// Sends `WATCHDOG=1` if one is due (several loops may ask).
+    /// Records a tick, if one is due (several loops may ask), and sends
+    /// `WATCHDOG=1` when systemd watches.
     pub fn ping(&self) {
-        let Some(every) = self.ping_every else {
-            return;
-        };
         let now = Instant::now();
         {
             let mut last = self.last_ping.lock().unwrap_or_else(|e| e.into_inner());
-            if now < *last + every {
+            if now < *last + self.ping_every {
                 return;
             }
             *last = now;
         }
-        let mut sent = self.lock_sent();
-        self.send(&mut sent, &[NotifyState::Watchdog]);
+        if self.watchdog.is_some() {
+            let mut sent = self.lock_sent();
+            self.send(&mut sent, &[NotifyState::Watchdog]);
+        }
+    }
+
+    /// For `/healthz`: an error once the loops have not ticked for
+    /// [`LIVENESS_LIMIT`] — the watchdog's verdict, for a supervisor that
+    /// only probes (Kubernetes' liveness probe). Never while stopping: the
+    /// shutdown does not tick, and is bounded by its own grace.
+    pub fn liveness(&self) -> Result<(), String> {
+        let quiet = self.last_ping().elapsed();
+        if quiet <= LIVENESS_LIMIT || self.lock_sent().stopping {
+            return Ok(());
+        }
+        Err(format!(
+            "the consume loop has not turned for {} s",
+            quiet.as_secs()
+        ))
     }
 
     /// Awaits `wait`, pinging while it is pending: for a wait of a loop that
@@ -203,7 +228,7 @@ impl Systemd {
             out = &mut wait => return out,
             _ = self.pinging(tokio::time::sleep_until(deadline)) => {}
         }
-        if self.ping_every.is_some() {
+        if self.watchdog.is_some() {
             tracing::warn!(
                 "a wait of the consume loop outlasted its bound: no more watchdog pings until it ends"
             );
@@ -346,5 +371,33 @@ mod tests {
         systemd.stopping("stopping");
         assert!(matches!(systemd.sink, Sink::Off));
         assert_eq!(systemd.watchdog(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_loop_that_stops_turning_is_not_alive_unless_stopping() {
+        // No watchdog (Kubernetes, no NOTIFY_SOCKET): the loop still ticks.
+        let systemd = Systemd::disabled();
+        let mut ticks = 0;
+        let deadline = Instant::now() + LIVENESS_LIMIT * 2;
+        while Instant::now() < deadline {
+            tokio::select! {
+                _ = systemd.ping_due() => { systemd.ping(); ticks += 1; }
+            }
+            assert_eq!(systemd.liveness(), Ok(()), "turning");
+        }
+        assert!(ticks >= 2, "{ticks} ticks");
+        tokio::time::advance(LIVENESS_LIMIT + Duration::from_secs(1)).await;
+        let stuck = systemd.liveness().unwrap_err();
+        assert!(stuck.contains("has not turned for"), "{stuck}");
+        systemd.stopping("stopping");
+        assert_eq!(systemd.liveness(), Ok(()), "shutting down is not a hang");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_watchdog_ticks_send_nothing() {
+        let systemd = recording(None);
+        tokio::time::advance(LIVENESS_TICK * 3).await;
+        systemd.ping();
+        assert!(sent(&systemd).is_empty());
     }
 }

@@ -160,6 +160,7 @@ async fn a_deleted_input_queue_is_declared_again_and_consumed() {
     )
     .await;
     assert_eq!(app.http_get("/readyz").await.0, 200);
+    assert_eq!(app.http_get("/healthz").await, (200, "ok\n".to_owned()));
     app.publish_json(event("e-after", "U1", Some("Engineering"), "Sales"))
         .await;
     app.wait_for_api_requests(1).await;
