@@ -50,6 +50,17 @@ pub enum UserRef {
     Both { id: ZoomUserId, email: Email },
 }
 
+/// The event's fields, in the order the README's schema lists them.
+pub const FIELDS: [&str; 7] = [
+    "event_id",
+    "zoom_user_id",
+    "email",
+    "previous_department",
+    "new_department",
+    "occurred_at",
+    "action",
+];
+
 /// A validated "user changed department" event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DepartmentChange {
@@ -84,6 +95,33 @@ struct RawEvent {
 }
 
 impl DepartmentChange {
+    /// The event as a producer writes it, each field once, as text: what
+    /// [`DepartmentChange::parse`] reads back to the same value.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut json = serde_json::Map::new();
+        let mut put = |key: &str, value: &str| json.insert(key.into(), value.into());
+        put("event_id", self.event_id.as_str());
+        if let Some(id) = self.zoom_user_id() {
+            put("zoom_user_id", id.as_str());
+        }
+        if let Some(email) = self.email() {
+            put("email", email.as_str());
+        }
+        if let Some(previous) = &self.previous_department {
+            put("previous_department", previous.as_str());
+        }
+        if self.leave {
+            put("action", "leave");
+        } else {
+            put("new_department", self.new_department.as_str());
+        }
+        // A parsed time always formats; one that did not would be left out.
+        if let Some(Ok(at)) = self.occurred_at.map(|at| at.format(&Rfc3339)) {
+            put("occurred_at", &at);
+        }
+        serde_json::Value::Object(json).to_string().into_bytes()
+    }
+
     /// Parses and validates one message body.
     pub fn parse(bytes: &[u8]) -> Result<Self, InvalidPayload> {
         if bytes.len() > MAX_PAYLOAD_BYTES {
@@ -631,17 +669,8 @@ mod properties {
             field(action),
         )
             .prop_map(|(event_id, id, email, previous, new, at, action)| {
-                let names = [
-                    "event_id",
-                    "zoom_user_id",
-                    "email",
-                    "previous_department",
-                    "new_department",
-                    "occurred_at",
-                    "action",
-                ];
                 let values = [event_id, id, email, previous, new, at, action];
-                let object: Map<String, Value> = names
+                let object: Map<String, Value> = FIELDS
                     .into_iter()
                     .zip(values)
                     .filter_map(|(name, value)| Some((name.to_owned(), value?)))
@@ -741,34 +770,9 @@ mod properties {
         if let Some(email) = change.email() {
             assert_user_path(email.as_str())?;
         }
-        let again = DepartmentChange::parse(&producer_json(change));
+        let again = DepartmentChange::parse(&change.to_json());
         prop_assert_eq!(again.as_ref(), Ok(change));
         Ok(())
-    }
-
-    /// The event as a producer writes it: each field once, as text.
-    fn producer_json(change: &DepartmentChange) -> Vec<u8> {
-        let mut json = Map::new();
-        let mut put = |key: &str, value: &str| json.insert(key.into(), value.into());
-        put("event_id", change.event_id.as_str());
-        if let Some(id) = change.zoom_user_id() {
-            put("zoom_user_id", id.as_str());
-        }
-        if let Some(email) = change.email() {
-            put("email", email.as_str());
-        }
-        if let Some(previous) = &change.previous_department {
-            put("previous_department", previous.as_str());
-        }
-        if change.leave {
-            put("action", "leave");
-        } else {
-            put("new_department", change.new_department.as_str());
-        }
-        if let Some(at) = change.occurred_at {
-            put("occurred_at", &at.format(&Rfc3339).unwrap());
-        }
-        serde_json::to_vec(&json).unwrap()
     }
 
     /// An accepted event is usable; a refused one has a reason and, when

@@ -14,9 +14,9 @@ use lapin::{Channel, Connection};
 
 use crate::config::{AmqpSettings, QueueType};
 
-/// Escapes the characters a policy pattern (a regular expression) treats
-/// specially, so the policy matches exactly one queue name.
-fn regex_escape(name: &str) -> String {
+/// Escapes the characters a RabbitMQ pattern (a policy's, a permission's:
+/// a regular expression) treats specially, so it names exactly one resource.
+pub fn regex_escape(name: &str) -> String {
     let mut escaped = String::with_capacity(name.len());
     for c in name.chars() {
         if r"\.+*?()|[]{}^$".contains(c) {

@@ -18,20 +18,10 @@ use super::idempotency::Once;
 use super::metrics::Answer;
 use super::signature::{self, Headers};
 use super::{ANSWER_WITHIN, Ingest};
-use crate::event::{DepartmentChange, MAX_PAYLOAD_BYTES};
+use crate::event::{DepartmentChange, FIELDS, MAX_PAYLOAD_BYTES};
 
 /// What a sender is told to wait before retrying a 503, in seconds.
 const RETRY_AFTER_SECS: u32 = 5;
-/// The event fields a 400 may name; the first one in the detail is it.
-const FIELDS: [&str; 7] = [
-    "event_id",
-    "zoom_user_id",
-    "email",
-    "previous_department",
-    "new_department",
-    "occurred_at",
-    "action",
-];
 
 pub(super) async fn receive(
     State(ingest): State<Arc<Ingest>>,
@@ -83,6 +73,7 @@ async fn handle(
         );
     }
     if let Err(invalid) = DepartmentChange::parse(&body) {
+        // The event field a 400 names: the first one in the detail.
         let field = FIELDS
             .iter()
             .filter_map(|f| invalid.detail.find(f).map(|at| (at, *f)))

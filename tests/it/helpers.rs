@@ -362,6 +362,19 @@ impl TestApp {
             .await;
     }
 
+    /// Zoom knows no user `lookup`: 404, code 1001, as Zoom answers.
+    pub async fn mount_unknown_user(&self, lookup: &str) {
+        Mock::given(method("GET"))
+            .and(path(format!("/v2/users/{lookup}")))
+            .respond_with(zoom_error(
+                404,
+                1001,
+                &format!("User does not exist: {lookup}."),
+            ))
+            .mount(&self.zoom)
+            .await;
+    }
+
     /// How many different API paths Zoom was called on (a replayed event
     /// repeats its path).
     pub async fn distinct_api_paths(&self) -> usize {
@@ -648,4 +661,12 @@ fn tls_keys(amqp: &zoom_dept_sync::config::AmqpSettings) -> String {
     .into_iter()
     .filter_map(|(key, path)| path.as_ref().map(|p| format!("{key} = {p:?}\n")))
     .collect()
+}
+
+/// Seconds since the Unix epoch, as webhook timestamps are written.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -13,7 +13,7 @@ use zoom_dept_sync::config::AmqpSettings;
 use zoom_dept_sync::ingest::signature::{Secrets, sign};
 use zoom_dept_sync::ingest::{self, Ingest};
 
-use crate::helpers::{amqp_url, unique_name};
+use crate::helpers::{amqp_url, unique_name, unix_now};
 use crate::proxy::Proxy;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -76,10 +76,7 @@ impl Receiver {
     /// POSTs `body` signed with the test secret; the status, Retry-After
     /// and body.
     async fn post_signed(&self, id: &str, body: &[u8]) -> (u16, Option<String>, String) {
-        let ts = now().to_string();
-        let secrets = Secrets::parse(SECRET).expect("secret");
-        let signature = sign(&secrets, id, &ts, body);
-        self.post(id, &ts, &signature, body.to_vec()).await
+        post_signed_to(&self.client, &self.base, id, body).await
     }
 
     async fn post(
@@ -89,28 +86,7 @@ impl Receiver {
         signature: &str,
         body: Vec<u8>,
     ) -> (u16, Option<String>, String) {
-        let response = self
-            .client
-            .post(format!("{}/v1/events", self.base))
-            .header("webhook-id", id)
-            .header("webhook-timestamp", ts)
-            .header("webhook-signature", signature)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("request");
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        (
-            status,
-            retry_after,
-            response.text().await.unwrap_or_default(),
-        )
+        post_to(&self.client, &self.base, id, (ts, signature), body).await
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
@@ -146,11 +122,49 @@ impl Receiver {
     }
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
+/// POSTs `body` to the receiver at `base`, signed with the test secret.
+async fn post_signed_to(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    body: &[u8],
+) -> (u16, Option<String>, String) {
+    let ts = unix_now().to_string();
+    let secrets = Secrets::parse(SECRET).expect("secret");
+    let signature = sign(&secrets, id, &ts, body);
+    post_to(client, base, id, (&ts, &signature), body.to_vec()).await
+}
+
+/// POSTs `body` with `(timestamp, signature)`; the status, Retry-After and
+/// body.
+async fn post_to(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    (ts, signature): (&str, &str),
+    body: Vec<u8>,
+) -> (u16, Option<String>, String) {
+    let response = client
+        .post(format!("{base}/v1/events"))
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts)
+        .header("webhook-signature", signature)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (
+        status,
+        retry_after,
+        response.text().await.unwrap_or_default(),
+    )
 }
 
 fn event(id: &str) -> Vec<u8> {
@@ -197,7 +211,7 @@ async fn ingest_a_signed_event_is_published_as_sent() {
 #[tokio::test]
 async fn ingest_refusals_publish_nothing() {
     let r = Receiver::start().await;
-    let ts = now().to_string();
+    let ts = unix_now().to_string();
     let body = event("e-2");
     let wrong = sign(
         &Secrets::parse("whsec_b3RoZXI=").expect("secret"),
@@ -207,7 +221,7 @@ async fn ingest_refusals_publish_nothing() {
     );
     let (status, _, _) = r.post("msg_2", &ts, &wrong, body.clone()).await;
     assert_eq!(status, 401, "wrong secret");
-    let stale = (now() - 301).to_string();
+    let stale = (unix_now() - 301).to_string();
     let secrets = Secrets::parse(SECRET).expect("secret");
     let old = sign(&secrets, "msg_2", &stale, &body);
     assert_eq!(r.post("msg_2", &stale, &old, body).await.0, 401, "stale");
@@ -448,24 +462,8 @@ async fn ingest_the_binary_receives_without_zoom_secrets_and_stops_on_sigterm() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let body = event("e-bin");
-    let ts = now().to_string();
-    let signature = sign(
-        &Secrets::parse(SECRET).expect("secret"),
-        "msg_bin",
-        &ts,
-        &body,
-    );
-    let response = client
-        .post(format!("{base}/v1/events"))
-        .header("webhook-id", "msg_bin")
-        .header("webhook-timestamp", &ts)
-        .header("webhook-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status().as_u16(), 202);
+    let (status, _, text) = post_signed_to(&client, &base, "msg_bin", &event("e-bin")).await;
+    assert_eq!(status, 202, "{text}");
     assert_eq!(r.ready_messages().await, 1);
     let pid = child.id().expect("pid").to_string();
     let killed = std::process::Command::new("kill")
@@ -517,24 +515,8 @@ async fn ingest_run_with_ingest_receives_and_consumes_in_one_process() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let body = event("e-run");
-    let ts = now().to_string();
-    let signature = sign(
-        &Secrets::parse(SECRET).expect("secret"),
-        "msg_run",
-        &ts,
-        &body,
-    );
-    let response = client
-        .post(format!("{base}/v1/events"))
-        .header("webhook-id", "msg_run")
-        .header("webhook-timestamp", &ts)
-        .header("webhook-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status().as_u16(), 202);
+    let (status, _, text) = post_signed_to(&client, &base, "msg_run", &event("e-run")).await;
+    assert_eq!(status, 202, "{text}");
     // The consumer in the same process takes it and asks Zoom.
     app.wait_for_api_requests(1).await;
     let pid = child.id().expect("pid").to_string();

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -19,7 +19,7 @@ use zoom_dept_sync::ingest::bamboohr::signature::{WebhookKey, sign};
 use zoom_dept_sync::ingest::signature::Secrets;
 use zoom_dept_sync::ingest::{self, Ingest};
 
-use crate::helpers::{amqp_url, unique_name};
+use crate::helpers::{amqp_url, unique_name, unix_now};
 
 const KEY: &str = "bamboo-webhook-key";
 const API_KEY: &str = "bamboo-api-key";
@@ -168,13 +168,6 @@ impl Receiver {
     }
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
-}
-
 fn webhook(fields: &[&str]) -> Vec<u8> {
     json!({"type": "employee.updated", "data": {"id": "42", "changedFields": fields}})
         .to_string()
@@ -187,7 +180,7 @@ async fn ingest_bamboohr_a_department_change_publishes_the_api_state_once() {
     let employee = json!({"id": "42", "department": "Sales", "workEmail": "ann@example.com"});
     r.api_answers(ResponseTemplate::new(200).set_body_json(employee))
         .await;
-    let ts = now();
+    let ts = unix_now();
     let body = webhook(&["jobTitle", "department"]);
     let (status, _, text) = r.post_signed(&ts.to_string(), &body).await;
     assert_eq!(status, 202, "{text}");
@@ -236,14 +229,14 @@ async fn ingest_bamboohr_a_department_change_publishes_the_api_state_once() {
 #[tokio::test]
 async fn ingest_bamboohr_other_changes_and_bad_signatures_publish_nothing() {
     let r = Receiver::start().await;
-    let ts = now().to_string();
+    let ts = unix_now().to_string();
     let (status, _, text) = r.post_signed(&ts, &webhook(&["jobTitle"])).await;
     assert_eq!((status, text.contains("ignored")), (202, true), "{text}");
 
     let body = webhook(&["department"]);
     let wrong = sign(&WebhookKey::new("other").expect("key"), &ts, &body);
     assert_eq!(r.post(&ts, &wrong, &body).await.0, 401, "wrong key");
-    let stale = (now() - 301).to_string();
+    let stale = (unix_now() - 301).to_string();
     assert_eq!(r.post_signed(&stale, &body).await.0, 401, "stale");
     let (status, _, _) = r.post_signed(&ts, b"not json").await;
     assert_eq!(status, 400);
@@ -271,7 +264,7 @@ async fn ingest_bamboohr_an_api_5xx_is_a_503_to_retry() {
     r.api_answers(ResponseTemplate::new(500)).await;
     let started = std::time::Instant::now();
     let (status, retry_after, text) = r
-        .post_signed(&now().to_string(), &webhook(&["department"]))
+        .post_signed(&unix_now().to_string(), &webhook(&["department"]))
         .await;
     assert_eq!(status, 503, "{text}");
     assert!(retry_after.is_some(), "Retry-After");
@@ -290,7 +283,7 @@ async fn ingest_bamboohr_an_api_4xx_is_a_422_not_retried() {
     let r = Receiver::start().await;
     r.api_answers(ResponseTemplate::new(404)).await;
     let (status, retry_after, text) = r
-        .post_signed(&now().to_string(), &webhook(&["department"]))
+        .post_signed(&unix_now().to_string(), &webhook(&["department"]))
         .await;
     assert_eq!(status, 422, "{text}");
     assert!(text.contains("404"), "{text}");

@@ -62,15 +62,7 @@ async fn an_email_only_event_is_resolved_once_and_cached() {
 #[tokio::test]
 async fn an_unknown_email_is_dead_lettered_with_zoom_code_1001() {
     let mut app = TestApp::spawn().await;
-    Mock::given(method("GET"))
-        .and(path("/v2/users/nobody@example.com"))
-        .respond_with(zoom_error(
-            404,
-            1001,
-            "User does not exist: nobody@example.com.",
-        ))
-        .mount(&app.zoom)
-        .await;
+    app.mount_unknown_user("nobody@example.com").await;
 
     app.publish_json(email_only("e-nobody", "nobody@example.com", None, "Sales"))
         .await;

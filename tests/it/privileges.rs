@@ -24,27 +24,14 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 use zoom_dept_sync::broker::admin::Admin;
 use zoom_dept_sync::broker::event_publisher::EventPublisher;
-use zoom_dept_sync::broker::topology::Topology;
+use zoom_dept_sync::broker::topology::{Topology, regex_escape};
 use zoom_dept_sync::config::{AmqpSettings, Settings};
 
 use crate::helpers::{
     ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp, amqp_url, event, eventually, header_int,
-    header_str, unique_name, zoom_error,
+    header_str, unique_name,
 };
 use crate::trail::{self, Trail};
-
-/// Escapes what a permission regex treats specially, so a pattern names
-/// exactly one resource.
-fn escape(name: &str) -> String {
-    let mut escaped = String::with_capacity(name.len());
-    for c in name.chars() {
-        if r"\.+*?()|[]{}^$".contains(c) {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
 
 /// One user's configure, write and read regexes on the vhost.
 #[derive(Clone, Debug)]
@@ -58,7 +45,7 @@ const DEFAULT_EXCHANGE: &str = r"^amq\.default$";
 
 /// README: the daemon; `declare` is `amqp.declare_topology`.
 fn daemon(queue: &str, declare: bool) -> Permissions {
-    let q = escape(queue);
+    let q = regex_escape(queue);
     Permissions {
         configure: if declare {
             format!(r"^{q}(\.dead)?$")
@@ -72,7 +59,11 @@ fn daemon(queue: &str, declare: bool) -> Permissions {
 
 /// README: the daemon with `[outcomes] exchange` and `stream`.
 fn daemon_with_trail(queue: &str, exchange: &str, stream: &str, declare: bool) -> Permissions {
-    let (q, x, s) = (escape(queue), escape(exchange), escape(stream));
+    let (q, x, s) = (
+        regex_escape(queue),
+        regex_escape(exchange),
+        regex_escape(stream),
+    );
     if declare {
         Permissions {
             configure: format!(r"^({q}(\.dead)?|{x}|{s})$"),
@@ -100,7 +91,7 @@ fn publisher() -> Permissions {
 /// README: an operator (`check`, `status`, `dead-letters`, `publish`,
 /// `reconcile --apply`, `history` of `stream`).
 fn operator(queue: &str, stream: &str) -> Permissions {
-    let (q, s) = (escape(queue), escape(stream));
+    let (q, s) = (regex_escape(queue), regex_escape(stream));
     Permissions {
         configure: format!(r"^{q}(\.dead)?$"),
         write: DEFAULT_EXCHANGE.into(),
@@ -314,15 +305,7 @@ async fn mount_zoom(app: &TestApp) {
         .respond_with(ResponseTemplate::new(204))
         .mount(&app.zoom)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v2/users/nobody@example.com"))
-        .respond_with(zoom_error(
-            404,
-            1001,
-            "User does not exist: nobody@example.com.",
-        ))
-        .mount(&app.zoom)
-        .await;
+    app.mount_unknown_user("nobody@example.com").await;
 }
 
 fn good_event(id: &str) -> serde_json::Value {

@@ -3,7 +3,7 @@
 //! plain AMQP behind it.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -154,10 +154,60 @@ fn broker_addr() -> SocketAddr {
         .expect("an address")
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write PEM");
-    path
+/// A CA and a broker certificate for `localhost` (the proxy's URL).
+fn broker_pki(ca_name: &str) -> Pki {
+    pki(ca_name, "localhost", ExtendedKeyUsagePurpose::ServerAuth)
+}
+
+/// A CA and a client certificate for the daemon.
+fn client_pki() -> Pki {
+    pki(
+        "zds client CA",
+        "zoom-dept-sync",
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )
+}
+
+/// The PEM texts of the daemon's TLS keys, written to `dir` as files.
+#[derive(Default)]
+struct Files<'a> {
+    ca: Option<&'a str>,
+    cert: Option<&'a str>,
+    key: Option<&'a str>,
+}
+
+impl Files<'_> {
+    /// Writes each file and sets its key in `amqp`.
+    fn apply(&self, dir: &Path, amqp: &mut zoom_dept_sync::config::AmqpSettings) {
+        let write = |name: &str, text: Option<&str>| {
+            text.map(|text| {
+                let path = dir.join(name);
+                std::fs::write(&path, text).expect("write PEM");
+                path
+            })
+        };
+        amqp.tls_ca_file = write("ca.pem", self.ca);
+        amqp.tls_client_cert = write("client.pem", self.cert);
+        amqp.tls_client_key = write("client.key", self.key);
+    }
+}
+
+/// Runs the binary through `proxy` with `files`: it must stop at start-up
+/// with exit 2 (fix the configuration; supervisors do not restart it),
+/// without a silent retry. Its log, for the message.
+async fn stopped_at_start_up(proxy: &TlsProxy, files: Files<'_>) -> String {
+    let dir = tempfile::tempdir().expect("dir");
+    let app = TestApp::prepare_with(|s| files.apply(dir.path(), &mut s.amqp)).await;
+    let mut daemon = DaemonProcess::start_against(&app.config_toml(), &[], &proxy.url());
+    let code = daemon.wait_exit(Duration::from_secs(20)).await;
+    let log = daemon.log();
+    assert_eq!(code, Some(2), "exit 2: fix the configuration; log:\n{log}");
+    assert_eq!(
+        log.matches("broker unavailable; trying again").count(),
+        0,
+        "no silent retries; log:\n{log}"
+    );
+    log
 }
 
 /// Consumes through the proxy with the CA from `amqp.tls_ca_file` and a
@@ -165,28 +215,17 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// of the daemon's connections went through a TLS handshake.
 #[tokio::test]
 async fn the_daemon_consumes_through_tls_with_a_private_ca_and_a_client_certificate() {
-    let server = pki(
-        "zds broker CA",
-        "localhost",
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let client = pki(
-        "zds client CA",
-        "zoom-dept-sync",
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
+    let (server, client) = (broker_pki("zds broker CA"), client_pki());
     let proxy = TlsProxy::start(&server, Some(&client.ca_pem)).await;
     let dir = tempfile::tempdir().expect("dir");
-    let (ca, cert, key) = (
-        write(dir.path(), "ca.pem", &server.ca_pem),
-        write(dir.path(), "client.pem", &client.cert_pem),
-        write(dir.path(), "client.key", &client.key_pem),
-    );
+    let files = Files {
+        ca: Some(&server.ca_pem),
+        cert: Some(&client.cert_pem),
+        key: Some(&client.key_pem),
+    };
     let mut app = TestApp::spawn_with(|s| {
         s.amqp.url = proxy.url().into();
-        s.amqp.tls_ca_file = Some(ca);
-        s.amqp.tls_client_cert = Some(cert);
-        s.amqp.tls_client_key = Some(key);
+        files.apply(dir.path(), &mut s.amqp);
     })
     .await;
     app.answer_patches(wiremock::ResponseTemplate::new(204))
@@ -216,34 +255,18 @@ async fn the_daemon_consumes_through_tls_with_a_private_ca_and_a_client_certific
 /// start-up, saying which key to set, instead of retrying in silence.
 #[tokio::test]
 async fn a_broker_certificate_from_another_ca_stops_the_daemon_with_the_key_to_set() {
-    let server = pki(
-        "zds broker CA",
-        "localhost",
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let other = pki(
-        "zds other CA",
-        "localhost",
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
+    let (server, other) = (broker_pki("zds broker CA"), broker_pki("zds other CA"));
     let proxy = TlsProxy::start(&server, None).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let ca = write(dir.path(), "ca.pem", &other.ca_pem);
-    let app = TestApp::prepare_with(|s| s.amqp.tls_ca_file = Some(ca)).await;
-    let mut daemon = DaemonProcess::start_against(&app.config_toml(), &[], &proxy.url());
-    let code = daemon.wait_exit(Duration::from_secs(20)).await;
-    let log = daemon.log();
-    assert_eq!(code, Some(2), "exit 2: fix the configuration; log:\n{log}");
+    let files = Files {
+        ca: Some(&other.ca_pem),
+        ..Files::default()
+    };
+    let log = stopped_at_start_up(&proxy, files).await;
     assert!(
         log.contains("the broker's TLS certificate is not trusted")
             && log.contains("UnknownIssuer")
             && log.contains("set amqp.tls_ca_file"),
         "log:\n{log}"
-    );
-    assert_eq!(
-        log.matches("broker unavailable; trying again").count(),
-        0,
-        "no silent retries; log:\n{log}"
     );
     assert_eq!(proxy.handshakes.load(Ordering::Relaxed), 0);
 }
@@ -252,24 +275,13 @@ async fn a_broker_certificate_from_another_ca_stops_the_daemon_with_the_key_to_s
 /// it stops at start-up, naming the client certificate keys.
 #[tokio::test]
 async fn a_broker_that_requires_a_client_certificate_stops_the_daemon_without_one() {
-    let server = pki(
-        "zds broker CA",
-        "localhost",
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let client = pki(
-        "zds client CA",
-        "zoom-dept-sync",
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
+    let (server, client) = (broker_pki("zds broker CA"), client_pki());
     let proxy = TlsProxy::start(&server, Some(&client.ca_pem)).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let ca = write(dir.path(), "ca.pem", &server.ca_pem);
-    let app = TestApp::prepare_with(|s| s.amqp.tls_ca_file = Some(ca)).await;
-    let mut daemon = DaemonProcess::start_against(&app.config_toml(), &[], &proxy.url());
-    let code = daemon.wait_exit(Duration::from_secs(20)).await;
-    let log = daemon.log();
-    assert_eq!(code, Some(2), "exit 2: fix the configuration; log:\n{log}");
+    let files = Files {
+        ca: Some(&server.ca_pem),
+        ..Files::default()
+    };
+    let log = stopped_at_start_up(&proxy, files).await;
     assert!(
         log.contains("the broker refused the TLS handshake")
             && log.contains("amqp.tls_client_cert"),
@@ -282,38 +294,14 @@ async fn a_broker_that_requires_a_client_certificate_stops_the_daemon_without_on
 /// were away).
 #[tokio::test]
 async fn a_client_key_of_another_certificate_stops_the_daemon_naming_both_keys() {
-    let server = pki(
-        "zds broker CA",
-        "localhost",
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let client = pki(
-        "zds client CA",
-        "zoom-dept-sync",
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
-    let other = pki(
-        "zds client CA",
-        "zoom-dept-sync",
-        ExtendedKeyUsagePurpose::ClientAuth,
-    );
+    let (server, client, other) = (broker_pki("zds broker CA"), client_pki(), client_pki());
     let proxy = TlsProxy::start(&server, Some(&client.ca_pem)).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let (ca, cert, key) = (
-        write(dir.path(), "ca.pem", &server.ca_pem),
-        write(dir.path(), "client.pem", &client.cert_pem),
-        write(dir.path(), "client.key", &other.key_pem),
-    );
-    let app = TestApp::prepare_with(|s| {
-        s.amqp.tls_ca_file = Some(ca);
-        s.amqp.tls_client_cert = Some(cert);
-        s.amqp.tls_client_key = Some(key);
-    })
-    .await;
-    let mut daemon = DaemonProcess::start_against(&app.config_toml(), &[], &proxy.url());
-    let code = daemon.wait_exit(Duration::from_secs(20)).await;
-    let log = daemon.log();
-    assert_eq!(code, Some(2), "exit 2: fix the configuration; log:\n{log}");
+    let files = Files {
+        ca: Some(&server.ca_pem),
+        cert: Some(&client.cert_pem),
+        key: Some(&other.key_pem),
+    };
+    let log = stopped_at_start_up(&proxy, files).await;
     assert!(
         log.contains(
             "amqp.tls_client_key does not belong to the certificate in amqp.tls_client_cert"
