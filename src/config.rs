@@ -299,6 +299,21 @@ pub struct BambooHrSettings {
     pub company_domain: String,
     #[serde(default = "default_bamboohr_api")]
     pub api_base_url: String,
+    /// What `employee.deleted` does: nothing (the default), or a `leave`.
+    #[serde(default)]
+    pub on_delete: OnDelete,
+}
+
+/// `[ingest.bamboohr] on_delete`: what a deleted employee means here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDelete {
+    /// Answered 202 `ignored`: removal stays with `reconcile
+    /// --remove-unlisted` or an explicit `leave` event.
+    #[default]
+    Ignore,
+    /// A `leave` event: the person leaves every managed group.
+    Leave,
 }
 
 fn default_bamboohr_api() -> String {

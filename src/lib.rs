@@ -23,5 +23,7 @@ pub mod startup;
 pub mod systemd;
 pub mod telemetry;
 pub mod triage;
+#[doc(hidden)]
+pub mod vendor;
 pub mod worker;
 pub mod zoom;

@@ -1,5 +1,6 @@
 //! `POST /v1/bamboohr`, in-process, against the real broker and a wiremock
-//! BambooHR API: what reaches the input queue for each answer.
+//! BambooHR API: what reaches the input queue for each answer. The webhooks
+//! are BambooHR's own documented examples (`fixtures/vendor/bamboohr/`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,17 +14,19 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{basic_auth, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-use zoom_dept_sync::config::{AmqpSettings, BambooHrSettings, RetrySettings};
+use zoom_dept_sync::config::{AmqpSettings, BambooHrSettings, OnDelete, RetrySettings};
 use zoom_dept_sync::ingest::bamboohr::BambooHr;
 use zoom_dept_sync::ingest::bamboohr::signature::{WebhookKey, sign};
 use zoom_dept_sync::ingest::signature::Secrets;
 use zoom_dept_sync::ingest::{self, Ingest};
+use zoom_dept_sync::vendor::Fixture;
 
 use crate::helpers::{amqp_url, unique_name, unix_now};
 
 const KEY: &str = "bamboo-webhook-key";
 const API_KEY: &str = "bamboo-api-key";
-const EMPLOYEE_PATH: &str = "/api/gateway.php/acme/v1/employees/42";
+/// The employee of BambooHR's documented `employee.updated` example.
+const EMPLOYEE: &str = "67890";
 
 struct Receiver {
     base: String,
@@ -34,24 +37,39 @@ struct Receiver {
     task: tokio::task::JoinHandle<()>,
     client: reqwest::Client,
     api: MockServer,
+    /// Webhooks sent by `post_fixture`.
+    sent: std::sync::atomic::AtomicI64,
 }
 
 impl Receiver {
     async fn start() -> Self {
+        Self::start_with(None, OnDelete::Ignore).await
+    }
+
+    /// Publishing to `queue` (declared here when `None`), deletions as
+    /// `on_delete` says.
+    async fn start_with(queue: Option<String>, on_delete: OnDelete) -> Self {
         let api = MockServer::start().await;
-        let queue = unique_name("ingest-bamboohr");
         let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
             .await
             .expect("connect");
         let channel = connection.create_channel().await.expect("channel");
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare");
+        // A daemon's queue is declared by its test app, with its arguments.
+        let queue = match queue {
+            Some(queue) => queue,
+            None => {
+                let queue = unique_name("ingest-bamboohr");
+                channel
+                    .queue_declare(
+                        queue.as_str().into(),
+                        QueueDeclareOptions::durable(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .expect("declare");
+                queue
+            }
+        };
         let amqp = AmqpSettings {
             url: amqp_url().into(),
             queue: queue.clone(),
@@ -60,6 +78,7 @@ impl Receiver {
         let settings = BambooHrSettings {
             company_domain: "acme".into(),
             api_base_url: format!("{}/api/gateway.php", api.uri()),
+            on_delete,
         };
         let retry = RetrySettings {
             initial_interval_ms: 50,
@@ -92,13 +111,19 @@ impl Receiver {
             task: server.task,
             client: reqwest::Client::new(),
             api,
+            sent: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
-    /// Answers the employee lookup with `response`.
+    /// Answers the lookup of employee 67890 with `response`.
     async fn api_answers(&self, response: ResponseTemplate) {
+        self.api_answers_for(EMPLOYEE, response).await;
+    }
+
+    /// Answers the lookup of employee `id` with `response`.
+    async fn api_answers_for(&self, id: &str, response: ResponseTemplate) {
         Mock::given(method("GET"))
-            .and(path(EMPLOYEE_PATH))
+            .and(path(format!("/api/gateway.php/acme/v1/employees/{id}")))
             .and(query_param("fields", "department,workEmail"))
             .and(header("accept", "application/json"))
             .and(basic_auth(API_KEY, "x"))
@@ -113,12 +138,33 @@ impl Receiver {
     }
 
     async fn post(&self, ts: &str, signature: &str, body: &[u8]) -> (u16, Option<String>, String) {
+        self.post_as("application/json", ts, signature, body).await
+    }
+
+    /// A documented example, signed, sent with its content type. Each is
+    /// stamped a second later than the last (BambooHR stamps each send), so
+    /// two sends about one employee are two events, not a duplicate.
+    async fn post_fixture(&self, fixture: &Fixture, body: &[u8]) -> (u16, Option<String>, String) {
+        let content_type = fixture.request().header("content-type").expect("type");
+        let sent = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ts = (unix_now() + sent).to_string();
+        let signature = sign(&WebhookKey::new(KEY).expect("key"), &ts, body);
+        self.post_as(content_type, &ts, &signature, body).await
+    }
+
+    async fn post_as(
+        &self,
+        content_type: &str,
+        ts: &str,
+        signature: &str,
+        body: &[u8],
+    ) -> (u16, Option<String>, String) {
         let response = self
             .client
             .post(format!("{}/v1/bamboohr", self.base))
             .header("X-BambooHR-Timestamp", ts)
             .header("X-BambooHR-Signature", signature)
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .body(body.to_vec())
             .send()
             .await
@@ -168,17 +214,52 @@ impl Receiver {
     }
 }
 
+/// BambooHR's documented `employee.updated` JSON example, with
+/// `changedFields` set to `fields` (the example changes `firstName`).
 fn webhook(fields: &[&str]) -> Vec<u8> {
-    json!({"type": "employee.updated", "data": {"id": "42", "changedFields": fields}})
-        .to_string()
-        .into_bytes()
+    let mut body = Fixture::load("bamboohr/event.employee.updated.json")
+        .request()
+        .body
+        .clone()
+        .expect("JSON body");
+    body["data"]["changedFields"] = json!(fields);
+    body.to_string().into_bytes()
+}
+
+/// A documented example's body as sent: JSON as shown; a form's lines
+/// `&`-joined, as on the wire. `edit` changes the text first.
+fn documented(name: &str, edit: impl Fn(String) -> String) -> (Fixture, Vec<u8>) {
+    let fixture = Fixture::load(&format!("bamboohr/{name}"));
+    let text = String::from_utf8(fixture.request().body_bytes()).expect("text");
+    let wire = edit(text).lines().collect::<Vec<_>>().join("&");
+    (fixture, wire.into_bytes())
+}
+
+/// BambooHR's Get Employee answer (`id` a number, as its sample shows), with
+/// the two fields the lookup asks for.
+fn employee_answer(department: &str, email: &str) -> ResponseTemplate {
+    let mut body = Fixture::load("bamboohr/employee_api.get.json")
+        .response_body()
+        .clone();
+    body["department"] = json!(department);
+    body["workEmail"] = json!(email);
+    ResponseTemplate::new(200).set_body_json(body)
+}
+
+async fn next_event(r: &Receiver) -> serde_json::Value {
+    let got = r
+        .channel
+        .basic_get(r.queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("get")
+        .expect("a message");
+    serde_json::from_slice(&got.delivery.data).expect("JSON")
 }
 
 #[tokio::test]
 async fn ingest_bamboohr_a_department_change_publishes_the_api_state_once() {
     let r = Receiver::start().await;
-    let employee = json!({"id": "42", "department": "Sales", "workEmail": "ann@example.com"});
-    r.api_answers(ResponseTemplate::new(200).set_body_json(employee))
+    r.api_answers(employee_answer("Sales", "ann@example.com"))
         .await;
     let ts = unix_now();
     let body = webhook(&["jobTitle", "department"]);
@@ -192,7 +273,7 @@ async fn ingest_bamboohr_a_department_change_publishes_the_api_state_once() {
         .expect("get")
         .expect("a message");
     let event: serde_json::Value = serde_json::from_slice(&got.delivery.data).expect("JSON");
-    let event_id = format!("bamboohr-42-{ts}");
+    let event_id = format!("bamboohr-{EMPLOYEE}-{ts}");
     let occurred_at = time::OffsetDateTime::from_unix_timestamp(ts)
         .expect("ts")
         .format(&time::format_description::well_known::Rfc3339)
@@ -293,5 +374,198 @@ async fn ingest_bamboohr_an_api_4xx_is_a_422_not_retried() {
     let metrics = r.metrics().await;
     let line = r#"zoom_dept_sync_ingest_requests_total{source="bamboohr",result="rejected"} 1"#;
     assert!(metrics.contains(line), "{line} in {metrics}");
+    r.stop().await;
+}
+
+/// Every documented shape and encoding of a department change publishes
+/// the employee's state from the API: event-based JSON and Form Post (as
+/// shown, and percent-encoded as a browser sends it), field-based JSON and
+/// Form Post (the id a bracket key there).
+#[tokio::test]
+async fn ingest_bamboohr_every_documented_shape_of_a_department_change_publishes() {
+    let r = Receiver::start().await;
+    r.api_answers(employee_answer("Sales", "ann@example.com"))
+        .await;
+    r.api_answers_for("12345", employee_answer("Support", "bryony@example.com"))
+        .await;
+    let to_department = |t: String| {
+        t.replace("firstName", "department")
+            .replace("First Name", "Department")
+            .replace("=First+name", "=Department")
+    };
+    let cases = [
+        ("event.employee.updated.json", EMPLOYEE, "Sales"),
+        ("event.employee.updated.form.json", EMPLOYEE, "Sales"),
+        ("fields.employees.json", "12345", "Support"),
+        ("fields.employees.form.json", "12345", "Support"),
+    ];
+    for (name, id, department) in cases {
+        let (fixture, body) = documented(name, to_department);
+        let (status, _, text) = r.post_fixture(&fixture, &body).await;
+        assert_eq!(
+            (status, text.contains("accepted")),
+            (202, true),
+            "{name}: {text}"
+        );
+        let event = next_event(&r).await;
+        assert_eq!(event["new_department"], department, "{name}");
+        let event_id = event["event_id"].as_str().expect("id");
+        assert!(
+            event_id.starts_with(&format!("bamboohr-{id}-")),
+            "{name}: {event_id}"
+        );
+        // The same form, brackets percent-encoded as a browser sends them.
+        if fixture.request().body_text.is_some() {
+            let encoded = String::from_utf8(body)
+                .unwrap()
+                .replace('[', "%5B")
+                .replace(']', "%5D");
+            let (status, _, text) = r.post_fixture(&fixture, encoded.as_bytes()).await;
+            assert_eq!(status, 202, "{name} percent-encoded: {text}");
+            let _ = next_event(&r).await;
+        }
+    }
+    // BambooHR's own examples as documented change firstName: ignored.
+    for name in ["event.employee.updated.json", "fields.employees.form.json"] {
+        let (fixture, body) = documented(name, |t| t);
+        let (status, _, text) = r.post_fixture(&fixture, &body).await;
+        assert_eq!(
+            (status, text.contains("ignored")),
+            (202, true),
+            "{name}: {text}"
+        );
+    }
+    assert_eq!(r.ready_messages().await, 0);
+    r.stop().await;
+}
+
+/// `employee.created` (JSON and Form Post) publishes the new hire's
+/// department; `employee.deleted` is ignored by default (no lookup) and a
+/// `leave` with `on_delete = "leave"`.
+#[tokio::test]
+async fn ingest_bamboohr_a_new_hire_publishes_and_a_deletion_leaves_only_when_asked() {
+    let r = Receiver::start().await;
+    r.api_answers_for("100", employee_answer("Engineering", "new@example.com"))
+        .await;
+    r.api_answers(employee_answer("Sales", "ann@example.com"))
+        .await;
+    for (name, id) in [
+        ("event.employee.created.json", "100"),
+        ("event.employee.created.form.json", EMPLOYEE),
+    ] {
+        let (fixture, body) = documented(name, |t| t);
+        let (status, _, text) = r.post_fixture(&fixture, &body).await;
+        assert_eq!(
+            (status, text.contains("accepted")),
+            (202, true),
+            "{name}: {text}"
+        );
+        let event = next_event(&r).await;
+        assert!(
+            event["event_id"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("bamboohr-{id}-created-")),
+            "{event}"
+        );
+        assert!(event.get("action").is_none(), "{event}");
+    }
+    let calls = r.api_calls().await;
+    for name in [
+        "event.employee.deleted.json",
+        "event.employee.deleted.form.json",
+    ] {
+        let (fixture, body) = documented(name, |t| t);
+        let (status, _, text) = r.post_fixture(&fixture, &body).await;
+        assert_eq!(
+            (status, text.contains("ignored")),
+            (202, true),
+            "{name}: {text}"
+        );
+    }
+    assert_eq!(
+        r.api_calls().await,
+        calls,
+        "an ignored deletion is not looked up"
+    );
+    assert_eq!(r.ready_messages().await, 0);
+    r.stop().await;
+
+    let r = Receiver::start_with(None, OnDelete::Leave).await;
+    r.api_answers_for("100", employee_answer("Engineering", "gone@example.com"))
+        .await;
+    let (fixture, body) = documented("event.employee.deleted.json", |t| t);
+    let (status, _, text) = r.post_fixture(&fixture, &body).await;
+    assert_eq!((status, text.contains("accepted")), (202, true), "{text}");
+    let event = next_event(&r).await;
+    assert_eq!(event["action"], "leave", "{event}");
+    assert_eq!(event["email"], "gone@example.com", "{event}");
+    assert!(event.get("new_department").is_none(), "{event}");
+    // BambooHR no longer answers for the employee: a 422 that says what to do.
+    let (fixture, body) = documented("event.employee.deleted.form.json", |t| t);
+    r.api_answers(ResponseTemplate::new(404)).await;
+    let (status, _, text) = r.post_fixture(&fixture, &body).await;
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("reconcile --remove-unlisted"), "{text}");
+    r.stop().await;
+}
+
+/// End to end, BambooHR's documented webhooks through the receiver and the
+/// daemon into zoom-fake: a department change moves the person, a new hire
+/// is added to their department's group, a deletion (with `on_delete =
+/// "leave"`) takes the person out of every managed group.
+#[tokio::test]
+async fn ingest_bamboohr_documented_webhooks_move_add_and_remove_people_in_zoom() {
+    use zoom_dept_sync::fake::{self, FakeConfig};
+
+    let seed = FakeConfig::default()
+        .group("grp_eng", "Engineering")
+        .group("grp_sales", "Sales")
+        .group("grp_all", "Everyone")
+        .user("U1", "ann@example.com", &["grp_eng", "grp_all"])
+        .user("U2", "new@example.com", &[])
+        .user("U3", "gone@example.com", &["grp_sales", "grp_all"]);
+    let zoom = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("zoom-fake starts");
+    let mut app = crate::helpers::TestApp::spawn_with(|s| {
+        s.zoom.api_base_url = zoom.api_base_url();
+        s.zoom.oauth_token_url = zoom.token_url();
+    })
+    .await;
+    let r = Receiver::start_with(Some(app.queue.clone()), OnDelete::Leave).await;
+    r.api_answers(employee_answer("Sales", "ann@example.com"))
+        .await;
+    r.api_answers_for("100", employee_answer("Engineering", "new@example.com"))
+        .await;
+    r.api_answers_for("555", employee_answer("Sales", "gone@example.com"))
+        .await;
+    let webhooks = [
+        documented("event.employee.updated.form.json", |t| {
+            t.replace("firstName", "department")
+        }),
+        documented("event.employee.created.json", |t| t),
+        documented("event.employee.deleted.json", |t| {
+            t.replace("\"100\"", "\"555\"")
+        }),
+    ];
+    for (fixture, body) in &webhooks {
+        let (status, _, text) = r.post_fixture(fixture, body).await;
+        assert_eq!(status, 202, "{}: {text}", fixture.title);
+    }
+    let groups = |id: &str| {
+        let state = zoom.state();
+        let user = state.users.iter().find(|u| u.id == id).expect("user");
+        let mut groups = user.groups.clone();
+        groups.sort();
+        groups
+    };
+    crate::helpers::eventually("all three applied", Duration::from_secs(15), || async {
+        groups("U1") == ["grp_all", "grp_sales"]
+            && groups("U2") == ["grp_eng"]
+            && groups("U3") == ["grp_all"]
+    })
+    .await;
+    app.stop_and_assert_queues_empty().await;
     r.stop().await;
 }

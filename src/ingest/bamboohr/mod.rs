@@ -1,18 +1,25 @@
 //! `POST /v1/bamboohr`: a BambooHR webhook becomes email-keyed events.
 //!
-//! Size, signature, payload, then per employee whose department changed:
-//! read the current department and work email from BambooHR's API, build
-//! `{"event_id": "bamboohr-<id>-<timestamp>", "email", "new_department",
-//! "occurred_at"}`, validate it as the consumer will, publish it once (the
-//! event id is the idempotency key). `previous_department` stays empty, so
-//! the consumer looks up the person's current groups.
+//! Size, signature, payload ([`payload`]: BambooHR's documented shapes, JSON
+//! or Form Post), then per employee it names: read the current department
+//! and work email from BambooHR's API, build the event, validate it as the
+//! consumer will, publish it once (the event id is the idempotency key):
+//! - a department change (`employee.updated` naming `department`) and a new
+//!   hire (`employee.created`) publish `{"event_id", "email",
+//!   "new_department", "occurred_at"}`; `previous_department` stays empty,
+//!   so the consumer looks up the person's current groups (a new hire is in
+//!   none, so they are added);
+//! - a deletion (`employee.deleted`) publishes `{"event_id", "email",
+//!   "action": "leave", "occurred_at"}` when `on_delete = "leave"`, and is
+//!   ignored otherwise.
 //!
-//! Answers: 202 accepted / duplicate / ignored (no department change);
+//! Answers: 202 accepted / duplicate / ignored (nothing to act on);
 //! 400 an unreadable body; 401 signature; 413 size; 422 when BambooHR's API
 //! refuses the lookup with a 4xx (no such employee, a bad API key) or
 //! answers data that is no valid event (no work email): the sender's retry
-//! would not help, so it is not asked for, and the log says why; 503 with
-//! `Retry-After` when BambooHR or the broker is down or slow.
+//! would not help (BambooHR retries only 5xx answers), so it is not asked
+//! for, and the log says why; 503 with `Retry-After` when BambooHR or the
+//! broker is down or slow.
 
 pub mod client;
 pub mod payload;
@@ -34,9 +41,10 @@ use super::events::{accepted, error_response, now, read_body, text, unavailable}
 use super::idempotency::Once;
 use super::metrics::Answer;
 use super::{ANSWER_WITHIN, Ingest};
-use crate::config::{BambooHrSettings, RetrySettings};
+use crate::config::{BambooHrSettings, OnDelete, RetrySettings};
 use crate::event::{DepartmentChange, MAX_PAYLOAD_BYTES};
 use client::{Client, Employee, LookupError};
+use payload::{Kind, Notice};
 use signature::{Headers, WebhookKey};
 
 /// The metrics' `source` label.
@@ -48,6 +56,7 @@ const PUBLISH_RESERVE: std::time::Duration = std::time::Duration::from_millis(50
 pub struct BambooHr {
     key: WebhookKey,
     client: Client,
+    on_delete: OnDelete,
 }
 
 impl BambooHr {
@@ -61,6 +70,7 @@ impl BambooHr {
         Ok(Self {
             key,
             client: Client::new(settings, retry, api_key, https_only)?,
+            on_delete: settings.on_delete,
         })
     }
 }
@@ -109,19 +119,26 @@ async fn handle(
             return (Answer::BadSignature, response);
         }
     };
-    let ids = match payload::department_changes(&body) {
-        Ok(ids) => ids,
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let notices = match payload::notices(&body, content_type) {
+        Ok(notices) => notices,
         Err(e) => {
             let response = error_response(StatusCode::BAD_REQUEST, &e.to_string(), Some("body"));
             return (Answer::Invalid, response);
         }
     };
-    if ids.is_empty() {
+    let notices: Vec<Notice> = notices
+        .into_iter()
+        .filter(|n| n.kind != Kind::Deleted || hr.on_delete == OnDelete::Leave)
+        .collect();
+    if notices.is_empty() {
         return (Answer::Ignored, accepted("ignored"));
     }
     let mut answer = Answer::Duplicate;
-    for id in &ids {
-        match change(ingest, hr, id, timestamp, deadline).await {
+    for notice in &notices {
+        match change(ingest, hr, notice, timestamp, deadline).await {
             Ok(Once::Published) => answer = Answer::Accepted,
             Ok(Once::Duplicate) => {}
             Err(refused) => return refused,
@@ -137,18 +154,19 @@ async fn handle(
 async fn change(
     ingest: &Ingest,
     hr: &BambooHr,
-    id: &str,
+    notice: &Notice,
     timestamp: i64,
     deadline: Instant,
 ) -> Result<Once, Answered> {
+    let id = notice.employee_id.as_str();
     let lookup_by = deadline.checked_sub(PUBLISH_RESERVE).unwrap_or(deadline);
     let employee = hr
         .client
         .employee(id, lookup_by)
         .await
-        .map_err(|e| lookup_failed(id, &e))?;
-    let event_id = format!("bamboohr-{id}-{timestamp}");
-    let event = event(&event_id, &employee, timestamp);
+        .map_err(|e| lookup_failed(notice, &e))?;
+    let event_id = event_id(notice, timestamp);
+    let event = event(&event_id, notice.kind, &employee, timestamp);
     if let Err(invalid) = DepartmentChange::parse(&event) {
         tracing::warn!(employee = id, detail = %invalid.detail,
             "BambooHR's employee data is no valid event; not published");
@@ -163,7 +181,20 @@ async fn change(
     })
 }
 
-fn lookup_failed(id: &str, error: &LookupError) -> Answered {
+/// `bamboohr-<id>-<timestamp>` for a department change (as before), with
+/// the kind for the others: a new hire's and a deletion's events never
+/// collide with an update sent in the same second.
+fn event_id(notice: &Notice, timestamp: i64) -> String {
+    let id = &notice.employee_id;
+    match notice.kind {
+        Kind::DepartmentChanged => format!("bamboohr-{id}-{timestamp}"),
+        Kind::Created => format!("bamboohr-{id}-created-{timestamp}"),
+        Kind::Deleted => format!("bamboohr-{id}-deleted-{timestamp}"),
+    }
+}
+
+fn lookup_failed(notice: &Notice, error: &LookupError) -> Answered {
+    let id = notice.employee_id.as_str();
     match error {
         LookupError::Refused(status) => {
             tracing::warn!(
@@ -171,7 +202,15 @@ fn lookup_failed(id: &str, error: &LookupError) -> Answered {
                 status = status.as_u16(),
                 "BambooHR refused the employee lookup; answering 422, the sender will not retry"
             );
-            let error = format!("employee {id}: {error}");
+            let mut error = format!("employee {id}: {error}");
+            if notice.kind == Kind::Deleted {
+                // BambooHR may no longer answer for someone it deleted: whom
+                // to remove cannot be told from the webhook alone.
+                error.push_str(
+                    "; a deleted employee's work email is unknown: remove them with \
+                     `reconcile --remove-unlisted` or a `leave` event",
+                );
+            }
             let response = error_response(StatusCode::UNPROCESSABLE_ENTITY, &error, None);
             (Answer::Rejected, response)
         }
@@ -184,16 +223,24 @@ fn lookup_failed(id: &str, error: &LookupError) -> Answered {
 }
 
 /// The event as bytes; `DepartmentChange::parse` judges it.
-fn event(event_id: &str, employee: &Employee, timestamp: i64) -> Vec<u8> {
+fn event(event_id: &str, kind: Kind, employee: &Employee, timestamp: i64) -> Vec<u8> {
     let occurred_at = OffsetDateTime::from_unix_timestamp(timestamp)
         .ok()
         .and_then(|at| at.format(&Rfc3339).ok());
-    json!({
-        "event_id": event_id,
-        "email": employee.work_email.as_deref().unwrap_or_default().trim(),
-        "new_department": employee.department.as_deref().unwrap_or_default().trim(),
-        "occurred_at": occurred_at,
-    })
-    .to_string()
-    .into_bytes()
+    let email = employee.work_email.as_deref().unwrap_or_default().trim();
+    let event = match kind {
+        Kind::Deleted => json!({
+            "event_id": event_id,
+            "email": email,
+            "action": "leave",
+            "occurred_at": occurred_at,
+        }),
+        Kind::DepartmentChanged | Kind::Created => json!({
+            "event_id": event_id,
+            "email": email,
+            "new_department": employee.department.as_deref().unwrap_or_default().trim(),
+            "occurred_at": occurred_at,
+        }),
+    };
+    event.to_string().into_bytes()
 }

@@ -1,76 +1,157 @@
-//! Which employees a BambooHR webhook says changed department.
+//! What a BambooHR webhook says happened, as BambooHR's own documents
+//! define it (fixtures in `fixtures/vendor/bamboohr/`, each naming its page).
 //!
-//! Two shapes are accepted, read defensively (unknown fields are ignored):
-//! - event-based: `{"type": "employee.updated", "data": {"id": "42",
-//!   "changedFields": ["department", ...]}}`; any other `type` changes
-//!   nothing here;
-//! - the classic (field-monitoring) webhook: `{"employees": [{"id": "42",
-//!   "changedFields": ["department", ...], ...}, ...]}`.
+//! Two shapes, each in two encodings (JSON or Form Post):
+//! - event-based (`employee.updated`, `employee.created`,
+//!   `employee.deleted`): `{"type": …, "timestamp": …, "data": {"companyId":
+//!   "12345", "employeeId": "67890", "changedFields": ["firstName"]}}`; as a
+//!   form, `type=…&data[employeeId]=…&data[changedFields][0]=…`;
+//! - field-based (`employee_with_fields.*`): `{"employees": [{"action":
+//!   "Updated", "changedFields": ["First Name"], "fields": {…}, "id":
+//!   "12345", …}]}`; as a form, the id is the bracket key:
+//!   `employees[12345][changedFields][0]=Department`.
 //!
-//! An id may be a string or a number. Field names compare without regard
-//! to case. Only items naming `department` need a valid id.
+//! Read defensively: unknown fields are ignored, an id may be a string or a
+//! number, field names compare without regard to case (the event-based
+//! shape sends API names such as `department`, the field-based one display
+//! names such as `Department`). No BambooHR document shows `data.id`, so it
+//! is not read.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-/// The one changed field this adapter acts on.
+/// The one changed field a department change names.
 const DEPARTMENT: &str = "department";
-/// The one event type that can carry a department change.
-const UPDATED: &str = "employee.updated";
+/// The most bracket segments a form key may have (`employees[1][x][0]`).
+const MAX_KEY_DEPTH: usize = 4;
+
+/// What happened to one employee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `employee.updated` (or `Updated`) naming the department.
+    DepartmentChanged,
+    /// `employee.created` (or `Created`): a new hire.
+    Created,
+    /// `employee.deleted` (or `Deleted`).
+    Deleted,
+}
+
+/// One employee a webhook names, with what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// BambooHR's employee id: `[A-Za-z0-9_-]`, 1 to 64 characters.
+    pub employee_id: String,
+    pub kind: Kind,
+}
 
 /// Why a body is not a webhook this adapter reads: a 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
     #[error("the body is not JSON: {0}")]
     NotJson(String),
-    #[error("the body has neither \"type\" and \"data\" nor an \"employees\" array")]
+    #[error("the form body is unreadable: {0}")]
+    BadForm(&'static str),
+    #[error("the body has neither \"type\" and \"data\" nor \"employees\"")]
     UnknownShape,
-    #[error("an employee whose department changed has no usable id ([A-Za-z0-9_-], 1 to 64)")]
+    #[error("an employee this webhook acts on has no usable id ([A-Za-z0-9_-], 1 to 64)")]
     BadId,
 }
 
-/// The ids of the employees whose department changed, without repeats, in
-/// the order sent. Empty: nothing to do (answered 202, ignored).
-pub fn department_changes(body: &[u8]) -> Result<Vec<String>, PayloadError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| PayloadError::NotJson(e.to_string()))?;
-    let items: Vec<&Value> = if let Some(employees) = value.get("employees") {
-        employees
-            .as_array()
-            .ok_or(PayloadError::UnknownShape)?
-            .iter()
-            .collect()
-    } else if let Some(kind) = value.get("type") {
-        if kind.as_str() != Some(UPDATED) {
-            return Ok(Vec::new());
-        }
-        vec![value.get("data").ok_or(PayloadError::UnknownShape)?]
+/// The employees the webhook names and what happened to each, without
+/// repeats, in the order sent; updates not naming the department are left
+/// out. Empty: nothing to do (answered 202, ignored).
+pub fn notices(body: &[u8], content_type: Option<&str>) -> Result<Vec<Notice>, PayloadError> {
+    let value = if is_form(body, content_type) {
+        form_to_value(body)?
     } else {
-        return Err(PayloadError::UnknownShape);
+        serde_json::from_slice(body).map_err(|e| PayloadError::NotJson(e.to_string()))?
     };
-    let mut ids = Vec::new();
-    for item in items.into_iter().filter(|item| names_department(item)) {
-        let id = employee_id(item).ok_or(PayloadError::BadId)?;
-        if !ids.contains(&id) {
-            ids.push(id);
+    let mut found: Vec<Notice> = Vec::new();
+    for notice in read(&value)? {
+        if !found.contains(&notice) {
+            found.push(notice);
         }
     }
-    Ok(ids)
+    Ok(found)
 }
 
+/// A form post by its content type; without one, anything that does not
+/// start like a JSON object.
+fn is_form(body: &[u8], content_type: Option<&str>) -> bool {
+    match content_type.map(|c| c.trim().to_ascii_lowercase()) {
+        Some(c) if c.starts_with("application/x-www-form-urlencoded") => true,
+        Some(c) if c.starts_with("application/json") => false,
+        _ => body.trim_ascii_start().first() != Some(&b'{'),
+    }
+}
+
+fn read(value: &Value) -> Result<Vec<Notice>, PayloadError> {
+    if let Some(employees) = value.get("employees") {
+        return field_based(employees);
+    }
+    match (value.get("type"), value.get("data")) {
+        (Some(kind), Some(data)) => event_based(kind, data),
+        _ => Err(PayloadError::UnknownShape),
+    }
+}
+
+fn event_based(kind: &Value, data: &Value) -> Result<Vec<Notice>, PayloadError> {
+    let kind = match kind.as_str().map(str::trim) {
+        Some("employee.updated") if names_department(data) => Kind::DepartmentChanged,
+        Some("employee.created") => Kind::Created,
+        Some("employee.deleted") => Kind::Deleted,
+        _ => return Ok(Vec::new()),
+    };
+    let employee_id = data
+        .get("employeeId")
+        .and_then(employee_id)
+        .ok_or(PayloadError::BadId)?;
+    Ok(vec![Notice { employee_id, kind }])
+}
+
+/// `employees` is an array of items with an `id` (JSON), or an object keyed
+/// by the id (a form post: `employees[12345][…]`).
+fn field_based(employees: &Value) -> Result<Vec<Notice>, PayloadError> {
+    let items: Vec<(Option<&str>, &Value)> = match employees {
+        Value::Array(items) => items.iter().map(|item| (None, item)).collect(),
+        Value::Object(by_id) => by_id.iter().map(|(k, v)| (Some(k.as_str()), v)).collect(),
+        _ => return Err(PayloadError::UnknownShape),
+    };
+    let mut notices = Vec::new();
+    for (key, item) in items {
+        let action = item.get("action").and_then(Value::as_str).map(str::trim);
+        let kind = match action.map(str::to_ascii_lowercase).as_deref() {
+            Some("created") => Kind::Created,
+            Some("deleted") => Kind::Deleted,
+            _ if names_department(item) => Kind::DepartmentChanged,
+            _ => continue,
+        };
+        let id = match item.get("id") {
+            Some(id) => employee_id(id),
+            None => key.and_then(|k| employee_id(&Value::String(k.to_owned()))),
+        };
+        let employee_id = id.ok_or(PayloadError::BadId)?;
+        notices.push(Notice { employee_id, kind });
+    }
+    Ok(notices)
+}
+
+/// `changedFields` (an array, or a form's object of indexes) names the
+/// department.
 fn names_department(item: &Value) -> bool {
-    item.get("changedFields")
-        .and_then(Value::as_array)
-        .is_some_and(|fields| {
-            fields
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|f| f.trim().eq_ignore_ascii_case(DEPARTMENT))
-        })
+    let names: Vec<&Value> = match item.get("changedFields") {
+        Some(Value::Array(fields)) => fields.iter().collect(),
+        Some(Value::Object(fields)) => fields.values().collect(),
+        _ => return false,
+    };
+    names
+        .into_iter()
+        .filter_map(Value::as_str)
+        .any(|f| f.trim().eq_ignore_ascii_case(DEPARTMENT))
 }
 
 /// The id as text, when it is safe in a URL path and an event id.
-fn employee_id(item: &Value) -> Option<String> {
-    let id = match item.get("id")? {
+fn employee_id(id: &Value) -> Option<String> {
+    let id = match id {
         Value::String(s) => s.trim().to_owned(),
         Value::Number(n) => n.to_string(),
         _ => return None,
@@ -82,58 +163,259 @@ fn employee_id(item: &Value) -> Option<String> {
     safe.then_some(id)
 }
 
+/// A Form Post as the JSON value it stands for: `a[b][0]=x` becomes
+/// `{"a": {"b": {"0": "x"}}}` (indexes stay object keys: a form's
+/// `employees[12345]` is an id, not a position). Pairs are `&`-joined on
+/// the wire; BambooHR's pages show one per line, so a newline separates
+/// them too. A key given twice, or a key that is both a value and a
+/// parent, is ambiguous and refused.
+fn form_to_value(body: &[u8]) -> Result<Value, PayloadError> {
+    let text = std::str::from_utf8(body).map_err(|_| PayloadError::BadForm("not UTF-8"))?;
+    let mut root = Map::new();
+    let lines = text.split(['\n', '\r']).filter(|l| !l.trim().is_empty());
+    for (key, value) in lines.flat_map(|l| url::form_urlencoded::parse(l.as_bytes())) {
+        let path = key_path(&key)?;
+        insert(&mut root, &path, value.into_owned())?;
+    }
+    if root.is_empty() {
+        return Err(PayloadError::BadForm("no fields"));
+    }
+    Ok(Value::Object(root))
+}
+
+/// `data[changedFields][0]` → `["data", "changedFields", "0"]`.
+fn key_path(key: &str) -> Result<Vec<&str>, PayloadError> {
+    let (name, mut rest) = key.split_once('[').map_or((key, ""), |(n, r)| (n, r));
+    let mut path = vec![name];
+    while !rest.is_empty() {
+        let (segment, after) = rest
+            .split_once(']')
+            .ok_or(PayloadError::BadForm("a '[' without its ']'"))?;
+        path.push(segment);
+        rest = match after {
+            "" => "",
+            a => a
+                .strip_prefix('[')
+                .ok_or(PayloadError::BadForm("text after a ']'"))?,
+        };
+    }
+    if path.iter().any(|s| s.is_empty()) || path.len() > MAX_KEY_DEPTH {
+        return Err(PayloadError::BadForm("an empty or too deep key"));
+    }
+    Ok(path)
+}
+
+fn insert(map: &mut Map<String, Value>, path: &[&str], value: String) -> Result<(), PayloadError> {
+    let ambiguous = PayloadError::BadForm("a key given twice");
+    match path {
+        [] => Err(ambiguous),
+        [last] => match map.insert((*last).to_owned(), Value::String(value)) {
+            None => Ok(()),
+            Some(_) => Err(ambiguous),
+        },
+        [first, rest @ ..] => {
+            let child = map
+                .entry((*first).to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
+            match child {
+                Value::Object(inner) => insert(inner, rest, value),
+                _ => Err(ambiguous),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vendor::Fixture;
 
-    fn ids(body: &str) -> Result<Vec<String>, PayloadError> {
-        department_changes(body.as_bytes())
+    const JSON: Option<&str> = Some("application/json");
+    const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
+
+    fn notice(id: &str, kind: Kind) -> Notice {
+        Notice {
+            employee_id: id.to_owned(),
+            kind,
+        }
+    }
+
+    /// A fixture's body as sent: JSON as is, a form's documented lines
+    /// joined with `&` and its brackets percent-encoded, as a browser would.
+    fn wire(fixture: &Fixture) -> Vec<u8> {
+        let request = fixture.request();
+        match request.body_text.as_deref() {
+            Some(text) => text
+                .lines()
+                .collect::<Vec<_>>()
+                .join("&")
+                .replace('[', "%5B")
+                .replace(']', "%5D")
+                .into_bytes(),
+            None => request.body_bytes(),
+        }
+    }
+
+    /// Each documented example as BambooHR's page shows it, and on the wire.
+    fn both_forms(name: &str) -> Vec<(Vec<u8>, Option<&'static str>)> {
+        let fixture = Fixture::load(&format!("bamboohr/{name}"));
+        let as_shown = fixture.request().body_bytes();
+        let is_form = fixture.request().body_text.is_some();
+        let content_type = if is_form { FORM } else { JSON };
+        vec![
+            (as_shown.clone(), content_type),
+            (wire(&fixture), content_type),
+            (as_shown, None),
+        ]
     }
 
     #[test]
-    fn an_event_naming_department_yields_its_id() {
-        let body = r#"{"type":"employee.updated","data":{"id":"42","changedFields":["jobTitle","Department"]}}"#;
-        assert_eq!(ids(body), Ok(vec!["42".to_owned()]));
-        let body = r#"{"type":"employee.updated","data":{"id":42,"changedFields":["department"]}}"#;
-        assert_eq!(ids(body), Ok(vec!["42".to_owned()]));
-    }
-
-    #[test]
-    fn other_changes_and_types_yield_nothing() {
-        for body in [
-            r#"{"type":"employee.updated","data":{"id":"42","changedFields":["jobTitle"]}}"#,
-            r#"{"type":"employee.updated","data":{"id":"42"}}"#,
-            r#"{"type":"employee.created","data":{"id":"42","changedFields":["department"]}}"#,
-            r#"{"employees":[{"id":"1","changedFields":["location"]}]}"#,
+    fn the_documented_update_of_another_field_changes_nothing() {
+        // BambooHR's own example changes firstName: no department change.
+        for name in [
+            "event.employee.updated.json",
+            "event.employee.updated.form.json",
         ] {
-            assert_eq!(ids(body), Ok(vec![]), "{body}");
+            for (body, content_type) in both_forms(name) {
+                assert_eq!(notices(&body, content_type), Ok(vec![]), "{name}");
+            }
         }
     }
 
     #[test]
-    fn the_employees_array_is_read() {
+    fn the_documented_update_naming_department_yields_data_employee_id() {
+        for name in [
+            "event.employee.updated.json",
+            "event.employee.updated.form.json",
+        ] {
+            for (body, content_type) in both_forms(name) {
+                let body = String::from_utf8(body)
+                    .unwrap()
+                    .replace("firstName", "department");
+                assert_eq!(
+                    notices(body.as_bytes(), content_type),
+                    Ok(vec![notice("67890", Kind::DepartmentChanged)]),
+                    "{name}: {body}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_documented_created_and_deleted_events_name_the_employee() {
+        for (name, id, kind) in [
+            ("event.employee.created.json", "100", Kind::Created),
+            ("event.employee.created.form.json", "67890", Kind::Created),
+            ("event.employee.deleted.json", "100", Kind::Deleted),
+            ("event.employee.deleted.form.json", "67890", Kind::Deleted),
+        ] {
+            for (body, content_type) in both_forms(name) {
+                assert_eq!(
+                    notices(&body, content_type),
+                    Ok(vec![notice(id, kind)]),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_documented_field_based_examples_are_read_by_display_name() {
+        for name in ["fields.employees.json", "fields.employees.form.json"] {
+            for (body, content_type) in both_forms(name) {
+                assert_eq!(notices(&body, content_type), Ok(vec![]), "{name}");
+                let text = String::from_utf8(body).unwrap();
+                // The one field changed becomes Department (a form's value
+                // follows '=', the JSON's name is quoted).
+                let changed = text
+                    .replace("First Name", "Department")
+                    .replace("=First+name", "=Department");
+                assert_eq!(
+                    notices(changed.as_bytes(), content_type),
+                    Ok(vec![notice("12345", Kind::DepartmentChanged)]),
+                    "{name}: {changed}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn field_based_actions_created_and_deleted_are_read() {
         let body = r#"{"employees":[
-            {"id":"1","action":"Updated","changedFields":["department"]},
-            {"id":"2","changedFields":["location"]},
-            {"id":"3","changedFields":["department","location"]},
-            {"id":"1","changedFields":["department"]}]}"#;
-        assert_eq!(ids(body), Ok(vec!["1".to_owned(), "3".to_owned()]));
+            {"action":"Created","changedFields":[],"fields":{},"id":"7"},
+            {"action":"Deleted","changedFields":[],"fields":{},"id":8},
+            {"action":"Updated","changedFields":["Department"],"id":"9"},
+            {"action":"Updated","changedFields":["department"],"id":"9"}]}"#;
+        assert_eq!(
+            notices(body.as_bytes(), JSON),
+            Ok(vec![
+                notice("7", Kind::Created),
+                notice("8", Kind::Deleted),
+                notice("9", Kind::DepartmentChanged),
+            ])
+        );
+    }
+
+    #[test]
+    fn data_id_is_not_bamboohrs_and_is_not_read() {
+        let body =
+            r#"{"type":"employee.updated","data":{"id":"42","changedFields":["department"]}}"#;
+        assert_eq!(notices(body.as_bytes(), JSON), Err(PayloadError::BadId));
+        let body = r#"{"type":"employee.updated","data":{"employeeId":42,"changedFields":["department"]}}"#;
+        assert_eq!(
+            notices(body.as_bytes(), JSON),
+            Ok(vec![notice("42", Kind::DepartmentChanged)])
+        );
     }
 
     #[test]
     fn malformed_bodies_are_refused() {
-        assert!(matches!(ids("not json"), Err(PayloadError::NotJson(_))));
-        assert_eq!(ids("{}"), Err(PayloadError::UnknownShape));
-        assert_eq!(ids(r#"{"employees":{}}"#), Err(PayloadError::UnknownShape));
+        assert!(matches!(
+            notices(b"{not json", JSON),
+            Err(PayloadError::NotJson(_))
+        ));
+        assert_eq!(notices(b"{}", JSON), Err(PayloadError::UnknownShape));
         assert_eq!(
-            ids(r#"{"type":"employee.updated"}"#),
+            notices(br#"{"employees":"x"}"#, JSON),
+            Err(PayloadError::UnknownShape)
+        );
+        assert_eq!(
+            notices(br#"{"type":"employee.updated"}"#, JSON),
             Err(PayloadError::UnknownShape)
         );
         for id in [r#""""#, r#""../x""#, "null", r#""a b""#] {
             let body = format!(
-                r#"{{"type":"employee.updated","data":{{"id":{id},"changedFields":["department"]}}}}"#
+                r#"{{"type":"employee.updated","data":{{"employeeId":{id},"changedFields":["department"]}}}}"#
             );
-            assert_eq!(ids(&body), Err(PayloadError::BadId), "{id}");
+            assert_eq!(
+                notices(body.as_bytes(), JSON),
+                Err(PayloadError::BadId),
+                "{id}"
+            );
         }
+        for form in [
+            "type=employee.created&type=employee.deleted&data[employeeId]=1",
+            "type=employee.created&data[employeeId=1",
+            "type=employee.created&data[employeeId]x=1",
+            "type=employee.created&data=1&data[employeeId]=1",
+            "a[b][c][d][e]=1",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    notices(form.as_bytes(), FORM),
+                    Err(PayloadError::BadForm(_))
+                ),
+                "{form}"
+            );
+        }
+        assert!(matches!(
+            notices(b"type=employee.created&data[employeeId]=%2e%2e%2fx", FORM),
+            Err(PayloadError::BadId)
+        ));
+        assert!(matches!(
+            notices(&[0xff, b'='], FORM),
+            Err(PayloadError::BadForm(_))
+        ));
     }
 }
