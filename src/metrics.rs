@@ -213,7 +213,12 @@ impl Metrics {
         let labels = CategoryLabels { category };
         self.rate_configured.get_or_create(&labels).set(per_second);
         self.rate_effective.get_or_create(&labels).set(per_second);
-        for limit in [LimitType::PerSecond, LimitType::Daily, LimitType::Unknown] {
+        for limit in [
+            LimitType::PerSecond,
+            LimitType::Daily,
+            LimitType::PerResource,
+            LimitType::Unknown,
+        ] {
             self.rate_limited.get_or_create_owned(&RateLimitedLabels {
                 category,
                 limit: limit.as_str(),

@@ -198,8 +198,13 @@ impl From<&DeadLetter> for ErrorRecord {
 /// What to do about a dead letter, by its reason and Zoom's code.
 fn recommended_action(reason: FailureReason, code: Option<i64>) -> &'static str {
     match (reason, code) {
-        (FailureReason::ZoomRejected, Some(1001 | 1010)) => {
+        (FailureReason::ZoomRejected, Some(1001)) => {
             "the user does not exist in Zoom: check the id or email in the HR system, then replay"
+        }
+        // Zoom documents 1010 on the group-member calls as "Group does not
+        // belong to this account" (fixtures/vendor/zoom/error.1010.json).
+        (FailureReason::ZoomRejected, Some(1010)) => {
+            "Zoom says the group (or user) does not belong to this account: check the mapping's group ids and the app's account, then replay"
         }
         (FailureReason::ZoomRejected, Some(4130)) => {
             "the group does not exist in Zoom: recreate it or correct the mapping, then replay"

@@ -228,4 +228,16 @@ mod tests {
         assert_eq!(basic, "Basic aWQ6c2VjcmV0");
         assert!(basic.is_sensitive());
     }
+
+    /// Zoom's documented token answer (fixtures/vendor/zoom) is read: the
+    /// token and its lifetime; `token_type`, `scope` and `api_url` are not
+    /// needed.
+    #[test]
+    fn the_documented_token_answer_is_read() {
+        let fixture = crate::vendor::Fixture::load("zoom/oauth.token.200.json");
+        assert_eq!(fixture.request().method.as_deref(), Some("POST"));
+        let answer: TokenAnswer = serde_json::from_value(fixture.response_body().clone()).unwrap();
+        assert_eq!(answer.expires_in, 3600);
+        assert!(answer.access_token.expose_secret().starts_with("eyJ"));
+    }
 }

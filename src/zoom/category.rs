@@ -20,6 +20,11 @@ pub enum LimitType {
     PerSecond,
     /// The daily limit: nothing helps before it resets.
     Daily,
+    /// A lock on one resource (Zoom's rate-limits page: "Concurrent
+    /// requests to a single resource may fail with a 429 HTTP status code.
+    /// For example: Too many concurrent requests. …"). Not the account's
+    /// limit: it says nothing about the category's rate.
+    PerResource,
     /// A 429 without the header.
     Unknown,
 }
@@ -72,10 +77,24 @@ impl LimitType {
         }
     }
 
+    /// The limit a 429 names: `X-RateLimit-Type` when present; without it,
+    /// Zoom's message for a lock on one resource (it documents no code or
+    /// header for that answer, only the text: fixture
+    /// `zoom/error.429.concurrent.json`).
+    pub fn from_answer(headers: &HeaderMap, message: &str) -> Self {
+        match Self::from_headers(headers) {
+            Self::Unknown if message.to_ascii_lowercase().contains("concurrent") => {
+                Self::PerResource
+            }
+            named => named,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::PerSecond => "per_second",
             Self::Daily => "daily",
+            Self::PerResource => "per_resource",
             Self::Unknown => "unknown",
         }
     }
@@ -117,5 +136,36 @@ mod tests {
         assert_eq!(Category::from_headers(&h), None);
         assert_eq!(LimitType::from_headers(&h), LimitType::Unknown);
         assert_eq!(Category::from_headers(&HeaderMap::new()), None);
+    }
+
+    /// Zoom's documented 429 answers (fixtures/vendor/zoom): per second
+    /// and daily by their headers, a lock on one user by its message only.
+    #[test]
+    fn each_documented_429_names_its_limit() {
+        for (name, category, limit) in [
+            (
+                "error.429.qps.json",
+                Some(Category::Medium),
+                LimitType::PerSecond,
+            ),
+            (
+                "error.429.daily.json",
+                Some(Category::Heavy),
+                LimitType::Daily,
+            ),
+            ("error.429.concurrent.json", None, LimitType::PerResource),
+        ] {
+            let fixture = crate::vendor::Fixture::load(&format!("zoom/{name}"));
+            let response = fixture.response();
+            assert_eq!(response.status, Some(429), "{name}");
+            let pairs: Vec<(&'static str, &str)> = ["x-ratelimit-category", "x-ratelimit-type"]
+                .into_iter()
+                .filter_map(|h| response.header(h).map(|v| (h, v)))
+                .collect();
+            let h = headers(&pairs);
+            let message = fixture.response_body()["message"].as_str().unwrap();
+            assert_eq!(Category::from_headers(&h), category, "{name}");
+            assert_eq!(LimitType::from_answer(&h, message), limit, "{name}");
+        }
     }
 }
