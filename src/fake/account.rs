@@ -32,7 +32,6 @@ pub enum Reply {
     User(UserView),
     Groups {
         page: Page<GroupSummary>,
-        size: usize,
         next: String,
     },
     Members {
@@ -213,11 +212,7 @@ impl Account {
                 let after = self.resume("groups", &page, now)?;
                 let listed = self.directory.groups_page(after.as_deref(), page.size);
                 let next = self.next_token("groups", &listed, |g| &g.id, now);
-                Ok(Reply::Groups {
-                    page: listed,
-                    size: page.size,
-                    next,
-                })
+                Ok(Reply::Groups { page: listed, next })
             }
             Op::ListMembers { group, page } => {
                 let listing = format!("members:{group}");

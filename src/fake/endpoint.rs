@@ -124,7 +124,8 @@ fn patch(group: &str, user: &str, body: &[u8]) -> Result<Op, Rejection> {
     let (group, user) = (group.to_owned(), user.to_owned());
     match body {
         PatchBody::Move { target_group_id } if target_group_id.is_empty() => {
-            Err(bad("Invalid field: target_group_id."))
+            // Zoom's documented 300 (fixture `zoom/error.300.json`).
+            Err(bad("The target_group_id can not be empty."))
         }
         PatchBody::Move { target_group_id } => Ok(Op::Move {
             group,

@@ -25,9 +25,13 @@ use super::endpoint::ApiCall;
 use super::limits::Category;
 use super::state::{MemberView, UserView};
 
-/// Zoom's body for a per-second 429.
+/// Zoom's body for a per-second 429 (fixture `zoom/error.429.qps.json`).
 pub const QPS_MESSAGE: &str =
     "You have reached the maximum per-second rate limit for this API. Try again later.";
+
+/// Zoom's body for a daily-limit 429 (fixture `zoom/error.429.daily.json`).
+pub const DAILY_MESSAGE: &str = "You have reached the maximum daily rate limit for this API. \
+    Refer to the response header for details on when you can make another request.";
 
 const CATEGORY: &str = "x-ratelimit-category";
 const LIMIT_TYPE: &str = "x-ratelimit-type";
@@ -214,11 +218,7 @@ fn too_many(message: &str, limit: Option<u32>) -> Response {
 /// 429 for the daily limit; `Retry-After` is the next midnight UTC as an
 /// ISO-8601 date-time, as Zoom sends it.
 fn daily_limited(limit: u32, resets_at: OffsetDateTime, category: Category) -> Response {
-    let message = format!(
-        "You have exceeded the daily rate limit of ({limit}) requests permitted for this particular API. \
-         This limit resets at GMT 00:00:00."
-    );
-    let mut response = too_many(&message, Some(limit));
+    let mut response = too_many(DAILY_MESSAGE, Some(limit));
     let headers = response.headers_mut();
     headers.insert(CATEGORY, HeaderValue::from_static(category.header_value()));
     headers.insert(LIMIT_TYPE, HeaderValue::from_static("Daily-limit"));
@@ -253,18 +253,22 @@ struct MemberBody<'a> {
     r#type: u8,
 }
 
+/// Zoom's documented List groups answer (fixture `zoom/groups.list.200.json`).
 #[derive(Serialize)]
 struct GroupsBody<'a, T> {
     groups: &'a [T],
     total_records: usize,
-    page_size: usize,
     next_page_token: &'a str,
 }
 
+/// Zoom's documented List group members answer (fixture
+/// `zoom/groups.members.list.200.json`); `page_number` is deprecated there
+/// and always 1 here (paging is by `next_page_token`).
 #[derive(Serialize)]
 struct MembersBody<'a> {
     members: Vec<MemberBody<'a>>,
     page_count: usize,
+    page_number: usize,
     page_size: usize,
     total_records: usize,
     next_page_token: &'a str,
@@ -294,12 +298,11 @@ fn render_reply(reply: Reply) -> Response {
                 status: "active",
             },
         ),
-        Reply::Groups { page, size, next } => json(
+        Reply::Groups { page, next } => json(
             StatusCode::OK,
             &GroupsBody {
                 groups: &page.items,
                 total_records: page.total,
-                page_size: size,
                 next_page_token: &next,
             },
         ),
@@ -312,6 +315,7 @@ fn render_reply(reply: Reply) -> Response {
             let body = MembersBody {
                 members,
                 page_count: page.total.div_ceil(size.max(1)),
+                page_number: 1,
                 page_size: size,
                 total_records: page.total,
                 next_page_token: &next,

@@ -14,15 +14,18 @@ use super::seed::FakeConfig;
 /// Why Zoom refuses a call, with its error code.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum Rejection {
-    #[error("Group does not exist: {0}.")]
+    /// Zoom's documented text (fixture `zoom/error.4130.json`).
+    #[error("A group with this {0} does not exist.")]
     GroupNotFound(String),
     #[error("User does not exist: {0}.")]
     UserNotFound(String),
-    /// `PATCH` on a group the user is not in (400).
-    #[error("The user is not a member of this group.")]
+    /// `PATCH` on a group the user is not in: 404, code 4131, as Zoom's
+    /// reference lists for Update a group member.
+    #[error("Group member does not exist.")]
     NotMember,
-    /// `DELETE` of a membership that does not exist (404, as Zoom answers).
-    #[error("The user is not a member of this group.")]
+    /// `DELETE` of a membership that does not exist: the same (fixture
+    /// `zoom/error.4131.json`).
+    #[error("Group member does not exist.")]
     NotMemberToRemove,
     #[error("{0}")]
     BadRequest(String),
@@ -33,8 +36,9 @@ impl Rejection {
         match self {
             Rejection::GroupNotFound(_)
             | Rejection::UserNotFound(_)
+            | Rejection::NotMember
             | Rejection::NotMemberToRemove => 404,
-            Rejection::NotMember | Rejection::BadRequest(_) => 400,
+            Rejection::BadRequest(_) => 400,
         }
     }
 
@@ -42,7 +46,7 @@ impl Rejection {
         match self {
             Rejection::GroupNotFound(_) => 4130,
             Rejection::UserNotFound(_) => 1001,
-            Rejection::NotMember | Rejection::NotMemberToRemove => 4134,
+            Rejection::NotMember | Rejection::NotMemberToRemove => 4131,
             Rejection::BadRequest(_) => 300,
         }
     }
@@ -63,7 +67,9 @@ struct User {
     primary: Option<String>,
 }
 
-/// A user as `GET /users/{id}` shows it.
+/// A user as `GET /users/{id}` shows it: fields of Zoom's documented
+/// answer only (fixture `zoom/users.get.200.json`), which has no primary
+/// group (the fake keeps one, shown in `/_state` only).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserView {
     pub id: String,
@@ -71,8 +77,6 @@ pub struct UserView {
     pub first_name: String,
     pub last_name: String,
     pub group_ids: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_group_id: Option<String>,
 }
 
 /// A group as `GET /groups` lists it.
@@ -83,14 +87,15 @@ pub struct GroupSummary {
     pub total_members: usize,
 }
 
-/// A member as `GET /groups/{id}/members` lists it.
+/// A member as `GET /groups/{id}/members` lists it (with `type`, added
+/// when rendered): Zoom's documented fields, no primary-group flag
+/// (fixture `zoom/groups.members.list.200.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberView {
     pub id: String,
     pub email: String,
     pub first_name: String,
     pub last_name: String,
-    pub primary_group: bool,
 }
 
 /// One page of a sorted listing; `more` when items follow the last one.
@@ -279,7 +284,6 @@ impl Directory {
             first_name: u.first_name.clone(),
             last_name: u.last_name.clone(),
             group_ids: u.groups.iter().cloned().collect(),
-            primary_group_id: u.primary.clone(),
         })
     }
 
@@ -335,7 +339,6 @@ impl Directory {
                 email: u.email.clone(),
                 first_name: u.first_name.clone(),
                 last_name: u.last_name.clone(),
-                primary_group: u.primary.as_deref() == Some(group),
             });
         }
         Ok(Page {
@@ -393,8 +396,8 @@ mod tests {
         dir.move_member("eng", "u1", "sales").expect("move");
         let user = dir.user("u1").expect("user");
         assert_eq!(user.group_ids, ["sales"]);
-        assert_eq!(user.primary_group_id.as_deref(), Some("sales"));
-        let (groups, _) = dir.snapshot();
+        let (groups, users) = dir.snapshot();
+        assert_eq!(users[0].primary_group.as_deref(), Some("sales"));
         assert_eq!(groups[0].members, ["u2"]);
         assert_eq!(groups[1].members, ["u1", "u2"]);
     }
@@ -414,9 +417,9 @@ mod tests {
             (1001, "User does not exist: ghost.".into())
         );
         let err = dir.move_member("sales", "u1", "eng").expect_err("member");
-        assert_eq!((err.status(), err.code()), (400, 4134));
+        assert_eq!((err.status(), err.code()), (404, 4131));
         let err = dir.remove_member("sales", "u1").expect_err("member");
-        assert_eq!((err.status(), err.code()), (404, 4134));
+        assert_eq!((err.status(), err.code()), (404, 4131));
     }
 
     #[test]
@@ -439,13 +442,11 @@ mod tests {
     #[test]
     fn removing_the_primary_group_leaves_none() {
         let mut dir = directory();
+        let primary = |dir: &Directory| dir.snapshot().1[1].primary_group.clone();
         dir.remove_member("eng", "u2").expect("remove");
-        assert_eq!(dir.user("u2").expect("u2").primary_group_id, None);
+        assert_eq!(primary(&dir), None);
         dir.set_primary("sales", "u2").expect("set primary");
-        assert_eq!(
-            dir.user("u2").expect("u2").primary_group_id.as_deref(),
-            Some("sales")
-        );
+        assert_eq!(primary(&dir).as_deref(), Some("sales"));
     }
 
     #[test]

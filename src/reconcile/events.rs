@@ -125,7 +125,7 @@ mod tests {
         let member = |id: &str, email: &str| GroupMember {
             id: id.into(),
             email: email.into(),
-            primary_group: true,
+            primary_group: Some(true),
         };
         let members = BTreeMap::from([
             (

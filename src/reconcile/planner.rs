@@ -30,7 +30,8 @@ enum Found<'a> {
 #[derive(Clone, Copy)]
 enum Primary<'a> {
     Listed(Option<&'a GroupId>),
-    /// Found by a lookup, which does not say.
+    /// Found by a lookup, or listed by Zoom's documented answers, which do
+    /// not say.
     Unknown,
 }
 
@@ -206,7 +207,11 @@ impl<'a> Planner<'a> {
                 Some(format!("{:?} has no group in the mapping", row.department)),
             ),
             (Some(to), Found::Managed(user)) => {
-                decide(&user.groups, Primary::Listed(user.primary.as_ref()), to)
+                let primary = match user.primary_reported {
+                    true => Primary::Listed(user.primary.as_ref()),
+                    false => Primary::Unknown,
+                };
+                decide(&user.groups, primary, to)
             }
             (Some(to), Found::Unknown(who)) => match lookups.get(&who) {
                 Some(Lookup::Found {
@@ -385,7 +390,7 @@ mod tests {
                     .map(|(id, email, primary)| GroupMember {
                         id: (*id).into(),
                         email: (*email).into(),
-                        primary_group: *primary,
+                        primary_group: Some(*primary),
                     })
                     .collect();
                 (GroupId::parse(g).unwrap(), members)

@@ -15,6 +15,10 @@ pub struct ManagedUser {
     /// The managed group listed as the user's primary group, if any (a
     /// primary group outside the mapping is not listed).
     pub primary: Option<GroupId>,
+    /// Whether the listings said anything about primary groups at all.
+    /// Zoom's documented List group members answer does not, so then a
+    /// primary group is unknown, not "none" (and no drift in it is seen).
+    pub primary_reported: bool,
 }
 
 /// Every user of the managed groups, by id and by lower-cased email.
@@ -45,10 +49,14 @@ impl Snapshot {
                 email: member.email.clone(),
                 groups: BTreeSet::new(),
                 primary: None,
+                primary_reported: false,
             });
         user.groups.insert(group.clone());
-        if member.primary_group {
-            user.primary = Some(group.clone());
+        if let Some(primary) = member.primary_group {
+            user.primary_reported = true;
+            if primary {
+                user.primary = Some(group.clone());
+            }
         }
         if !member.email.is_empty() {
             self.by_email

@@ -122,7 +122,10 @@ pub struct ZoomUser {
     pub id: String,
     #[serde(default)]
     pub group_ids: Vec<String>,
-    /// The group the user inherits settings from, when Zoom reports it.
+    /// The user's primary group, when an answer reports it. Zoom's
+    /// documented Get a user answer has no such field (fixture
+    /// `zoom/users.get.200.json`), so `worker.set_primary` calls
+    /// `set_primary` after every move or add there.
     #[serde(default)]
     pub primary_group_id: Option<String>,
     #[serde(default)]
@@ -153,9 +156,12 @@ pub struct GroupMember {
     pub id: String,
     #[serde(default)]
     pub email: String,
-    /// This group is the user's primary group.
+    /// Whether this group is the user's primary group, when an answer says
+    /// so. Zoom's documented answer has no such field (fixture
+    /// `zoom/groups.members.list.200.json`): `None` there, so a primary
+    /// group is never inferred from its absence.
     #[serde(default)]
-    pub primary_group: bool,
+    pub primary_group: Option<bool>,
 }
 
 #[derive(Deserialize)]
