@@ -166,6 +166,28 @@ async fn check_zoom(settings: &Settings, report: &mut Report) {
             format!("GET /groups failed: {}", failure_text(&e)),
         ),
     }
+    check_groups_model(settings.worker.set_primary, report);
+}
+
+/// Zoom's "new groups and settings experience" (the default for accounts
+/// created since 2026-01-10) decides settings by group priority, set in the
+/// web portal; the primary group counts only for Information Barriers
+/// there. Zoom's API shows neither the experience nor the priorities, so
+/// this says what `worker.set_primary` means on either kind of account.
+fn check_groups_model(set_primary: bool, report: &mut Report) {
+    const STEP: &str = "groups model";
+    const UNSEEN: &str = "Zoom's API does not show whether this account uses the new groups and settings experience";
+    if set_primary {
+        report.warn(
+            STEP,
+            format!("{UNSEEN}; if it does, worker.set_primary changes only Information Barriers, and settings follow the groups' priority order in the web portal"),
+        );
+    } else {
+        report.ok(
+            STEP,
+            format!("{UNSEEN}; if it does, settings follow the groups' priority order in the web portal (see README: Zoom's groups model)"),
+        );
+    }
 }
 
 fn failure_text(failure: &Failure) -> String {

@@ -460,6 +460,10 @@ async fn check_names_a_mapped_group_missing_in_zoom() {
     );
     assert_eq!(out.matches("[FAIL]").count(), 1, "{out}");
     assert!(
+        out.contains("[ok]   groups model: Zoom's API does not show whether this account uses the new groups and settings experience"),
+        "{out}"
+    );
+    assert!(
         !out.contains(CLIENT_SECRET) && !err.contains(CLIENT_SECRET),
         "no secrets"
     );
