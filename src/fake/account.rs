@@ -319,7 +319,8 @@ impl Account {
     }
 
     /// Back to the seed: directory, limits, counters, windows, script (faults
-    /// added at run time are gone), page tokens, call times. Issued tokens stay valid, so connected clients keep working.
+    /// added at run time are gone), page tokens, call times. Issued tokens
+    /// stay valid, so connected clients keep working.
     pub fn reset(&mut self) {
         self.directory = Directory::from_seed(&self.seed);
         self.limiter.set_limits(self.seed.limits);

@@ -28,13 +28,12 @@ use tokio_util::sync::CancellationToken;
 pub use account::FakeState;
 pub use counters::{Counters, Counts};
 pub use faults::{FaultsConfig, ScriptedFault};
-
-use faults::Lasting;
 pub use limits::{Category, Limits, PerCategory};
 pub use seed::{AuthConfig, FakeConfig, SeedError, SeedGroup, SeedProblem, SeedUser, TomlError};
 pub use state::{GroupState, UserState};
 
 use account::Account;
+use faults::Lasting;
 
 /// How long [`FakeHandle::shutdown`] lets open connections finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -148,8 +147,8 @@ impl FakeHandle {
 
     /// Scripts `fault` while the fake runs: the next `fault.times` API calls
     /// that match it (method and path prefix) get its status and Zoom's
-    /// body `{"code", "message"}` instead of their real answer, and change
-    /// nothing. Entries are tried in the order they were scripted, the
+    /// body `{"code", "message"}` instead of their real answer (a 429 gets
+    /// Zoom's per-second body and headers), and change nothing. Entries are tried in the order they were scripted, the
     /// seed's first; the first live one that matches answers.
     pub fn script(&self, fault: ScriptedFault) {
         let lasting = Lasting::Times(fault.times);
