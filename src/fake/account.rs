@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::auth::{TokenInvalid, Tokens};
 use super::counters::{Counters, Tally};
 use super::endpoint::{ApiCall, Op, PageQuery};
-use super::faults::{Fault, Faults};
+use super::faults::{Fault, Faults, Lasting, ScriptedFault};
 use super::limits::{Admission, Category, Limits, RateLimiter};
 use super::paging::PageTokens;
 use super::seed::FakeConfig;
@@ -91,6 +91,8 @@ pub struct Account {
     faults: Faults,
     counters: Counters,
     pages: PageTokens,
+    /// When the first and the latest API call came (since start or reset).
+    calls: Option<(Instant, Instant)>,
 }
 
 impl Account {
@@ -102,6 +104,7 @@ impl Account {
             faults: Faults::new(seed.faults.clone()),
             counters: Counters::default(),
             pages: PageTokens::default(),
+            calls: None,
             seed,
         }
     }
@@ -115,6 +118,8 @@ impl Account {
         authorization: Option<&str>,
         now: Instant,
     ) -> Decision {
+        let first = self.calls.map_or(now, |(first, _)| first);
+        self.calls = Some((first, now));
         let delay = self.faults.latency();
         let category = call.category;
         let (answer, tally) = self.answer(call, method, path, authorization, now);
@@ -137,7 +142,7 @@ impl Account {
         if let Err(invalid) = self.tokens.check(authorization, now) {
             return (Answer::Unauthorized(invalid), Tally::Rejected);
         }
-        if let Some(fault) = self.faults.pick(method, path) {
+        if let Some(fault) = self.faults.pick(method, path, now) {
             return (self.fault(fault, call.category), Tally::Fault);
         }
         match self
@@ -293,8 +298,24 @@ impl Account {
         self.counters = Counters::default();
     }
 
-    /// Back to the seed: directory, limits, counters, windows, script, page
-    /// tokens. Issued tokens stay valid, so connected clients keep working.
+    /// Scripts a fault at run time (see [`super::FakeHandle::script`]).
+    pub fn script(&mut self, fault: ScriptedFault, lasting: Lasting) {
+        self.faults.add(fault, lasting);
+    }
+
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
+    /// Time from the first API call to the latest; zero before two calls.
+    pub fn first_to_last(&self) -> Duration {
+        self.calls
+            .map_or(Duration::ZERO, |(first, last)| last.duration_since(first))
+    }
+
+    /// Back to the seed: directory, limits, counters, windows, script (faults
+    /// added at run time are gone), page tokens, call times. Issued tokens
+    /// stay valid, so connected clients keep working.
     pub fn reset(&mut self) {
         self.directory = Directory::from_seed(&self.seed);
         self.limiter.set_limits(self.seed.limits);
@@ -302,5 +323,6 @@ impl Account {
         self.faults.reset();
         self.counters = Counters::default();
         self.pages = PageTokens::default();
+        self.calls = None;
     }
 }

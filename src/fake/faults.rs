@@ -3,8 +3,12 @@
 //! retry exactly where it wants it). They apply to API calls only; the token
 //! endpoint is never faulted, since the daemon's token handling has tests of
 //! its own and a faulted token would hide what a demo is about.
+//!
+//! Besides the seed's script, faults can be scripted while the fake runs
+//! (see [`super::FakeHandle::script`]): for the next few matching calls, for
+//! a while, or until they are cleared, as a test needs.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +83,34 @@ fn one() -> u32 {
 }
 
 impl ScriptedFault {
+    /// `status` with Zoom's body `{"code": code, "message": message}` for the
+    /// next call of `method` (any path): the builder for faults scripted at
+    /// run time.
+    pub fn new(method: &str, status: u16, code: u32, message: &str) -> Self {
+        Self {
+            method: Some(method.to_owned()),
+            path_prefix: None,
+            status,
+            times: 1,
+            code: Some(code),
+            message: Some(message.to_owned()),
+            category: None,
+        }
+    }
+
+    /// For the next `times` matching calls instead of one.
+    pub fn times(self, times: u32) -> Self {
+        Self { times, ..self }
+    }
+
+    /// Only for paths that start with `prefix` (e.g. `/v2/users/`).
+    pub fn path_prefix(self, prefix: &str) -> Self {
+        Self {
+            path_prefix: Some(prefix.to_owned()),
+            ..self
+        }
+    }
+
     fn matches(&self, method: &str, path: &str) -> bool {
         self.method
             .as_deref()
@@ -105,12 +137,34 @@ pub enum Fault {
     Hang(Duration),
 }
 
-/// The dice and what is left of the script.
+/// How long a scripted fault still applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lasting {
+    /// For this many more matching calls.
+    Times(u32),
+    /// For every matching call before this instant.
+    Until(Instant),
+    /// For every matching call until [`Faults::clear`].
+    UntilCleared,
+}
+
+impl Lasting {
+    fn live(self, now: Instant) -> bool {
+        match self {
+            Lasting::Times(left) => left > 0,
+            Lasting::Until(end) => now < end,
+            Lasting::UntilCleared => true,
+        }
+    }
+}
+
+/// The dice and the script: the seed's entries first, then those added at
+/// run time, each with what is left of it.
 #[derive(Debug)]
 pub struct Faults {
     config: FaultsConfig,
     rng: fastrand::Rng,
-    left: Vec<u32>,
+    script: Vec<(ScriptedFault, Lasting)>,
 }
 
 impl Faults {
@@ -118,13 +172,32 @@ impl Faults {
         let rng = config
             .seed
             .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
-        let left = config.script.iter().map(|s| s.times).collect();
-        Self { config, rng, left }
+        let script = config
+            .script
+            .iter()
+            .map(|s| (s.clone(), Lasting::Times(s.times)))
+            .collect();
+        Self {
+            config,
+            rng,
+            script,
+        }
     }
 
-    /// Back to the seed's script and dice.
+    /// Back to the seed's script and dice; faults added since are gone.
     pub fn reset(&mut self) {
         *self = Self::new(self.config.clone());
+    }
+
+    /// Scripts `fault` at run time, after every entry already scripted.
+    pub fn add(&mut self, fault: ScriptedFault, lasting: Lasting) {
+        self.script.push((fault, lasting));
+    }
+
+    /// Ends every scripted fault, the seed's included; the dice and the
+    /// latency stay.
+    pub fn clear(&mut self) {
+        self.script.clear();
     }
 
     /// The latency to add to one API answer.
@@ -137,8 +210,8 @@ impl Faults {
     }
 
     /// The fault for one API call, if any: the script first, then the dice.
-    pub fn pick(&mut self, method: &str, path: &str) -> Option<Fault> {
-        if let Some(fault) = self.scripted(method, path) {
+    pub fn pick(&mut self, method: &str, path: &str, now: Instant) -> Option<Fault> {
+        if let Some(fault) = self.scripted(method, path, now) {
             return Some(fault);
         }
         let c = &self.config;
@@ -166,15 +239,15 @@ impl Faults {
         None
     }
 
-    fn scripted(&mut self, method: &str, path: &str) -> Option<Fault> {
-        let i = self
-            .config
+    /// The first live entry that matches; a counted one is used up by one.
+    fn scripted(&mut self, method: &str, path: &str, now: Instant) -> Option<Fault> {
+        let (s, lasting) = self
             .script
-            .iter()
-            .zip(&self.left)
-            .position(|(s, left)| *left > 0 && s.matches(method, path))?;
-        self.left[i] -= 1;
-        let s = &self.config.script[i];
+            .iter_mut()
+            .find(|(s, lasting)| lasting.live(now) && s.matches(method, path))?;
+        if let Lasting::Times(left) = lasting {
+            *left -= 1;
+        }
         let message = match (&s.message, s.status) {
             (Some(m), _) => m.clone(),
             (None, 429) => super::routes::QPS_MESSAGE.to_owned(),
@@ -207,18 +280,27 @@ mod tests {
 
     #[test]
     fn a_script_fires_exactly_times_and_only_on_matches() {
+        let now = Instant::now();
         let mut faults = Faults::new(FaultsConfig {
             script: vec![script("patch", "/v2/groups/g1/", 2)],
             ..FaultsConfig::default()
         });
-        assert_eq!(faults.pick("GET", "/v2/groups/g1/members"), None);
-        assert_eq!(faults.pick("PATCH", "/v2/groups/g2/members/u"), None);
+        assert_eq!(faults.pick("GET", "/v2/groups/g1/members", now), None);
+        assert_eq!(faults.pick("PATCH", "/v2/groups/g2/members/u", now), None);
         let fired = (0..5)
-            .filter(|_| faults.pick("PATCH", "/v2/groups/g1/members/u").is_some())
+            .filter(|_| {
+                faults
+                    .pick("PATCH", "/v2/groups/g1/members/u", now)
+                    .is_some()
+            })
             .count();
         assert_eq!(fired, 2);
         faults.reset();
-        assert!(faults.pick("PATCH", "/v2/groups/g1/members/u").is_some());
+        assert!(
+            faults
+                .pick("PATCH", "/v2/groups/g1/members/u", now)
+                .is_some()
+        );
     }
 
     #[test]
@@ -228,14 +310,76 @@ mod tests {
             seed: Some(7),
             ..FaultsConfig::default()
         };
+        let now = Instant::now();
         let run = |mut f: Faults| -> Vec<bool> {
             (0..50)
-                .map(|_| f.pick("GET", "/v2/users/u").is_some())
+                .map(|_| f.pick("GET", "/v2/users/u", now).is_some())
                 .collect()
         };
         let first = run(Faults::new(config.clone()));
         assert_eq!(first, run(Faults::new(config)));
         assert!(first.iter().any(|f| *f) && !first.iter().all(|f| *f));
+    }
+
+    #[test]
+    fn faults_scripted_at_run_time_last_as_asked_and_clear() {
+        let mut faults = Faults::new(FaultsConfig {
+            script: vec![script("get", "/v2/users/", 1)],
+            ..FaultsConfig::default()
+        });
+        let now = Instant::now();
+        let later = now + Duration::from_secs(2);
+        faults.add(
+            ScriptedFault::new("PATCH", 403, 104, "No scopes.").times(2),
+            Lasting::Times(2),
+        );
+        faults.add(
+            ScriptedFault::new("GET", 503, 503, "Busy.").path_prefix("/v2/users/"),
+            Lasting::Until(now + Duration::from_secs(1)),
+        );
+        faults.add(
+            ScriptedFault::new("DELETE", 404, 4130, "Gone."),
+            Lasting::UntilCleared,
+        );
+        let status = |f: Option<Fault>| match f {
+            Some(Fault::Answer { status, code, .. }) => Some((status, code)),
+            _ => None,
+        };
+        let patch = "/v2/groups/g/members/u";
+        let patches: Vec<_> = (0..3)
+            .map(|_| status(faults.pick("PATCH", patch, now)))
+            .collect();
+        assert_eq!(patches, [Some((403, 104)), Some((403, 104)), None]);
+        let user = "/v2/users/u";
+        assert_eq!(
+            status(faults.pick("GET", user, now)),
+            Some((429, 429)),
+            "the seed's first"
+        );
+        assert_eq!(status(faults.pick("GET", user, now)), Some((503, 503)));
+        assert_eq!(
+            status(faults.pick("GET", user, later)),
+            None,
+            "its time is up"
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                status(faults.pick("DELETE", patch, later)),
+                Some((404, 4130))
+            );
+        }
+        faults.clear();
+        assert_eq!(faults.pick("DELETE", patch, later), None);
+        faults.add(
+            ScriptedFault::new("GET", 500, 500, "x"),
+            Lasting::UntilCleared,
+        );
+        faults.reset();
+        assert!(
+            faults.pick("GET", user, now).is_some(),
+            "the seed's script is back"
+        );
+        assert_eq!(faults.pick("GET", user, now), None, "and only it");
     }
 
     #[test]

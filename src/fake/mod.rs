@@ -33,6 +33,7 @@ pub use seed::{AuthConfig, FakeConfig, SeedError, SeedGroup, SeedProblem, SeedUs
 pub use state::{GroupState, UserState};
 
 use account::Account;
+use faults::Lasting;
 
 /// How long [`FakeHandle::shutdown`] lets open connections finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -144,8 +145,45 @@ impl FakeHandle {
         self.shared.lock().reset_counters();
     }
 
+    /// Scripts `fault` while the fake runs: the next `fault.times` API calls
+    /// that match it (method and path prefix) get its status and Zoom's
+    /// body `{"code", "message"}` instead of their real answer (a 429 gets
+    /// Zoom's per-second body and headers), and change nothing. Entries are tried in the order they were scripted, the
+    /// seed's first; the first live one that matches answers.
+    pub fn script(&self, fault: ScriptedFault) {
+        let lasting = Lasting::Times(fault.times);
+        self.shared.lock().script(fault, lasting);
+    }
+
+    /// Like [`FakeHandle::script`], but for every matching call during
+    /// `period` from now (`fault.times` is not used).
+    pub fn script_for(&self, fault: ScriptedFault, period: Duration) {
+        let lasting = Lasting::Until(Instant::now() + period);
+        self.shared.lock().script(fault, lasting);
+    }
+
+    /// Like [`FakeHandle::script`], but for every matching call until
+    /// [`FakeHandle::clear_faults`] (`fault.times` is not used): a missing
+    /// scope, a deleted group, an outage.
+    pub fn script_until_cleared(&self, fault: ScriptedFault) {
+        self.shared.lock().script(fault, Lasting::UntilCleared);
+    }
+
+    /// Ends every scripted fault, the seed's and those added at run time;
+    /// latency and the seed's random faults stay. [`FakeHandle::reset`]
+    /// brings the seed's script back.
+    pub fn clear_faults(&self) {
+        self.shared.lock().clear_faults();
+    }
+
+    /// Time from the first API call to the latest (their arrival), since
+    /// the start or the last [`FakeHandle::reset`].
+    pub fn first_to_last(&self) -> Duration {
+        self.shared.lock().first_to_last()
+    }
+
     /// Back to the seed (directory, limits, counters, rate windows, fault
-    /// script); issued tokens stay valid.
+    /// script, call times); issued tokens stay valid.
     pub fn reset(&self) {
         self.shared.lock().reset();
     }

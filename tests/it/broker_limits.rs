@@ -7,19 +7,39 @@ use wiremock::ResponseTemplate;
 use zoom_dept_sync::broker::dead_letter_reason;
 use zoom_dept_sync::broker::topology::Topology;
 use zoom_dept_sync::config::QueueType;
+use zoom_dept_sync::fake::{FakeConfig, FakeHandle, ScriptedFault};
 
-use crate::fake_zoom::FakeZoom;
 use crate::helpers::{
-    TestApp, amqp_url, event, eventually, free_local_port, header_str, zoom_error,
+    TestApp, amqp_url, event, eventually, free_local_port, header_str, mapped_zoom, spawn_zoom,
+    use_zoom,
 };
 use crate::process::DaemonProcess;
 use crate::proxy::{self, Proxy};
+
+/// U1 in Engineering.
+fn one_engineer() -> FakeConfig {
+    mapped_zoom().user("U1", "u1@example.com", &["grp_eng"])
+}
+
+/// zoom-fake where every `PATCH` answers `status`/`code` until cleared.
+async fn zoom_refusing_moves(
+    seed: FakeConfig,
+    status: u16,
+    code: u32,
+    message: &str,
+) -> FakeHandle {
+    let zoom = spawn_zoom(seed).await;
+    zoom.script_until_cleared(ScriptedFault::new("PATCH", status, code, message));
+    zoom
+}
 
 /// Point 5: a quorum queue's delivery limit dead-letters (with `x-death`)
 /// instead of deleting the event.
 #[tokio::test]
 async fn a_quorum_delivery_limit_dead_letters_instead_of_dropping() {
+    let zoom = zoom_refusing_moves(one_engineer(), 403, 104, "does not contain scopes").await;
     let mut app = TestApp::prepare_with(|s| {
+        use_zoom(s, &zoom);
         s.amqp.queue_type = QueueType::Quorum;
         s.worker.pause_initial_ms = 200;
     })
@@ -28,10 +48,6 @@ async fn a_quorum_delivery_limit_dead_letters_instead_of_dropping() {
     arguments.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(2));
     app.redeclare_input_queue(arguments).await;
     app.start().await;
-    let fake = FakeZoom::default();
-    fake.add_user("U1", "u1@example.com", &["grp_eng"]);
-    fake.fail_always("PATCH", zoom_error(403, 104, "does not contain scopes"));
-    fake.mount(&app.zoom).await;
 
     app.publish_json(event("limited", "U1", Some("Engineering"), "Sales"))
         .await;
@@ -127,15 +143,13 @@ async fn sigterm_with_the_broker_unreachable_exits_cleanly() {
 /// the grace, and the event is back in the queue.
 #[tokio::test]
 async fn sigterm_while_paused_exits_within_the_grace() {
+    let zoom = zoom_refusing_moves(one_engineer(), 403, 104, "does not contain scopes").await;
     let mut app = TestApp::spawn_with(|s| {
+        use_zoom(s, &zoom);
         s.worker.pause_initial_ms = 60_000;
         s.worker.shutdown_grace_secs = 3;
     })
     .await;
-    let fake = FakeZoom::default();
-    fake.add_user("U1", "u1@example.com", &["grp_eng"]);
-    fake.fail_always("PATCH", zoom_error(403, 104, "does not contain scopes"));
-    fake.mount(&app.zoom).await;
     app.publish_json(event("paused", "U1", Some("Engineering"), "Sales"))
         .await;
     eventually("paused", Duration::from_secs(10), || async {
@@ -208,19 +222,18 @@ async fn a_closed_publishing_connection_is_noticed_and_rebuilt() {
 /// still up, so nothing else would stop a second dead letter.)
 #[tokio::test]
 async fn a_lost_session_does_not_dead_letter_what_the_broker_redelivers() {
-    let mut app = TestApp::spawn().await;
-    let fake = FakeZoom::with_delay(Duration::from_millis(1500));
-    fake.add_user("U1", "u1@example.com", &["grp_eng"]);
-    fake.fail_always(
-        "PATCH",
-        zoom_error(404, 4130, "Group does not exist: grp_sales."),
-    );
-    fake.mount(&app.zoom).await;
+    let mut seed = one_engineer();
+    seed.faults.latency_ms = 1500;
+    let zoom = zoom_refusing_moves(seed, 404, 4130, "Group does not exist: grp_sales.").await;
+    let mut app = TestApp::spawn_with(|s| use_zoom(s, &zoom)).await;
     let consuming = format!("{} (consume)", app.queue);
     let pid = connection_pid(&consuming).expect("a consuming connection");
     app.publish_json(event("e1", "U1", Some("Engineering"), "Sales"))
         .await;
-    app.wait_for_api_requests(1).await;
+    eventually("the first call", Duration::from_secs(10), || async {
+        zoom.counters().total.calls >= 1
+    })
+    .await;
     let closed = std::process::Command::new("rabbitmqctl")
         .args(["close_connection", &pid, "test closes the consumer"])
         .status()
@@ -230,8 +243,14 @@ async fn a_lost_session_does_not_dead_letter_what_the_broker_redelivers() {
         app.queue_state(&app.dead_letter_queue).await.0 >= 1
     })
     .await;
-    // Long enough for the redelivery's answer (1.5 s) and its dead letter.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Both calls answered (the lost session's and the redelivery's), and
+    // nothing left in flight that could still dead-letter.
+    eventually("both answers handled", Duration::from_secs(15), || async {
+        let metrics = app.http_get("/metrics").await.1;
+        metrics.contains("zoom_dept_sync_zoom_calls_total{method=\"PATCH\",status=\"404\"} 2")
+            && metrics.contains("\nzoom_dept_sync_events_in_flight 0\n")
+    })
+    .await;
     assert_eq!(
         app.queue_state(&app.dead_letter_queue).await.0,
         1,

@@ -18,11 +18,13 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use yaml_rust2::{Yaml, YamlLoader};
 use zoom_dept_sync::config::{AmqpSettings, Settings};
+use zoom_dept_sync::fake::ScriptedFault;
 use zoom_dept_sync::ingest::signature::Secrets;
 use zoom_dept_sync::ingest::{self, Ingest};
 
-use crate::fake_zoom::FakeZoom;
-use crate::helpers::{TestApp, amqp_url, event, eventually, zoom_error};
+use crate::helpers::{
+    TestApp, amqp_url, engineers, event, eventually, groups_of, spawn_zoom, use_zoom,
+};
 
 /// Every metric of the daemon and the receiver starts with it.
 const PREFIX: &str = "zoom_dept_sync_";
@@ -885,30 +887,31 @@ fn every_alert_is_documented_and_has_a_firing_and_a_quiet_promtool_test() {
 /// quarantines (a window of 1). prometheus-client leaves a family without
 /// samples out of the exposition altogether, `# TYPE` line included.
 async fn daemon_metrics() -> String {
+    // U0 (unused), U1, U2 in Engineering.
+    let zoom = spawn_zoom(engineers(3)).await;
     let mut app = TestApp::spawn_with(|s| {
+        use_zoom(s, &zoom);
         s.worker.quarantine_window = 1;
         s.worker.quarantine_threshold = 1;
     })
     .await;
-    let fake = FakeZoom::default();
-    fake.add_user("U1", "u1@example.com", &["grp_eng"]);
-    fake.add_user("U2", "u2@example.com", &["grp_eng"]);
-    fake.mount(&app.zoom).await;
     app.publish_json(event("deploy-1", "U1", Some("Engineering"), "Sales"))
         .await;
     eventually(
         "the first event is applied",
         Duration::from_secs(20),
-        || async { fake.groups_of("U1") == ["grp_sales"] },
+        || async { groups_of(&zoom, "U1") == ["grp_sales"] },
     )
     .await;
     // `ready` follows /readyz at each scrape: 1 while consuming ...
     let (_, text) = app.http_get("/metrics").await;
     assert!(text.contains("\nzoom_dept_sync_ready 1\n"), "{text}");
-    fake.fail_next(
+    zoom.script(ScriptedFault::new(
         "PATCH",
-        zoom_error(404, 4130, "Group does not exist: grp_sales."),
-    );
+        404,
+        4130,
+        "Group does not exist: grp_sales.",
+    ));
     app.publish_json(event("deploy-2", "U2", Some("Engineering"), "Sales"))
         .await;
     eventually(

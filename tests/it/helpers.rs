@@ -23,6 +23,7 @@ use zoom_dept_sync::config::{
     AmqpSettings, HttpSettings, OutcomesSettings, RateLimitsFile, RetrySettings, Settings,
     WorkerSettings, ZoomCredentials, ZoomSettings,
 };
+use zoom_dept_sync::fake::{self, FakeConfig, FakeHandle, Limits};
 use zoom_dept_sync::mapping::Mapping;
 
 pub const TOKEN: &str = "test-access-token-1";
@@ -548,6 +549,48 @@ impl Drop for TestApp {
         })
         .join();
     }
+}
+
+/// A zoom-fake seed with the test mapping's groups and no rate limits; add
+/// users (and other groups) with its builders.
+pub fn mapped_zoom() -> FakeConfig {
+    let seed = FakeConfig {
+        limits: Limits::unlimited(),
+        ..FakeConfig::default()
+    };
+    DEPARTMENTS.iter().fold(seed, |seed, (department, group)| {
+        seed.group(group, department)
+    })
+}
+
+/// Users `U0`.. (`u0@example.com`..) in Engineering, on [`mapped_zoom`].
+pub fn engineers(count: usize) -> FakeConfig {
+    (0..count).fold(mapped_zoom(), |seed, i| {
+        seed.user(&format!("U{i}"), &format!("u{i}@example.com"), &["grp_eng"])
+    })
+}
+
+/// zoom-fake, in-process, on a free port.
+pub async fn spawn_zoom(seed: FakeConfig) -> FakeHandle {
+    fake::spawn(seed, "127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("zoom-fake starts")
+}
+
+/// Points the daemon's settings at zoom-fake.
+pub fn use_zoom(settings: &mut Settings, zoom: &FakeHandle) {
+    settings.zoom.api_base_url = zoom.api_base_url();
+    settings.zoom.oauth_token_url = zoom.token_url();
+}
+
+/// A user's groups in zoom-fake now, sorted; none for an unknown user.
+pub fn groups_of(zoom: &FakeHandle, user: &str) -> Vec<String> {
+    zoom.state()
+        .users
+        .into_iter()
+        .find(|u| u.id == user)
+        .map(|u| u.groups)
+        .unwrap_or_default()
 }
 
 /// Polls `condition` until it holds; fails the test after `within`.

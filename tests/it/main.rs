@@ -7,7 +7,6 @@ mod credentials;
 mod dead_letters;
 mod demo;
 mod deploy;
-mod fake_zoom;
 mod faults;
 mod helpers;
 mod ingest;

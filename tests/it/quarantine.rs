@@ -4,29 +4,39 @@
 
 use std::time::Duration;
 
+use zoom_dept_sync::config::Settings;
 use zoom_dept_sync::control::{ResumeError, request_resume};
+use zoom_dept_sync::fake::{FakeHandle, ScriptedFault};
 
-use crate::fake_zoom::FakeZoom;
-use crate::helpers::{TestApp, amqp_url, eventually, zoom_error};
+use crate::helpers::{TestApp, amqp_url, engineers, eventually, groups_of, spawn_zoom, use_zoom};
 use crate::proxy::{self, Proxy};
 
-/// Users `U0`.. in Engineering; every `PATCH` answers that the target group
-/// does not exist (404, code 4130), as after the group was deleted in Zoom.
-fn zoom_without_the_sales_group(users: usize) -> FakeZoom {
-    let fake = FakeZoom::default();
-    for i in 0..users {
-        fake.add_user(&format!("U{i}"), &format!("u{i}@example.com"), &["grp_eng"]);
-    }
-    fake.fail_always(
+/// zoom-fake with users `U0`.. in Engineering, where every `PATCH` answers
+/// that the target group does not exist (404, code 4130), as after the
+/// group was deleted in Zoom, until [`FakeHandle::clear_faults`].
+async fn zoom_without_the_sales_group(users: usize) -> FakeHandle {
+    let zoom = spawn_zoom(engineers(users)).await;
+    zoom.script_until_cleared(ScriptedFault::new(
         "PATCH",
-        zoom_error(404, 4130, "Group does not exist: grp_sales."),
-    );
-    fake
+        404,
+        4130,
+        "Group does not exist: grp_sales.",
+    ));
+    zoom
 }
 
-fn users_in_sales(fake: &FakeZoom, users: usize) -> usize {
+/// A daemon on `zoom`, with `configure`'s settings.
+async fn app_on(zoom: &FakeHandle, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    TestApp::spawn_with(|s| {
+        use_zoom(s, zoom);
+        configure(s);
+    })
+    .await
+}
+
+fn users_in_sales(zoom: &FakeHandle, users: usize) -> usize {
     (0..users)
-        .filter(|i| fake.groups_of(&format!("U{i}")) == ["grp_sales"])
+        .filter(|i| groups_of(zoom, &format!("U{i}")) == ["grp_sales"])
         .count()
 }
 
@@ -55,9 +65,8 @@ async fn wait_until_stopped(app: &TestApp, events: u32) -> (u32, u32) {
 #[tokio::test]
 async fn sixty_events_for_a_deleted_group_stop_the_daemon_until_resume() {
     const EVENTS: usize = 60;
-    let mut app = TestApp::spawn_with(|s| s.worker.concurrency = 4).await;
-    let fake = zoom_without_the_sales_group(EVENTS);
-    fake.mount(&app.zoom).await;
+    let zoom = zoom_without_the_sales_group(EVENTS).await;
+    let mut app = app_on(&zoom, |s| s.worker.concurrency = 4).await;
     app.publish_moves(EVENTS).await;
 
     let (dead, ready) = wait_until_stopped(&app, EVENTS as u32).await;
@@ -81,11 +90,11 @@ async fn sixty_events_for_a_deleted_group_stop_the_daemon_until_resume() {
         "{metrics}"
     );
 
-    fake.heal();
+    zoom.clear_faults();
     let answer = request_resume(app.http).await.expect("resume is accepted");
     assert!(answer.contains("resumed"), "{answer}");
     eventually("the rest is applied", Duration::from_secs(20), || async {
-        users_in_sales(&fake, EVENTS) == EVENTS - dead as usize
+        users_in_sales(&zoom, EVENTS) == EVENTS - dead as usize
     })
     .await;
     eventually("consuming again", Duration::from_secs(10), || async {
@@ -112,14 +121,13 @@ async fn sixty_events_for_a_deleted_group_stop_the_daemon_until_resume() {
 #[tokio::test]
 async fn a_resume_before_the_fix_costs_one_event_and_quarantines_again() {
     const EVENTS: usize = 12;
-    let mut app = TestApp::spawn_with(|s| {
+    let zoom = zoom_without_the_sales_group(EVENTS).await;
+    let mut app = app_on(&zoom, |s| {
         s.worker.concurrency = 1;
         s.worker.quarantine_window = 10;
         s.worker.quarantine_threshold = 5;
     })
     .await;
-    let fake = zoom_without_the_sales_group(EVENTS);
-    fake.mount(&app.zoom).await;
     app.publish_moves(EVENTS).await;
     assert_eq!(wait_until_stopped(&app, EVENTS as u32).await, (5, 7));
 
@@ -134,10 +142,10 @@ async fn a_resume_before_the_fix_costs_one_event_and_quarantines_again() {
     let (status, why) = app.http_get("/readyz").await;
     assert!(status == 503 && why.contains("4130"), "{status} {why}");
 
-    fake.heal();
+    zoom.clear_faults();
     request_resume(app.http).await.expect("resume is accepted");
     eventually("the rest is applied", Duration::from_secs(20), || async {
-        users_in_sales(&fake, EVENTS) == EVENTS - 6
+        users_in_sales(&zoom, EVENTS) == EVENTS - 6
     })
     .await;
     app.stop().await;
@@ -149,9 +157,8 @@ async fn a_resume_before_the_fix_costs_one_event_and_quarantines_again() {
 #[tokio::test]
 async fn with_quarantine_off_every_failing_event_is_dead_lettered() {
     const EVENTS: usize = 60;
-    let mut app = TestApp::spawn_with(|s| s.worker.quarantine = false).await;
-    let fake = zoom_without_the_sales_group(EVENTS);
-    fake.mount(&app.zoom).await;
+    let zoom = zoom_without_the_sales_group(EVENTS).await;
+    let mut app = app_on(&zoom, |s| s.worker.quarantine = false).await;
     app.publish_moves(EVENTS).await;
     eventually("all dead-lettered", Duration::from_secs(30), || async {
         app.queue_state(&app.dead_letter_queue).await.0 == EVENTS as u32
@@ -171,14 +178,13 @@ async fn with_quarantine_off_every_failing_event_is_dead_lettered() {
 #[tokio::test]
 async fn a_quarantined_daemon_shuts_down_with_the_rest_still_queued() {
     const EVENTS: usize = 6;
-    let mut app = TestApp::spawn_with(|s| {
+    let zoom = zoom_without_the_sales_group(EVENTS).await;
+    let mut app = app_on(&zoom, |s| {
         s.worker.concurrency = 1;
         s.worker.quarantine_window = 4;
         s.worker.quarantine_threshold = 2;
     })
     .await;
-    let fake = zoom_without_the_sales_group(EVENTS);
-    fake.mount(&app.zoom).await;
     app.publish_moves(EVENTS).await;
     assert_eq!(wait_until_stopped(&app, EVENTS as u32).await, (2, 4));
 
@@ -200,15 +206,14 @@ async fn a_quarantine_outlives_a_reconnect() {
     const EVENTS: usize = 6;
     let proxy = Proxy::start(proxy::broker_addr(&amqp_url())).await;
     let via = proxy::url_via(&amqp_url(), proxy.addr);
-    let mut app = TestApp::spawn_with(|s| {
+    let zoom = zoom_without_the_sales_group(EVENTS).await;
+    let mut app = app_on(&zoom, |s| {
         s.amqp.url = via.into();
         s.worker.concurrency = 1;
         s.worker.quarantine_window = 4;
         s.worker.quarantine_threshold = 2;
     })
     .await;
-    let fake = zoom_without_the_sales_group(EVENTS);
-    fake.mount(&app.zoom).await;
     app.publish_moves(EVENTS).await;
     assert_eq!(wait_until_stopped(&app, EVENTS as u32).await, (2, 4));
 
@@ -226,10 +231,10 @@ async fn a_quarantine_outlives_a_reconnect() {
     let (status, why) = app.http_get("/readyz").await;
     assert!(status == 503 && why.contains("4130"), "{status} {why}");
 
-    fake.heal();
+    zoom.clear_faults();
     request_resume(app.http).await.expect("resume is accepted");
     eventually("the rest is applied", Duration::from_secs(20), || async {
-        users_in_sales(&fake, EVENTS) == EVENTS - 2
+        users_in_sales(&zoom, EVENTS) == EVENTS - 2
     })
     .await;
     app.stop().await;

@@ -13,9 +13,9 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 use zoom_dept_sync::config::QueueType;
 
-use crate::fake_zoom::FakeZoom;
 use crate::helpers::{
-    ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp, amqp_url, eventually, header_int, header_str,
+    ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp, amqp_url, eventually, groups_of, header_int,
+    header_str, mapped_zoom, spawn_zoom, use_zoom,
 };
 
 /// The config file of `app`, written to a temp dir that lives as long as it.
@@ -260,7 +260,12 @@ async fn reading_does_not_count_toward_a_delivery_limit() {
 /// group, the daemon applies the replayed events.
 #[tokio::test]
 async fn replay_moves_the_selected_ones_and_skips_the_loopers() {
-    let mut app = TestApp::prepare_with(|_| {}).await;
+    // Zoom knows the users of the replayed events, U0, U2 .. U8.
+    let seed = [0, 2, 4, 6, 8].iter().fold(mapped_zoom(), |seed, i| {
+        seed.user(&format!("U{i}"), &format!("u{i}@example.com"), &["grp_eng"])
+    });
+    let zoom = spawn_zoom(seed).await;
+    let mut app = TestApp::prepare_with(|s| use_zoom(s, &zoom)).await;
     ten_mixed(&app).await;
     let looper = Letter {
         replays: Some(3),
@@ -315,11 +320,6 @@ async fn replay_moves_the_selected_ones_and_skips_the_loopers() {
         app.publish_with(&message.data, message.properties.clone())
             .await;
     }
-    let fake = FakeZoom::default();
-    for i in [0, 2, 4, 6, 8] {
-        fake.add_user(&format!("U{i}"), &format!("u{i}@example.com"), &["grp_eng"]);
-    }
-    fake.mount(&app.zoom).await;
     app.start().await;
     eventually(
         "replayed events applied",
@@ -327,7 +327,7 @@ async fn replay_moves_the_selected_ones_and_skips_the_loopers() {
         || async {
             [0, 2, 4, 6, 8]
                 .iter()
-                .all(|i| fake.groups_of(&format!("U{i}")) == ["grp_sales"])
+                .all(|i| groups_of(&zoom, &format!("U{i}")) == ["grp_sales"])
         },
     )
     .await;

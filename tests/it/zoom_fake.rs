@@ -497,6 +497,45 @@ async fn zoom_fake_scripted_fault_fires_exactly_times() {
 }
 
 #[tokio::test]
+async fn zoom_fake_faults_scripted_at_run_time_answer_zooms_body_until_cleared() {
+    let api = Api::start(seed()).await;
+    api.fake
+        .script(ScriptedFault::new("PATCH", 503, 0, "busy").times(1));
+    api.fake.script_until_cleared(ScriptedFault::new(
+        "PATCH",
+        404,
+        4130,
+        "Group does not exist: grp_sales.",
+    ));
+    api.fake.script_for(
+        ScriptedFault::new("GET", 500, 500, "down").path_prefix("/v2/users/"),
+        Duration::from_secs(60),
+    );
+    let busy = api.move_user("grp_eng", "u1", "grp_sales").await;
+    assert_eq!(zoom_error(busy).await, (503, 0, "busy".into()));
+    for _ in 0..2 {
+        let gone = api.move_user("grp_eng", "u1", "grp_sales").await;
+        assert_eq!(
+            zoom_error(gone).await,
+            (404, 4130, "Group does not exist: grp_sales.".into())
+        );
+    }
+    assert_eq!(zoom_error(api.get("/v2/users/u1").await).await.0, 500);
+    assert_eq!(api.get("/v2/groups").await.status(), StatusCode::OK);
+    assert_eq!(api.fake.state().users[0].groups, ["grp_eng"]);
+
+    api.fake.clear_faults();
+    let moved = api.move_user("grp_eng", "u1", "grp_sales").await;
+    assert_eq!(moved.status(), StatusCode::NO_CONTENT);
+    assert_eq!(api.get("/v2/users/u1").await.status(), StatusCode::OK);
+    let counters = api.fake.counters();
+    assert_eq!((counters.medium.faults, counters.light.faults), (3, 1));
+    assert!(api.fake.first_to_last() > Duration::ZERO);
+    api.fake.reset();
+    assert_eq!(api.fake.first_to_last(), Duration::ZERO);
+}
+
+#[tokio::test]
 async fn zoom_fake_hung_call_answers_504() {
     let mut config = seed();
     config.faults = FaultsConfig {
