@@ -176,7 +176,8 @@ async fn check_zoom(settings: &Settings, report: &mut Report) {
 /// this says what `worker.set_primary` means on either kind of account.
 fn check_groups_model(set_primary: bool, report: &mut Report) {
     const STEP: &str = "groups model";
-    const UNSEEN: &str = "Zoom's API does not show whether this account uses the new groups and settings experience";
+    const UNSEEN: &str =
+        "Zoom's API does not show whether this account uses the new groups and settings experience";
     if set_primary {
         report.warn(
             STEP,
