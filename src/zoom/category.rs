@@ -81,11 +81,15 @@ impl LimitType {
     /// Zoom's message for a lock on one resource (it documents no code or
     /// header for that answer, only the text: fixture
     /// `zoom/error.429.concurrent.json`).
-    pub fn from_answer(headers: &HeaderMap, message: &str) -> Self {
+    /// Only Zoom's own JSON `message` counts (`from_zoom`): a proxy's 429
+    /// page that mentions "concurrent connections" is no per-user lock.
+    /// Zoom's two documented lock texts: "Too many concurrent requests. …"
+    /// and "Too many requests submitted to … of this user".
+    pub fn from_answer(headers: &HeaderMap, message: &str, from_zoom: bool) -> Self {
+        let lowered = message.to_ascii_lowercase();
+        let lock = lowered.contains("concurrent") || lowered.contains("this user");
         match Self::from_headers(headers) {
-            Self::Unknown if message.to_ascii_lowercase().contains("concurrent") => {
-                Self::PerResource
-            }
+            Self::Unknown if from_zoom && lock => Self::PerResource,
             named => named,
         }
     }
@@ -165,7 +169,18 @@ mod tests {
             let h = headers(&pairs);
             let message = fixture.response_body()["message"].as_str().unwrap();
             assert_eq!(Category::from_headers(&h), category, "{name}");
-            assert_eq!(LimitType::from_answer(&h, message), limit, "{name}");
+            assert_eq!(LimitType::from_answer(&h, message, true), limit, "{name}");
         }
+        // The same words from a proxy (not Zoom's JSON) are no lock.
+        let proxy = "429 Too many concurrent connections";
+        assert_eq!(
+            LimitType::from_answer(&HeaderMap::new(), proxy, false),
+            LimitType::Unknown
+        );
+        let presence = "Too many requests submitted to update the presence status of this user.";
+        assert_eq!(
+            LimitType::from_answer(&HeaderMap::new(), presence, true),
+            LimitType::PerResource
+        );
     }
 }

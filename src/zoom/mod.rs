@@ -531,7 +531,7 @@ impl Client {
         sent: Instant,
     ) {
         let category = Category::from_headers(headers).unwrap_or(called);
-        let limit = LimitType::from_answer(headers, &error.message);
+        let limit = LimitType::from_answer(headers, &error.message, error.message_from_zoom);
         self.metrics.rate_limited(category.as_str(), limit.as_str());
         if limit == LimitType::PerResource {
             // One user's lock, not the account's limit: this call alone
@@ -541,11 +541,7 @@ impl Client {
             return;
         }
         if limit == LimitType::Daily && error.server_wait.is_none_or(|w| w.is_zero()) {
-            // Zoom's daily limits reset at 00:00 UTC: without a wait named,
-            // or with a reset already past (Zoom's own example names one in
-            // 2020; a skewed clock sees the same), that is the wait, so the
-            // event is handed back, not retried until its budget is spent.
-            error.server_wait = Some(wait::until_next_utc_midnight(SystemTime::now()));
+            error.server_wait = Some(self.daily_wait(SystemTime::now()));
         }
         let gate = self.budgets.gate(category);
         match (limit, error.server_wait) {
@@ -566,6 +562,21 @@ impl Client {
                 "Zoom answered 429 within our own limit: others use the account's budget; lowered this category's rate"
             );
             self.metrics.rate_effective(category.as_str(), rate);
+        }
+    }
+
+    /// The wait for a daily-limit 429 that names none, or a reset already
+    /// past (Zoom's own example names one in 2020). Zoom's daily limits
+    /// reset at 00:00 UTC, so that is the wait, and the event is handed back,
+    /// not retried until its budget is spent. Within the first hour after
+    /// midnight a past reset is most likely the one that just happened (an
+    /// answer sent at 23:59:59, or a clock a little ahead of Zoom's): then
+    /// only the first backoff step, not a whole day.
+    fn daily_wait(&self, now: SystemTime) -> Duration {
+        let until_midnight = wait::until_next_utc_midnight(now);
+        match until_midnight > Duration::from_secs(23 * 3600) {
+            true => self.retry.initial_interval(),
+            false => until_midnight,
         }
     }
 
@@ -1137,6 +1148,9 @@ mod tests {
             .mount(&zoom)
             .await;
         let client = client(&zoom);
+        if wait::until_next_utc_midnight(SystemTime::now()) > Duration::from_secs(23 * 3600) {
+            return; // just after midnight a past reset is "now": the test below
+        }
         let attempts = Attempts::new(
             Instant::now() + Duration::from_secs(2),
             CancellationToken::new(),
@@ -1152,6 +1166,19 @@ mod tests {
         assert_eq!(attempts.get(), 1, "one call, not a retry loop");
         let heavy = client.budgets.gate(Category::Heavy);
         assert!(heavy.closed_until().is_some(), "Heavy waits for the reset");
+    }
+
+    /// A past reset within the first hour after 00:00 UTC is the reset that
+    /// just happened: a short wait, not a day without writes.
+    #[tokio::test]
+    async fn a_past_daily_reset_just_after_midnight_waits_a_step_not_a_day() {
+        let zoom = MockServer::start().await;
+        let client = client(&zoom);
+        let midnight = SystemTime::UNIX_EPOCH + Duration::from_secs(20_000 * 86_400);
+        let just_after = midnight + Duration::from_secs(30);
+        assert_eq!(client.daily_wait(just_after), Duration::from_millis(10));
+        let afternoon = midnight + Duration::from_secs(15 * 3600);
+        assert_eq!(client.daily_wait(afternoon), Duration::from_secs(9 * 3600));
     }
 
     /// Each documented error body the daemon acts on is classified by its

@@ -273,7 +273,15 @@ async fn ingest_bamboohr_a_department_change_publishes_the_api_state_once() {
         .expect("get")
         .expect("a message");
     let event: serde_json::Value = serde_json::from_slice(&got.delivery.data).expect("JSON");
-    let event_id = format!("bamboohr-{EMPLOYEE}-{ts}");
+    // bamboohr-<id>-<timestamp>-<8 hex of the published state>
+    let event_id = event["event_id"].as_str().expect("event_id").to_owned();
+    let digest = event_id
+        .strip_prefix(&format!("bamboohr-{EMPLOYEE}-{ts}-"))
+        .unwrap_or_else(|| panic!("{event_id}"));
+    assert!(
+        digest.len() == 8 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{event_id}"
+    );
     let occurred_at = time::OffsetDateTime::from_unix_timestamp(ts)
         .expect("ts")
         .format(&time::format_description::well_known::Rfc3339)
@@ -567,5 +575,50 @@ async fn ingest_bamboohr_documented_webhooks_move_add_and_remove_people_in_zoom(
     })
     .await;
     app.stop_and_assert_queues_empty().await;
+    r.stop().await;
+}
+
+/// One employee BambooHR no longer answers for does not cost the others of
+/// the webhook: the rest are published, and the answer (422) names the one.
+#[tokio::test]
+async fn ingest_bamboohr_one_refused_employee_does_not_drop_the_others() {
+    let r = Receiver::start_with(None, OnDelete::Leave).await;
+    r.api_answers_for("100", ResponseTemplate::new(404)).await;
+    r.api_answers_for("200", employee_answer("Sales", "bob@example.com"))
+        .await;
+    let body = json!({"employees": [
+        {"action": "Deleted", "changedFields": [], "fields": {}, "id": "100"},
+        {"action": "Updated", "changedFields": ["Department"], "id": "200"},
+    ]});
+    let fixture = Fixture::load("bamboohr/fields.employees.json");
+    let (status, _, text) = r.post_fixture(&fixture, body.to_string().as_bytes()).await;
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("employee 100"), "{text}");
+    let event = next_event(&r).await;
+    assert_eq!(event["email"], "bob@example.com", "{event}");
+    assert_eq!(event["new_department"], "Sales", "{event}");
+    assert_eq!(r.ready_messages().await, 0);
+    r.stop().await;
+}
+
+/// Two webhooks about one employee in the same second, the department
+/// changed between them: both are published (the second is no duplicate);
+/// the same request again publishes nothing.
+#[tokio::test]
+async fn ingest_bamboohr_two_changes_in_one_second_are_two_events() {
+    let r = Receiver::start().await;
+    let ts = unix_now().to_string();
+    let body = webhook(&["department"]);
+    for department in ["Sales", "Support"] {
+        r.api.reset().await;
+        r.api_answers(employee_answer(department, "ann@example.com"))
+            .await;
+        let (status, _, text) = r.post_signed(&ts, &body).await;
+        assert_eq!((status, text.contains("accepted")), (202, true), "{text}");
+        assert_eq!(next_event(&r).await["new_department"], department);
+    }
+    let (status, _, text) = r.post_signed(&ts, &body).await;
+    assert_eq!((status, text.contains("duplicate")), (202, true), "{text}");
+    assert_eq!(r.ready_messages().await, 0);
     r.stop().await;
 }

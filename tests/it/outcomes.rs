@@ -72,7 +72,7 @@ async fn every_settled_event_has_its_outcome_and_none_is_acked_without_it() {
         .collect();
     assert_eq!(
         steps,
-        [("move", 400), ("lookup", 200)],
+        [("move", 404), ("lookup", 200)],
         "the duplicate check"
     );
     let [e3] = of(&records, "e3")[..] else {

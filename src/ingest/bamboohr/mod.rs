@@ -137,16 +137,30 @@ async fn handle(
         return (Answer::Ignored, accepted("ignored"));
     }
     let mut answer = Answer::Duplicate;
+    let mut refused: Option<Answered> = None;
     for notice in &notices {
         match change(ingest, hr, notice, timestamp, deadline).await {
             Ok(Once::Published) => answer = Answer::Accepted,
             Ok(Once::Duplicate) => {}
-            Err(refused) => return refused,
+            Err(failed) => refused = Some(worse(refused, failed)),
         }
     }
-    match answer {
-        Answer::Accepted => (answer, accepted("accepted")),
-        _ => (answer, accepted("duplicate")),
+    match (refused, answer) {
+        (Some(failed), _) => failed,
+        (None, Answer::Accepted) => (answer, accepted("accepted")),
+        (None, _) => (answer, accepted("duplicate")),
+    }
+}
+
+/// One employee refused (422) or unavailable (503) does not stop the
+/// others of the webhook: BambooHR never retries a 4xx, so an early return
+/// would lose every employee after it. The answer is the worst of them: a
+/// 503 (BambooHR retries the whole webhook; what was published comes again
+/// as the current state), else the first 422.
+fn worse(so_far: Option<Answered>, new: Answered) -> Answered {
+    match so_far {
+        Some(old) if old.0 == Answer::Unavailable || new.0 != Answer::Unavailable => old,
+        _ => new,
     }
 }
 
@@ -165,7 +179,7 @@ async fn change(
         .employee(id, lookup_by)
         .await
         .map_err(|e| lookup_failed(notice, &e))?;
-    let event_id = event_id(notice, timestamp);
+    let event_id = event_id(notice, timestamp, &employee);
     let event = event(&event_id, notice.kind, &employee, timestamp);
     if let Err(invalid) = DepartmentChange::parse(&event) {
         tracing::warn!(employee = id, detail = %invalid.detail,
@@ -181,16 +195,31 @@ async fn change(
     })
 }
 
-/// `bamboohr-<id>-<timestamp>` for a department change (as before), with
-/// the kind for the others: a new hire's and a deletion's events never
-/// collide with an update sent in the same second.
-fn event_id(notice: &Notice, timestamp: i64) -> String {
+/// `bamboohr-<id>-<timestamp>-<digest>`, with the kind after the id for a
+/// new hire (`-created-`) or a deletion (`-deleted-`). The digest (8 hex of
+/// SHA-256 over the kind, email and department the API answered) keeps two
+/// webhooks about one employee in the same second apart when the state they
+/// publish differs (the second must not be dropped as a duplicate), while a
+/// repeat of the same request publishing the same state is one event.
+fn event_id(notice: &Notice, timestamp: i64, employee: &Employee) -> String {
+    use sha2::{Digest, Sha256};
     let id = &notice.employee_id;
-    match notice.kind {
-        Kind::DepartmentChanged => format!("bamboohr-{id}-{timestamp}"),
-        Kind::Created => format!("bamboohr-{id}-created-{timestamp}"),
-        Kind::Deleted => format!("bamboohr-{id}-deleted-{timestamp}"),
+    let kind = match notice.kind {
+        Kind::DepartmentChanged => "",
+        Kind::Created => "created-",
+        Kind::Deleted => "deleted-",
+    };
+    let mut hash = Sha256::new();
+    for part in [
+        kind,
+        employee.work_email.as_deref().unwrap_or_default().trim(),
+        employee.department.as_deref().unwrap_or_default().trim(),
+    ] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
     }
+    let digest = format!("{:x}", hash.finalize());
+    format!("bamboohr-{id}-{kind}{timestamp}-{}", &digest[..8])
 }
 
 fn lookup_failed(notice: &Notice, error: &LookupError) -> Answered {

@@ -12,22 +12,35 @@
 //!   `employees[12345][changedFields][0]=Department`.
 //!
 //! Read defensively: unknown fields are ignored, an id may be a string or a
-//! number, field names compare without regard to case (the event-based
-//! shape sends API names such as `department`, the field-based one display
-//! names such as `Department`). No BambooHR document shows `data.id`, so it
-//! is not read.
+//! number, field names compare without regard to case or spaces (the
+//! event-based shape sends API names such as `workEmail`, the field-based
+//! one display names such as `Work Email`). No BambooHR document shows
+//! `data.id`, so it is not read.
+//!
+//! An update acts when it names the department or the work email: a new
+//! hire is often entered before their mailbox exists, so their
+//! `employee.created` cannot be published yet (no email), and the update
+//! that adds the email is what places them.
+//!
+//! In a field-based Form Post the posted fields are siblings of
+//! `changedFields` (`employees[12345][First+name]=John`), so a field whose
+//! name or alias is `id` or `action` must not steer anything: there the id
+//! comes from the bracket key alone and `action` is not read (BambooHR's
+//! form example has none).
 
 use serde_json::{Map, Value};
 
-/// The one changed field a department change names.
-const DEPARTMENT: &str = "department";
+/// The changed fields that act, lower-cased without spaces (API names
+/// `department`, `workEmail`; display names `Department`, `Work Email`).
+const ACTING_FIELDS: [&str; 2] = ["department", "workemail"];
 /// The most bracket segments a form key may have (`employees[1][x][0]`).
 const MAX_KEY_DEPTH: usize = 4;
 
 /// What happened to one employee.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// `employee.updated` (or `Updated`) naming the department.
+    /// `employee.updated` (or `Updated`) naming the department or the work
+    /// email.
     DepartmentChanged,
     /// `employee.created` (or `Created`): a new hire.
     Created,
@@ -60,13 +73,14 @@ pub enum PayloadError {
 /// repeats, in the order sent; updates not naming the department are left
 /// out. Empty: nothing to do (answered 202, ignored).
 pub fn notices(body: &[u8], content_type: Option<&str>) -> Result<Vec<Notice>, PayloadError> {
-    let value = if is_form(body, content_type) {
+    let form = is_form(body, content_type);
+    let value = if form {
         form_to_value(body)?
     } else {
         serde_json::from_slice(body).map_err(|e| PayloadError::NotJson(e.to_string()))?
     };
     let mut found: Vec<Notice> = Vec::new();
-    for notice in read(&value)? {
+    for notice in read(&value, form)? {
         if !found.contains(&notice) {
             found.push(notice);
         }
@@ -84,9 +98,12 @@ fn is_form(body: &[u8], content_type: Option<&str>) -> bool {
     }
 }
 
-fn read(value: &Value) -> Result<Vec<Notice>, PayloadError> {
+fn read(value: &Value, form: bool) -> Result<Vec<Notice>, PayloadError> {
     if let Some(employees) = value.get("employees") {
-        return field_based(employees);
+        return match form {
+            true => field_based_form(employees),
+            false => field_based(employees),
+        };
     }
     match (value.get("type"), value.get("data")) {
         (Some(kind), Some(data)) => event_based(kind, data),
@@ -95,8 +112,9 @@ fn read(value: &Value) -> Result<Vec<Notice>, PayloadError> {
 }
 
 fn event_based(kind: &Value, data: &Value) -> Result<Vec<Notice>, PayloadError> {
-    let kind = match kind.as_str().map(str::trim) {
-        Some("employee.updated") if names_department(data) => Kind::DepartmentChanged,
+    let kind = kind.as_str().map(|k| k.trim().to_ascii_lowercase());
+    let kind = match kind.as_deref() {
+        Some("employee.updated") if names_acting_field(data) => Kind::DepartmentChanged,
         Some("employee.created") => Kind::Created,
         Some("employee.deleted") => Kind::Deleted,
         _ => return Ok(Vec::new()),
@@ -108,45 +126,61 @@ fn event_based(kind: &Value, data: &Value) -> Result<Vec<Notice>, PayloadError> 
     Ok(vec![Notice { employee_id, kind }])
 }
 
-/// `employees` is an array of items with an `id` (JSON), or an object keyed
-/// by the id (a form post: `employees[12345][…]`).
+/// JSON: `employees` is an array of items, each with its `id`, `action`
+/// and `changedFields` (the posted fields sit apart, under `fields`).
 fn field_based(employees: &Value) -> Result<Vec<Notice>, PayloadError> {
-    let items: Vec<(Option<&str>, &Value)> = match employees {
-        Value::Array(items) => items.iter().map(|item| (None, item)).collect(),
-        Value::Object(by_id) => by_id.iter().map(|(k, v)| (Some(k.as_str()), v)).collect(),
-        _ => return Err(PayloadError::UnknownShape),
-    };
+    let items = employees.as_array().ok_or(PayloadError::UnknownShape)?;
     let mut notices = Vec::new();
-    for (key, item) in items {
+    for item in items {
         let action = item.get("action").and_then(Value::as_str).map(str::trim);
         let kind = match action.map(str::to_ascii_lowercase).as_deref() {
             Some("created") => Kind::Created,
             Some("deleted") => Kind::Deleted,
-            _ if names_department(item) => Kind::DepartmentChanged,
+            _ if names_acting_field(item) => Kind::DepartmentChanged,
             _ => continue,
         };
-        let id = match item.get("id") {
-            Some(id) => employee_id(id),
-            None => key.and_then(|k| employee_id(&Value::String(k.to_owned()))),
-        };
+        let id = item.get("id").and_then(employee_id);
         let employee_id = id.ok_or(PayloadError::BadId)?;
         notices.push(Notice { employee_id, kind });
     }
     Ok(notices)
 }
 
+/// Form Post: `employees[<id>][changedFields][n]=…`, the posted fields
+/// beside it. Only the bracket key names the employee, and only
+/// `changedFields` is read: a posted field named `id` or `action` is data.
+fn field_based_form(employees: &Value) -> Result<Vec<Notice>, PayloadError> {
+    let by_id = employees.as_object().ok_or(PayloadError::UnknownShape)?;
+    let mut notices = Vec::new();
+    for (key, item) in by_id {
+        if !names_acting_field(item) {
+            continue;
+        }
+        let id = employee_id(&Value::String(key.clone())).ok_or(PayloadError::BadId)?;
+        notices.push(Notice {
+            employee_id: id,
+            kind: Kind::DepartmentChanged,
+        });
+    }
+    Ok(notices)
+}
+
 /// `changedFields` (an array, or a form's object of indexes) names the
-/// department.
-fn names_department(item: &Value) -> bool {
+/// department or the work email.
+fn names_acting_field(item: &Value) -> bool {
     let names: Vec<&Value> = match item.get("changedFields") {
         Some(Value::Array(fields)) => fields.iter().collect(),
         Some(Value::Object(fields)) => fields.values().collect(),
         _ => return false,
     };
-    names
-        .into_iter()
-        .filter_map(Value::as_str)
-        .any(|f| f.trim().eq_ignore_ascii_case(DEPARTMENT))
+    names.into_iter().filter_map(Value::as_str).any(|f| {
+        let folded: String = f
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_lowercase)
+            .collect();
+        ACTING_FIELDS.contains(&folded.as_str())
+    })
 }
 
 /// The id as text, when it is safe in a URL path and an event id.
@@ -174,7 +208,12 @@ fn form_to_value(body: &[u8]) -> Result<Value, PayloadError> {
     let mut root = Map::new();
     let lines = text.split(['\n', '\r']).filter(|l| !l.trim().is_empty());
     for (key, value) in lines.flat_map(|l| url::form_urlencoded::parse(l.as_bytes())) {
-        let path = key_path(&key)?;
+        // A posted field's own name may hold brackets (`Pay Rate [USD]`) or
+        // nest deeper than anything read here: such a pair is data this
+        // adapter never reads, so it is passed over, not a 400.
+        let Ok(path) = key_path(&key) else {
+            continue;
+        };
         insert(&mut root, &path, value.into_owned())?;
     }
     if root.is_empty() {
@@ -356,6 +395,48 @@ mod tests {
         );
     }
 
+    /// In a field-based form the posted fields sit beside `changedFields`:
+    /// a field named (or aliased) `id` or `action` must not pick another
+    /// employee or turn an update into a deletion.
+    #[test]
+    fn a_form_field_named_id_or_action_steers_nothing() {
+        let body = "employees[12345][changedFields][0]=Department&employees[12345][id]=42";
+        assert_eq!(
+            notices(body.as_bytes(), FORM),
+            Ok(vec![notice("12345", Kind::DepartmentChanged)])
+        );
+        let body = "employees[12345][changedFields][0]=First+Name&employees[12345][action]=Deleted";
+        assert_eq!(notices(body.as_bytes(), FORM), Ok(vec![]));
+        let body = "employees[7][changedFields][0]=Department&employees[7][Pay Rate [USD]]=5";
+        assert_eq!(
+            notices(body.as_bytes(), FORM),
+            Ok(vec![notice("7", Kind::DepartmentChanged)]),
+            "a field whose name has brackets is passed over"
+        );
+    }
+
+    /// A new hire entered before their mailbox: the update that adds the
+    /// work email places them (API name and display name).
+    #[test]
+    fn an_update_naming_the_work_email_acts_too() {
+        let body = r#"{"type":"employee.updated","data":{"employeeId":"5","changedFields":["workEmail"]}}"#;
+        assert_eq!(
+            notices(body.as_bytes(), JSON),
+            Ok(vec![notice("5", Kind::DepartmentChanged)])
+        );
+        let body =
+            r#"{"employees":[{"action":"Updated","changedFields":["Work Email"],"id":"6"}]}"#;
+        assert_eq!(
+            notices(body.as_bytes(), JSON),
+            Ok(vec![notice("6", Kind::DepartmentChanged)])
+        );
+        let body = r#"{"type":" Employee.Deleted ","data":{"employeeId":"8"}}"#;
+        assert_eq!(
+            notices(body.as_bytes(), JSON),
+            Ok(vec![notice("8", Kind::Deleted)])
+        );
+    }
+
     #[test]
     fn data_id_is_not_bamboohrs_and_is_not_read() {
         let body =
@@ -395,17 +476,26 @@ mod tests {
         }
         for form in [
             "type=employee.created&type=employee.deleted&data[employeeId]=1",
-            "type=employee.created&data[employeeId=1",
-            "type=employee.created&data[employeeId]x=1",
             "type=employee.created&data=1&data[employeeId]=1",
-            "a[b][c][d][e]=1",
             "",
+            "a[b][c][d][e]=1",
         ] {
             assert!(
                 matches!(
                     notices(form.as_bytes(), FORM),
                     Err(PayloadError::BadForm(_))
                 ),
+                "{form}"
+            );
+        }
+        // A key that cannot be read is passed over, as data never read.
+        for form in [
+            "type=employee.created&data[employeeId=1",
+            "type=employee.created&data[employeeId]x=1",
+        ] {
+            assert_eq!(
+                notices(form.as_bytes(), FORM),
+                Err(PayloadError::UnknownShape),
                 "{form}"
             );
         }
