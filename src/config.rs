@@ -210,6 +210,10 @@ pub struct WorkerSettings {
     /// After a move or add, make the target group the user's primary group
     /// (one more Medium call, skipped when Zoom already reports it).
     pub set_primary: bool,
+    /// How far ahead of the daemon's clock an event's `occurred_at` may be.
+    /// Further, it is dead-lettered (`invalid_payload`): applied, one event
+    /// dated in year 9999 would make every later event of its person stale.
+    pub max_future_skew_secs: u64,
 }
 
 /// `[outcomes]`: the audit trail. One message per settled event, published
@@ -440,6 +444,7 @@ impl Default for WorkerSettings {
             quarantine_window: 100,
             quarantine_threshold: 50,
             set_primary: false,
+            max_future_skew_secs: 300,
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct Worker {
     /// person joins one line whatever it carries.
     identities: Cache<String, String>,
     max_elapsed: Duration,
+    /// `worker.max_future_skew_secs`.
+    max_future_skew: time::Duration,
     metrics: Arc<Metrics>,
     set_primary: bool,
     /// When the newest applied event of each person occurred (by every key
@@ -152,6 +154,9 @@ impl Worker {
                 .time_to_live(EMAIL_CACHE_TTL)
                 .build(),
             max_elapsed: settings.retry.max_elapsed(),
+            max_future_skew: time::Duration::seconds(
+                i64::try_from(settings.worker.max_future_skew_secs).unwrap_or(i64::MAX),
+            ),
             metrics,
             set_primary: settings.worker.set_primary,
             applied_at: Cache::builder()
@@ -274,6 +279,9 @@ impl Worker {
                 };
             }
         };
+        if let Some(detail) = self.from_the_future(change) {
+            return self.refuse(admitted, FailureReason::InvalidPayload, detail);
+        }
         let deadline = (Instant::now() + self.max_elapsed).min(limits.settle_by);
         let mut run = Run {
             change,
@@ -304,6 +312,21 @@ impl Worker {
             zoom_user_id: run.user.clone(),
             elapsed: admitted.received.elapsed(),
         }
+    }
+
+    /// Why an event dated too far ahead of this clock is refused: never
+    /// applied, never remembered, so no one event can make its person's
+    /// later events stale.
+    fn from_the_future(&self, change: &DepartmentChange) -> Option<String> {
+        let occurred = change.occurred_at?;
+        let now = OffsetDateTime::now_utc();
+        let limit = now.checked_add(self.max_future_skew).unwrap_or(now);
+        (occurred > limit).then(|| {
+            format!(
+                "occurred_at {occurred} is more than {} s ahead of the daemon's clock ({now}; worker.max_future_skew_secs)",
+                self.max_future_skew.whole_seconds()
+            )
+        })
     }
 
     /// When an event of this person that occurred after this one was

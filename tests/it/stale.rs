@@ -90,3 +90,50 @@ async fn an_event_older_than_one_applied_for_the_person_is_skipped_as_stale() {
     app.stop_and_assert_queues_empty().await;
     trail.delete(&app).await;
 }
+
+/// An event dated far in the future (9999-12-31) is dead-lettered as
+/// `invalid_payload` naming `occurred_at`, never applied and never
+/// remembered: the person's next event, dated now, still moves them.
+#[tokio::test]
+async fn an_event_from_the_far_future_is_refused_and_freezes_nobody() {
+    let seed = FakeConfig::default()
+        .group("grp_eng", "Engineering")
+        .group("grp_sales", "Sales")
+        .group("grp_support", "Support")
+        .user("U1", "u1@example.com", &["grp_eng"]);
+    let zoom = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("zoom-fake starts");
+    let mut app = TestApp::spawn_with(|s| {
+        s.zoom.api_base_url = zoom.api_base_url();
+        s.zoom.oauth_token_url = zoom.token_url();
+    })
+    .await;
+    app.publish_json(at(
+        "future",
+        "U1",
+        "Engineering",
+        "Sales",
+        "9999-12-31T00:00:00Z",
+    ))
+    .await;
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    app.publish_json(at("now", "U1", "Engineering", "Support", &now))
+        .await;
+    let dead = app.dead_letters(1).await;
+    assert_eq!(
+        crate::helpers::header_str(&dead[0], "failure-reason").as_deref(),
+        Some("invalid_payload")
+    );
+    let detail = crate::helpers::header_str(&dead[0], "detail").unwrap_or_default();
+    assert!(detail.contains("occurred_at"), "{detail}");
+    eventually("U1 moved by the event dated now", Duration::from_secs(10), || async {
+        let state = zoom.state();
+        let u1 = state.users.iter().find(|u| u.id == "U1").unwrap();
+        u1.groups == ["grp_support"]
+    })
+    .await;
+    app.stop_and_assert_queues_empty().await;
+}
