@@ -8,6 +8,11 @@
 //! were dead-lettered with one code, consuming stops until an operator fixes
 //! the cause and resumes (or restarts the daemon).
 //!
+//! Only codes that say the account or a mapped group is wrong count
+//! ([`ACCOUNT_CODES`]); a per-event code (1001: Zoom does not know this
+//! person; 4131: not a member) is dead-lettered one by one and never stops
+//! the others, however many arrive together.
+//!
 //! Domain only: the broker feeds it settled outcomes and acts on the answer;
 //! the HTTP server lifts it.
 
@@ -18,6 +23,18 @@ use std::sync::Mutex;
 use tokio::sync::Notify;
 
 use crate::outcome::Outcome;
+
+/// Zoom codes that describe the account or a mapped group, not the event
+/// (Zoom's API reference for the group-member calls; fixtures in
+/// `fixtures/vendor/zoom/`):
+/// - 4130 "A group with this {groupId} does not exist": a mapped group was
+///   deleted or the mapping names a wrong id;
+/// - 1010 "Group does not belong to this account": the mapping names
+///   another account's group, or the app is installed on another account;
+/// - 200 "Only available for Paid account": the account lost its plan;
+/// - 300 on a member write: the request the daemon builds is refused as
+///   malformed, so every event fails alike (a Zoom API change).
+pub const ACCOUNT_CODES: [i64; 4] = [4130, 1010, 200, 300];
 
 /// Why consuming stopped: the Zoom code most recent events failed with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,8 +111,7 @@ impl Window {
     ) -> Option<Quarantine> {
         let code = match outcome {
             Outcome::Requeue { .. } | Outcome::Abandoned { .. } => return None,
-            Outcome::DeadLetter(dl) => dl.zoom.as_ref().and_then(|z| z.code),
-            _ => None,
+            _ => zoom_code(outcome),
         };
         if self.entries.len() == self.size
             && let Some(old) = self.entries.pop_front().and_then(|e| e.code)
@@ -256,11 +272,13 @@ impl Quarantines {
     }
 }
 
+/// The Zoom code of a dead letter, when it is one of [`ACCOUNT_CODES`].
 fn zoom_code(outcome: &Outcome) -> Option<i64> {
     match outcome {
         Outcome::DeadLetter(dl) => dl.zoom.as_ref().and_then(|z| z.code),
         _ => None,
     }
+    .filter(|code| ACCOUNT_CODES.contains(code))
 }
 
 #[cfg(test)]
@@ -302,10 +320,29 @@ mod tests {
         );
     }
 
+    /// Per-event codes never trip it, however many: Zoom not knowing 70
+    /// people is 70 dead letters, not a stop for everyone.
+    #[test]
+    fn per_event_codes_never_count() {
+        let mut window = Window::new(100, 50);
+        for code in [1001, 4131, 1120] {
+            for _ in 0..100 {
+                assert!(sales(&mut window, &rejected(code)).is_none(), "{code}");
+            }
+        }
+        for code in ACCOUNT_CODES {
+            let mut window = Window::new(10, 5);
+            let tripped = (0..5)
+                .filter_map(|_| sales(&mut window, &rejected(code)))
+                .next();
+            assert_eq!(tripped.map(|q| q.code), Some(code));
+        }
+    }
+
     #[test]
     fn different_codes_and_old_events_do_not_add_up() {
         let mut window = Window::new(10, 5);
-        for code in [4130, 1001, 4130, 1001, 4130, 1001, 4130, 1001] {
+        for code in [4130, 200, 4130, 200, 4130, 200, 4130, 200] {
             assert!(sales(&mut window, &rejected(code)).is_none());
         }
         for _ in 0..2 {
@@ -313,7 +350,7 @@ mod tests {
         }
         // The window is full: a new 4130 pushes the oldest (a 4130) out.
         assert!(sales(&mut window, &rejected(4130)).is_none(), "4 of 10");
-        // This one pushes a 1001 out.
+        // This one pushes a 200 out.
         assert!(sales(&mut window, &rejected(4130)).is_some(), "5 of 10");
     }
 

@@ -240,3 +240,39 @@ async fn a_quarantine_outlives_a_reconnect() {
     app.stop().await;
     assert_eq!(app.queue_state(&app.queue).await.0, 0);
 }
+
+/// 70 events for people Zoom does not know (404, code 1001: a per-event
+/// failure) are dead-lettered one by one and never stop the others: the
+/// daemon keeps consuming, and a known person's event after them lands.
+#[tokio::test]
+async fn seventy_unknown_users_leave_the_daemon_consuming() {
+    const EVENTS: usize = 70;
+    let seed = crate::helpers::mapped_zoom().user("K", "k@example.com", &["grp_eng"]);
+    let zoom = spawn_zoom(seed).await;
+    let mut app = app_on(&zoom, |s| s.worker.concurrency = 4).await;
+    app.publish_moves(EVENTS).await;
+    app.publish_json(crate::helpers::event(
+        "known",
+        "K",
+        Some("Engineering"),
+        "Sales",
+    ))
+    .await;
+    eventually("all settled", Duration::from_secs(30), || async {
+        let dead = app.queue_state(&app.dead_letter_queue).await.0;
+        dead == EVENTS as u32 && groups_of(&zoom, "K") == ["grp_sales"]
+    })
+    .await;
+    let (ready, consumers) = app.queue_state(&app.queue).await;
+    assert_eq!((ready, consumers), (0, 1), "still consuming");
+    let (status, body) = app.http_get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let letters = app.dead_letters(EVENTS).await;
+    assert!(
+        letters
+            .iter()
+            .all(|l| crate::helpers::header_int(l, "zoom-error-code") == Some(1001)),
+        "each dead-lettered with Zoom's 1001"
+    );
+    app.stop_and_assert_queues_empty().await;
+}

@@ -129,11 +129,15 @@ async fn an_event_from_the_far_future_is_refused_and_freezes_nobody() {
     );
     let detail = crate::helpers::header_str(&dead[0], "detail").unwrap_or_default();
     assert!(detail.contains("occurred_at"), "{detail}");
-    eventually("U1 moved by the event dated now", Duration::from_secs(10), || async {
-        let state = zoom.state();
-        let u1 = state.users.iter().find(|u| u.id == "U1").unwrap();
-        u1.groups == ["grp_support"]
-    })
+    eventually(
+        "U1 moved by the event dated now",
+        Duration::from_secs(10),
+        || async {
+            let state = zoom.state();
+            let u1 = state.users.iter().find(|u| u.id == "U1").unwrap();
+            u1.groups == ["grp_support"]
+        },
+    )
     .await;
     app.stop_and_assert_queues_empty().await;
 }
