@@ -279,7 +279,7 @@ impl Worker {
                 };
             }
         };
-        if let Some(detail) = self.from_the_future(change) {
+        if let Some(detail) = self.too_far_ahead(change) {
             return self.refuse(admitted, FailureReason::InvalidPayload, detail);
         }
         let deadline = (Instant::now() + self.max_elapsed).min(limits.settle_by);
@@ -317,7 +317,7 @@ impl Worker {
     /// Why an event dated too far ahead of this clock is refused: never
     /// applied, never remembered, so no one event can make its person's
     /// later events stale.
-    fn from_the_future(&self, change: &DepartmentChange) -> Option<String> {
+    fn too_far_ahead(&self, change: &DepartmentChange) -> Option<String> {
         let occurred = change.occurred_at?;
         let now = OffsetDateTime::now_utc();
         let limit = now.checked_add(self.max_future_skew).unwrap_or(now);
