@@ -37,6 +37,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub outcomes: OutcomesSettings,
     pub ingest: IngestSettings,
+    pub brake: BrakeSettings,
     pub mapping: Mapping,
     pub credentials: ZoomCredentials,
 }
@@ -216,6 +217,29 @@ pub struct WorkerSettings {
     pub max_future_skew_secs: u64,
 }
 
+/// `[brake]`: how many writes to Zoom the live path may make within a
+/// window before it stops and waits for an operator (see [`crate::brake`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrakeSettings {
+    /// Writes (moves, adds, removals) allowed within `window_secs`; 0 turns
+    /// the brake off.
+    pub max_changes: u32,
+    /// Of which removals (`leave` events, extra groups left).
+    pub max_removals: u32,
+    pub window_secs: u64,
+}
+
+impl Default for BrakeSettings {
+    fn default() -> Self {
+        Self {
+            max_changes: 200,
+            max_removals: 50,
+            window_secs: 3600,
+        }
+    }
+}
+
 /// `[outcomes]`: the audit trail. One message per settled event, published
 /// (confirmed) to a topic exchange before the event is acked.
 #[derive(Debug, Clone, Deserialize)]
@@ -373,6 +397,8 @@ struct FileConfig {
     outcomes: OutcomesSettings,
     #[serde(default)]
     ingest: IngestSettings,
+    #[serde(default)]
+    brake: BrakeSettings,
     #[serde(default)]
     departments: BTreeMap<String, String>,
     #[serde(default)]
@@ -838,6 +864,7 @@ impl Settings {
             http: file.http,
             outcomes: file.outcomes,
             ingest: file.ingest,
+            brake: file.brake,
             mapping,
             credentials,
         };

@@ -26,6 +26,8 @@ struct State {
     blocked: Option<String>,
     /// Consuming stopped until an operator resumes it; what to tell them.
     quarantined: Option<String>,
+    /// The brake holds a burst of writes until an operator lets it through.
+    braked: Option<String>,
     started: bool,
 }
 
@@ -92,6 +94,11 @@ impl Health {
         self.change(|s| s.quarantined = why);
     }
 
+    /// The brake engaged (`Some(why)`) or was released.
+    pub fn braked(&self, why: Option<String>) {
+        self.change(|s| s.braked = why);
+    }
+
     pub fn resumed(&self) {
         self.change(|s| s.paused = None);
     }
@@ -104,7 +111,7 @@ impl Health {
     /// `Ok` when ready, else a one-line reason.
     pub fn readiness(&self) -> Result<(), String> {
         self.with(|s| {
-            if let Some(why) = &s.quarantined {
+            if let Some(why) = s.quarantined.as_ref().or(s.braked.as_ref()) {
                 return Err(why.clone());
             }
             if let (false, Some(why)) = (s.started, &s.broker_down) {
@@ -133,7 +140,7 @@ impl Health {
 
 impl State {
     fn status_line(&self, queue: &str) -> String {
-        if let Some(why) = &self.quarantined {
+        if let Some(why) = self.quarantined.as_ref().or(self.braked.as_ref()) {
             return why.clone();
         }
         if let Some(why) = &self.broker_down {

@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::brake::Brake;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantines;
@@ -22,8 +23,15 @@ struct AppState {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     quarantines: Arc<Quarantines>,
+    brake: Arc<Brake>,
     rates: Arc<RateBudgets>,
     listen: SocketAddr,
+}
+
+/// What `POST /resume` may release: a quarantine and the brake.
+pub struct Holds {
+    pub quarantines: Arc<Quarantines>,
+    pub brake: Arc<Brake>,
 }
 
 /// Binds now (so a taken port fails start-up), serves until `shutdown`.
@@ -31,7 +39,7 @@ pub async fn serve(
     listen: SocketAddr,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
-    quarantines: Arc<Quarantines>,
+    holds: Holds,
     rates: Arc<RateBudgets>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
@@ -47,7 +55,8 @@ pub async fn serve(
         .with_state(AppState {
             health,
             metrics,
-            quarantines,
+            quarantines: holds.quarantines,
+            brake: holds.brake,
             rates,
             listen,
         })
@@ -134,14 +143,25 @@ async fn resume(
         state.metrics.quarantine_lifted();
         tracing::info!(code = q.code, %peer, "quarantine lifted by resume: one event goes first");
     });
-    match lifted {
-        Some(q) => (
+    let released = state.brake.release(std::time::Instant::now());
+    if let Some(engaged) = &released {
+        state.health.braked(None);
+        state.metrics.brake_engaged.set(0);
+        tracing::warn!(changes = engaged.changes, removals = engaged.removals, %peer,
+            "brake released by resume: the held burst goes through; it engages again only after a whole window");
+    }
+    match (lifted, released) {
+        (Some(q), _) => (
             StatusCode::OK,
             format!("resumed: was quarantined because {q}\n"),
         ),
-        None => (
+        (None, Some(engaged)) => (
+            StatusCode::OK,
+            format!("resumed: the held burst goes through (was: {engaged})\n"),
+        ),
+        (None, None) => (
             StatusCode::CONFLICT,
-            "not quarantined: nothing to resume\n".to_owned(),
+            "not quarantined, brake not engaged: nothing to resume\n".to_owned(),
         ),
     }
 }

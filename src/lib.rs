@@ -1,6 +1,7 @@
 //! zoom-dept-sync: keeps Zoom group membership in step with HR department
 //! changes published on RabbitMQ. See `README.md`.
 
+pub mod brake;
 pub mod broker;
 pub mod commands;
 pub mod config;

@@ -83,6 +83,8 @@ pub struct Metrics {
     quarantined: Family<QuarantineLabels, Gauge>,
     /// The labels set to 1 now, so lifting sets the same series to 0.
     quarantine_labels: Mutex<Option<QuarantineLabels>>,
+    /// 1 while the brake holds a burst of writes (see [`crate::brake`]).
+    pub brake_engaged: Gauge,
     /// 1 while `/readyz` answers 200; set from the health state at each
     /// scrape ([`Metrics::set_ready`]), so it never lags it.
     ready: Gauge,
@@ -116,6 +118,7 @@ impl Metrics {
             }),
             quarantined: Family::default(),
             quarantine_labels: Mutex::new(None),
+            brake_engaged: Gauge::default(),
             ready: Gauge::default(),
             registry: Registry::default(),
         };
@@ -174,6 +177,11 @@ impl Metrics {
             "quarantined",
             "1 while consuming is stopped because most recent events were dead-lettered with one Zoom code",
             m.quarantined.clone(),
+        );
+        registry.register(
+            "brake_engaged",
+            "1 while the brake holds a burst of writes (brake.max_changes / max_removals within window_secs) until `resume`",
+            m.brake_engaged.clone(),
         );
         registry.register(
             "ready",

@@ -40,6 +40,9 @@ pub enum RequeueCause {
     /// exchange missing, broker nack, no confirm in time): the original goes
     /// back and consuming waits.
     PublishingUnavailable,
+    /// The brake holds a burst of writes ([`crate::brake`]): consuming waits
+    /// for an operator's `resume`.
+    Brake,
 }
 
 #[derive(Debug, Clone)]

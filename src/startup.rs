@@ -48,6 +48,7 @@ pub async fn run_telling(
     let health = Arc::new(Health::telling(Arc::clone(&systemd), &settings.amqp.queue));
     let worker = Arc::new(Worker::new(&settings, Arc::clone(&metrics))?);
     let rates = worker.rate_budgets();
+    let brake = worker.brake();
     let quarantines = Arc::new(Quarantines::new(
         settings.worker.quarantine,
         settings.worker.quarantine_window as usize,
@@ -68,7 +69,7 @@ pub async fn run_telling(
         settings.http.listen,
         health,
         metrics,
-        quarantines,
+        crate::http::Holds { quarantines, brake },
         rates,
         http_stop.clone(),
     )

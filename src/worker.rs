@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::brake::{Brake, Write};
 use crate::config::{Settings, Unmapped};
 use crate::event::{DepartmentChange, Email, EventId, UserRef, ZoomUserId};
 use crate::mapping::{GroupId, Mapping, Plan};
@@ -42,6 +43,8 @@ pub struct Worker {
     /// person joins one line whatever it carries.
     identities: Cache<String, String>,
     max_elapsed: Duration,
+    /// Asked before every write to Zoom.
+    brake: Arc<Brake>,
     /// `worker.max_future_skew_secs`.
     max_future_skew: time::Duration,
     metrics: Arc<Metrics>,
@@ -120,6 +123,9 @@ pub struct RunLimits {
     /// Cancelled when the delivery's session is lost or the daemon stops:
     /// no Zoom call starts after that.
     pub stop: CancellationToken,
+    /// The event belongs to a plan already approved with `reconcile --apply
+    /// --allow-large`: the brake does not hold it a second time.
+    pub brake_exempt: bool,
     /// The delivery must be settled before this (the broker's consumer
     /// timeout, less a margin): the event's budget ends there at the latest.
     pub settle_by: Instant,
@@ -135,6 +141,9 @@ struct Run<'a> {
     user: Option<ZoomUserId>,
     /// The primary group a user record reported (before any write).
     primary: Option<String>,
+    /// Not held by the brake (a plan approved with `reconcile --apply
+    /// --allow-large`).
+    brake_exempt: bool,
 }
 
 impl Worker {
@@ -154,6 +163,7 @@ impl Worker {
                 .time_to_live(EMAIL_CACHE_TTL)
                 .build(),
             max_elapsed: settings.retry.max_elapsed(),
+            brake: Arc::new(Brake::new(settings.brake.clone())),
             max_future_skew: time::Duration::seconds(
                 i64::try_from(settings.worker.max_future_skew_secs).unwrap_or(i64::MAX),
             ),
@@ -290,6 +300,7 @@ impl Worker {
             to_group: None,
             user: None,
             primary: None,
+            brake_exempt: limits.brake_exempt,
         };
         let outcome = match self.newer_applied(change) {
             Some(newer) => Outcome::Stale { newer },
@@ -525,6 +536,9 @@ impl Worker {
                 .await;
         }
         let Some((from, others)) = managed.split_first() else {
+            if let Err(held) = self.may_write(run, Write::Change) {
+                return held;
+            }
             return match self.zoom.add_member(to, id, &run.attempts).await {
                 Ok(()) => Outcome::Added,
                 Err(failure) => self.failed(run, failure),
@@ -551,6 +565,9 @@ impl Worker {
         done: Outcome,
     ) -> Outcome {
         for other in groups.iter().filter(|g| Some(*g) != to) {
+            if let Err(held) = self.may_write(run, Write::Removal) {
+                return held;
+            }
             match self.zoom.remove_member(other, id, &run.attempts).await {
                 Ok(()) => {
                     tracing::info!(group = %other, "removed the user from another managed group")
@@ -561,6 +578,25 @@ impl Worker {
             }
         }
         done
+    }
+
+    /// Asks the brake before a write: `Err` is the event's outcome when it
+    /// holds (the event goes back and consuming waits for `resume`).
+    fn may_write(&self, run: &Run<'_>, write: Write) -> Result<(), Outcome> {
+        if run.brake_exempt {
+            return Ok(());
+        }
+        self.brake
+            .admit(write, std::time::Instant::now())
+            .map_err(|engaged| Outcome::Requeue {
+                why: engaged.to_string(),
+                cause: RequeueCause::Brake,
+            })
+    }
+
+    /// The brake every write asks, for the daemon and the HTTP server.
+    pub fn brake(&self) -> Arc<Brake> {
+        Arc::clone(&self.brake)
     }
 
     /// The managed groups among a user record's groups, sorted.
@@ -584,6 +620,9 @@ impl Worker {
         id: &ZoomUserId,
         to: &GroupId,
     ) -> Outcome {
+        if let Err(held) = self.may_write(run, Write::Change) {
+            return held;
+        }
         let rejection = match self.zoom.move_member(from, id, to, &run.attempts).await {
             Ok(()) => return Outcome::Applied,
             Err(Failure::Rejected(e)) if matches!(e.status, Some(400 | 404)) => e,

@@ -19,8 +19,9 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use super::delivery::{self, SessionCtx};
-use super::pause::{DrainRequest, wait_for_resume, wait_out_pause};
+use super::pause::{DrainRequest, wait_for_brake, wait_for_resume, wait_out_pause};
 use super::{Daemon, Session};
+use crate::outcome::RequeueCause;
 
 const CONSUMER_TAG: &str = "zoom-dept-sync";
 /// After the grace, how long handed-back events get to reach the broker.
@@ -124,7 +125,17 @@ async fn wait_until_clear(
         // Waiting for an operator or a timer, by design: fed throughout.
         if daemon.quarantines.active().is_some() {
             daemon.systemd.pinging(wait_for_resume(daemon, ctx)).await?;
-        } else if let Some(pause) = pending.take().and_then(|r| r.pause) {
+        } else if let Some(engaged) = daemon.worker.brake().engaged() {
+            daemon
+                .systemd
+                .pinging(wait_for_brake(daemon, ctx, &engaged))
+                .await?;
+        } else if let Some(pause) = pending
+            .take()
+            .and_then(|r| r.pause)
+            // Released while draining: nothing left to wait for.
+            .filter(|(cause, _)| *cause != RequeueCause::Brake)
+        {
             let resumed = tokio::select! {
                 resumed = daemon.systemd.pinging(
                     wait_out_pause(daemon, &ctx.drain, &pause, &ctx.shutdown),

@@ -219,6 +219,7 @@ impl Task {
                 let limits = RunLimits {
                     stop: self.ctx.lost.child_token(),
                     settle_by,
+                    brake_exempt: super::settle::approved_as_large(&self.delivery),
                 };
                 tokio::select! {
                     processed = self.daemon.worker.process(admitted, &limits) => processed,

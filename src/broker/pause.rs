@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::Daemon;
 use super::consumer::SessionEnd;
 use super::delivery::SessionCtx;
+use crate::brake::Engaged;
 use crate::outcome::RequeueCause;
 use crate::quarantine::Quarantine;
 
@@ -176,6 +177,35 @@ pub(super) fn show_quarantine(daemon: &Daemon, q: &Quarantine) {
         window = q.window,
         "quarantined: {q}; consuming stops until `zoom-dept-sync resume`"
     );
+}
+
+/// Waits until an operator lets the held burst through (`POST /resume`):
+/// `/readyz` names the brake and its counts, the gauge is 1 meanwhile.
+pub(super) async fn wait_for_brake(
+    daemon: &Daemon,
+    ctx: &SessionCtx,
+    engaged: &Engaged,
+) -> Result<(), SessionEnd> {
+    let why = format!("{engaged}; run `zoom-dept-sync resume` to let it through");
+    daemon.health.braked(Some(why.clone()));
+    daemon.metrics.brake_engaged.set(1);
+    tracing::warn!(
+        changes = engaged.changes,
+        removals = engaged.removals,
+        "{why}; the held events wait on the queue, in order"
+    );
+    let brake = daemon.worker.brake();
+    tokio::select! {
+        _ = brake.released() => {}
+        _ = ctx.shutdown.cancelled() => return Err(SessionEnd::Shutdown),
+        _ = ctx.lost.cancelled() => return Err(SessionEnd::Lost(ctx.lost_reason())),
+    }
+    daemon.health.braked(None);
+    daemon.metrics.brake_engaged.set(0);
+    daemon
+        .health
+        .paused("brake released: one event goes first", None);
+    Ok(())
 }
 
 /// Waits until an operator lifts the quarantine (`POST /resume`). No timer:

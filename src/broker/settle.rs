@@ -220,6 +220,24 @@ impl Settler {
     }
 }
 
+/// Set by `reconcile --apply --allow-large` (with `reconcile-run-id`): the
+/// plan was approved as large, so the brake does not hold it again.
+pub const ALLOW_LARGE_HEADER: &str = "reconcile-allow-large";
+
+/// Whether the event belongs to a reconcile plan approved as large: both
+/// headers, the flag `"true"`.
+pub(crate) fn approved_as_large(delivery: &Delivery) -> bool {
+    let flag = delivery.properties.headers().as_ref().and_then(|h| {
+        match h.inner().get(ALLOW_LARGE_HEADER)? {
+            AMQPValue::LongString(s) => Some(s.as_bytes() == b"true"),
+            AMQPValue::ShortString(s) => Some(s.as_str() == "true"),
+            AMQPValue::Boolean(b) => Some(*b),
+            _ => None,
+        }
+    });
+    flag == Some(true) && run_id(delivery).is_some()
+}
+
 /// The `reconcile` run that published the event (its `reconcile-run-id`
 /// header), for the audit trail.
 fn run_id(delivery: &Delivery) -> Option<String> {

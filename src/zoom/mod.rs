@@ -727,6 +727,7 @@ mod tests {
             http: HttpSettings::default(),
             outcomes: crate::config::OutcomesSettings::default(),
             ingest: crate::config::IngestSettings::default(),
+            brake: crate::config::BrakeSettings::default(),
             mapping: Mapping::new(&BTreeMap::from([("S".to_owned(), "g".to_owned())])).unwrap(),
             credentials: ZoomCredentials {
                 account_id: "acct".into(),

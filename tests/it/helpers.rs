@@ -139,6 +139,11 @@ pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) ->
         },
         outcomes: OutcomesSettings::default(),
         ingest: zoom_dept_sync::config::IngestSettings::default(),
+        // Off, but in the brake's own tests: others move hundreds.
+        brake: zoom_dept_sync::config::BrakeSettings {
+            max_changes: 0,
+            ..Default::default()
+        },
         mapping: Mapping::new(&departments).expect("test mapping"),
         credentials: ZoomCredentials {
             account_id: ACCOUNT_ID.into(),
@@ -275,6 +280,10 @@ impl TestApp {
                 toml.push_str(&format!("stream = {stream:?}\n"));
             }
         }
+        toml.push_str(&format!(
+            "\n[brake]\nmax_changes = {}\nmax_removals = {}\nwindow_secs = {}\n",
+            s.brake.max_changes, s.brake.max_removals, s.brake.window_secs
+        ));
         toml
     }
 

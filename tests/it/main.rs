@@ -1,6 +1,7 @@
 //! Integration tests: the daemon against the real broker (`AMQP_URL`, or a
 //! RabbitMQ container) and a wiremock Zoom. One crate so it links once.
 
+mod brake;
 mod broker_limits;
 mod config_errors;
 mod credentials;

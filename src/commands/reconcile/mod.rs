@@ -216,7 +216,11 @@ async fn send(
     };
     let mut sent = 0;
     for event in events {
-        let headers = [(RUN_ID_HEADER, run_id)];
+        let mut headers = vec![(RUN_ID_HEADER, run_id)];
+        if args.allow_large {
+            // Approved as large already: the daemon's brake lets it through.
+            headers.push((crate::broker::settle::ALLOW_LARGE_HEADER, "true"));
+        }
         let published = publisher
             .publish_event(queue, &event.body, &event.event_id, &headers)
             .await;

@@ -1,0 +1,111 @@
+//! The brake on the live path: a burst of writes past `brake.max_changes`
+//! within the window stops before the next write; the held events wait on
+//! the queue in order, `/readyz` names the brake, and `resume` lets the
+//! rest through.
+
+use std::time::Duration;
+
+use zoom_dept_sync::config::BrakeSettings;
+use zoom_dept_sync::control::request_resume;
+use zoom_dept_sync::fake::FakeHandle;
+
+use crate::helpers::{TestApp, engineers, eventually, groups_of, spawn_zoom, use_zoom};
+
+fn users_in_sales(zoom: &FakeHandle, users: usize) -> usize {
+    (0..users)
+        .filter(|i| groups_of(zoom, &format!("U{i}")) == ["grp_sales"])
+        .count()
+}
+
+/// The case: 50 moves with `max_changes = 20` are held at 20, the
+/// other 30 wait on the queue (none dead-lettered), `/readyz` and the gauge
+/// say so; `resume` lets them through.
+#[tokio::test]
+async fn a_burst_past_max_changes_is_held_until_resume() {
+    const EVENTS: usize = 50;
+    let zoom = spawn_zoom(engineers(EVENTS)).await;
+    let mut app = TestApp::spawn_with(|s| {
+        use_zoom(s, &zoom);
+        s.worker.concurrency = 4;
+        s.brake = BrakeSettings {
+            max_changes: 20,
+            max_removals: 50,
+            window_secs: 3600,
+        };
+    })
+    .await;
+    app.publish_moves(EVENTS).await;
+    eventually("the brake holds", Duration::from_secs(20), || async {
+        let (ready, consumers) = app.queue_state(&app.queue).await;
+        consumers == 0 && ready as usize == EVENTS - users_in_sales(&zoom, EVENTS)
+    })
+    .await;
+    assert_eq!(users_in_sales(&zoom, EVENTS), 20, "held at 20 writes");
+    assert_eq!(zoom.counters().medium.calls, 20, "no write past the limit");
+    assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0);
+    let (status, body) = app.http_get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("brake engaged: 20 changes"), "{body}");
+    let metrics = app.http_get("/metrics").await.1;
+    assert!(
+        metrics.contains("zoom_dept_sync_brake_engaged 1"),
+        "{metrics}"
+    );
+
+    let answer = request_resume(app.http).await.expect("resume is accepted");
+    assert!(answer.contains("held burst goes through"), "{answer}");
+    eventually("the rest is applied", Duration::from_secs(20), || async {
+        users_in_sales(&zoom, EVENTS) == EVENTS
+    })
+    .await;
+    eventually("consuming again", Duration::from_secs(10), || async {
+        app.queue_state(&app.queue).await == (0, 1) && app.http_get("/readyz").await.0 == 200
+    })
+    .await;
+    let metrics = app.http_get("/metrics").await.1;
+    assert!(
+        metrics.contains("zoom_dept_sync_brake_engaged 0"),
+        "{metrics}"
+    );
+    app.stop_and_assert_queues_empty().await;
+}
+
+/// `leave` events count as removals against their own, lower limit.
+#[tokio::test]
+async fn removals_are_held_at_max_removals() {
+    const EVENTS: usize = 12;
+    let zoom = spawn_zoom(engineers(EVENTS)).await;
+    let mut app = TestApp::spawn_with(|s| {
+        use_zoom(s, &zoom);
+        s.worker.concurrency = 2;
+        s.brake = BrakeSettings {
+            max_changes: 100,
+            max_removals: 5,
+            window_secs: 3600,
+        };
+    })
+    .await;
+    for i in 0..EVENTS {
+        app.publish_json(serde_json::json!({
+            "event_id": format!("l{i}"), "zoom_user_id": format!("U{i}"), "action": "leave",
+        }))
+        .await;
+    }
+    eventually("the brake holds", Duration::from_secs(20), || async {
+        app.queue_state(&app.queue).await.1 == 0
+    })
+    .await;
+    let left = (0..EVENTS)
+        .filter(|i| groups_of(&zoom, &format!("U{i}")).is_empty())
+        .count();
+    assert_eq!(left, 5, "held at 5 removals");
+    let (status, body) = app.http_get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("brake.max_removals = 5"), "{body}");
+    request_resume(app.http).await.expect("resume");
+    eventually("all left", Duration::from_secs(20), || async {
+        (0..EVENTS).all(|i| groups_of(&zoom, &format!("U{i}")).is_empty())
+    })
+    .await;
+    app.stop_and_assert_queues_empty().await;
+}
