@@ -235,8 +235,11 @@ mod tests {
                     .is_ok()
             );
         }
-        // A window after the release, it holds again.
-        let later = t0 + Duration::from_secs(61);
+        // A window after the release it counts again, the burst's writes
+        // too while they are in the window; once they are out, as before.
+        assert!(brake.admit(Write::Change, t0 + Duration::from_secs(61)).is_err());
+        brake.release(t0 + Duration::from_secs(61));
+        let later = t0 + Duration::from_secs(61 + 60);
         assert!(brake.admit(Write::Change, later).is_ok());
         assert!(brake.admit(Write::Change, later).is_err());
     }
