@@ -237,7 +237,11 @@ mod tests {
         }
         // A window after the release it counts again, the burst's writes
         // too while they are in the window; once they are out, as before.
-        assert!(brake.admit(Write::Change, t0 + Duration::from_secs(61)).is_err());
+        assert!(
+            brake
+                .admit(Write::Change, t0 + Duration::from_secs(61))
+                .is_err()
+        );
         brake.release(t0 + Duration::from_secs(61));
         let later = t0 + Duration::from_secs(61 + 60);
         assert!(brake.admit(Write::Change, later).is_ok());

@@ -109,3 +109,65 @@ async fn removals_are_held_at_max_removals() {
     .await;
     app.stop_and_assert_queues_empty().await;
 }
+
+/// A plan approved with `reconcile --apply --allow-large` is not held a
+/// second time: with `max_changes = 1`, its five moves all land.
+#[tokio::test]
+async fn a_reconcile_plan_approved_as_large_is_not_held_again() {
+    const USERS: usize = 5;
+    let zoom = spawn_zoom(engineers(USERS)).await;
+    let brake = BrakeSettings {
+        max_changes: 1,
+        max_removals: 1,
+        window_secs: 3600,
+    };
+    let mut app = TestApp::prepare_with(|s| {
+        use_zoom(s, &zoom);
+        s.brake = brake;
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, app.config_toml()).expect("config");
+    let export: String = (0..USERS).fold("email,department\n".into(), |csv, i| {
+        csv + &format!("u{i}@example.com,Sales\n")
+    });
+    let export_path = dir.path().join("export.csv");
+    std::fs::write(&export_path, export).expect("export");
+    let reconcile = |extra: &'static [&'static str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"));
+        command
+            .args(["reconcile", "--config"])
+            .arg(&config)
+            .arg("--hr-export")
+            .arg(&export_path)
+            .args(["--apply"])
+            .args(extra)
+            .env_clear()
+            .env("AMQP_URL", crate::helpers::amqp_url())
+            .env("ZOOM_ACCOUNT_ID", crate::helpers::ACCOUNT_ID)
+            .env("ZOOM_CLIENT_ID", crate::helpers::CLIENT_ID)
+            .env("ZOOM_CLIENT_SECRET", crate::helpers::CLIENT_SECRET);
+        // Not blocking: zoom-fake answers from this test's runtime.
+        tokio::process::Command::from(command).output()
+    };
+    let out = reconcile(&["--allow-large"]).await.expect("reconcile runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(app.queue_state(&app.queue).await.0, USERS as u32);
+    app.start().await;
+    eventually("all five moved", Duration::from_secs(20), || async {
+        users_in_sales(&zoom, USERS) == USERS
+    })
+    .await;
+    let metrics = app.http_get("/metrics").await.1;
+    assert!(
+        metrics.contains("zoom_dept_sync_brake_engaged 0"),
+        "{metrics}"
+    );
+    assert_eq!(app.http_get("/readyz").await.0, 200);
+    app.stop_and_assert_queues_empty().await;
+}
