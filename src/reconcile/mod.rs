@@ -15,6 +15,8 @@ mod planner;
 mod snapshot;
 mod threshold;
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 pub use events::{Event, EventError, events};
@@ -30,6 +32,52 @@ pub struct ExportRow {
     pub email: String,
     pub department: String,
     pub zoom_user_id: Option<String>,
+}
+
+/// People named by rows of the export that could not be read. The plan
+/// leaves them where they are: a move from another row of theirs could be
+/// wrong, and a `leave` would remove someone who is in the export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Lower-cased email → the unreadable lines that name it.
+    pub emails: BTreeMap<String, Vec<usize>>,
+    /// Zoom id → the unreadable lines that name it.
+    pub ids: BTreeMap<String, Vec<usize>>,
+    /// Unreadable lines that name no one we can tell: they might be
+    /// anyone's, so `--remove-unlisted` removes no one.
+    pub unidentified: Vec<usize>,
+}
+
+impl Held {
+    /// An unreadable `line` naming `email` and / or `id` (neither: it
+    /// cannot say whom).
+    pub fn add(&mut self, line: usize, email: Option<&str>, id: Option<&str>) {
+        if let Some(email) = email {
+            let lines = self.emails.entry(email.to_lowercase()).or_default();
+            lines.push(line);
+        }
+        if let Some(id) = id {
+            self.ids.entry(id.to_owned()).or_default().push(line);
+        }
+        if email.is_none() && id.is_none() {
+            self.unidentified.push(line);
+        }
+    }
+
+    /// The unreadable lines naming this email or id, sorted (empty: none).
+    pub fn lines_of(&self, email: &str, id: Option<&str>) -> Vec<usize> {
+        let by_email = self.emails.get(&email.to_lowercase());
+        let by_id = id.and_then(|id| self.ids.get(id));
+        let mut lines: Vec<usize> = by_email
+            .into_iter()
+            .chain(by_id)
+            .flatten()
+            .copied()
+            .collect();
+        lines.sort_unstable();
+        lines.dedup();
+        lines
+    }
 }
 
 /// Whom to ask Zoom about (`GET /users/{id or email}`).
@@ -71,6 +119,8 @@ pub enum Action {
     NotInZoom,
     /// Two rows for one email, or an id and an email naming two users.
     Ambiguous,
+    /// Named by a row that cannot be read: left where they are.
+    UnreadableRow,
     /// In a managed group, not in the export.
     NotInExport,
 }
@@ -86,6 +136,7 @@ impl Action {
             Self::UnmappedDepartment => "unmapped-department",
             Self::NotInZoom => "not-in-zoom",
             Self::Ambiguous => "ambiguous",
+            Self::UnreadableRow => "unreadable-row",
             Self::NotInExport => "not-in-export",
         }
     }
@@ -118,7 +169,7 @@ pub struct Entry {
 pub struct Plan {
     pub entries: Vec<Entry>,
     /// Entries per action (actions with none are left out).
-    pub totals: std::collections::BTreeMap<Action, usize>,
+    pub totals: BTreeMap<Action, usize>,
     /// Distinct users in managed groups.
     pub managed_members: usize,
     /// Entries that publish an event with `--apply`.
@@ -128,7 +179,8 @@ pub struct Plan {
     /// group makes it their primary group.
     #[serde(skip)]
     pub publish_set_primary: bool,
-    /// `--remove-unlisted`: `not-in-export` rows publish a `leave` event.
+    /// `--remove-unlisted`: `not-in-export` rows publish a `leave` event
+    /// (false when an unreadable row cannot say whom it names).
     #[serde(skip)]
     pub remove_unlisted: bool,
 }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::snapshot::{ManagedUser, Snapshot};
-use super::{Action, Entry, ExportRow, Lookup, Plan, Who};
+use super::{Action, Entry, ExportRow, Held, Lookup, Plan, Who};
 use crate::mapping::{GroupId, Mapping};
 
 /// What `--remove-unlisted` does to a `not-in-export` member.
@@ -15,6 +15,7 @@ pub struct Planner<'a> {
     mapping: &'a Mapping,
     snapshot: &'a Snapshot,
     remove_unlisted: bool,
+    held: Held,
 }
 
 /// Where a row's person is in the managed groups' listings.
@@ -42,7 +43,15 @@ impl<'a> Planner<'a> {
             mapping,
             snapshot,
             remove_unlisted: false,
+            held: Held::default(),
         }
+    }
+
+    /// People named by unreadable rows: planned as `unreadable-row`, left
+    /// where they are. A row that cannot say whom it names stops every
+    /// `--remove-unlisted` removal.
+    pub fn hold(self, held: Held) -> Self {
+        Self { held, ..self }
     }
 
     /// `--remove-unlisted` was asked: say on each `not-in-export` entry why
@@ -84,7 +93,7 @@ impl<'a> Planner<'a> {
         for rows in self.people() {
             let entry = match rows.as_slice() {
                 [row] if !self.has_ambiguous_id(row, &ambiguous) => {
-                    self.single(row, lookups, &mut matched)
+                    self.held_back(self.single(row, lookups, &mut matched))
                 }
                 [] => continue,
                 [first, ..] => self.ambiguous(first, &rows, &mut matched),
@@ -106,7 +115,7 @@ impl<'a> Planner<'a> {
             entries,
             totals,
             publish_set_primary: false,
-            remove_unlisted: self.remove_unlisted,
+            remove_unlisted: self.removes_unlisted(),
         }
         .recounted()
     }
@@ -291,16 +300,51 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// `--remove-unlisted` was asked and every unreadable row says whom it
+    /// names (one that cannot might be any `not-in-export` member's).
+    fn removes_unlisted(&self) -> bool {
+        self.remove_unlisted && self.held.unidentified.is_empty()
+    }
+
+    /// A row's entry, unless an unreadable row names the same person: then
+    /// `unreadable-row`, and nothing changes for them.
+    fn held_back(&self, mut entry: Entry) -> Entry {
+        let held = self
+            .held
+            .lines_of(&entry.email, entry.zoom_user_id.as_deref());
+        if held.is_empty() || entry.action == Action::Ambiguous {
+            return entry;
+        }
+        entry.note = Some(format!("{}: left where they are", unreadable_lines(&held)));
+        entry.action = Action::UnreadableRow;
+        entry.lines.extend(held);
+        entry
+    }
+
     fn unlisted(&self, user: &ManagedUser) -> Entry {
+        let held = self.held.lines_of(&user.email, Some(&user.id));
+        let (action, note) = if !held.is_empty() {
+            let note = format!("{}: left where they are", unreadable_lines(&held));
+            (Action::UnreadableRow, Some(note))
+        } else if self.remove_unlisted && !self.removes_unlisted() {
+            let note = format!(
+                "--remove-unlisted: not removed: {} cannot say whom it names",
+                unreadable_lines(&self.held.unidentified)
+            );
+            (Action::NotInExport, Some(note))
+        } else {
+            let note = self.remove_unlisted.then(|| UNLISTED_LEAVES.to_owned());
+            (Action::NotInExport, note)
+        };
         Entry {
             email: user.email.clone(),
             zoom_user_id: Some(user.id.clone()),
             department: None,
             current_groups: names(&user.groups),
             wanted_group: None,
-            action: Action::NotInExport,
-            note: self.remove_unlisted.then(|| UNLISTED_LEAVES.to_owned()),
-            lines: Vec::new(),
+            action,
+            note,
+            lines: held,
         }
     }
 
@@ -349,6 +393,13 @@ fn decide(
             )),
         ),
     }
+}
+
+/// "unreadable line 3" / "unreadable lines 3, 7".
+fn unreadable_lines(lines: &[usize]) -> String {
+    let list: Vec<String> = lines.iter().map(ToString::to_string).collect();
+    let s = if lines.len() == 1 { "" } else { "s" };
+    format!("unreadable line{s} {}", list.join(", "))
 }
 
 fn names(groups: &BTreeSet<GroupId>) -> Vec<String> {
@@ -610,5 +661,75 @@ mod tests {
         );
         assert_eq!(plan.entries[1].action, Action::NotInExport);
         assert_eq!(plan.entries[1].note.as_deref(), Some(UNLISTED_LEAVES));
+    }
+
+    /// People named by unreadable rows stay where they are: no move from a
+    /// readable row of theirs, no leave from `--remove-unlisted`.
+    #[test]
+    fn people_of_unreadable_rows_are_held() {
+        let zoom = snapshot(&[
+            (
+                "grp_eng",
+                &[
+                    ("u1", "a@x.com", true),
+                    ("u2", "b@x.com", true),
+                    ("u3", "c@x.com", true),
+                    ("u4", "d@x.com", true),
+                ],
+            ),
+            ("grp_sales", &[("u5", "e@x.com", true)]),
+        ]);
+        let rows = [
+            row(2, "A@x.com", "Sales", None),
+            row(4, "e@x.com", "Engineering", None),
+        ];
+        let mut held = Held::default();
+        held.add(3, Some("a@x.com"), None);
+        held.add(5, Some("B@X.com"), None);
+        held.add(6, None, Some("u3"));
+        let mapping = mapping();
+        let plan = Planner::new(&rows, &mapping, &zoom)
+            .remove_unlisted(true)
+            .hold(held)
+            .plan(&HashMap::new());
+        assert_eq!(
+            actions(&plan),
+            [
+                ("A@x.com", Action::UnreadableRow),
+                ("e@x.com", Action::Move),
+                ("b@x.com", Action::UnreadableRow),
+                ("c@x.com", Action::UnreadableRow),
+                ("d@x.com", Action::NotInExport),
+            ]
+        );
+        assert_eq!(plan.entries[0].lines, [2, 3]);
+        assert_eq!(plan.entries[2].lines, [5]);
+        assert_eq!(plan.changes, 2, "the move and d's leave");
+    }
+
+    /// A row that cannot say whom it names might be anyone's: no one is
+    /// removed, the other changes stay.
+    #[test]
+    fn an_unidentified_row_stops_every_removal() {
+        let zoom = snapshot(&[(
+            "grp_eng",
+            &[("u1", "a@x.com", true), ("u2", "b@x.com", true)],
+        )]);
+        let rows = [row(2, "a@x.com", "Sales", None)];
+        let mut held = Held::default();
+        held.add(3, None, None);
+        let mapping = mapping();
+        let plan = Planner::new(&rows, &mapping, &zoom)
+            .remove_unlisted(true)
+            .hold(held)
+            .plan(&HashMap::new());
+        assert_eq!(
+            actions(&plan),
+            [("a@x.com", Action::Move), ("b@x.com", Action::NotInExport)]
+        );
+        assert_eq!(plan.changes, 1, "the move only");
+        assert!(!plan.remove_unlisted);
+        let note = plan.entries[1].note.as_deref().unwrap();
+        assert!(note.contains("line 3"), "{note}");
     }
 }

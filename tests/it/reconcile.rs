@@ -20,6 +20,11 @@ struct Run {
 
 impl Run {
     fn new(app: &TestApp, export: &str) -> Self {
+        Self::with_bytes(app, export.as_bytes())
+    }
+
+    /// An export that need not be UTF-8.
+    fn with_bytes(app: &TestApp, export: &[u8]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("config.toml");
         std::fs::write(&config, app.config_toml()).expect("write config");
@@ -157,8 +162,13 @@ async fn reconcile_plans_every_action_and_changes_nothing_without_apply() {
 
     let (code, plan, stderr) = run.reconcile(&[]).await;
 
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 1, "the second dup@ row is unreadable: {stderr}");
     assert_eq!(actions(&plan), pairs(&FIRST_PLAN));
+    assert_eq!(
+        plan["unreadable_rows"],
+        json!([{"line": 12, "problem": "second row for dup@ex.com (line 9)",
+                "person": {"email": "dup@ex.com"}}])
+    );
     let entry = |i: usize| &plan["entries"][i];
     assert_eq!(entry(0)["current_groups"], json!(["grp_eng"]));
     assert_eq!(entry(0)["wanted_group"], "grp_sales");
@@ -196,9 +206,16 @@ async fn reconcile_apply_publishes_events_the_daemon_brings_zoom_to_the_plan() {
     let as_of = "2026-11-26T09:00:00Z";
 
     let (code, plan, stderr) = run
-        .reconcile(&["--apply", "--max-changes", "5", "--as-of", as_of])
+        .reconcile(&[
+            "--apply",
+            "--skip-unreadable",
+            "--max-changes",
+            "5",
+            "--as-of",
+            as_of,
+        ])
         .await;
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 1, "the second dup@ row is still reported: {stderr}");
     assert!(stderr.contains("published 5 events"), "{stderr}");
     let run_id = plan["run_id"].as_str().expect("run id").to_owned();
 
@@ -272,8 +289,8 @@ async fn reconcile_apply_publishes_events_the_daemon_brings_zoom_to_the_plan() {
     // does zoom-fake's), so reconcile sees no primary-group drift: the
     // added user's primary group (grp_all) is not reported as
     // `set-primary`, with or without `worker.set_primary`.
-    let (code, again, stderr) = run.reconcile(&["--apply"]).await;
-    assert_eq!(code, 0, "{stderr}");
+    let (code, again, stderr) = run.reconcile(&["--apply", "--skip-unreadable"]).await;
+    assert_eq!(code, 1, "{stderr}");
     assert_eq!(again["changes"], 0);
     assert_eq!(again["events"], json!([]));
     let mut second = pairs(&FIRST_PLAN);
@@ -293,8 +310,10 @@ async fn reconcile_apply_publishes_events_the_daemon_brings_zoom_to_the_plan() {
         s.worker.set_primary = true;
     })
     .await;
-    let (code, third, stderr) = Run::new(&primary, EXPORT).reconcile(&["--apply"]).await;
-    assert_eq!(code, 0, "{stderr}");
+    let (code, third, stderr) = Run::new(&primary, EXPORT)
+        .reconcile(&["--apply", "--skip-unreadable"])
+        .await;
+    assert_eq!(code, 1, "{stderr}");
     assert_eq!(third["changes"], 0, "{third}");
 }
 
@@ -316,7 +335,15 @@ async fn reconcile_refuses_a_plan_over_the_threshold_unless_allowed() {
     assert_eq!(app.queue_state(&app.queue).await.0, 0, "nothing published");
 
     let (code, plan, stderr) = run.reconcile(&["--apply", "--allow-large"]).await;
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("1 unreadable row (line 12)"), "{stderr}");
+    assert_eq!(plan["apply"], false);
+    assert_eq!(app.queue_state(&app.queue).await.0, 0, "nothing published");
+
+    let allowed = ["--apply", "--allow-large", "--skip-unreadable"];
+    let (code, plan, stderr) = run.reconcile(&allowed).await;
+    assert_eq!(code, 1, "the unreadable row is still reported: {stderr}");
+    assert!(stderr.contains("published 5 events"), "{stderr}");
     assert_eq!(plan["apply"], true);
     assert_eq!(app.queue_state(&app.queue).await.0, 5, "published");
 }
@@ -446,4 +473,171 @@ async fn reconcile_remove_unlisted_takes_leavers_out_of_the_managed_groups() {
     app.stop_and_assert_queues_empty().await;
     let (_, again, _) = run.reconcile(&["--remove-unlisted"]).await;
     assert_eq!(again["changes"], 0, "{again}");
+}
+
+/// Two rows that cannot be read: an empty department (the email is fine)
+/// and a Latin-1 byte (in the name column). `--remove-unlisted --apply`
+/// refuses and publishes nothing; with `--skip-unreadable` the other
+/// changes go through and those two people are neither moved nor removed.
+#[tokio::test]
+async fn reconcile_two_unreadable_rows_keep_both_people_where_they_are() {
+    let seed = FakeConfig::default()
+        .group("grp_eng", "Engineering")
+        .group("grp_sales", "Sales")
+        .group("grp_support", "Support")
+        .group("grp_mkt", "Marketing")
+        .user("u1", "empty@ex.com", &["grp_eng"])
+        .user("u2", "latin@ex.com", &["grp_sales"])
+        .user("u3", "mover@ex.com", &["grp_eng"])
+        .user("u4", "left@ex.com", &["grp_support"])
+        .user("u5", "stays@ex.com", &["grp_mkt"]);
+    let fake = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("zoom-fake");
+    let before = groups_of(&fake);
+    let mut app = app_on(&fake).await;
+    let export: &[u8] = b"email,name,department\n\
+        empty@ex.com,Emma,\n\
+        latin@ex.com,Jos\xe9,Engineering\n\
+        mover@ex.com,Mo,Sales\n\
+        stays@ex.com,Sam,Marketing\n";
+    let run = Run::with_bytes(&app, export);
+    let apply = ["--remove-unlisted", "--apply", "--allow-large"];
+
+    let (code, plan, stderr) = run.reconcile(&apply).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("2 unreadable rows (lines 2, 3)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing published"), "{stderr}");
+    assert_eq!(plan["apply"], false);
+    let lines: Vec<u64> = plan["unreadable_rows"]
+        .as_array()
+        .expect("unreadable rows")
+        .iter()
+        .map(|u| u["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [2, 3], "{plan}");
+    assert_eq!(app.queue_state(&app.queue).await.0, 0, "nothing published");
+    assert_eq!(groups_of(&fake), before);
+
+    let skip = [
+        "--remove-unlisted",
+        "--apply",
+        "--allow-large",
+        "--skip-unreadable",
+    ];
+    let (code, plan, stderr) = run.reconcile(&skip).await;
+    assert_eq!(code, 1, "the rows are still reported: {stderr}");
+    assert_eq!(
+        actions(&plan),
+        pairs(&[
+            ("mover@ex.com", "move"),
+            ("stays@ex.com", "ok"),
+            ("empty@ex.com", "unreadable-row"),
+            ("latin@ex.com", "unreadable-row"),
+            ("left@ex.com", "not-in-export"),
+        ]),
+        "{plan}"
+    );
+    assert_eq!(plan["apply"], true);
+    assert_eq!(
+        app.queue_state(&app.queue).await.0,
+        2,
+        "the move and the leave"
+    );
+    app.start().await;
+    crate::helpers::eventually(
+        "the daemon applied the move and the leave",
+        std::time::Duration::from_secs(20),
+        || async {
+            let state = fake.state();
+            let of = |id: &str| {
+                state
+                    .users
+                    .iter()
+                    .find(|u| u.id == id)
+                    .unwrap()
+                    .groups
+                    .clone()
+            };
+            of("u3") == ["grp_sales"] && of("u4").is_empty()
+        },
+    )
+    .await;
+    app.stop_and_assert_queues_empty().await;
+    let after = groups_of(&fake);
+    assert_eq!(after[0], before[0], "empty@ kept: {after:?}");
+    assert_eq!(after[1], before[1], "latin@ kept: {after:?}");
+}
+
+/// A row that cannot say whom it names (a Latin-1 byte in the email):
+/// `--remove-unlisted` removes no one, even with `--skip-unreadable`.
+#[tokio::test]
+async fn reconcile_an_unidentifiable_row_stops_every_removal() {
+    let seed = FakeConfig::default()
+        .group("grp_eng", "Engineering")
+        .group("grp_sales", "Sales")
+        .group("grp_support", "Support")
+        .group("grp_mkt", "Marketing")
+        .user("u1", "jos\u{e9}@ex.com", &["grp_eng"])
+        .user("u2", "mover@ex.com", &["grp_eng"]);
+    let fake = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("zoom-fake");
+    let app = app_on(&fake).await;
+    let export: &[u8] = b"email,department\njos\xe9@ex.com,Engineering\nmover@ex.com,Sales\n";
+    let run = Run::with_bytes(&app, export);
+
+    let (code, plan, stderr) = run
+        .reconcile(&[
+            "--remove-unlisted",
+            "--apply",
+            "--allow-large",
+            "--skip-unreadable",
+        ])
+        .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("--remove-unlisted: no one removed"),
+        "{stderr}"
+    );
+    assert_eq!(
+        actions(&plan),
+        pairs(&[
+            ("mover@ex.com", "move"),
+            ("jos\u{e9}@ex.com", "not-in-export")
+        ]),
+        "{plan}"
+    );
+    assert_eq!(plan["changes"], 1, "{plan}");
+    assert_eq!(app.queue_state(&app.queue).await.0, 1, "the move only");
+}
+
+/// `--hr-export` must be a regular file of at most 64 MiB: a directory or
+/// a device is refused (exit 2) without reading it.
+#[tokio::test]
+async fn reconcile_refuses_an_export_that_is_not_a_regular_file() {
+    let fake = fake::spawn(drifted(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("zoom-fake");
+    let app = app_on(&fake).await;
+    let run = Run::new(&app, EXPORT);
+    for path in [run.dir.path().to_owned(), PathBuf::from("/dev/zero")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"))
+            .args(["reconcile", "--config"])
+            .arg(&run.config)
+            .arg("--hr-export")
+            .arg(&path)
+            .env("ZOOM_ACCOUNT_ID", ACCOUNT_ID)
+            .env("ZOOM_CLIENT_ID", CLIENT_ID)
+            .env("ZOOM_CLIENT_SECRET", CLIENT_SECRET)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("not a regular file"), "{path:?}: {stderr}");
+    }
+    assert_eq!(fake.counters().total.calls, 0);
 }

@@ -1,13 +1,19 @@
 //! The HR export: a CSV file with a header row. Rows that cannot be used
-//! are reported with their line and left out of the plan; a file that
-//! cannot be read, or a header without the needed columns, is a usage error.
+//! are reported with their line and left out of the plan, with whom they
+//! name when their email or id can still be read; a file that cannot be
+//! read, is not a regular file of at most [`MAX_EXPORT_BYTES`], or has a
+//! header without the needed columns is a usage error.
 
+use std::collections::HashMap;
+use std::fs::{File, FileType, Metadata};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use csv::ByteRecord;
 use serde::Serialize;
 
 use crate::event::{Department, Email, ZoomUserId};
-use crate::reconcile::ExportRow;
+use crate::reconcile::{ExportRow, Held};
 
 /// The column names to read (matched case-insensitively, trimmed).
 pub struct Columns {
@@ -20,10 +26,27 @@ pub struct Columns {
 /// The id column when `--id-column` is not given.
 const DEFAULT_ID_COLUMN: &str = "zoom_user_id";
 
+/// The largest export read: 64 MiB (an HR export of a few hundred
+/// thousand people is a few tens of MiB).
+pub const MAX_EXPORT_BYTES: u64 = 64 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("cannot read {}: {source}", path.display())]
-    Open { path: PathBuf, source: csv::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{}: not a regular file ({kind}); --hr-export must be a regular file of at most {} MiB",
+        path.display(), MAX_EXPORT_BYTES >> 20
+    )]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error(
+        "{}: over the limit of {} MiB ({limit} bytes) for --hr-export",
+        path.display(), limit >> 20
+    )]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("{}: bad CSV header: no column {column:?} (columns: {found})", path.display())]
     MissingColumn {
         path: PathBuf,
@@ -39,6 +62,18 @@ pub enum ExportError {
 pub struct Unreadable {
     pub line: u64,
     pub problem: String,
+    /// Whom the row names, as far as its email and id columns can be
+    /// read; `None` (`null`): it cannot say (it might be anyone's).
+    pub person: Option<Person>,
+}
+
+/// Whom an unreadable row names: a valid email (lower-cased) or Zoom id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Person {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zoom_user_id: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -47,15 +82,146 @@ pub struct Export {
     pub unreadable: Vec<Unreadable>,
 }
 
+impl Export {
+    /// The people the unreadable rows name, for the planner to leave alone.
+    pub fn held(&self) -> Held {
+        let mut held = Held::default();
+        for bad in &self.unreadable {
+            let line = usize::try_from(bad.line).unwrap_or(usize::MAX);
+            let person = bad.person.as_ref();
+            let email = person.and_then(|p| p.email.as_deref());
+            let id = person.and_then(|p| p.zoom_user_id.as_deref());
+            held.add(line, email, id);
+        }
+        held
+    }
+
+    /// A readable row; a second one for the same person is also reported
+    /// (it is still planned, as `ambiguous`).
+    fn push(&mut self, row: ExportRow, seen: &mut Seen) {
+        if let Some(problem) = seen.second(&row) {
+            self.unreadable.push(Unreadable {
+                line: row.line as u64,
+                problem,
+                person: Some(Person {
+                    email: Some(row.email.to_lowercase()),
+                    zoom_user_id: row.zoom_user_id.clone(),
+                }),
+            });
+        }
+        self.rows.push(row);
+    }
+}
+
+/// Where the needed columns are, and how many the header has.
+struct At {
+    email: usize,
+    department: usize,
+    id: Option<usize>,
+    width: usize,
+}
+
 pub fn read(path: &Path, columns: &Columns) -> Result<Export, ExportError> {
-    let data = std::fs::read(path).map_err(|e| ExportError::Open {
-        path: path.into(),
-        source: e.into(),
-    })?;
+    let data = read_bounded(path, MAX_EXPORT_BYTES)?;
     let lines = Lines::of(&data);
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
+        .flexible(true)
         .from_reader(data.as_slice());
+    let at = columns_at(path, &mut reader, columns)?;
+    let mut export = Export::default();
+    let mut seen = Seen::default();
+    let mut record = ByteRecord::new();
+    loop {
+        let line = |position: Option<&csv::Position>| position.map_or(0, |p| lines.at(p.byte()));
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = line(record.position());
+                match record_row(&record, &at, line) {
+                    Ok(row) => export.push(row, &mut seen),
+                    Err(bad) => export.unreadable.push(bad),
+                }
+            }
+            Err(e) => export.unreadable.push(Unreadable {
+                line: line(e.position()),
+                problem: e.to_string(),
+                person: None,
+            }),
+        }
+    }
+    Ok(export)
+}
+
+/// The file's bytes, when it is a regular file of at most `limit` bytes.
+/// Anything else is refused before it is opened (a FIFO would block,
+/// `/dev/zero` never ends); the open file is checked again, and read no
+/// further than the limit in case it grows.
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ExportError> {
+    let open = |source| ExportError::Open {
+        path: path.into(),
+        source,
+    };
+    regular(path, &std::fs::metadata(path).map_err(open)?, limit)?;
+    let file = File::open(path).map_err(open)?;
+    regular(path, &file.metadata().map_err(open)?, limit)?;
+    let mut data = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(open)?;
+    if data.len() as u64 > limit {
+        return Err(ExportError::TooLarge {
+            path: path.into(),
+            limit,
+        });
+    }
+    Ok(data)
+}
+
+fn regular(path: &Path, metadata: &Metadata, limit: u64) -> Result<(), ExportError> {
+    let kind = metadata.file_type();
+    if !kind.is_file() {
+        return Err(ExportError::NotRegular {
+            path: path.into(),
+            kind: kind_of(kind),
+        });
+    }
+    if metadata.len() > limit {
+        return Err(ExportError::TooLarge {
+            path: path.into(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+fn kind_of(kind: FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
+}
+
+/// Reads the header and finds the columns.
+fn columns_at(
+    path: &Path,
+    reader: &mut csv::Reader<&[u8]>,
+    columns: &Columns,
+) -> Result<At, ExportError> {
     let header = reader
         .headers()
         .map_err(|source| ExportError::Header {
@@ -75,31 +241,92 @@ pub fn read(path: &Path, columns: &Columns) -> Result<Export, ExportError> {
             found: header.iter().collect::<Vec<_>>().join(", "),
         })
     };
-    let email = required(&columns.email)?;
-    let department = required(&columns.department)?;
-    let id = match &columns.id {
-        Some(name) => Some(required(name)?),
-        None => find(DEFAULT_ID_COLUMN),
+    Ok(At {
+        email: required(&columns.email)?,
+        department: required(&columns.department)?,
+        id: match &columns.id {
+            Some(name) => Some(required(name)?),
+            None => find(DEFAULT_ID_COLUMN),
+        },
+        width: header.len(),
+    })
+}
+
+/// One record as a row, or why not and whom it names.
+fn record_row(record: &ByteRecord, at: &At, line: u64) -> Result<ExportRow, Unreadable> {
+    let bad = |problem: String| Unreadable {
+        line,
+        problem,
+        person: person(record, at),
     };
-    let mut export = Export::default();
-    for record in reader.records() {
-        match record {
-            Ok(record) => {
-                let line = record.position().map_or(0, |p| lines.at(p.byte()));
-                let field = |i: usize| record.get(i).unwrap_or_default();
-                let id = id.map(field);
-                match row(line, field(email), field(department), id) {
-                    Ok(row) => export.rows.push(row),
-                    Err(problem) => export.unreadable.push(Unreadable { line, problem }),
-                }
-            }
-            Err(e) => export.unreadable.push(Unreadable {
-                line: e.position().map_or(0, |p| lines.at(p.byte())),
-                problem: e.to_string(),
-            }),
-        }
+    if record.len() != at.width {
+        return Err(bad(format!(
+            "{} fields, the header has {}",
+            record.len(),
+            at.width
+        )));
     }
-    Ok(export)
+    let mut fields = Vec::with_capacity(record.len());
+    for (i, field) in record.iter().enumerate() {
+        let text = std::str::from_utf8(field).map_err(|e| {
+            bad(format!(
+                "field {} is not UTF-8 ({e}); the export must be UTF-8",
+                i + 1
+            ))
+        })?;
+        fields.push(text);
+    }
+    let id = at.id.map(|i| fields[i]);
+    row(line, fields[at.email], fields[at.department], id).map_err(bad)
+}
+
+/// Whom a record names: its email and id columns, when they can be read
+/// and are valid. A record of the wrong width names no one: its columns
+/// may be shifted.
+fn person(record: &ByteRecord, at: &At) -> Option<Person> {
+    if record.len() != at.width {
+        return None;
+    }
+    let text = |i: usize| std::str::from_utf8(record.get(i).unwrap_or_default()).ok();
+    let email = text(at.email)?;
+    let id = match at.id {
+        Some(i) => text(i)?,
+        None => "",
+    };
+    let email = Email::parse(email).ok().map(|_| email.to_lowercase());
+    let zoom_user_id = ZoomUserId::parse(id).ok().map(|id| id.as_str().to_owned());
+    (email.is_some() || zoom_user_id.is_some()).then_some(Person {
+        email,
+        zoom_user_id,
+    })
+}
+
+/// The first line of each email and each id, to report a second row.
+#[derive(Default)]
+struct Seen {
+    emails: HashMap<String, usize>,
+    ids: HashMap<String, usize>,
+}
+
+impl Seen {
+    /// Why `row` is a second row for someone, if it is.
+    fn second(&mut self, row: &ExportRow) -> Option<String> {
+        let email = row.email.to_lowercase();
+        let by_email = self
+            .emails
+            .get(&email)
+            .map(|first| format!("second row for {email} (line {first})"));
+        let by_id = row.zoom_user_id.as_ref().and_then(|id| {
+            self.ids
+                .get(id)
+                .map(|first| format!("second row for zoom_user_id {id} (line {first})"))
+        });
+        self.emails.entry(email).or_insert(row.line);
+        if let Some(id) = &row.zoom_user_id {
+            self.ids.entry(id.clone()).or_insert(row.line);
+        }
+        by_email.or(by_id)
+    }
 }
 
 /// Where each line starts, so a record's byte offset gives the line an
@@ -155,10 +382,104 @@ mod tests {
     }
 
     fn read_text(text: &str, columns: &Columns) -> Result<Export, ExportError> {
+        read_bytes(text.as_bytes(), columns)
+    }
+
+    fn read_bytes(data: &[u8], columns: &Columns) -> Result<Export, ExportError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("export.csv");
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, data).unwrap();
         read(&path, columns)
+    }
+
+    fn person(email: Option<&str>, id: Option<&str>) -> Option<Person> {
+        Some(Person {
+            email: email.map(Into::into),
+            zoom_user_id: id.map(Into::into),
+        })
+    }
+
+    /// Every kind of unreadable row is reported with its line, and says
+    /// whom it names when its email or id can still be read; a second row
+    /// for one person is reported too (and still planned, as `ambiguous`).
+    #[test]
+    fn reconcile_export_unreadable_rows_name_whom_they_can() {
+        let data: &[u8] = b"email,name,department,zoom_user_id\n\
+            a@x.com,Ann,,\n\
+            B@x.com,Jos\xe9,Sales,\n\
+            c\xe9@x.com,C,Sales,\n\
+            d@x.com,D,Sales\n\
+            ,E,Sales,u5\n\
+            not-an-email,F,Sales,\n\
+            g@x.com,G,Sales,\n\
+            G@x.com,G2,Support,\n\
+            h@x.com,H,Sales,u8\n\
+            i@x.com,I,Sales,u8\n";
+        let export = read_bytes(data, &columns()).unwrap();
+        let emails: Vec<&str> = export.rows.iter().map(|r| r.email.as_str()).collect();
+        assert_eq!(emails, ["g@x.com", "G@x.com", "h@x.com", "i@x.com"]);
+        let got: Vec<(u64, Option<Person>)> = export
+            .unreadable
+            .iter()
+            .map(|u| (u.line, u.person.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, person(Some("a@x.com"), None)),
+                (3, person(Some("b@x.com"), None)),
+                (4, None),
+                (5, None),
+                (6, person(None, Some("u5"))),
+                (7, None),
+                (9, person(Some("g@x.com"), None)),
+                (11, person(Some("i@x.com"), Some("u8"))),
+            ]
+        );
+        let problems: Vec<&str> = export
+            .unreadable
+            .iter()
+            .map(|u| u.problem.as_str())
+            .collect();
+        assert!(problems[1].contains("UTF-8"), "{problems:?}");
+        assert!(
+            problems[3].contains("3 fields, the header has 4"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[6].contains("second row for g@x.com (line 8)"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[7].contains("second row for zoom_user_id u8 (line 10)"),
+            "{problems:?}"
+        );
+    }
+
+    /// A directory, a device or a FIFO is refused without being read (a
+    /// FIFO would block, /dev/zero never ends); so is a file over the limit.
+    #[test]
+    fn reconcile_export_must_be_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        for path in [dir.path(), Path::new("/dev/zero"), fifo.as_path()] {
+            let e = read(path, &columns()).err().unwrap();
+            assert!(matches!(e, ExportError::NotRegular { .. }), "{path:?}: {e}");
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+        let file = dir.path().join("big.csv");
+        std::fs::write(&file, "email,department\n").unwrap();
+        assert_eq!(read_bounded(&file, 17).unwrap().len(), 17);
+        let e = read_bounded(&file, 16).err().unwrap();
+        assert!(matches!(e, ExportError::TooLarge { .. }), "{e}");
+        assert_eq!(MAX_EXPORT_BYTES, 64 * 1024 * 1024);
+        let e = ExportError::TooLarge {
+            path: file,
+            limit: MAX_EXPORT_BYTES,
+        };
+        assert!(e.to_string().contains("over the limit of 64 MiB"), "{e}");
     }
 
     /// Lines as an editor counts them, whatever the line ends (HR tools

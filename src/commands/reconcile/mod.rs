@@ -66,6 +66,10 @@ pub struct ReconcileArgs {
     /// group (with --apply, each gets a `leave` event).
     #[arg(long)]
     remove_unlisted: bool,
+    /// Apply even with unreadable rows: the people they name stay where
+    /// they are (without it, `--apply` refuses while any row is unreadable).
+    #[arg(long)]
+    skip_unreadable: bool,
 }
 
 fn parse_time(text: &str) -> Result<OffsetDateTime, time::error::Parse> {
@@ -101,10 +105,11 @@ async fn reconcile(args: ReconcileArgs) -> Result<Exit, Exit> {
         args.max_changes,
         args.allow_large,
     );
+    let refusals = refusals(&args, &export, threshold);
     let report = Report {
         run_id: &run_id,
         as_of: &as_of,
-        apply: args.apply && threshold.is_ok(),
+        apply: args.apply && refusals.is_empty(),
         max_changes: args
             .max_changes
             .unwrap_or_else(|| reconcile::default_max_changes(plan.managed_members)),
@@ -114,10 +119,13 @@ async fn reconcile(args: ReconcileArgs) -> Result<Exit, Exit> {
         published: None,
     };
     show(&args, &report)?;
+    warn_unidentified(&args, &export);
     let mut exit = problems_if(!export.unreadable.is_empty());
     if args.apply {
-        if let Err(over) = threshold {
-            eprintln!("zoom-dept-sync reconcile: refused: {over}");
+        if !refusals.is_empty() {
+            for refusal in refusals {
+                eprintln!("zoom-dept-sync reconcile: refused: {refusal}");
+            }
             return Ok(Exit::Problems);
         }
         let (sent, published) = send(&args, &settings, &events, &run_id).await;
@@ -130,6 +138,49 @@ async fn reconcile(args: ReconcileArgs) -> Result<Exit, Exit> {
         write_plan(&args, &report)?;
     }
     Ok(exit)
+}
+
+/// Why `--apply` must publish nothing: unreadable rows (unless
+/// `--skip-unreadable`), a plan over the threshold.
+fn refusals(
+    args: &ReconcileArgs,
+    export: &Export,
+    threshold: Result<(), reconcile::OverThreshold>,
+) -> Vec<String> {
+    let mut refusals = Vec::new();
+    if !args.apply {
+        return refusals;
+    }
+    if !export.unreadable.is_empty() && !args.skip_unreadable {
+        let lines: Vec<u64> = export.unreadable.iter().map(|u| u.line).collect();
+        refusals.push(format!(
+            "{}; nothing published; fix them, or add --skip-unreadable to leave the \
+             people they name where they are",
+            print::unreadable_count(&lines)
+        ));
+    }
+    if let Err(over) = threshold {
+        refusals.push(over.to_string());
+    }
+    refusals
+}
+
+/// `--remove-unlisted` with a row that cannot say whom it names: no one
+/// is removed, and the operator is told why.
+fn warn_unidentified(args: &ReconcileArgs, export: &Export) {
+    let unidentified: Vec<u64> = export
+        .unreadable
+        .iter()
+        .filter(|u| u.person.is_none())
+        .map(|u| u.line)
+        .collect();
+    if args.remove_unlisted && !unidentified.is_empty() {
+        eprintln!(
+            "zoom-dept-sync reconcile: --remove-unlisted: no one removed: {} cannot say \
+             whom they name (it might be any not-in-export member)",
+            print::unreadable_count(&unidentified)
+        );
+    }
 }
 
 fn read_export(args: &ReconcileArgs) -> Result<Export, Exit> {
@@ -160,7 +211,8 @@ async fn make_plan(
         .map_err(failed)?;
     let snapshot = Snapshot::new(&members);
     let planner = Planner::new(&export.rows, &settings.mapping, &snapshot)
-        .remove_unlisted(args.remove_unlisted);
+        .remove_unlisted(args.remove_unlisted)
+        .hold(export.held());
     let lookups = fetch::lookups(client, &planner.lookups_needed())
         .await
         .map_err(failed)?;

@@ -56,6 +56,17 @@ pub fn table(report: &Report<'_>) -> String {
     text
 }
 
+/// "1 unreadable row (line 3)" / "2 unreadable rows (lines 3, 7)".
+pub fn unreadable_count(lines: &[u64]) -> String {
+    let list: Vec<String> = lines.iter().map(ToString::to_string).collect();
+    let s = if lines.len() == 1 { "" } else { "s" };
+    format!(
+        "{} unreadable row{s} (line{s} {})",
+        lines.len(),
+        list.join(", ")
+    )
+}
+
 fn row(entry: &Entry) -> Vec<String> {
     let groups = match entry.current_groups.as_slice() {
         [] => "-".to_owned(),
