@@ -6,6 +6,7 @@
 
 mod check;
 mod dead_letters;
+mod explain;
 mod history;
 mod ingest;
 mod output;
@@ -80,6 +81,9 @@ enum Command {
     /// Compare an HR export with Zoom's managed groups; print the plan,
     /// publish the changes with --apply.
     Reconcile(reconcile::ReconcileArgs),
+    /// What the daemon would do for one person, without writing anything;
+    /// --apply publishes that one event.
+    Explain(explain::ExplainArgs),
 }
 
 /// How a command ended.
@@ -132,6 +136,7 @@ async fn dispatch(command: Command) -> Exit {
         Command::Resume(ConfigArg { config }) => resume(&config).await,
         Command::History(args) => history::run(args).await,
         Command::Reconcile(args) => reconcile::run(args).await,
+        Command::Explain(args) => explain::run(args).await,
     }
 }
 

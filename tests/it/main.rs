@@ -8,6 +8,7 @@ mod credentials;
 mod dead_letters;
 mod demo;
 mod deploy;
+mod explain;
 mod faults;
 mod helpers;
 mod ingest;
