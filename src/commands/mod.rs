@@ -74,7 +74,7 @@ enum Command {
     Check(ConfigArg),
     /// Validate events (JSON lines) and publish them to the input queue.
     Publish(publish::PublishArgs),
-    /// Ask the running daemon to resume after a quarantine.
+    /// Ask the running daemon to resume after a quarantine or the brake.
     Resume(ConfigArg),
     /// What happened to one person: their outcomes from the audit trail.
     History(history::HistoryArgs),
