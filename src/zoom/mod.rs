@@ -1075,15 +1075,12 @@ mod tests {
         }
     }
 
-    /// Zoom's documented lock on one user ("Too many concurrent requests"):
-    /// that call alone tries again; the category's gate stays open and its
-    /// rate is not cut, so nobody else's events slow down.
-    #[tokio::test]
-    async fn a_per_user_lock_is_retried_for_that_call_alone() {
+    /// A Zoom whose first `PATCH` gets `first`, every later one 204.
+    async fn patch_answers_once(first: ResponseTemplate) -> MockServer {
         let zoom = MockServer::start().await;
         mount_tokens(&zoom).await;
         Mock::given(method("PATCH"))
-            .respond_with(documented("error.429.concurrent.json"))
+            .respond_with(first)
             .up_to_n_times(1)
             .mount(&zoom)
             .await;
@@ -1091,6 +1088,15 @@ mod tests {
             .respond_with(ResponseTemplate::new(204))
             .mount(&zoom)
             .await;
+        zoom
+    }
+
+    /// Zoom's documented lock on one user ("Too many concurrent requests"):
+    /// that call alone tries again; the category's gate stays open and its
+    /// rate is not cut, so nobody else's events slow down.
+    #[tokio::test]
+    async fn a_per_user_lock_is_retried_for_that_call_alone() {
+        let zoom = patch_answers_once(documented("error.429.concurrent.json")).await;
         let client = client(&zoom);
         let before = client.budgets.report();
         let attempts = Attempts::default();
@@ -1112,17 +1118,7 @@ mod tests {
     /// the account's limit), unlike the lock above.
     #[tokio::test]
     async fn a_documented_per_second_429_cuts_the_categorys_rate() {
-        let zoom = MockServer::start().await;
-        mount_tokens(&zoom).await;
-        Mock::given(method("PATCH"))
-            .respond_with(documented("error.429.qps.json"))
-            .up_to_n_times(1)
-            .mount(&zoom)
-            .await;
-        Mock::given(method("PATCH"))
-            .respond_with(ResponseTemplate::new(204))
-            .mount(&zoom)
-            .await;
+        let zoom = patch_answers_once(documented("error.429.qps.json")).await;
         let client = client(&zoom);
         let before = client.budgets.report();
         client
