@@ -10,9 +10,7 @@ use zoom_dept_sync::config::BrakeSettings;
 use zoom_dept_sync::control::request_resume;
 use zoom_dept_sync::fake::FakeHandle;
 
-use crate::helpers::{
-    TestApp, engineers, eventually, groups_of, header_str, spawn_zoom, use_zoom,
-};
+use crate::helpers::{TestApp, engineers, eventually, groups_of, header_str, spawn_zoom, use_zoom};
 use crate::toolbox::Tool;
 
 fn users_in_sales(zoom: &FakeHandle, users: usize) -> usize {
@@ -248,9 +246,17 @@ async fn status_shows_the_held_burst_by_department_and_group() {
     assert!(text.contains("held by the brake: 30 events"), "{text}");
     assert!(text.contains("Sales → grp_sales: 30"), "{text}");
 
-    assert_eq!(peek_ids(&app, &app.queue).await, before, "same events, same order");
+    assert_eq!(
+        peek_ids(&app, &app.queue).await,
+        before,
+        "same events, same order"
+    );
     assert_eq!(app.queue_state(&app.queue).await, (30, 0));
-    assert_eq!(users_in_sales(&zoom, 50), 20, "the peek let nothing through");
+    assert_eq!(
+        users_in_sales(&zoom, 50),
+        20,
+        "the peek let nothing through"
+    );
     request_resume(app.http).await.expect("resume");
     eventually("the rest is applied", Duration::from_secs(20), || async {
         users_in_sales(&zoom, 50) == 50
@@ -282,9 +288,19 @@ async fn brake_refuse_dead_letters_the_held_burst_for_replay() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("refused 30 held events"), "{out}");
     assert_eq!(app.queue_state(&app.queue).await, (0, 0));
-    assert_eq!(peek_ids(&app, &app.dead_letter_queue).await, held, "in order");
+    assert_eq!(
+        peek_ids(&app, &app.dead_letter_queue).await,
+        held,
+        "in order"
+    );
     let (code, out, err) = tool
-        .run_async(&["dead-letters", "list", "--reason", "brake_refused", "--json"])
+        .run_async(&[
+            "dead-letters",
+            "list",
+            "--reason",
+            "brake_refused",
+            "--json",
+        ])
         .await;
     assert_eq!(code, 0, "{err}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON");
@@ -305,7 +321,13 @@ async fn brake_refuse_dead_letters_the_held_burst_for_replay() {
     assert_eq!(users_in_sales(&zoom, 50), 20);
 
     let (code, out, err) = tool
-        .run_async(&["dead-letters", "replay", "--reason", "brake_refused", "--yes"])
+        .run_async(&[
+            "dead-letters",
+            "replay",
+            "--reason",
+            "brake_refused",
+            "--yes",
+        ])
         .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("replayed 30"), "{out}");
@@ -330,7 +352,10 @@ async fn a_refused_event_carries_the_dead_letter_headers() {
             Some("brake_refused")
         );
         assert!(header_str(letter, "failed-at").is_some());
-        assert_eq!(header_str(letter, "source-queue").as_deref(), Some(app.queue.as_str()));
+        assert_eq!(
+            header_str(letter, "source-queue").as_deref(),
+            Some(app.queue.as_str())
+        );
         assert!(
             header_str(letter, "detail").is_some_and(|d| d.contains("brake refuse")),
             "{:?}",
