@@ -1,4 +1,5 @@
-//! `status`: what the queues hold and whether the daemon is ready.
+//! `status`: what the queues hold and whether the daemon is ready; while
+//! the brake holds, what it holds, by department and target group.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -58,7 +59,10 @@ pub async fn run(config: &Path, json: bool) -> Exit {
         }
     }
     let readyz = crate::control::readiness(settings.http.listen).await;
-    let held = held(&settings, &admin, readyz.as_ref()).await;
+    let (held, held_error) = match held(&settings, &admin, readyz.as_ref()).await {
+        Ok(held) => (held, None),
+        Err(e) => (None, Some(e)),
+    };
     admin.close().await;
     let (details, management_error) = details(&settings).await;
     let status = Status {
@@ -70,8 +74,8 @@ pub async fn run(config: &Path, json: bool) -> Exit {
         dead_letters: dead.map(|d| d.ready),
         dead_letters_by_reason: by_reason,
         readyz,
-        held: held.as_ref().ok().cloned().flatten(),
-        held_error: held.err(),
+        held,
+        held_error,
     };
     if json {
         println!("{}", output::json(&status));
