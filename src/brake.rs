@@ -13,7 +13,7 @@
 //!
 //! Domain only, like the quarantine: no I/O, the clock is passed in.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -21,6 +21,49 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::config::BrakeSettings;
+use crate::event::DepartmentChange;
+use crate::mapping::Mapping;
+
+/// How `/readyz` begins while the brake holds (see [`Engaged`]'s text).
+pub const ENGAGED_TEXT: &str = "brake engaged";
+
+/// What the brake holds on the input queue, as `status` shows it: how many
+/// events and where they would go, `new_department → group` (`leave` for a
+/// leave event, `invalid` for a body the daemon would refuse, `(unmapped)`
+/// for a department without a group).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Held {
+    pub events: usize,
+    /// Only the first events were read (the peek's cap): more wait.
+    pub capped: bool,
+    pub by_target: BTreeMap<String, usize>,
+}
+
+impl Held {
+    /// Groups the held message bodies, head first, by where they would go.
+    pub fn of<'a>(mapping: &Mapping, bodies: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut held = Self::default();
+        for body in bodies {
+            held.events += 1;
+            *held.by_target.entry(target(mapping, body)).or_insert(0) += 1;
+        }
+        held
+    }
+}
+
+fn target(mapping: &Mapping, body: &[u8]) -> String {
+    match DepartmentChange::parse(body) {
+        Err(_) => "invalid".into(),
+        Ok(change) if change.leave => "leave".into(),
+        Ok(change) => {
+            let department = change.new_department.as_str();
+            match mapping.group_of(department) {
+                Some(group) => format!("{department} → {}", group.as_str()),
+                None => format!("{department} → (unmapped)"),
+            }
+        }
+    }
+}
 
 /// What a write does to a person's memberships.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +289,47 @@ mod tests {
         let later = t0 + Duration::from_secs(61 + 60);
         assert!(brake.admit(Write::Change, later).is_ok());
         assert!(brake.admit(Write::Change, later).is_err());
+    }
+
+    #[test]
+    fn held_events_are_grouped_by_department_and_target_group() {
+        let table = [("Sales".to_owned(), "grp_sales".to_owned())].into();
+        let mapping = Mapping::new(&table).unwrap();
+        let bodies: [&[u8]; 5] = [
+            br#"{"event_id":"e1","zoom_user_id":"U1","new_department":"Sales"}"#,
+            br#"{"event_id":"e2","zoom_user_id":"U2","new_department":"Sales"}"#,
+            br#"{"event_id":"e3","zoom_user_id":"U3","action":"leave"}"#,
+            br#"{"event_id":"e4","zoom_user_id":"U4","new_department":"Legal"}"#,
+            b"not json",
+        ];
+        let held = Held::of(&mapping, bodies);
+        assert_eq!(held.events, 5);
+        let by_target: Vec<(&str, usize)> = held
+            .by_target
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert_eq!(
+            by_target,
+            [
+                ("Legal → (unmapped)", 1),
+                ("Sales → grp_sales", 2),
+                ("invalid", 1),
+                ("leave", 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn readyz_names_the_brake_as_engaged_text_says() {
+        let engaged = Engaged {
+            changes: 1,
+            removals: 0,
+            max_changes: 1,
+            max_removals: 1,
+            window: Duration::from_secs(60),
+        };
+        assert!(engaged.to_string().starts_with(ENGAGED_TEXT));
     }
 
     #[test]

@@ -67,6 +67,15 @@ pub async fn readiness(listen: SocketAddr) -> Option<(u16, String)> {
     Some((status, response.text().await.unwrap_or_default()))
 }
 
+/// Whether the daemon's `/readyz` (as [`readiness`] returns it) says the
+/// brake holds: then its consumer is cancelled, and the toolbox may read or
+/// move the held events without taking deliveries from it.
+pub fn brake_engaged(readyz: Option<&(u16, String)>) -> bool {
+    readyz.is_some_and(|(code, text)| {
+        *code == 503 && text.trim_start().starts_with(crate::brake::ENGAGED_TEXT)
+    })
+}
+
 /// Where to call a daemon listening on `listen`: an unspecified address
 /// (`0.0.0.0`, `::`) means every interface, so loopback reaches it.
 pub fn local_address(listen: SocketAddr) -> SocketAddr {

@@ -128,6 +128,9 @@ pub enum FailureReason {
     /// Redelivered more than `worker.max_redeliveries` times without being
     /// settled (the daemon lost its session or stopped while running it).
     RedeliveryLimit,
+    /// Held by the brake, then refused by an operator (`brake refuse`): the
+    /// daemon never tried it. Only the toolbox writes this reason.
+    BrakeRefused,
 }
 
 impl FailureReason {
@@ -138,6 +141,7 @@ impl FailureReason {
             Self::UnmappedDepartment => "unmapped_department",
             Self::RetriesExhausted => "retries_exhausted",
             Self::RedeliveryLimit => "redelivery_limit",
+            Self::BrakeRefused => "brake_refused",
         }
     }
 }

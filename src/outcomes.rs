@@ -224,6 +224,9 @@ fn recommended_action(reason: FailureReason, code: Option<i64>) -> &'static str 
         (FailureReason::RedeliveryLimit, _) => {
             "the event kept being redelivered without settling: inspect it and the daemon's log before replaying"
         }
+        (FailureReason::BrakeRefused, _) => {
+            "an operator refused the burst the brake held: replay it with `dead-letters replay --reason brake_refused` if it was wanted after all"
+        }
     }
 }
 

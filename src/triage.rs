@@ -15,6 +15,8 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::outcome::FailureReason;
+
 /// Headers a dead letter gained on its way to the dead-letter queue; a
 /// replay removes them so the event looks as its producer sent it.
 pub const FAILURE_HEADERS: &[&str] = &[
@@ -254,6 +256,29 @@ pub fn replay_edit(
     }
 }
 
+/// The edit for one event `brake refuse` moves to the dead-letter queue:
+/// the daemon's dead-letter headers, reason `brake_refused`. A replay
+/// removes them again ([`FAILURE_HEADERS`]); `replay-count` stays.
+pub fn refusal_edit(source_queue: &str, now: OffsetDateTime) -> HeaderEdit {
+    let text = |s: &str| HeaderValue::Text(s.to_owned());
+    let at = now.format(&Rfc3339).unwrap_or_default();
+    HeaderEdit {
+        remove: &[],
+        set: vec![
+            (
+                "failure-reason".into(),
+                text(FailureReason::BrakeRefused.as_str()),
+            ),
+            ("failed-at".into(), HeaderValue::Text(at)),
+            (
+                "detail".into(),
+                text("held by the brake, refused with `zoom-dept-sync brake refuse`"),
+            ),
+            ("source-queue".into(), text(source_queue)),
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,5 +364,27 @@ mod tests {
         );
         assert!(edit.remove.contains(&"failure-reason"));
         assert_eq!(edit.set[0], ("replay-count".into(), HeaderValue::Int(2)));
+    }
+
+    #[test]
+    fn a_refused_event_lists_as_brake_refused_and_a_replay_strips_it() {
+        let edit = refusal_edit("q", OffsetDateTime::UNIX_EPOCH);
+        let mut headers = Map::new();
+        for (key, value) in &edit.set {
+            let value = match value {
+                HeaderValue::Int(n) => json!(n),
+                HeaderValue::Text(t) => json!(t),
+            };
+            headers.insert(key.clone(), value);
+            assert!(FAILURE_HEADERS.contains(&key.as_str()), "{key}");
+        }
+        let row = DeadLetterRow::of(&message(Value::Object(headers), json!({"event_id": "e1"})));
+        assert_eq!(row.reason, "brake_refused");
+        assert!(row.failed_at.is_some());
+        let filter = Filter {
+            reason: Some("brake_refused".into()),
+            ..Filter::default()
+        };
+        assert!(filter.matches(&row));
     }
 }

@@ -230,15 +230,31 @@ impl Admin {
 
     /// Every message of `queue`, head first; the queue is left as it was.
     pub async fn peek(&self, queue: &str) -> Result<Vec<StoredMessage>, AdminError> {
+        Ok(self.peek_at_most(queue, usize::MAX).await?.0)
+    }
+
+    /// The first `cap` messages of `queue`, head first, and whether more
+    /// were there; the queue is left as it was. Each message read is handed
+    /// back once, which a quorum queue counts as a delivery.
+    pub async fn peek_at_most(
+        &self,
+        queue: &str,
+        cap: usize,
+    ) -> Result<(Vec<StoredMessage>, bool), AdminError> {
         let channel = self.channel().await?;
         let mut messages = Vec::new();
         let mut last_tag = None;
+        let mut capped = false;
         while let Some(got) = get(&channel, queue).await? {
             last_tag = Some(got.delivery.delivery_tag);
+            if messages.len() == cap {
+                capped = true;
+                break;
+            }
             messages.push(stored(messages.len(), &got));
         }
         hand_back(&channel, last_tag).await?;
-        Ok(messages)
+        Ok((messages, capped))
     }
 
     /// Goes through `queue` head first and does to each message what

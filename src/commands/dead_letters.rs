@@ -186,7 +186,7 @@ async fn open(config: &Path, command: &str) -> Result<(Settings, Admin), Exit> {
     Ok((settings, admin))
 }
 
-fn problem(e: AdminError) -> Exit {
+pub(super) fn problem(e: AdminError) -> Exit {
     eprintln!("zoom-dept-sync: {e}");
     Exit::Problems
 }
@@ -441,7 +441,7 @@ impl Replay {
     }
 }
 
-fn stopped_early(stopped: bool) -> Exit {
+pub(super) fn stopped_early(stopped: bool) -> Exit {
     if stopped {
         eprintln!("stopped early (signal or the broker's consumer timeout): run it again to go on");
         Exit::Problems
@@ -452,7 +452,7 @@ fn stopped_early(stopped: bool) -> Exit {
 
 /// A sweep stops on SIGINT/SIGTERM after the message in hand, and before
 /// the messages it holds meet the broker's consumer timeout.
-fn sweep_limits(settings: &Settings, rate: Option<f64>) -> SweepLimits {
+pub(super) fn sweep_limits(settings: &Settings, rate: Option<f64>) -> SweepLimits {
     let timeout = settings.amqp.consumer_timeout();
     SweepLimits {
         rate,

@@ -4,6 +4,7 @@
 //! reads the same config file and exits 0 (ok), 1 (problems found) or 2
 //! (usage or configuration error).
 
+mod brake;
 mod check;
 mod dead_letters;
 mod explain;
@@ -74,8 +75,12 @@ enum Command {
     Check(ConfigArg),
     /// Validate events (JSON lines) and publish them to the input queue.
     Publish(publish::PublishArgs),
-    /// Ask the running daemon to resume after a quarantine or the brake.
+    /// Ask the running daemon to resume after a quarantine, or to let the
+    /// burst the brake holds through.
     Resume(ConfigArg),
+    /// What to do with the burst the brake holds instead of letting it through.
+    #[command(subcommand)]
+    Brake(brake::BrakeCommand),
     /// What happened to one person: their outcomes from the audit trail.
     History(history::HistoryArgs),
     /// Compare an HR export with Zoom's managed groups; print the plan,
@@ -134,6 +139,7 @@ async fn dispatch(command: Command) -> Exit {
         Command::Check(ConfigArg { config }) => check::run(&config).await,
         Command::Publish(args) => publish::run(args).await,
         Command::Resume(ConfigArg { config }) => resume(&config).await,
+        Command::Brake(command) => brake::run(command).await,
         Command::History(args) => history::run(args).await,
         Command::Reconcile(args) => reconcile::run(args).await,
         Command::Explain(args) => explain::run(args).await,

@@ -1,4 +1,5 @@
-//! `status`: what the queues hold and whether the daemon is ready.
+//! `status`: what the queues hold and whether the daemon is ready; while
+//! the brake holds, what it holds, by department and target group.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,9 +8,14 @@ use serde::Serialize;
 
 use super::output::{self, opt};
 use super::{Exit, broker_settings};
+use crate::brake::Held;
 use crate::broker::admin::{Admin, QueueCounts};
 use crate::broker::management::{self, QueueDetails};
+use crate::config::Settings;
 use crate::triage::DeadLetterRow;
+
+/// At most this many held events are read (and handed back) by one `status`.
+const HELD_PEEK_CAP: usize = 10_000;
 
 #[derive(Serialize)]
 struct Status {
@@ -23,6 +29,10 @@ struct Status {
     dead_letters_by_reason: BTreeMap<String, usize>,
     /// `GET /readyz` of the daemon at `http.listen`: status and text.
     readyz: Option<(u16, String)>,
+    /// What the brake holds on the input queue, read only while `/readyz`
+    /// says it is engaged (the daemon's consumer is cancelled then).
+    held: Option<Held>,
+    held_error: Option<String>,
 }
 
 pub async fn run(config: &Path, json: bool) -> Exit {
@@ -48,16 +58,13 @@ pub async fn run(config: &Path, json: bool) -> Exit {
                 .or_insert(0) += 1;
         }
     }
-    admin.close().await;
-    let (details, management_error) = match &settings.amqp.management_url {
-        None => (None, None),
-        Some(base) => {
-            match management::queue_details(&settings.amqp, base, &settings.amqp.queue).await {
-                Ok(details) => (Some(details), None),
-                Err(e) => (None, Some(e.to_string())),
-            }
-        }
+    let readyz = crate::control::readiness(settings.http.listen).await;
+    let (held, held_error) = match held(&settings, &admin, readyz.as_ref()).await {
+        Ok(held) => (held, None),
+        Err(e) => (None, Some(e)),
     };
+    admin.close().await;
+    let (details, management_error) = details(&settings).await;
     let status = Status {
         queue: settings.amqp.queue.clone(),
         input,
@@ -66,7 +73,9 @@ pub async fn run(config: &Path, json: bool) -> Exit {
         dead_letter_queue,
         dead_letters: dead.map(|d| d.ready),
         dead_letters_by_reason: by_reason,
-        readyz: crate::control::readiness(settings.http.listen).await,
+        readyz,
+        held,
+        held_error,
     };
     if json {
         println!("{}", output::json(&status));
@@ -78,6 +87,65 @@ pub async fn run(config: &Path, json: bool) -> Exit {
         Exit::Ok
     } else {
         Exit::Problems
+    }
+}
+
+async fn details(settings: &Settings) -> (Option<QueueDetails>, Option<String>) {
+    let Some(base) = &settings.amqp.management_url else {
+        return (None, None);
+    };
+    match management::queue_details(&settings.amqp, base, &settings.amqp.queue).await {
+        Ok(details) => (Some(details), None),
+        Err(e) => (None, Some(e.to_string())),
+    }
+}
+
+/// The held events, peeked, when the brake holds: `/readyz` says so and the
+/// input queue has no consumer (a peek beside a consumer would take its
+/// deliveries). `Ok(None)` when nothing is held.
+async fn held(
+    settings: &Settings,
+    admin: &Admin,
+    readyz: Option<&(u16, String)>,
+) -> Result<Option<Held>, String> {
+    if !crate::control::brake_engaged(readyz) {
+        return Ok(None);
+    }
+    // Counted now, after /readyz: the consumer must be gone.
+    match admin.counts(&settings.amqp.queue).await.ok().flatten() {
+        None => return Err(format!("input queue {} missing", settings.amqp.queue)),
+        Some(counts) if counts.consumers > 0 => {
+            return Err(format!(
+                "not read: input queue {} has {} consumers although /readyz says the brake is engaged",
+                settings.amqp.queue, counts.consumers
+            ));
+        }
+        Some(_) => {}
+    }
+    let (messages, capped) = admin
+        .peek_at_most(&settings.amqp.queue, HELD_PEEK_CAP)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut held = Held::of(&settings.mapping, messages.iter().map(|m| &m.body[..]));
+    held.capped = capped;
+    Ok(Some(held))
+}
+
+fn print_held(status: &Status) {
+    if let Some(e) = &status.held_error {
+        println!("held by the brake: {e}");
+    }
+    let Some(held) = &status.held else {
+        return;
+    };
+    let more = if held.capped {
+        format!(" (only the first {HELD_PEEK_CAP} read; more wait)")
+    } else {
+        String::new()
+    };
+    println!("held by the brake: {} events{more}", held.events);
+    for (target, count) in &held.by_target {
+        println!("  {target}: {count}");
     }
 }
 
@@ -113,4 +181,5 @@ fn print_text(status: &Status) {
         Some((code, text)) => println!("daemon /readyz: {code} {}", text.trim()),
         None => println!("daemon /readyz: not reachable"),
     }
+    print_held(status);
 }

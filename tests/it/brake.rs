@@ -5,11 +5,13 @@
 
 use std::time::Duration;
 
+use lapin::options::{BasicGetOptions, BasicNackOptions};
 use zoom_dept_sync::config::BrakeSettings;
 use zoom_dept_sync::control::request_resume;
 use zoom_dept_sync::fake::FakeHandle;
 
-use crate::helpers::{TestApp, engineers, eventually, groups_of, spawn_zoom, use_zoom};
+use crate::helpers::{TestApp, engineers, eventually, groups_of, header_str, spawn_zoom, use_zoom};
+use crate::toolbox::Tool;
 
 fn users_in_sales(zoom: &FakeHandle, users: usize) -> usize {
     (0..users)
@@ -169,5 +171,197 @@ async fn a_reconcile_plan_approved_as_large_is_not_held_again() {
         "{metrics}"
     );
     assert_eq!(app.http_get("/readyz").await.0, 200);
+    app.stop_and_assert_queues_empty().await;
+}
+
+/// 50 moves with `max_changes = 20`: returns once the brake holds the 30
+/// the daemon did not make, with the tool's config beside the daemon's.
+async fn held_burst(zoom: &FakeHandle) -> (TestApp, Tool) {
+    let app = TestApp::spawn_with(|s| {
+        use_zoom(s, zoom);
+        s.worker.concurrency = 4;
+        s.brake = BrakeSettings {
+            max_changes: 20,
+            max_removals: 50,
+            window_secs: 3600,
+        };
+    })
+    .await;
+    app.publish_moves(50).await;
+    eventually("the brake holds", Duration::from_secs(20), || async {
+        app.http_get("/readyz").await.1.contains("brake engaged")
+            && app.queue_state(&app.queue).await == (30, 0)
+    })
+    .await;
+    let tool = Tool::new(&app, "");
+    (app, tool)
+}
+
+/// The event ids of `queue`, head first, read as the toolbox reads (every
+/// message taken unacked, then all handed back with one nack): the queue
+/// is left as it was.
+async fn peek_ids(app: &TestApp, queue: &str) -> Vec<String> {
+    let channel = app.connection.create_channel().await.expect("channel");
+    let (mut ids, mut last) = (Vec::new(), None);
+    while let Some(got) = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await
+        .expect("basic.get")
+    {
+        let body: serde_json::Value = serde_json::from_slice(&got.delivery.data).unwrap();
+        ids.push(body["event_id"].as_str().unwrap_or("-").to_owned());
+        last = Some(got.delivery.delivery_tag);
+    }
+    if let Some(tag) = last {
+        let requeue = BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        };
+        channel.basic_nack(tag, requeue).await.expect("nack");
+    }
+    let _ = channel.close(200, "done".into()).await;
+    ids
+}
+
+/// Issue 20, item 4: `status` shows what the brake holds, grouped by
+/// department and target group, and its read changes nothing.
+#[tokio::test]
+async fn status_shows_the_held_burst_by_department_and_group() {
+    let zoom = spawn_zoom(engineers(50)).await;
+    let (mut app, tool) = held_burst(&zoom).await;
+    let before = peek_ids(&app, &app.queue).await;
+    assert_eq!(before.len(), 30);
+
+    let (code, out, err) = tool.run_async(&["status", "--json"]).await;
+    assert_eq!(code, 1, "not ready while held: {out}{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(status["held"]["events"], 30, "{status}");
+    assert_eq!(status["held"]["capped"], false, "{status}");
+    assert_eq!(
+        status["held"]["by_target"],
+        serde_json::json!({"Sales → grp_sales": 30}),
+        "{status}"
+    );
+    let (_, text, _) = tool.run_async(&["status"]).await;
+    assert!(text.contains("held by the brake: 30 events"), "{text}");
+    assert!(text.contains("Sales → grp_sales: 30"), "{text}");
+
+    assert_eq!(
+        peek_ids(&app, &app.queue).await,
+        before,
+        "same events, same order"
+    );
+    assert_eq!(app.queue_state(&app.queue).await, (30, 0));
+    assert_eq!(
+        users_in_sales(&zoom, 50),
+        20,
+        "the peek let nothing through"
+    );
+    request_resume(app.http).await.expect("resume");
+    eventually("the rest is applied", Duration::from_secs(20), || async {
+        users_in_sales(&zoom, 50) == 50
+    })
+    .await;
+    // Once consuming, `status` reads nothing from the input queue.
+    let (_, out, _) = tool.run_async(&["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert!(status["held"].is_null(), "{status}");
+    app.stop_and_assert_queues_empty().await;
+}
+
+/// `brake refuse` moves the held burst to the dead-letter queue as
+/// `brake_refused`; `resume` then has nothing to let through and the daemon
+/// consumes again; `dead-letters replay --reason brake_refused` brings the
+/// burst back, and with the brake released it is applied.
+#[tokio::test]
+async fn brake_refuse_dead_letters_the_held_burst_for_replay() {
+    let zoom = spawn_zoom(engineers(50)).await;
+    let (mut app, tool) = held_burst(&zoom).await;
+    let held = peek_ids(&app, &app.queue).await;
+
+    let (code, _, err) = tool.run_async(&["brake", "refuse"]).await;
+    assert_eq!(code, 2, "refuse needs --yes: {err}");
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(app.queue_state(&app.queue).await.0, 30);
+
+    let (code, out, err) = tool.run_async(&["brake", "refuse", "--yes"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("refused 30 held events"), "{out}");
+    assert_eq!(app.queue_state(&app.queue).await, (0, 0));
+    assert_eq!(
+        peek_ids(&app, &app.dead_letter_queue).await,
+        held,
+        "in order"
+    );
+    let (code, out, err) = tool
+        .run_async(&[
+            "dead-letters",
+            "list",
+            "--reason",
+            "brake_refused",
+            "--json",
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(rows.len(), 30);
+    assert!(rows.iter().all(|r| r["reason"] == "brake_refused"));
+    assert!(rows.iter().all(|r| r["failed_at"].is_string()), "{out}");
+
+    let (code, out, err) = tool.run_async(&["resume"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    app.wait_until_consuming().await;
+    eventually("ready again", Duration::from_secs(10), || async {
+        app.http_get("/readyz").await.0 == 200
+    })
+    .await;
+    let (code, _, err) = tool.run_async(&["brake", "refuse", "--yes"]).await;
+    assert_eq!(code, 1, "nothing held now: {err}");
+    assert!(err.contains("brake is not engaged"), "{err}");
+    assert_eq!(users_in_sales(&zoom, 50), 20);
+
+    let (code, out, err) = tool
+        .run_async(&[
+            "dead-letters",
+            "replay",
+            "--reason",
+            "brake_refused",
+            "--yes",
+        ])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("replayed 30"), "{out}");
+    eventually("the burst is applied", Duration::from_secs(20), || async {
+        users_in_sales(&zoom, 50) == 50
+    })
+    .await;
+    app.stop_and_assert_queues_empty().await;
+}
+
+/// A refused event carries its reason and when, as the daemon's own do.
+#[tokio::test]
+async fn a_refused_event_carries_the_dead_letter_headers() {
+    let zoom = spawn_zoom(engineers(50)).await;
+    let (mut app, tool) = held_burst(&zoom).await;
+    let (code, out, err) = tool.run_async(&["brake", "refuse", "--yes"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let letters = app.dead_letters(30).await;
+    for letter in &letters {
+        assert_eq!(
+            header_str(letter, "failure-reason").as_deref(),
+            Some("brake_refused")
+        );
+        assert!(header_str(letter, "failed-at").is_some());
+        assert_eq!(
+            header_str(letter, "source-queue").as_deref(),
+            Some(app.queue.as_str())
+        );
+        assert!(
+            header_str(letter, "detail").is_some_and(|d| d.contains("brake refuse")),
+            "{:?}",
+            header_str(letter, "detail")
+        );
+    }
+    request_resume(app.http).await.expect("resume");
     app.stop_and_assert_queues_empty().await;
 }

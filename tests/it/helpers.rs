@@ -160,7 +160,7 @@ pub struct TestApp {
     pub queue: String,
     pub dead_letter_queue: String,
     pub channel: Channel,
-    connection: Connection,
+    pub connection: Connection,
     shutdown: CancellationToken,
     daemon: Option<JoinHandle<Result<(), zoom_dept_sync::startup::StartError>>>,
     pub settings: Settings,

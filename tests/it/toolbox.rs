@@ -11,6 +11,7 @@ use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
+use zoom_dept_sync::broker::admin::Admin;
 use zoom_dept_sync::config::QueueType;
 
 use crate::helpers::{
@@ -529,4 +530,32 @@ async fn status_and_resume_reach_the_running_daemon() {
     assert!(err.contains("not quarantined"), "{err}");
     app.stop().await;
     assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 10);
+}
+
+/// A capped peek (what `status` uses on the input queue while the brake
+/// holds) reads the head, says more wait, and leaves the queue as it was.
+#[tokio::test]
+async fn a_capped_peek_reads_the_head_says_more_wait_and_changes_nothing() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    let published: Vec<String> = (0..5).map(|i| format!("p{i}")).collect();
+    for (i, id) in published.iter().enumerate() {
+        let user = format!("U{i}");
+        app.publish_json(crate::helpers::event(id, &user, None, "Sales"))
+            .await;
+    }
+    let admin = Admin::connect(&app.settings.amqp, "test")
+        .await
+        .expect("connect");
+    let body_id = |m: &zoom_dept_sync::triage::StoredMessage| {
+        let body: serde_json::Value = serde_json::from_slice(&m.body).unwrap();
+        body["event_id"].as_str().unwrap().to_owned()
+    };
+    let (head, capped) = admin.peek_at_most(&app.queue, 3).await.expect("peek");
+    assert!(capped, "two more wait");
+    assert_eq!(head.iter().map(body_id).collect::<Vec<_>>(), published[..3]);
+    let (all, capped) = admin.peek_at_most(&app.queue, 5).await.expect("peek");
+    assert!(!capped, "exactly five");
+    assert_eq!(all.len(), 5);
+    admin.close().await;
+    assert_eq!(ids(&drain(&app, &app.queue).await), published);
 }
