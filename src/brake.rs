@@ -175,6 +175,16 @@ impl Brake {
         })
     }
 
+    /// The held burst was refused (moved to the dead-letter queue): stop
+    /// holding, with no release window: the writes in the window still
+    /// count, so a replay of the burst is held again. `None` when it was
+    /// not engaged.
+    pub fn clear(&self) -> Option<Engaged> {
+        let cleared = self.with(|s| s.engaged.take());
+        self.released.notify_waiters();
+        cleared
+    }
+
     /// Whether the brake holds now.
     pub fn engaged(&self) -> Option<Engaged> {
         self.with(|s| s.engaged.clone())

@@ -31,7 +31,17 @@ pub enum ResumeError {
 /// Asks the daemon listening on `listen` (its `http.listen`) to lift its
 /// quarantine. `Ok` carries the daemon's answer, e.g. what it resumed from.
 pub async fn request_resume(listen: SocketAddr) -> Result<String, ResumeError> {
-    let url = format!("http://{}/resume", local_address(listen));
+    post_control(listen, "resume").await
+}
+
+/// Asks the daemon to stop holding after `brake refuse` moved the held
+/// burst away, without the release window `resume` opens.
+pub async fn request_brake_clear(listen: SocketAddr) -> Result<String, ResumeError> {
+    post_control(listen, "brake/clear").await
+}
+
+async fn post_control(listen: SocketAddr, path: &str) -> Result<String, ResumeError> {
+    let url = format!("http://{}/{path}", local_address(listen));
     let unreachable = |source| ResumeError::Unreachable {
         url: url.clone(),
         source,

@@ -52,6 +52,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/resume", post(resume))
+        .route("/brake/clear", post(clear_brake))
         .with_state(AppState {
             health,
             metrics,
@@ -163,6 +164,31 @@ async fn resume(
             StatusCode::CONFLICT,
             "not quarantined, brake not engaged: nothing to resume\n".to_owned(),
         ),
+    }
+}
+
+/// After `brake refuse`: the held burst is gone, so consuming goes on, but
+/// with no release window (unlike `resume`): a replay of it is held again.
+/// Only from this host, as `/resume`.
+async fn clear_brake(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(state): State<AppState>,
+) -> impl IntoResponse {
+    if !is_local_peer(peer.ip(), state.listen.ip()) {
+        tracing::warn!(%peer, "POST /brake/clear refused: not from this host");
+        return (
+            StatusCode::FORBIDDEN,
+            "accepted only from this host\n".to_owned(),
+        );
+    }
+    match state.brake.clear() {
+        Some(engaged) => {
+            state.health.braked(None);
+            state.metrics.brake_engaged.set(0);
+            tracing::warn!(%peer, "brake cleared after the held burst was refused (was: {engaged})");
+            (StatusCode::OK, format!("brake cleared (was: {engaged})\n"))
+        }
+        None => (StatusCode::CONFLICT, "brake not engaged\n".to_owned()),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::triage;
 #[derive(Subcommand)]
 pub enum BrakeCommand {
     /// Move the events the brake holds (everything on the input queue now)
-    /// to the dead-letter queue as `brake_refused`; then run `resume`.
+    /// to the dead-letter queue as `brake_refused`, then clear the brake.
     Refuse {
         #[command(flatten)]
         config: ConfigArg,
@@ -95,10 +95,16 @@ async fn move_held(settings: &Settings, admin: &Admin) -> Result<Exit, Exit> {
         .map_err(problem)?;
     println!(
         "refused {} held events: moved to {dead_letter_queue} as brake_refused \
-         (`dead-letters replay --reason brake_refused` brings them back); \
-         now run `zoom-dept-sync resume` to release the brake",
+         (`dead-letters replay --reason brake_refused` brings them back)",
         summary.moved
     );
+    // Consuming goes on without a release window: a replay is held again.
+    match crate::control::request_brake_clear(settings.http.listen).await {
+        Ok(answer) => println!("{answer}; the daemon consumes again, the brake still counts"),
+        Err(e) => eprintln!(
+            "zoom-dept-sync brake refuse: the daemon did not clear its brake ({e}); run `zoom-dept-sync resume`"
+        ),
+    }
     // Stopping at the count taken at the start is no early stop.
     Ok(stopped_early(summary.stopped && summary.moved < held))
 }

@@ -287,7 +287,8 @@ async fn brake_refuse_dead_letters_the_held_burst_for_replay() {
     let (code, out, err) = tool.run_async(&["brake", "refuse", "--yes"]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("refused 30 held events"), "{out}");
-    assert_eq!(app.queue_state(&app.queue).await, (0, 0));
+    assert!(out.contains("brake cleared"), "{out}");
+    assert_eq!(app.queue_state(&app.queue).await.0, 0, "nothing left held");
     assert_eq!(
         peek_ids(&app, &app.dead_letter_queue).await,
         held,
@@ -308,8 +309,7 @@ async fn brake_refuse_dead_letters_the_held_burst_for_replay() {
     assert!(rows.iter().all(|r| r["reason"] == "brake_refused"));
     assert!(rows.iter().all(|r| r["failed_at"].is_string()), "{out}");
 
-    let (code, out, err) = tool.run_async(&["resume"]).await;
-    assert_eq!(code, 0, "{out}{err}");
+    // No `resume` needed: refusing cleared the brake (no release window).
     app.wait_until_consuming().await;
     eventually("ready again", Duration::from_secs(10), || async {
         app.http_get("/readyz").await.0 == 200
@@ -331,6 +331,16 @@ async fn brake_refuse_dead_letters_the_held_burst_for_replay() {
         .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("replayed 30"), "{out}");
+    // The 20 writes are still in the window: the replayed burst is held
+    // again until an operator lets it through.
+    eventually(
+        "the brake holds the replay",
+        Duration::from_secs(20),
+        || async { app.http_get("/readyz").await.1.contains("brake engaged") },
+    )
+    .await;
+    assert_eq!(users_in_sales(&zoom, 50), 20);
+    request_resume(app.http).await.expect("resume");
     eventually("the burst is applied", Duration::from_secs(20), || async {
         users_in_sales(&zoom, 50) == 50
     })
@@ -362,6 +372,7 @@ async fn a_refused_event_carries_the_dead_letter_headers() {
             header_str(letter, "detail")
         );
     }
-    request_resume(app.http).await.expect("resume");
+    // Refusing cleared the brake: the daemon consumes again by itself.
+    app.wait_until_consuming().await;
     app.stop_and_assert_queues_empty().await;
 }
