@@ -209,7 +209,8 @@ pub struct WorkerSettings {
     /// Dead letters with one Zoom code among them that stop consuming.
     pub quarantine_threshold: u32,
     /// After a move or add, make the target group the user's primary group
-    /// (one more Medium call, skipped when Zoom already reports it).
+    /// (one more Medium call; Zoom's documented answers name no primary group,
+    /// so it is made after every move or add).
     pub set_primary: bool,
     /// How far ahead of the daemon's clock an event's `occurred_at` may be.
     /// Further, it is dead-lettered (`invalid_payload`): applied, one event

@@ -164,6 +164,7 @@ impl DaemonConfig<'_> {
              [retry]\ninitial_interval_ms = 100\nmax_interval_ms = 2000\nmax_elapsed_secs = 120\n\n\
              [worker]\nconcurrency = {concurrency}\n\n\
              [http]\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [brake]\nmax_changes = 0\n\n\
              [departments]\nEngineering = \"grp_eng\"\nSales = \"grp_sales\"\n",
             queue = self.queue,
             prefetch = self.prefetch,
