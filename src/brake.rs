@@ -138,6 +138,16 @@ impl Brake {
     /// brake is (now) engaged and the write must not be made.
     /// `max_changes = 0` turns the brake off.
     pub fn admit(&self, write: Write, now: Instant) -> Result<(), Engaged> {
+        match write {
+            Write::Change => self.admit_all(1, 0, now),
+            Write::Removal => self.admit_all(0, 1, now),
+        }
+    }
+
+    /// Asks for every write one event will make, at once: all are counted,
+    /// or none and the brake engages. So an event is never stopped half
+    /// way (moved, but its removal from another group held).
+    pub fn admit_all(&self, changes: u32, removals: u32, now: Instant) -> Result<(), Engaged> {
         if self.settings.max_changes == 0 {
             return Ok(());
         }
@@ -151,15 +161,18 @@ impl Brake {
             if let Some(engaged) = &s.engaged {
                 return Err(engaged.clone());
             }
-            let released = s.released_until.is_some_and(|until| now < until);
-            let (changes, removals) = counts(&s.writes);
-            let removal = u32::from(write == Write::Removal);
-            let over = changes + 1 > self.settings.max_changes
-                || removals + removal > self.settings.max_removals;
-            if over && !released {
+            // A released burst goes through uncounted; a window after the
+            // release, counting starts afresh.
+            if s.released_until.is_some_and(|until| now < until) {
+                return Ok(());
+            }
+            let (made, removed) = counts(&s.writes);
+            let over = made + changes + removals > self.settings.max_changes
+                || removed + removals > self.settings.max_removals;
+            if over {
                 let engaged = Engaged {
-                    changes,
-                    removals,
+                    changes: made,
+                    removals: removed,
                     max_changes: self.settings.max_changes,
                     max_removals: self.settings.max_removals,
                     window,
@@ -167,20 +180,25 @@ impl Brake {
                 s.engaged = Some(engaged.clone());
                 return Err(engaged);
             }
-            // Kept short: only what the window can still need.
-            if s.writes.len() < (self.settings.max_changes as usize).saturating_mul(2) {
-                s.writes.push_back((now, write));
-            }
+            let writes = std::iter::repeat_n(Write::Change, changes as usize)
+                .chain(std::iter::repeat_n(Write::Removal, removals as usize));
+            s.writes.extend(writes.map(|w| (now, w)));
             Ok(())
         })
     }
 
     /// The held burst was refused (moved to the dead-letter queue): stop
-    /// holding, with no release window: the writes in the window still
-    /// count, so a replay of the burst is held again. `None` when it was
-    /// not engaged.
+    /// holding, with no release window; the window starts empty, so a
+    /// replay of the burst (or any new one) is held again past the limits.
+    /// `None` when it was not engaged.
     pub fn clear(&self) -> Option<Engaged> {
-        let cleared = self.with(|s| s.engaged.take());
+        let cleared = self.with(|s| {
+            let engaged = s.engaged.take()?;
+            // The refused burst is gone: counting starts afresh, so the
+            // next ordinary event is not held at once.
+            s.writes.clear();
+            Some(engaged)
+        });
         self.released.notify_waiters();
         cleared
     }
@@ -196,7 +214,7 @@ impl Brake {
         let window = self.window();
         let released = self.with(|s| {
             let engaged = s.engaged.take()?;
-            s.released_until = Some(now + window);
+            s.released_until = Some(now.checked_add(window).unwrap_or(now));
             Some(engaged)
         });
         self.released.notify_waiters();
@@ -288,15 +306,8 @@ mod tests {
                     .is_ok()
             );
         }
-        // A window after the release it counts again, the burst's writes
-        // too while they are in the window; once they are out, as before.
-        assert!(
-            brake
-                .admit(Write::Change, t0 + Duration::from_secs(61))
-                .is_err()
-        );
-        brake.release(t0 + Duration::from_secs(61));
-        let later = t0 + Duration::from_secs(61 + 60);
+        // A window after the release, counting starts afresh.
+        let later = t0 + Duration::from_secs(61);
         assert!(brake.admit(Write::Change, later).is_ok());
         assert!(brake.admit(Write::Change, later).is_err());
     }
@@ -340,6 +351,33 @@ mod tests {
             window: Duration::from_secs(60),
         };
         assert!(engaged.to_string().starts_with(ENGAGED_TEXT));
+    }
+
+    /// All of one event's writes are admitted together, or none.
+    #[test]
+    fn an_events_writes_are_admitted_together_or_not_at_all() {
+        let brake = brake(10, 2);
+        let t0 = Instant::now();
+        assert!(brake.admit_all(1, 2, t0).is_ok(), "a move and two removals");
+        let held = brake.admit_all(1, 1, t0).unwrap_err();
+        assert_eq!((held.changes, held.removals), (3, 2));
+    }
+
+    /// After a refusal the window starts empty: ordinary events go on.
+    #[test]
+    fn a_clear_forgets_the_refused_burst() {
+        let brake = brake(2, 2);
+        let t0 = Instant::now();
+        assert!(brake.admit(Write::Change, t0).is_ok());
+        assert!(brake.admit(Write::Change, t0).is_ok());
+        assert!(brake.admit(Write::Change, t0).is_err());
+        assert!(brake.clear().is_some());
+        assert!(brake.admit(Write::Change, t0).is_ok());
+        assert!(brake.admit(Write::Change, t0).is_ok());
+        assert!(
+            brake.admit(Write::Change, t0).is_err(),
+            "a new burst is held"
+        );
     }
 
     #[test]

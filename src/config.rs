@@ -231,6 +231,20 @@ pub struct BrakeSettings {
     pub window_secs: u64,
 }
 
+impl BrakeSettings {
+    /// A window of 1 s to 7 days (0 would turn the change limit off
+    /// silently; a huge one overflows the clock).
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.max_changes > 0 && !(1..=7 * 86_400).contains(&self.window_secs) {
+            return Err(ConfigError(format!(
+                "brake.window_secs must be between 1 and 604800 (7 days), got {}",
+                self.window_secs
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for BrakeSettings {
     fn default() -> Self {
         Self {
@@ -902,6 +916,7 @@ impl Settings {
         self.amqp.check_tls()?;
         self.zoom.check_rate_limits()?;
         self.outcomes.check()?;
+        self.brake.check()?;
         if self.zoom.request_timeout_ms == 0 {
             return fail("zoom.request_timeout_ms must be at least 1");
         }

@@ -12,6 +12,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use crate::brake::{Brake, Write};
 use crate::config::{Settings, Unmapped};
 use crate::event::{DepartmentChange, Email, EventId, UserRef, ZoomUserId};
@@ -131,6 +133,19 @@ pub struct RunLimits {
     pub settle_by: Instant,
 }
 
+/// The event's outcome when the brake holds it: back to the queue, and
+/// consuming waits for `resume`.
+fn held_by(engaged: crate::brake::Engaged) -> Outcome {
+    Outcome::Requeue {
+        why: engaged.to_string(),
+        cause: RequeueCause::Brake,
+    }
+}
+
+fn count(groups: &[GroupId]) -> u32 {
+    u32::try_from(groups.len()).unwrap_or(u32::MAX)
+}
+
 /// The state of one event's run, filled in as the plan unfolds.
 struct Run<'a> {
     change: &'a DepartmentChange,
@@ -144,6 +159,8 @@ struct Run<'a> {
     /// Not held by the brake (a plan approved with `reconcile --apply
     /// --allow-large`).
     brake_exempt: bool,
+    /// Writes the brake admitted ahead for this event ([`Worker::reserve`]).
+    prepaid: AtomicU32,
 }
 
 impl Worker {
@@ -301,6 +318,7 @@ impl Worker {
             user: None,
             primary: None,
             brake_exempt: limits.brake_exempt,
+            prepaid: AtomicU32::new(0),
         };
         let outcome = match self.newer_applied(change) {
             Some(newer) => Outcome::Stale { newer },
@@ -434,6 +452,9 @@ impl Worker {
                     if managed.is_empty() {
                         return Outcome::AlreadyApplied;
                     }
+                    if let Err(held) = self.reserve(run, 0, count(&managed)) {
+                        return held;
+                    }
                     self.leave_others(run, &id, &managed, None, Outcome::Applied)
                         .await
                 }
@@ -529,6 +550,15 @@ impl Worker {
         to: &GroupId,
     ) -> Outcome {
         let managed = self.managed_groups(user);
+        // Every write of the event is admitted at once, or none: never a
+        // move made and its removal from another group held.
+        // A move or an add unless already in the target; a removal from
+        // each managed group but the one moved from (or the target).
+        let changes = u32::from(!managed.contains(to));
+        let removals = count(&managed).saturating_sub(1);
+        if let Err(held) = self.reserve(run, changes, removals) {
+            return held;
+        }
         if managed.contains(to) {
             run.from_group = Some(to.clone());
             return self
@@ -583,15 +613,27 @@ impl Worker {
     /// Asks the brake before a write: `Err` is the event's outcome when it
     /// holds (the event goes back and consuming waits for `resume`).
     fn may_write(&self, run: &Run<'_>, write: Write) -> Result<(), Outcome> {
-        if run.brake_exempt {
+        let prepaid = run
+            .prepaid
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if run.brake_exempt || prepaid.is_ok() {
             return Ok(());
         }
         self.brake
             .admit(write, std::time::Instant::now())
-            .map_err(|engaged| Outcome::Requeue {
-                why: engaged.to_string(),
-                cause: RequeueCause::Brake,
-            })
+            .map_err(held_by)
+    }
+
+    /// Asks the brake for all of an event's writes before the first.
+    fn reserve(&self, run: &Run<'_>, changes: u32, removals: u32) -> Result<(), Outcome> {
+        if run.brake_exempt || changes + removals == 0 {
+            return Ok(());
+        }
+        self.brake
+            .admit_all(changes, removals, std::time::Instant::now())
+            .map_err(held_by)?;
+        run.prepaid.store(changes + removals, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The brake every write asks, for the daemon and the HTTP server.

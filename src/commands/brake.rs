@@ -98,13 +98,19 @@ async fn move_held(settings: &Settings, admin: &Admin) -> Result<Exit, Exit> {
          (`dead-letters replay --reason brake_refused` brings them back)",
         summary.moved
     );
-    // Consuming goes on without a release window: a replay is held again.
+    // Stopping at the count taken at the start is no early stop.
+    let interrupted = summary.stopped && summary.moved < held;
+    if interrupted {
+        // Held events are left: the brake stays on, so running it again
+        // finds it engaged and finishes the job.
+        return Ok(stopped_early(true));
+    }
+    // Consuming goes on without a release window; the window starts empty.
     match crate::control::request_brake_clear(settings.http.listen).await {
-        Ok(answer) => println!("{answer}; the daemon consumes again, the brake still counts"),
+        Ok(answer) => println!("{answer}; the daemon consumes again, and the brake counts afresh"),
         Err(e) => eprintln!(
             "zoom-dept-sync brake refuse: the daemon did not clear its brake ({e}); run `zoom-dept-sync resume`"
         ),
     }
-    // Stopping at the count taken at the start is no early stop.
-    Ok(stopped_early(summary.stopped && summary.moved < held))
+    Ok(stopped_early(false))
 }

@@ -223,8 +223,10 @@ pub fn planned_calls(
     }
     let note =
         (already && rest.is_empty()).then(|| format!("already in {to} only: nothing to write"));
-    let wrote = first.is_some() || !already;
-    if settings.worker.set_primary && wrote {
+    // The daemon makes it after an add, a move and "already applied"
+    // alike: Zoom's answers never say which group is primary.
+    let _ = first;
+    if settings.worker.set_primary {
         let path = format!("/groups/{to}/members/{id}");
         let why = format!("make {to} the primary group (worker.set_primary)");
         calls.push(call("PATCH", path, "medium", why));

@@ -331,15 +331,15 @@ async fn brake_refuse_dead_letters_the_held_burst_for_replay() {
         .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("replayed 30"), "{out}");
-    // The 20 writes are still in the window: the replayed burst is held
-    // again until an operator lets it through.
+    // Refusing emptied the window: the replayed burst of 30 is a burst
+    // again, held past 20 more writes until an operator lets it through.
     eventually(
         "the brake holds the replay",
         Duration::from_secs(20),
         || async { app.http_get("/readyz").await.1.contains("brake engaged") },
     )
     .await;
-    assert_eq!(users_in_sales(&zoom, 50), 20);
+    assert_eq!(users_in_sales(&zoom, 50), 40);
     request_resume(app.http).await.expect("resume");
     eventually("the burst is applied", Duration::from_secs(20), || async {
         users_in_sales(&zoom, 50) == 50
@@ -374,5 +374,43 @@ async fn a_refused_event_carries_the_dead_letter_headers() {
     }
     // Refusing cleared the brake: the daemon consumes again by itself.
     app.wait_until_consuming().await;
+    app.stop_and_assert_queues_empty().await;
+}
+
+/// An event's writes are admitted together or not at all: a move whose
+/// removal from another managed group the brake would refuse is not made
+/// either, so nobody is left half moved (in the target and an old group).
+#[tokio::test]
+async fn an_event_is_never_stopped_half_way() {
+    let seed =
+        crate::helpers::mapped_zoom().user("U0", "u0@example.com", &["grp_eng", "grp_support"]);
+    let zoom = spawn_zoom(seed).await;
+    let mut app = TestApp::spawn_with(|s| {
+        use_zoom(s, &zoom);
+        s.brake = BrakeSettings {
+            max_changes: 10,
+            max_removals: 0,
+            window_secs: 3600,
+        };
+    })
+    .await;
+    // No previous_department: looked up, then a move and a removal.
+    app.publish_json(crate::helpers::event("e0", "U0", None, "Sales"))
+        .await;
+    eventually("the brake holds", Duration::from_secs(20), || async {
+        app.http_get("/readyz").await.1.contains("brake engaged")
+    })
+    .await;
+    assert_eq!(
+        groups_of(&zoom, "U0"),
+        ["grp_eng", "grp_support"],
+        "not half moved"
+    );
+    assert_eq!(zoom.counters().medium.calls, 0, "no write made");
+    request_resume(app.http).await.expect("resume");
+    eventually("moved whole", Duration::from_secs(20), || async {
+        groups_of(&zoom, "U0") == ["grp_sales"]
+    })
+    .await;
     app.stop_and_assert_queues_empty().await;
 }
