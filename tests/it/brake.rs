@@ -13,6 +13,26 @@ use zoom_dept_sync::fake::FakeHandle;
 use crate::helpers::{TestApp, engineers, eventually, groups_of, header_str, spawn_zoom, use_zoom};
 use crate::toolbox::Tool;
 
+/// A daemon on `zoom` with `concurrency` and the brake at `max_changes` /
+/// `max_removals` within an hour.
+async fn braked_app(
+    zoom: &FakeHandle,
+    concurrency: usize,
+    max_changes: u32,
+    max_removals: u32,
+) -> TestApp {
+    TestApp::spawn_with(|s| {
+        use_zoom(s, zoom);
+        s.worker.concurrency = concurrency;
+        s.brake = BrakeSettings {
+            max_changes,
+            max_removals,
+            window_secs: 3600,
+        };
+    })
+    .await
+}
+
 fn users_in_sales(zoom: &FakeHandle, users: usize) -> usize {
     (0..users)
         .filter(|i| groups_of(zoom, &format!("U{i}")) == ["grp_sales"])
@@ -26,16 +46,7 @@ fn users_in_sales(zoom: &FakeHandle, users: usize) -> usize {
 async fn a_burst_past_max_changes_is_held_until_resume() {
     const EVENTS: usize = 50;
     let zoom = spawn_zoom(engineers(EVENTS)).await;
-    let mut app = TestApp::spawn_with(|s| {
-        use_zoom(s, &zoom);
-        s.worker.concurrency = 4;
-        s.brake = BrakeSettings {
-            max_changes: 20,
-            max_removals: 50,
-            window_secs: 3600,
-        };
-    })
-    .await;
+    let mut app = braked_app(&zoom, 4, 20, 50).await;
     app.publish_moves(EVENTS).await;
     eventually("the brake holds", Duration::from_secs(20), || async {
         let (ready, consumers) = app.queue_state(&app.queue).await;
@@ -77,16 +88,7 @@ async fn a_burst_past_max_changes_is_held_until_resume() {
 async fn removals_are_held_at_max_removals() {
     const EVENTS: usize = 12;
     let zoom = spawn_zoom(engineers(EVENTS)).await;
-    let mut app = TestApp::spawn_with(|s| {
-        use_zoom(s, &zoom);
-        s.worker.concurrency = 2;
-        s.brake = BrakeSettings {
-            max_changes: 100,
-            max_removals: 5,
-            window_secs: 3600,
-        };
-    })
-    .await;
+    let mut app = braked_app(&zoom, 2, 100, 5).await;
     for i in 0..EVENTS {
         app.publish_json(serde_json::json!({
             "event_id": format!("l{i}"), "zoom_user_id": format!("U{i}"), "action": "leave",
@@ -177,16 +179,7 @@ async fn a_reconcile_plan_approved_as_large_is_not_held_again() {
 /// 50 moves with `max_changes = 20`: returns once the brake holds the 30
 /// the daemon did not make, with the tool's config beside the daemon's.
 async fn held_burst(zoom: &FakeHandle) -> (TestApp, Tool) {
-    let app = TestApp::spawn_with(|s| {
-        use_zoom(s, zoom);
-        s.worker.concurrency = 4;
-        s.brake = BrakeSettings {
-            max_changes: 20,
-            max_removals: 50,
-            window_secs: 3600,
-        };
-    })
-    .await;
+    let app = braked_app(zoom, 4, 20, 50).await;
     app.publish_moves(50).await;
     eventually("the brake holds", Duration::from_secs(20), || async {
         app.http_get("/readyz").await.1.contains("brake engaged")
@@ -385,15 +378,7 @@ async fn an_event_is_never_stopped_half_way() {
     let seed =
         crate::helpers::mapped_zoom().user("U0", "u0@example.com", &["grp_eng", "grp_support"]);
     let zoom = spawn_zoom(seed).await;
-    let mut app = TestApp::spawn_with(|s| {
-        use_zoom(s, &zoom);
-        s.brake = BrakeSettings {
-            max_changes: 10,
-            max_removals: 0,
-            window_secs: 3600,
-        };
-    })
-    .await;
+    let mut app = braked_app(&zoom, 16, 10, 0).await;
     // No previous_department: looked up, then a move and a removal.
     app.publish_json(crate::helpers::event("e0", "U0", None, "Sales"))
         .await;

@@ -96,19 +96,9 @@ async fn an_event_older_than_one_applied_for_the_person_is_skipped_as_stale() {
 /// remembered: the person's next event, dated now, still moves them.
 #[tokio::test]
 async fn an_event_from_the_far_future_is_refused_and_freezes_nobody() {
-    let seed = FakeConfig::default()
-        .group("grp_eng", "Engineering")
-        .group("grp_sales", "Sales")
-        .group("grp_support", "Support")
-        .user("U1", "u1@example.com", &["grp_eng"]);
-    let zoom = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake starts");
-    let mut app = TestApp::spawn_with(|s| {
-        s.zoom.api_base_url = zoom.api_base_url();
-        s.zoom.oauth_token_url = zoom.token_url();
-    })
-    .await;
+    use crate::helpers::{mapped_zoom, spawn_zoom, use_zoom};
+    let zoom = spawn_zoom(mapped_zoom().user("U1", "u1@example.com", &["grp_eng"])).await;
+    let mut app = TestApp::spawn_with(|s| use_zoom(s, &zoom)).await;
     app.publish_json(at(
         "future",
         "U1",
