@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::mapping::Mapping;
 
+pub mod http_limits;
 mod secret_var;
 pub use secret_var::secret_var;
 
@@ -310,6 +311,27 @@ impl OutcomesSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
     pub listen: SocketAddr,
+    pub header_read_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub max_connections: u32,
+}
+
+impl HttpSettings {
+    fn limit_keys(&self) -> http_limits::Keys<'static> {
+        http_limits::Keys {
+            section: "http",
+            header_read_timeout_secs: self.header_read_timeout_secs,
+            idle_timeout_secs: self.idle_timeout_secs,
+            request_timeout_secs: self.request_timeout_secs,
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// `http.listen`'s limits.
+    pub fn limits(&self) -> crate::server::Limits {
+        self.limit_keys().limits()
+    }
 }
 
 /// `[ingest]`: the webhook receiver (`ingest`, `run --with-ingest`). Its
@@ -319,6 +341,13 @@ pub struct HttpSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct IngestSettings {
     pub listen: SocketAddr,
+    /// `/healthz`, `/readyz` and `/metrics` of the receiver: never on the
+    /// public webhook port.
+    pub probe_listen: SocketAddr,
+    pub header_read_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub max_connections: u32,
     /// `[ingest.bamboohr]`: present turns on `POST /v1/bamboohr` (its two
     /// secrets then must be set; see [`BAMBOOHR_WEBHOOK_KEY_VAR`]).
     pub bamboohr: Option<BambooHrSettings>,
@@ -328,8 +357,30 @@ impl Default for IngestSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
+            probe_listen: SocketAddr::from(([127, 0, 0, 1], 9466)),
+            header_read_timeout_secs: http_limits::HEADER_READ_TIMEOUT_SECS,
+            idle_timeout_secs: http_limits::IDLE_TIMEOUT_SECS,
+            request_timeout_secs: http_limits::REQUEST_TIMEOUT_SECS,
+            max_connections: http_limits::MAX_CONNECTIONS,
             bamboohr: None,
         }
+    }
+}
+
+impl IngestSettings {
+    fn limit_keys(&self) -> http_limits::Keys<'static> {
+        http_limits::Keys {
+            section: "ingest",
+            header_read_timeout_secs: self.header_read_timeout_secs,
+            idle_timeout_secs: self.idle_timeout_secs,
+            request_timeout_secs: self.request_timeout_secs,
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// The limits of each of the receiver's two listeners.
+    pub fn limits(&self) -> crate::server::Limits {
+        self.limit_keys().limits()
     }
 }
 
@@ -494,6 +545,10 @@ impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            header_read_timeout_secs: http_limits::HEADER_READ_TIMEOUT_SECS,
+            idle_timeout_secs: http_limits::IDLE_TIMEOUT_SECS,
+            request_timeout_secs: http_limits::REQUEST_TIMEOUT_SECS,
+            max_connections: http_limits::MAX_CONNECTIONS,
         }
     }
 }
@@ -914,6 +969,8 @@ impl Settings {
         }
         self.amqp.url_scheme()?;
         self.amqp.check_tls()?;
+        self.http.limit_keys().check()?;
+        self.ingest.limit_keys().check()?;
         self.zoom.check_rate_limits()?;
         self.outcomes.check()?;
         self.brake.check()?;
@@ -1032,6 +1089,33 @@ mod tests {
         let f = file(&format!("[ingest]\nsecret = \"whsec_x\"\n{MINIMAL}"));
         let err = Settings::load(f.path(), &env_with_secrets).unwrap_err();
         assert!(err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn http_limits_default_and_can_be_set_per_section() {
+        let s = Settings::load(file(MINIMAL).path(), &env_with_secrets).unwrap();
+        assert_eq!(s.http.limits(), crate::server::Limits::default());
+        assert_eq!(s.ingest.limits(), crate::server::Limits::default());
+        assert_eq!(s.ingest.probe_listen, SocketAddr::from(([127, 0, 0, 1], 9466)));
+        let f = file(&format!(
+            "[http]\nmax_connections = 8\n[ingest]\nheader_read_timeout_secs = 2\n\
+             idle_timeout_secs = 3\nrequest_timeout_secs = 4\nprobe_listen = \"0.0.0.0:9466\"\n{MINIMAL}"
+        ));
+        let s = Settings::load(f.path(), &env_with_secrets).unwrap();
+        assert_eq!(s.http.limits().max_connections, 8);
+        let ingest = s.ingest.limits();
+        assert_eq!(
+            (ingest.header_read_timeout, ingest.idle_timeout, ingest.request_timeout),
+            (Duration::from_secs(2), Duration::from_secs(3), Duration::from_secs(4))
+        );
+        for (text, key) in [
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            ("[ingest]\nidle_timeout_secs = 0\n", "ingest.idle_timeout_secs"),
+        ] {
+            let f = file(&format!("{text}{MINIMAL}"));
+            let err = Settings::load(f.path(), &env_with_secrets).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

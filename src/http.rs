@@ -16,6 +16,7 @@ use crate::brake::Brake;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::quarantine::Quarantines;
+use crate::server::Limits;
 use crate::zoom::rate::RateBudgets;
 
 #[derive(Clone)]
@@ -34,9 +35,11 @@ pub struct Holds {
     pub brake: Arc<Brake>,
 }
 
-/// Binds now (so a taken port fails start-up), serves until `shutdown`.
+/// Binds now (so a taken port fails start-up), serves until `shutdown`
+/// within `limits` (see [`crate::server`]).
 pub async fn serve(
     listen: SocketAddr,
+    limits: Limits,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     holds: Holds,
@@ -60,14 +63,8 @@ pub async fn serve(
             brake: holds.brake,
             rates,
             listen,
-        })
-        .into_make_service_with_connect_info::<SocketAddr>();
-    Ok(tokio::spawn(async move {
-        let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }))
+        });
+    Ok(crate::server::spawn(listener, app, limits, shutdown))
 }
 
 /// The first line says ready or why not; the second, each Zoom category's

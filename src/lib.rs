@@ -19,6 +19,7 @@ pub mod outcomes;
 pub mod quarantine;
 pub mod reconcile;
 pub mod retry;
+pub mod server;
 pub mod shutdown;
 pub mod startup;
 pub mod systemd;

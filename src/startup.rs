@@ -67,6 +67,7 @@ pub async fn run_telling(
     let http_stop = CancellationToken::new();
     let http = crate::http::serve(
         settings.http.listen,
+        settings.http.limits(),
         health,
         metrics,
         crate::http::Holds { quarantines, brake },

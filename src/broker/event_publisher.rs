@@ -7,11 +7,16 @@
 //! connection lock, connect, channel, publish, confirm) ends by it: a broker
 //! that is down or blocked (an alarm) costs the caller its deadline, never
 //! more.
+//!
+//! Readiness is what the last attempt showed ([`EventPublisher::readiness`]),
+//! kept fresh by one background task ([`EventPublisher::keep`]): a storm of
+//! `/readyz` calls during an outage opens no connection at all.
 
 use lapin::options::ConfirmSelectOptions;
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
+use tokio_util::sync::CancellationToken;
 
 use super::confirm::publish_confirmed;
 use super::connect::{ConnectError, connect};
@@ -28,6 +33,25 @@ pub enum PublishError {
     Refused(String),
 }
 
+/// Why the receiver cannot publish now, as `/readyz` says it: no host,
+/// no file (the log has the details).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("not connected to the broker yet")]
+    NotYet,
+    #[error("cannot reach the broker")]
+    Unreachable,
+    #[error("the broker did not answer in time")]
+    Slow,
+    #[error("the connection to the broker was lost")]
+    Lost,
+}
+
+/// The background check reconnects this often while the link is down.
+const KEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// A background connection attempt gives up after this.
+const CONNECT_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 struct Link {
     connection: Connection,
     channel: Channel,
@@ -42,6 +66,9 @@ pub struct EventPublisher {
     queue: String,
     link: Mutex<Option<Link>>,
     generations: std::sync::atomic::AtomicU64,
+    /// The last attempt's outcome: what `/readyz` says while the link is
+    /// busy or absent.
+    last: std::sync::Mutex<Result<(), NotReady>>,
 }
 
 impl EventPublisher {
@@ -52,6 +79,7 @@ impl EventPublisher {
             queue: amqp.queue.clone(),
             link: Mutex::new(None),
             generations: std::sync::atomic::AtomicU64::new(0),
+            last: std::sync::Mutex::new(Err(NotReady::NotYet)),
         }
     }
 
@@ -92,10 +120,36 @@ impl EventPublisher {
         Ok(())
     }
 
-    /// Ready when a confirm-mode channel is open or can be opened by
-    /// `deadline`.
-    pub async fn ready(&self, deadline: Instant) -> Result<(), PublishError> {
-        self.channel(deadline).await.map(drop)
+    /// Ready when the link is open; else what the last attempt showed.
+    /// Never waits, never connects.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        if let Ok(link) = self.link.try_lock() {
+            match link.as_ref() {
+                Some(open) if open.is_connected() => return Ok(()),
+                Some(_) => return Err(NotReady::Lost),
+                None => {}
+            }
+        }
+        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Until `shutdown`: connects at once, then every [`KEEP_EVERY`] while
+    /// the link is down, so readiness follows the broker without a request
+    /// (and without a probe) having to connect.
+    pub async fn keep(&self, shutdown: CancellationToken) {
+        loop {
+            if self.readiness().is_err() {
+                let _ = self.channel(Instant::now() + CONNECT_WITHIN).await;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(KEEP_EVERY) => {}
+            }
+        }
+    }
+
+    fn record(&self, outcome: Result<(), NotReady>) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = outcome;
     }
 
     /// Closes the connection, if open (at shutdown, after the last request).
@@ -114,18 +168,25 @@ impl EventPublisher {
             .await
             .map_err(|_| PublishError::Timeout)?;
         if let Some(open) = link.as_ref()
-            && open.connection.status().connected()
-            && open.channel.status().connected()
+            && open.is_connected()
         {
             return Ok((open.channel.clone(), open.generation));
         }
         if let Some(dead) = link.take() {
             close_later(dead);
         }
-        let open = timeout_at(deadline, self.open())
-            .await
-            .map_err(|_| PublishError::Timeout)?
-            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        let open = match timeout_at(deadline, self.open()).await {
+            Ok(Ok(open)) => open,
+            Ok(Err(e)) => {
+                self.record(Err(NotReady::Unreachable));
+                return Err(PublishError::Unavailable(e.to_string()));
+            }
+            Err(_) => {
+                self.record(Err(NotReady::Slow));
+                return Err(PublishError::Timeout);
+            }
+        };
+        self.record(Ok(()));
         let answer = (open.channel.clone(), open.generation);
         *link = Some(open);
         Ok(answer)
@@ -148,7 +209,9 @@ impl EventPublisher {
         })
     }
 
+    /// After a failed publish: the link is given up on.
     async fn drop_link(&self, generation: u64) {
+        self.record(Err(NotReady::Lost));
         let deadline = Instant::now() + std::time::Duration::from_millis(200);
         let Ok(mut link) = timeout_at(deadline, self.link.lock()).await else {
             return;
@@ -158,6 +221,12 @@ impl EventPublisher {
         {
             close_later(failed);
         }
+    }
+}
+
+impl Link {
+    fn is_connected(&self) -> bool {
+        self.connection.status().connected() && self.channel.status().connected()
     }
 }
 

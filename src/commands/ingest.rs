@@ -87,7 +87,8 @@ fn secrets(env: EnvLookup<'_>) -> Result<Secrets, Exit> {
     })
 }
 
-/// Starts the receiver on `ingest.listen`, stopping with `shutdown`.
+/// Starts the receiver on `ingest.listen` and its probes on
+/// `ingest.probe_listen`, stopping with `shutdown`.
 pub async fn start(
     settings: &Settings,
     keys: Keys,
@@ -104,7 +105,7 @@ pub async fn start(
         )?);
     }
     let ingest = Arc::new(ingest);
-    ingest::serve(settings.ingest.listen, ingest, shutdown).await
+    ingest::serve_with(ingest::Listen::from_settings(&settings.ingest), ingest, shutdown).await
 }
 
 /// `zoom-dept-sync ingest --config FILE`: serves until SIGTERM or SIGINT,

@@ -8,7 +8,9 @@
 //! [`idempotency`] turns into one message. `POST /v1/bamboohr` (only with
 //! `[ingest.bamboohr]`) follows the same rules for BambooHR's webhooks: see
 //! [`bamboohr`]. `/healthz`, `/readyz` (ready when it can publish) and
-//! `/metrics` are the receiver's own.
+//! `/metrics` are the receiver's own, on a listener of their own
+//! (`ingest.probe_listen`, loopback by default): the webhook port, open to
+//! the senders, serves `/v1/...` only.
 
 pub mod bamboohr;
 mod events;
@@ -29,15 +31,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::event_publisher::EventPublisher;
-use crate::config::AmqpSettings;
+use crate::config::{AmqpSettings, IngestSettings};
+use crate::server::Limits;
 use idempotency::Seen;
 use metrics::IngestMetrics;
 use signature::Secrets;
 
 /// Every answer is sent within this, below the 3 s some senders wait.
 pub const ANSWER_WITHIN: Duration = Duration::from_millis(1800);
-/// `/readyz` waits at most this for a connection.
-const READY_WITHIN: Duration = Duration::from_secs(1);
 
 /// What every request shares.
 pub struct Ingest {
@@ -67,55 +68,105 @@ impl Ingest {
     }
 }
 
+/// Where the receiver listens, and the limits of each of its listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct Listen {
+    /// `ingest.listen`: `POST /v1/...` only, the port senders reach.
+    pub webhooks: SocketAddr,
+    /// `ingest.probe_listen`: `/healthz`, `/readyz`, `/metrics`.
+    pub probes: SocketAddr,
+    pub limits: Limits,
+}
+
+impl Listen {
+    pub fn from_settings(settings: &IngestSettings) -> Self {
+        Self {
+            webhooks: settings.listen,
+            probes: settings.probe_listen,
+            limits: settings.limits(),
+        }
+    }
+}
+
 /// A running receiver: where it listens, and its task (ends after
 /// shutdown, once in-flight requests are answered).
 pub struct Server {
     pub local_addr: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are.
+    pub probe_addr: SocketAddr,
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Binds `listen` now (a taken port fails start-up) and serves until
-/// `shutdown`: then it stops accepting and finishes in-flight requests.
+/// [`serve_with`] webhooks on `listen`, probes on a free loopback port,
+/// with the default limits.
 pub async fn serve(
     listen: SocketAddr,
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
 ) -> Result<Server, String> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on ingest.listen = {listen}: {e}"))?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|e| format!("ingest.listen = {listen}: {e}"))?;
+    let listen = Listen {
+        webhooks: listen,
+        probes: SocketAddr::from(([127, 0, 0, 1], 0)),
+        limits: Limits::default(),
+    };
+    serve_with(listen, ingest, shutdown).await
+}
+
+/// Binds both listeners now (a taken port fails start-up) and serves until
+/// `shutdown`: then it stops accepting and finishes in-flight requests.
+pub async fn serve_with(
+    listen: Listen,
+    ingest: Arc<Ingest>,
+    shutdown: CancellationToken,
+) -> Result<Server, String> {
+    let (webhooks, local_addr) = bind(listen.webhooks, "ingest.listen").await?;
+    let (probes, probe_addr) = bind(listen.probes, "ingest.probe_listen").await?;
     tracing::info!(listen = %local_addr, "receiving webhooks on POST /v1/events");
+    tracing::info!(listen = %probe_addr, "serving the receiver's /healthz, /readyz and /metrics");
     let mut app = Router::new().route("/v1/events", post(events::receive));
     if ingest.bamboohr.is_some() {
         tracing::info!(listen = %local_addr, "receiving BambooHR webhooks on POST /v1/bamboohr");
         app = app.route("/v1/bamboohr", post(bamboohr::receive));
     }
-    let app = app
+    let app = app.with_state(Arc::clone(&ingest));
+    let probe_app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(Arc::clone(&ingest));
+    let keeper = tokio::spawn({
+        let (ingest, shutdown) = (Arc::clone(&ingest), shutdown.clone());
+        async move { ingest.publisher.keep(shutdown).await }
+    });
+    let webhooks = crate::server::spawn(webhooks, app, listen.limits, shutdown.clone());
+    let probes = crate::server::spawn(probes, probe_app, listen.limits, shutdown);
     let task = tokio::spawn(async move {
-        let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "ingest HTTP server failed");
-        }
+        let _ = tokio::join!(webhooks, probes, keeper);
         ingest.publisher.close().await;
     });
-    Ok(Server { local_addr, task })
+    Ok(Server {
+        local_addr,
+        probe_addr,
+        task,
+    })
 }
 
+async fn bind(listen: SocketAddr, key: &str) -> Result<(TcpListener, SocketAddr), String> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {key} = {listen}: {e}"))?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| format!("{key} = {listen}: {e}"))?;
+    Ok((listener, local_addr))
+}
+
+/// What the publisher last saw (kept fresh in the background): a probe
+/// never opens a broker connection, and its text names no host or file.
 async fn readyz(State(ingest): State<Arc<Ingest>>) -> impl IntoResponse {
-    let deadline = tokio::time::Instant::now() + READY_WITHIN;
-    match ingest.publisher.ready(deadline).await {
+    match ingest.publisher.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot publish: {e}\n"),
-        ),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }
 }
 

@@ -136,6 +136,7 @@ pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) ->
         },
         http: HttpSettings {
             listen: free_local_port(),
+            ..HttpSettings::default()
         },
         outcomes: OutcomesSettings::default(),
         ingest: zoom_dept_sync::config::IngestSettings::default(),

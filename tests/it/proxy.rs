@@ -13,6 +13,8 @@ pub struct Proxy {
     current: Arc<Mutex<CancellationToken>>,
     stop: CancellationToken,
     accepted: Arc<AtomicUsize>,
+    /// Every connection attempt, refused ones (while blocked) included.
+    attempts: Arc<AtomicUsize>,
     blocked: Arc<AtomicBool>,
 }
 
@@ -24,6 +26,8 @@ impl Proxy {
         let stop = CancellationToken::new();
         let accepted = Arc::new(AtomicUsize::new(0));
         let blocked = Arc::new(AtomicBool::new(false));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let tried = Arc::clone(&attempts);
         let (conns, stopped, count, refuse) = (
             Arc::clone(&current),
             stop.clone(),
@@ -39,6 +43,7 @@ impl Proxy {
                 let Ok((mut inbound, _)) = accepted else {
                     continue;
                 };
+                tried.fetch_add(1, Ordering::Relaxed);
                 if refuse.load(Ordering::Relaxed) {
                     drop(inbound);
                     continue;
@@ -62,8 +67,14 @@ impl Proxy {
             current,
             stop,
             accepted,
+            attempts,
             blocked,
         }
+    }
+
+    /// Connection attempts so far, refused ones included.
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::Relaxed)
     }
 
     /// While blocked, new connections are closed at once (the broker is

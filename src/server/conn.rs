@@ -1,0 +1,137 @@
+//! One connection's phase, which its three clocks read: waiting for a
+//! request (idle), receiving a request's headers, or handling a request.
+//!
+//! hyper starts its header clock as soon as it waits for the next request,
+//! so on its own it cannot tell a quiet keep-alive connection from a client
+//! sending its headers a byte at a time. The first byte of a request ends
+//! the idle phase here ([`Watched`]), hyper's call of the service begins
+//! handling, and the answer ends it.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Limits;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted, or answered, and no byte of the next request yet.
+    Idle,
+    /// Some bytes of a request, not yet all of its headers.
+    Headers,
+    /// A request is being handled (its body read, its answer made).
+    Handling,
+}
+
+/// What the accept loop, the connection's task and its IO share.
+pub struct ConnState {
+    /// Accept order: the oldest waiting connection is evicted first.
+    pub seq: u64,
+    phase: Mutex<(Phase, Instant)>,
+    /// Wakes the connection's task to read its new deadline.
+    changed: Notify,
+    /// Cancelled to close the connection (evicted for a newer one).
+    pub evict: CancellationToken,
+}
+
+impl ConnState {
+    pub fn new(seq: u64) -> Self {
+        Self {
+            seq,
+            phase: Mutex::new((Phase::Idle, Instant::now())),
+            changed: Notify::new(),
+            evict: CancellationToken::new(),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.lock().0
+    }
+
+    /// Waiting for a request (idle or mid-headers): may be evicted.
+    pub fn is_waiting(&self) -> bool {
+        self.phase() != Phase::Handling
+    }
+
+    pub fn set(&self, phase: Phase) {
+        *self.lock() = (phase, Instant::now());
+        self.changed.notify_one();
+    }
+
+    /// When this phase's clock runs out; `None` while handling (the
+    /// request's own timeout bounds that).
+    pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        let (phase, since) = *self.lock();
+        match phase {
+            Phase::Idle => Some(since + limits.idle_timeout),
+            Phase::Headers => Some(since + limits.header_read_timeout),
+            Phase::Handling => None,
+        }
+    }
+
+    /// Until the phase changes.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Phase, Instant)> {
+        self.phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The socket, noting the first byte of each request.
+pub struct Watched<S> {
+    pub inner: S,
+    pub state: std::sync::Arc<ConnState>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before && self.state.phase() == Phase::Idle {
+            self.state.set(Phase::Headers);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
