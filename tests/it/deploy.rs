@@ -597,6 +597,65 @@ fn secret_template(secret: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The receiver's probes and /metrics are on `ingest.probe_listen`, a port
+/// of their own: the kubelet probes it and Prometheus scrapes it (a
+/// PodMonitor), but the Service that senders reach exposes only the webhook
+/// port.
+#[test]
+fn the_receivers_probes_are_on_their_own_port_which_its_service_does_not_expose() {
+    let settings = shipped_settings();
+    let receiver = deployment_running("ingest");
+    let container = &containers(&receiver)[0];
+    let probes = settings.ingest.probe_listen;
+    assert!(
+        probes.ip().is_unspecified(),
+        "ingest.probe_listen = {probes}: the kubelet and Prometheus come from outside the pod"
+    );
+    assert_ne!(probes.port(), settings.ingest.listen.port());
+    let probe_port = u64::from(probes.port());
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let port = container_port(container, &container[probe]["httpGet"]["port"]);
+        assert_eq!(port, Some(probe_port), "{probe} is not on ingest.probe_listen");
+    }
+    for (file, service) in resources_of_kind("Service") {
+        if !subset(
+            &service["spec"]["selector"],
+            &receiver["spec"]["template"]["metadata"]["labels"],
+        ) {
+            continue;
+        }
+        for port in array(&service["spec"]["ports"], "ports") {
+            let target = container_port(container, &port["targetPort"]);
+            assert_ne!(target, Some(probe_port), "{file} exposes the probe port");
+            assert_eq!(
+                target,
+                Some(u64::from(settings.ingest.listen.port())),
+                "{file}: only the webhook port"
+            );
+        }
+    }
+    let monitors: Vec<(String, Value)> = resources_of_kind("PodMonitor")
+        .into_iter()
+        .filter(|(_, m)| {
+            subset(
+                &m["spec"]["selector"]["matchLabels"],
+                &receiver["spec"]["template"]["metadata"]["labels"],
+            )
+        })
+        .collect();
+    assert_eq!(monitors.len(), 1, "one PodMonitor scrapes the receiver");
+    for (file, monitor) in &monitors {
+        for endpoint in array(&monitor["spec"]["podMetricsEndpoints"], "endpoints") {
+            assert_eq!(
+                container_port(container, &endpoint["port"]),
+                Some(probe_port),
+                "{file}: scrapes ingest.probe_listen"
+            );
+            assert_eq!(endpoint["path"], "/metrics", "{file}");
+        }
+    }
+}
+
 #[test]
 fn services_monitors_and_budgets_select_the_pods_they_mean() {
     let deployments = resources_of_kind("Deployment");
@@ -961,8 +1020,9 @@ async fn receiver_metrics() -> String {
         .expect("POST /v1/events")
         .status();
     assert_eq!(status.as_u16(), 401);
+    // On the probe listener: the webhook port serves /v1/... only.
     let text = client
-        .get(format!("{base}/metrics"))
+        .get(format!("http://{}/metrics", server.probe_addr))
         .send()
         .await
         .expect("GET /metrics")

@@ -21,6 +21,8 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// A receiver on a free port publishing to its own queue, through `url`.
 struct Receiver {
     base: String,
+    /// `/healthz`, `/readyz`, `/metrics` (`ingest.probe_listen`).
+    probes: String,
     queue: String,
     channel: Channel,
     _connection: Connection,
@@ -64,6 +66,7 @@ impl Receiver {
         .expect("serve");
         Self {
             base: format!("http://{}", server.local_addr),
+            probes: format!("http://{}", server.probe_addr),
             queue,
             channel,
             _connection: connection,
@@ -89,10 +92,11 @@ impl Receiver {
         post_to(&self.client, &self.base, id, (ts, signature), body).await
     }
 
+    /// GET on the probe listener.
     async fn get(&self, path: &str) -> (u16, String) {
         let response = self
             .client
-            .get(format!("{}{path}", self.base))
+            .get(format!("{}{path}", self.probes))
             .send()
             .await
             .expect("request");
@@ -484,7 +488,11 @@ async fn ingest_run_with_ingest_receives_and_consumes_in_one_process() {
     use crate::helpers::{ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp};
     let app = TestApp::prepare_with(|_| {}).await;
     let listen = crate::helpers::free_local_port();
-    let config = format!("{}\n[ingest]\nlisten = \"{listen}\"\n", app.config_toml());
+    let probes = crate::helpers::free_local_port();
+    let config = format!(
+        "{}\n[ingest]\nlisten = \"{listen}\"\nprobe_listen = \"{probes}\"\n",
+        app.config_toml()
+    );
     let url = amqp_url();
     let env = [
         ("ZDS_INGEST_SECRET", SECRET),
@@ -502,7 +510,7 @@ async fn ingest_run_with_ingest_receives_and_consumes_in_one_process() {
     let base = format!("http://{listen}");
     let started = Instant::now();
     while client
-        .get(format!("{base}/readyz"))
+        .get(format!("http://{probes}/readyz"))
         .send()
         .await
         .map(|r| r.status().as_u16())

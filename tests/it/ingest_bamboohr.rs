@@ -30,6 +30,8 @@ const EMPLOYEE: &str = "67890";
 
 struct Receiver {
     base: String,
+    /// `/metrics` (`ingest.probe_listen`).
+    probes: String,
     queue: String,
     channel: Channel,
     _connection: Connection,
@@ -104,6 +106,7 @@ impl Receiver {
         .expect("serve");
         Self {
             base: format!("http://{}", server.local_addr),
+            probes: format!("http://{}", server.probe_addr),
             queue,
             channel,
             _connection: connection,
@@ -183,7 +186,7 @@ impl Receiver {
     }
 
     async fn metrics(&self) -> String {
-        let url = format!("{}/metrics", self.base);
+        let url = format!("{}/metrics", self.probes);
         let response = self.client.get(url).send().await.expect("metrics");
         response.text().await.unwrap_or_default()
     }

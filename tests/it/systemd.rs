@@ -265,3 +265,32 @@ async fn systemd_hears_ready_from_the_receiver_once_it_listens_with_its_secret_f
         .expect("wait");
     assert_eq!(status.code(), Some(0));
 }
+
+/// Each unit's `LimitNOFILE=` covers the connection caps of the listeners
+/// it runs at their defaults (the daemon's unit may run `run --with-ingest`:
+/// `http.listen` and the receiver's two), plus the broker connections,
+/// stdio and the listeners themselves.
+#[test]
+fn the_units_set_limit_nofile_above_the_connection_caps() {
+    use zoom_dept_sync::config::http_limits::MAX_CONNECTIONS;
+    const RESERVE: u64 = 64;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd");
+    for (unit, listeners) in [
+        ("zoom-dept-sync.service", 3),
+        ("zoom-dept-sync-ingest.service", 2),
+    ] {
+        let text = std::fs::read_to_string(dir.join(unit)).expect("unit file");
+        let limits: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("LimitNOFILE="))
+            .map(|v| v.parse().unwrap_or_else(|_| panic!("{unit}: LimitNOFILE={v}")))
+            .collect();
+        assert_eq!(limits.len(), 1, "{unit}: one LimitNOFILE=");
+        let needed = listeners * u64::from(MAX_CONNECTIONS) + RESERVE;
+        assert!(
+            limits[0] >= needed,
+            "{unit}: LimitNOFILE={} is below {needed}",
+            limits[0]
+        );
+    }
+}
