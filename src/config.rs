@@ -1096,7 +1096,10 @@ mod tests {
         let s = Settings::load(file(MINIMAL).path(), &env_with_secrets).unwrap();
         assert_eq!(s.http.limits(), crate::server::Limits::default());
         assert_eq!(s.ingest.limits(), crate::server::Limits::default());
-        assert_eq!(s.ingest.probe_listen, SocketAddr::from(([127, 0, 0, 1], 9466)));
+        assert_eq!(
+            s.ingest.probe_listen,
+            SocketAddr::from(([127, 0, 0, 1], 9466))
+        );
         let f = file(&format!(
             "[http]\nmax_connections = 8\n[ingest]\nheader_read_timeout_secs = 2\n\
              idle_timeout_secs = 3\nrequest_timeout_secs = 4\nprobe_listen = \"0.0.0.0:9466\"\n{MINIMAL}"
@@ -1105,12 +1108,23 @@ mod tests {
         assert_eq!(s.http.limits().max_connections, 8);
         let ingest = s.ingest.limits();
         assert_eq!(
-            (ingest.header_read_timeout, ingest.idle_timeout, ingest.request_timeout),
-            (Duration::from_secs(2), Duration::from_secs(3), Duration::from_secs(4))
+            (
+                ingest.header_read_timeout,
+                ingest.idle_timeout,
+                ingest.request_timeout
+            ),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(3),
+                Duration::from_secs(4)
+            )
         );
         for (text, key) in [
             ("[http]\nmax_connections = 0\n", "http.max_connections"),
-            ("[ingest]\nidle_timeout_secs = 0\n", "ingest.idle_timeout_secs"),
+            (
+                "[ingest]\nidle_timeout_secs = 0\n",
+                "ingest.idle_timeout_secs",
+            ),
         ] {
             let f = file(&format!("{text}{MINIMAL}"));
             let err = Settings::load(f.path(), &env_with_secrets).unwrap_err();

@@ -105,7 +105,12 @@ pub async fn start(
         )?);
     }
     let ingest = Arc::new(ingest);
-    ingest::serve_with(ingest::Listen::from_settings(&settings.ingest), ingest, shutdown).await
+    ingest::serve_with(
+        ingest::Listen::from_settings(&settings.ingest),
+        ingest,
+        shutdown,
+    )
+    .await
 }
 
 /// `zoom-dept-sync ingest --config FILE`: serves until SIGTERM or SIGINT,

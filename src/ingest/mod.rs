@@ -166,7 +166,10 @@ async fn bind(listen: SocketAddr, key: &str) -> Result<(TcpListener, SocketAddr)
 async fn readyz(State(ingest): State<Arc<Ingest>>) -> impl IntoResponse {
     match ingest.publisher.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 

@@ -21,8 +21,12 @@ use super::Limits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Accepted, or answered, and no byte of the next request yet.
+    /// Accepted, not yet read from (a busy server may take a moment).
+    New,
+    /// Read from, no byte of a request yet.
     Idle,
+    /// Answered, kept alive, no byte of the next request yet.
+    KeepAlive,
     /// Some bytes of a request, not yet all of its headers.
     Headers,
     /// A request is being handled (its body read, its answer made).
@@ -44,7 +48,7 @@ impl ConnState {
     pub fn new(seq: u64) -> Self {
         Self {
             seq,
-            phase: Mutex::new((Phase::Idle, Instant::now())),
+            phase: Mutex::new((Phase::New, Instant::now())),
             changed: Notify::new(),
             evict: CancellationToken::new(),
         }
@@ -54,9 +58,26 @@ impl ConnState {
         self.lock().0
     }
 
-    /// Waiting for a request (idle or mid-headers): may be evicted.
+    /// Waiting for a request (idle or mid-headers).
     pub fn is_waiting(&self) -> bool {
         self.phase() != Phase::Handling
+    }
+
+    /// How soon this one is closed to make room at the cap (lower first),
+    /// or `None` if it may not be: only a connection that has waited for a
+    /// request at least `after` (a client that connected and is sending
+    /// its request right now is not cut off); fresh and half-sent ones
+    /// before kept-alive ones (which a client may be reusing right now).
+    pub fn eviction_rank(&self, now: Instant, after: std::time::Duration) -> Option<(u8, u64)> {
+        let (phase, since) = *self.lock();
+        if now.saturating_duration_since(since) < after {
+            return None;
+        }
+        match phase {
+            Phase::Idle | Phase::Headers => Some((0, self.seq)),
+            Phase::KeepAlive => Some((1, self.seq)),
+            Phase::New | Phase::Handling => None,
+        }
     }
 
     pub fn set(&self, phase: Phase) {
@@ -69,7 +90,7 @@ impl ConnState {
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
         let (phase, since) = *self.lock();
         match phase {
-            Phase::Idle => Some(since + limits.idle_timeout),
+            Phase::New | Phase::Idle | Phase::KeepAlive => Some(since + limits.idle_timeout),
             Phase::Headers => Some(since + limits.header_read_timeout),
             Phase::Handling => None,
         }
@@ -81,7 +102,9 @@ impl ConnState {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (Phase, Instant)> {
-        self.phase.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.phase
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -99,8 +122,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before && self.state.phase() == Phase::Idle {
-            self.state.set(Phase::Headers);
+        let phase = self.state.phase();
+        if buf.filled().len() > before {
+            if matches!(phase, Phase::New | Phase::Idle | Phase::KeepAlive) {
+                self.state.set(Phase::Headers);
+            }
+        } else if phase == Phase::New {
+            // Its clock for eviction starts once the server has looked.
+            self.state.set(Phase::Idle);
         }
         polled
     }

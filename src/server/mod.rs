@@ -11,7 +11,8 @@
 //! - `request_timeout`: the handling of one request (its body included) is
 //!   answered `408 Request Timeout` and the connection closed.
 //! - `max_connections`: see [`registry`]; a full server closes its oldest
-//!   connection that is only waiting for a request.
+//!   connection that has been waiting for a request for a while, and
+//!   answers with `Connection: close` (no keep-alive while full).
 //!
 //! At shutdown the server stops accepting, closes every connection that has
 //! no request in flight, and gives the ones handling a request at most
@@ -204,12 +205,19 @@ impl Handling {
         self.state.set(Phase::Handling);
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(peer));
-        let response = match tokio::time::timeout(self.within, app.oneshot(request)).await {
+        let mut response = match tokio::time::timeout(self.within, app.oneshot(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(never)) => match never {},
             Err(_) => too_slow(self.within),
         };
-        self.state.set(Phase::Idle);
+        if self.registry.is_full() {
+            // Make room by closing after this answer, which the client
+            // reads, rather than later, while it may be reusing it.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        self.state.set(Phase::KeepAlive);
         self.registry.freed();
         Ok(response)
     }

@@ -615,7 +615,11 @@ fn the_receivers_probes_are_on_their_own_port_which_its_service_does_not_expose(
     let probe_port = u64::from(probes.port());
     for probe in ["livenessProbe", "readinessProbe"] {
         let port = container_port(container, &container[probe]["httpGet"]["port"]);
-        assert_eq!(port, Some(probe_port), "{probe} is not on ingest.probe_listen");
+        assert_eq!(
+            port,
+            Some(probe_port),
+            "{probe} is not on ingest.probe_listen"
+        );
     }
     for (file, service) in resources_of_kind("Service") {
         if !subset(

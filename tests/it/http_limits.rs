@@ -194,9 +194,11 @@ async fn ingest_half_open_connections_at_the_cap_do_not_starve_a_request() {
         held.push(half_open(r.webhooks).await);
     }
     // A GET: 405, but answered, long before any timeout.
-    let status = get_within(r.webhooks, "/v1/events", Duration::from_secs(2)).await;
+    let status = get_within(r.webhooks, "/v1/events", Duration::from_secs(5)).await;
     assert!(
-        status.as_deref().is_some_and(|s| s.starts_with("HTTP/1.1 405")),
+        status
+            .as_deref()
+            .is_some_and(|s| s.starts_with("HTTP/1.1 405")),
         "{status:?}"
     );
     // Only the cap's worth stay open: the oldest were closed.
@@ -232,17 +234,15 @@ async fn ingest_at_the_cap_with_every_request_in_flight_a_new_one_waits() {
         in_flight.push(stream);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let waiting = tokio::spawn(get_within(
-        r.webhooks,
-        "/v1/events",
-        Duration::from_secs(5),
-    ));
+    let waiting = tokio::spawn(get_within(r.webhooks, "/v1/events", Duration::from_secs(5)));
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(!waiting.is_finished(), "served over the cap");
     drop(in_flight);
     let status = waiting.await.expect("task");
     assert!(
-        status.as_deref().is_some_and(|s| s.starts_with("HTTP/1.1 405")),
+        status
+            .as_deref()
+            .is_some_and(|s| s.starts_with("HTTP/1.1 405")),
         "{status:?}"
     );
     r.stop().await;
@@ -330,7 +330,10 @@ async fn ingest_probes_are_not_on_the_webhook_port() {
         let on_webhooks = get_within(r.webhooks, path, Duration::from_secs(3))
             .await
             .expect("answered");
-        assert!(on_webhooks.starts_with("HTTP/1.1 404"), "{path}: {on_webhooks}");
+        assert!(
+            on_webhooks.starts_with("HTTP/1.1 404"),
+            "{path}: {on_webhooks}"
+        );
     }
     let metrics = get_within(r.probes, "/metrics", Duration::from_secs(3))
         .await
@@ -366,9 +369,11 @@ async fn daemon_half_open_connections_at_the_cap_do_not_starve_a_probe() {
     for _ in 0..20 {
         held.push(half_open(app.http).await);
     }
-    let status = get_within(app.http, "/healthz", Duration::from_secs(2)).await;
+    let status = get_within(app.http, "/healthz", Duration::from_secs(5)).await;
     assert!(
-        status.as_deref().is_some_and(|s| s.starts_with("HTTP/1.1 200")),
+        status
+            .as_deref()
+            .is_some_and(|s| s.starts_with("HTTP/1.1 200")),
         "{status:?}"
     );
     app.stop().await;
@@ -383,7 +388,10 @@ async fn connect_when_listening(addr: SocketAddr) -> TcpStream {
         if let Ok(stream) = TcpStream::connect(addr).await {
             return stream;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "{addr} never listened");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{addr} never listened"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -393,7 +401,10 @@ async fn sigterm_with_a_half_sent_request_ends_the_daemon_promptly() {
     let app = TestApp::prepare_with(|s| s.http.listen = free_local_port()).await;
     let mut daemon = DaemonProcess::start(&app.config_toml());
     let mut stream = connect_when_listening(app.http).await;
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost").await.expect("write");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost")
+        .await
+        .expect("write");
     app.wait_until_consuming().await;
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(8)).await, Some(0));

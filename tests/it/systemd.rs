@@ -283,7 +283,10 @@ fn the_units_set_limit_nofile_above_the_connection_caps() {
         let limits: Vec<u64> = text
             .lines()
             .filter_map(|l| l.trim().strip_prefix("LimitNOFILE="))
-            .map(|v| v.parse().unwrap_or_else(|_| panic!("{unit}: LimitNOFILE={v}")))
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{unit}: LimitNOFILE={v}"))
+            })
             .collect();
         assert_eq!(limits.len(), 1, "{unit}: one LimitNOFILE=");
         let needed = listeners * u64::from(MAX_CONNECTIONS) + RESERVE;
