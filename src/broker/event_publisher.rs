@@ -138,8 +138,10 @@ impl EventPublisher {
     /// (and without a probe) having to connect.
     pub async fn keep(&self, shutdown: CancellationToken) {
         loop {
-            if self.readiness().is_err() {
-                let _ = self.channel(Instant::now() + CONNECT_WITHIN).await;
+            if self.readiness().is_err()
+                && let Err(e) = self.channel(Instant::now() + CONNECT_WITHIN).await
+            {
+                tracing::warn!(error = %e, "the receiver cannot publish; trying again in 5 s");
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
