@@ -23,7 +23,8 @@ pub enum ResumeError {
     /// The daemon was consuming: there was nothing to resume.
     #[error("the daemon was not quarantined: {0}")]
     NotQuarantined(String),
-    /// Any other answer (403 when the call did not come from this host).
+    /// Any other answer (403 when the call did not come from this host, or
+    /// looked like a browser's).
     #[error("the daemon answered HTTP {status}: {body}")]
     Refused { status: u16, body: String },
 }
@@ -53,7 +54,15 @@ async fn post_control(listen: SocketAddr, path: &str) -> Result<String, ResumeEr
         .timeout(TIMEOUT)
         .build()
         .map_err(unreachable)?;
-    let response = client.post(&url).send().await.map_err(unreachable)?;
+    // JSON and no `Origin`: the daemon refuses anything a web page could
+    // send (see `http::control_allowed`).
+    let response = client
+        .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body("{}")
+        .send()
+        .await
+        .map_err(unreachable)?;
     let status = response.status().as_u16();
     let body = response.text().await.map_err(unreachable)?;
     let body = body.trim().to_owned();
