@@ -259,7 +259,7 @@ mod tests {
             control_allowed(local, listen, &headers)
         };
         let json = (header::CONTENT_TYPE, "application/json");
-        assert_eq!(with(&[json.clone()]), Ok(()));
+        assert_eq!(with(std::slice::from_ref(&json)), Ok(()));
         assert_eq!(
             with(&[(header::CONTENT_TYPE, "Application/JSON; charset=utf-8")]),
             Ok(())
