@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, eventually};
 use crate::process::DaemonProcess;
 use crate::toolbox::Tool;
 
@@ -85,4 +85,144 @@ async fn an_unknown_reason_exits_2_listing_the_valid_ones() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The broker's management API as guest (the test broker's admin).
+const MANAGEMENT: &str = "http://127.0.0.1:15672/api";
+
+async fn management(method: reqwest::Method, path: &str, body: Option<serde_json::Value>) -> u16 {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{MANAGEMENT}/{path}"))
+        .basic_auth("guest", Some("guest"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request
+        .send()
+        .await
+        .expect("management API")
+        .status()
+        .as_u16()
+}
+
+/// A broker user of its own with every right on `/`, deleted when dropped.
+struct LoginUser {
+    name: String,
+}
+
+impl LoginUser {
+    async fn create(password: &str) -> Self {
+        let name = format!("zds-login-{}-{}", std::process::id(), fastrand::u32(..));
+        let user = Self { name };
+        user.set_password(password).await;
+        let rights = serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"});
+        let path = format!("permissions/%2F/{}", user.name);
+        assert!(management(reqwest::Method::PUT, &path, Some(rights)).await < 300);
+        user
+    }
+
+    async fn set_password(&self, password: &str) {
+        let body = serde_json::json!({"password": password, "tags": ""});
+        let path = format!("users/{}", self.name);
+        assert!(management(reqwest::Method::PUT, &path, Some(body)).await < 300);
+    }
+
+    /// Closes every connection of the user (RabbitMQ's HTTP API:
+    /// `DELETE /api/connections/username/{name}`).
+    async fn close_connections(&self) {
+        let path = format!("connections/username/{}", self.name);
+        management(reqwest::Method::DELETE, &path, None).await;
+    }
+
+    fn url(&self, password: &str) -> String {
+        format!("amqp://{}:{password}@127.0.0.1:5672/%2f", self.name)
+    }
+}
+
+impl Drop for LoginUser {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // On a thread with its own runtime: the test's may be shutting down.
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                let path = format!("users/{name}");
+                runtime.block_on(management(reqwest::Method::DELETE, &path, None));
+            }
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn a_refused_broker_login_at_start_up_exits_2_naming_the_user() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    let url = "amqp://guest:not-the-pw-4711@127.0.0.1:5672/%2f";
+    let mut daemon = DaemonProcess::start_against(&app.config_toml(), &[], url);
+    let code = daemon.wait_exit(Duration::from_secs(10)).await;
+    let log = daemon.log();
+    assert_eq!(code, Some(2), "{log}");
+    // lapin logs the closed connection itself; the daemon's own line is one.
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR zoom_dept_sync"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].contains("\"guest\"") && errors[0].contains("AMQP_URL"),
+        "{log}"
+    );
+    assert!(!log.contains("not-the-pw-4711"), "{log}");
+    assert!(!log.contains("trying again"), "{log}");
+
+    // The commands say the same.
+    let tool = Tool::new(&app, "");
+    let output = tool
+        .command(&["status"])
+        .env("AMQP_URL", url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refused the login of user \"guest\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-the-pw-4711"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_password_changed_under_the_daemon_is_a_readyz_reason_until_restored() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    let user = LoginUser::create("first-pw").await;
+    let daemon = DaemonProcess::start_against(&app.config_toml(), &[], &user.url("first-pw"));
+    app.wait_until_consuming().await;
+
+    user.set_password("second-pw").await;
+    user.close_connections().await;
+    eventually(
+        "/readyz names the refused login",
+        Duration::from_secs(20),
+        || async {
+            let (code, body) = app.http_get("/readyz").await;
+            code == 503 && body.contains("refused the login") && body.contains(&user.name)
+        },
+    )
+    .await;
+    eventually("an ERROR per attempt", Duration::from_secs(10), || async {
+        daemon
+            .log()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("refused the login"))
+    })
+    .await;
+    assert!(!daemon.log().contains("first-pw"));
+
+    user.set_password("first-pw").await;
+    app.wait_until_consuming().await;
+    eventually("ready again", Duration::from_secs(20), || async {
+        app.http_get("/readyz").await.0 == 200
+    })
+    .await;
 }
