@@ -107,10 +107,57 @@ impl ZoomError {
         } else {
             "request failed"
         };
-        // reqwest's Display carries the URL, never a header.
-        Self::local(ErrorKind::Transient, None, format!("{what}: {error}"))
+        // reqwest's Display carries the URL, never a header; its sources
+        // say why (a name that does not resolve, a refused connection).
+        Self::local(
+            ErrorKind::Transient,
+            None,
+            format!("{what}: {}", with_causes(error)),
+        )
     }
 
+    /// As [`ZoomError::from_transport`] for a request to `url`, whose
+    /// error carries no URL (it had a secret in its query): the message
+    /// names the URL without its query or user info.
+    pub fn from_transport_to(error: &reqwest::Error, url: &str) -> Self {
+        let mut named = Self::from_transport(error);
+        named.message = truncate(format!("{} ({})", named.message, safe_url(url)));
+        named
+    }
+}
+
+/// An error and its sources, `: `-joined (reqwest's own Display stops at
+/// "error sending request").
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// `url` fit for a message: no user info, query or fragment (they may
+/// hold secrets).
+pub fn safe_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+impl ZoomError {
     pub fn is_retryable(&self) -> bool {
         matches!(self.kind, ErrorKind::RateLimited | ErrorKind::Transient)
     }

@@ -226,3 +226,35 @@ async fn a_password_changed_under_the_daemon_is_a_readyz_reason_until_restored()
     })
     .await;
 }
+
+#[tokio::test]
+async fn errors_name_the_host_port_or_url_that_failed_never_a_password() {
+    let closed = crate::helpers::free_local_port();
+    let token_url = format!("http://{closed}/oauth/token");
+    let app = TestApp::prepare_with(|s| s.zoom.oauth_token_url = token_url.clone()).await;
+    let tool = Tool::new(&app, "");
+
+    // A broker host that does not resolve.
+    let output = tool
+        .command(&["check"])
+        .env("AMQP_URL", "amqp://u:pw-4711@no-such-host.invalid:5672/%2f")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("no-such-host.invalid:5672"), "{said}");
+    assert!(!said.contains("pw-4711"), "{said}");
+
+    // A token endpoint nothing listens on.
+    let (code, out, err) = tool.run_async(&["check"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains(&token_url), "{out}");
+
+    // A daemon that does not run.
+    let (_, out, err) = tool.run_async(&["status"]).await;
+    let readyz = format!("http://{}/readyz", app.settings.http.listen);
+    assert!(out.contains(&readyz), "{out}{err}");
+}
