@@ -27,6 +27,7 @@ pub mod shutdown;
 pub mod startup;
 pub mod systemd;
 pub mod telemetry;
+pub mod token_gate;
 pub mod triage;
 #[doc(hidden)]
 pub mod vendor;

@@ -258,3 +258,57 @@ async fn errors_name_the_host_port_or_url_that_failed_never_a_password() {
     let readyz = format!("http://{}/readyz", app.settings.http.listen);
     assert!(out.contains(&readyz), "{out}{err}");
 }
+
+/// Zoom refuses the app's credentials at start-up: the daemon stays up,
+/// not ready and not consuming (the event waits in the queue, nothing is
+/// dead-lettered for a config mistake); with the right secret it consumes.
+#[tokio::test]
+async fn wrong_zoom_credentials_keep_the_daemon_unready_and_the_event_queued() {
+    use crate::helpers::{ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, event, groups_of, mapped_zoom};
+    let mut seed = mapped_zoom().user("U1", "u1@example.com", &["grp_eng"]);
+    seed.auth.account_id = Some(ACCOUNT_ID.into());
+    seed.auth.client_id = Some(CLIENT_ID.into());
+    seed.auth.client_secret = Some(CLIENT_SECRET.into());
+    let zoom = crate::helpers::spawn_zoom(seed).await;
+    let app = TestApp::prepare_with(|s| crate::helpers::use_zoom(s, &zoom)).await;
+    app.publish_json(event("e-cred", "U1", Some("Engineering"), "Sales"))
+        .await;
+
+    let wrong = [("ZOOM_CLIENT_SECRET", Some("not-the-secret-99"))];
+    let mut daemon = DaemonProcess::start_with_env(&app.config_toml(), &[], &wrong);
+    eventually(
+        "/readyz names the ZOOM_* variables",
+        Duration::from_secs(15),
+        || async {
+            let Some((code, body)) = readyz(&app).await else {
+                return false;
+            };
+            code == 503
+                && ["ZOOM_ACCOUNT_ID", "ZOOM_CLIENT_ID", "ZOOM_CLIENT_SECRET"]
+                    .iter()
+                    .all(|v| body.contains(v))
+        },
+    )
+    .await;
+    assert_eq!(app.queue_state(&app.queue).await, (1, 0), "not consumed");
+    assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0);
+    assert!(!daemon.log().contains("not-the-secret-99"));
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)).await, Some(0));
+
+    let mut daemon = DaemonProcess::start(&app.config_toml());
+    eventually("applied", Duration::from_secs(20), || async {
+        groups_of(&zoom, "U1") == ["grp_sales"]
+    })
+    .await;
+    assert_eq!(app.http_get("/readyz").await.0, 200);
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)).await, Some(0));
+}
+
+/// The daemon process's `/readyz`, once its HTTP server is up.
+async fn readyz(app: &TestApp) -> Option<(u16, String)> {
+    zoom_dept_sync::control::try_readiness(app.settings.http.listen)
+        .await
+        .ok()
+}
