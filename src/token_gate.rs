@@ -4,7 +4,10 @@
 //! mistake. So the daemon stays up, not ready and not consuming, names the
 //! `ZOOM_*` variables in `/readyz`, and tries again with growing waits; the
 //! first token lets it consume. An endpoint that is away (no connection, a
-//! 5xx, a 429) is said apart from refused credentials.
+//! 5xx, a 429) is said apart from refused credentials. Zoom answers wrong
+//! credentials with a 4xx ("Invalid client", "Invalid client secret", codes
+//! 4702/4704, or a missing account: <https://developers.zoom.us/docs/integrations/oauth-error-messages/>),
+//! which [`crate::zoom::auth`] classifies as `Credentials`.
 //!
 //! The credentials are read at start-up only: after fixing a variable or a
 //! `*_FILE` secret, restart the daemon. Retrying still helps when the fix
@@ -44,7 +47,7 @@ pub async fn wait_for_token(
             return true;
         };
         let delay = delays.next().unwrap_or(Duration::from_secs(60));
-        let why = reason(&error);
+        let why = format!("not consuming: {}", reason(&error));
         let retry_in_ms = delay.as_millis() as u64;
         if error.kind == ErrorKind::Credentials {
             tracing::error!(%why, retry_in_ms, "no Zoom token; not consuming");
@@ -59,16 +62,16 @@ pub async fn wait_for_token(
     }
 }
 
-/// `/readyz`'s line: refused credentials (what to check) or an endpoint
-/// that is away (it will be tried again).
+/// Why there is no token, for `/readyz` and `check`: refused credentials
+/// (what to check) or an endpoint that is away (it will be tried again).
 pub fn reason(error: &ZoomError) -> String {
     match error.kind {
-        ErrorKind::Credentials => format!(
-            "not consuming: Zoom refuses the app's credentials ({error}): {CHECK_CREDENTIALS}"
-        ),
+        ErrorKind::Credentials => {
+            format!("Zoom refuses the app's credentials ({error}): {CHECK_CREDENTIALS}")
+        }
         _ => format!(
-            "not consuming: Zoom's token endpoint is unavailable ({error}); trying again \
-             (zoom.oauth_token_url)"
+            "Zoom's token endpoint is unavailable ({error}): not a credentials problem; \
+             check zoom.oauth_token_url and the way to it if it lasts"
         ),
     }
 }
