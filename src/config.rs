@@ -1309,6 +1309,27 @@ mod tests {
     }
 
     #[test]
+    fn departments_file_with_a_departments_table_is_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("d.toml"),
+            "[departments]\nHR = \"grp_hr\"\n",
+        )
+        .unwrap();
+        for table in ["[departments]\nSales = \"grp_s\"\n", "[departments]\n"] {
+            let config = format!("departments_file = \"d.toml\"\n{table}");
+            std::fs::write(dir.path().join("c.toml"), config).unwrap();
+            let err = Settings::load(&dir.path().join("c.toml"), &env_with_secrets)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("departments_file") && err.contains("[departments]"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn every_secret_and_the_broker_url_may_come_from_a_file() {
         let f = file(MINIMAL);
         let dir = tempfile::tempdir().unwrap();

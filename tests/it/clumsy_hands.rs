@@ -248,6 +248,21 @@ async fn errors_name_the_host_port_or_url_that_failed_never_a_password() {
     assert!(said.contains("no-such-host.invalid:5672"), "{said}");
     assert!(!said.contains("pw-4711"), "{said}");
 
+    // A vhost that does not exist: refused by name, with the user.
+    let output = tool
+        .command(&["check"])
+        .env(
+            "AMQP_URL",
+            "amqp://guest:guest@127.0.0.1:5672/no-vhost-4711",
+        )
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        out.contains("127.0.0.1:5672 refused user \"guest\" the vhost \"no-vhost-4711\""),
+        "{out}"
+    );
+
     // A token endpoint nothing listens on.
     let (code, out, err) = tool.run_async(&["check"]).await;
     assert_eq!(code, 1, "{out}{err}");
