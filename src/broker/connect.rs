@@ -383,6 +383,23 @@ mod tests {
     use super::*;
     use rcgen::{CertificateParams, KeyPair};
 
+    #[test]
+    fn the_broker_address_names_host_port_user_and_vhost_never_the_password() {
+        let amqp = |url: &str| AmqpSettings {
+            url: url.to_owned().into(),
+            ..AmqpSettings::default()
+        };
+        let tls = BrokerAddress::of(&amqp("amqps://svc:hunter2@mq.example/prod"));
+        assert_eq!(
+            (tls.to_string(), tls.user.as_str(), tls.vhost.as_str()),
+            ("mq.example:5671".to_owned(), "svc", "prod")
+        );
+        let plain = BrokerAddress::of(&amqp("amqp://mq.example:5673/%2f"));
+        assert_eq!(plain.to_string(), "mq.example:5673");
+        assert_eq!((plain.user.as_str(), plain.vhost.as_str()), ("guest", "/"));
+        assert!(!format!("{tls:?}").contains("hunter2"));
+    }
+
     fn pem_pair(name: &str) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let cert = CertificateParams::new(vec![name.to_owned()])

@@ -203,6 +203,40 @@ mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
 
+    #[test]
+    fn a_url_in_a_message_keeps_no_user_info_or_query() {
+        assert_eq!(
+            safe_url("https://u:pw@zoom.example/oauth/token?account_id=acct#x"),
+            "https://zoom.example/oauth/token"
+        );
+        assert_eq!(safe_url("not a url"), "(not a URL)");
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_says_why_and_where() {
+        // Port 9 of loopback (discard) has no listener here: refused.
+        let error = reqwest::Client::new()
+            .post("http://127.0.0.1:9/oauth/token")
+            .send()
+            .await
+            .unwrap_err();
+        let named = ZoomError::from_transport_to(
+            &error.without_url(),
+            "http://127.0.0.1:9/oauth/token?account_id=a",
+        );
+        assert!(
+            named.message.contains("(http://127.0.0.1:9/oauth/token)"),
+            "{}",
+            named.message
+        );
+        assert!(
+            named.message.to_lowercase().contains("connect"),
+            "{}",
+            named.message
+        );
+        assert!(!named.message.contains("account_id"), "{}", named.message);
+    }
+
     fn classify(status: u16, body: &str) -> ZoomError {
         ZoomError::from_answer(
             StatusCode::from_u16(status).unwrap(),
