@@ -327,3 +327,32 @@ async fn readyz(app: &TestApp) -> Option<(u16, String)> {
         .await
         .ok()
 }
+
+/// A token endpoint that does not answer is not a credentials problem:
+/// `/readyz` says it is unavailable, names no `ZOOM_*` variable, and the
+/// daemon does not consume meanwhile.
+#[tokio::test]
+async fn a_token_endpoint_that_is_away_reads_apart_from_wrong_credentials() {
+    let closed = crate::helpers::free_local_port();
+    let app = TestApp::prepare_with(|s| {
+        s.zoom.oauth_token_url = format!("http://{closed}/oauth/token");
+    })
+    .await;
+    let mut daemon = DaemonProcess::start(&app.config_toml());
+    eventually(
+        "/readyz says the endpoint is away",
+        Duration::from_secs(15),
+        || async {
+            readyz(&app).await.is_some_and(|(code, body)| {
+                code == 503
+                    && body.contains("token endpoint is unavailable")
+                    && body.contains(&closed.to_string())
+                    && !body.contains("ZOOM_CLIENT_SECRET")
+            })
+        },
+    )
+    .await;
+    assert_eq!(app.queue_state(&app.queue).await.1, 0, "not consuming");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)).await, Some(0));
+}
