@@ -75,15 +75,32 @@ async fn post_control(listen: SocketAddr, path: &str) -> Result<String, ResumeEr
 
 /// The daemon's `/readyz` (status and text), if one answers at `listen`.
 pub async fn readiness(listen: SocketAddr) -> Option<(u16, String)> {
+    try_readiness(listen).await.ok()
+}
+
+/// No answer from the daemon's `/readyz`, with the URL that was called.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the daemon at {url}: {why}")]
+pub struct ReadyzError {
+    pub url: String,
+    why: String,
+}
+
+/// As [`readiness`], saying where and why there was no answer.
+pub async fn try_readiness(listen: SocketAddr) -> Result<(u16, String), ReadyzError> {
     let url = format!("http://{}/readyz", local_address(listen));
+    let failed = |e: reqwest::Error| ReadyzError {
+        url: url.clone(),
+        why: crate::zoom::error::with_causes(&e.without_url()),
+    };
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(TIMEOUT)
         .build()
-        .ok()?;
-    let response = client.get(url).send().await.ok()?;
+        .map_err(failed)?;
+    let response = client.get(&url).send().await.map_err(failed)?;
     let status = response.status().as_u16();
-    Some((status, response.text().await.unwrap_or_default()))
+    Ok((status, response.text().await.unwrap_or_default()))
 }
 
 /// Whether the daemon's `/readyz` (as [`readiness`] returns it) says the

@@ -36,7 +36,7 @@ impl Tool {
         Self { _dir: dir, config }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"));
         command
             .args(args)
