@@ -131,6 +131,9 @@ pub enum FailureReason {
     /// Held by the brake, then refused by an operator (`brake refuse`): the
     /// daemon never tried it. Only the toolbox writes this reason.
     BrakeRefused,
+    /// Over [`crate::event::MAX_PAYLOAD_BYTES`]: rejected unread, and
+    /// dead-lettered by the broker (never published again by the daemon).
+    TooLarge,
 }
 
 impl FailureReason {
@@ -142,6 +145,7 @@ impl FailureReason {
             Self::RetriesExhausted => "retries_exhausted",
             Self::RedeliveryLimit => "redelivery_limit",
             Self::BrakeRefused => "brake_refused",
+            Self::TooLarge => "too_large",
         }
     }
 }

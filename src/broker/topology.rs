@@ -8,6 +8,9 @@
 //! quorum queues dead-lettering is at-least-once (RabbitMQ 3.10 and later),
 //! which needs `x-overflow = reject-publish`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection};
@@ -34,6 +37,13 @@ pub struct Topology {
     pub declare: bool,
     single_active_consumer: bool,
     queue_type: QueueType,
+    /// The input queue was declared with the arguments above (so it
+    /// dead-letters to the dead-letter queue), or the operator declares it
+    /// (`declare_topology = false`, which README requires to dead-letter).
+    /// False when an existing queue refused those arguments: then a message
+    /// the daemon rejects might be dropped, so it publishes dead letters
+    /// itself instead.
+    input_dead_letters: Arc<AtomicBool>,
 }
 
 impl Topology {
@@ -44,7 +54,14 @@ impl Topology {
             declare: settings.declare_topology,
             single_active_consumer: settings.single_active_consumer,
             queue_type: settings.queue_type,
+            input_dead_letters: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// Whether a rejected (not requeued) input message reaches the
+    /// dead-letter queue through the broker: see `input_dead_letters`.
+    pub fn broker_dead_letters(&self) -> bool {
+        self.input_dead_letters.load(Ordering::Relaxed)
     }
 
     /// The arguments a queue is declared with; a redeclaration with other
@@ -111,6 +128,10 @@ impl Topology {
         };
         if !self.declare {
             return Err(declare_error);
+        }
+        if queue == self.queue {
+            // Its arguments are someone else's: its dead-lettering unknown.
+            self.input_dead_letters.store(false, Ordering::Relaxed);
         }
         let channel = connection.create_channel().await?;
         let passive = QueueDeclareOptions {

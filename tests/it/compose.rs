@@ -44,8 +44,13 @@ fn rabbitmq_publishes_its_ports_on_loopback_only() {
     let compose = compose();
     let rabbitmq = &compose["services"]["rabbitmq"];
     // No profile: it runs with every profile (demo and zoom).
-    assert!(rabbitmq["profiles"].is_badvalue(), "rabbitmq has no profile");
-    let ports = rabbitmq["ports"].as_vec().expect("rabbitmq publishes ports");
+    assert!(
+        rabbitmq["profiles"].is_badvalue(),
+        "rabbitmq has no profile"
+    );
+    let ports = rabbitmq["ports"]
+        .as_vec()
+        .expect("rabbitmq publishes ports");
     assert!(!ports.is_empty());
     for entry in ports {
         assert_eq!(
