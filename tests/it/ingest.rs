@@ -53,6 +53,7 @@ impl Receiver {
             queue: queue.clone(),
             ..AmqpSettings::default()
         };
+        crate::helpers::declare_input_exchange(&amqp).await;
         let secrets = Secrets::parse(SECRET).expect("secret");
         let shutdown = CancellationToken::new();
         let server = ingest::serve(

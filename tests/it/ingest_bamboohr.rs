@@ -75,6 +75,7 @@ impl Receiver {
             queue: queue.clone(),
             ..AmqpSettings::default()
         };
+        crate::helpers::declare_input_exchange(&amqp).await;
         let settings = BambooHrSettings {
             company_domain: "acme".into(),
             api_base_url: format!("{}/api/gateway.php", api.uri()),
