@@ -720,6 +720,13 @@ async fn the_operator_commands_need_only_the_documented_permissions() {
             "{code}\n{out}{err}"
         );
     }
+    assert!(
+        out.contains(&format!(
+            "[ok]   input exchange: {} exists (the receiver publishes through it)",
+            app.settings.amqp.input_exchange()
+        )),
+        "{code}\n{out}{err}"
+    );
 
     let (code, out, err) = commands.run(&["dead-letters", "list", "--json"]).await;
     assert_eq!(code, 0, "{out}{err}");
