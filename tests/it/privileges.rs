@@ -85,15 +85,6 @@ fn daemon_with_trail(queue: &str, exchange: &str, stream: &str, declare: bool) -
     }
 }
 
-/// README: the receiver (`ingest`), `publish` and `reconcile --apply`.
-fn publisher() -> Permissions {
-    Permissions {
-        configure: String::new(),
-        write: DEFAULT_EXCHANGE.into(),
-        read: String::new(),
-    }
-}
-
 /// README: the receiver alone (`ingest`, `run --with-ingest`'s receiver).
 fn receiver(amqp: &AmqpSettings) -> Permissions {
     Permissions {
