@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! cargo build --release --bin zoom-dept-sync
-//! AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo run --release --example big_messages
+//! AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo run --example big_messages
 //! ```
 //!
 //! Each row fills a fresh input queue before the daemon starts, waits until
@@ -56,12 +56,16 @@ fn binary() -> PathBuf {
 fn start_daemon(zoom: &FakeHandle, queue: &str, prefetch: u16, dir: &tempfile::TempDir) -> Child {
     let config = format!(
         "[amqp]\nqueue = {queue:?}\nprefetch = {prefetch}\n\
+         [worker]\nconcurrency = {concurrency}\n\
          [zoom]\napi_base_url = {api:?}\noauth_token_url = {token:?}\nallow_insecure_http = true\n\
          [http]\nlisten = \"127.0.0.1:{port}\"\n\
          [departments]\nEngineering = \"grp_eng\"\n",
         api = zoom.api_base_url(),
         token = zoom.token_url(),
         port = daemon::free_port(),
+        // Half the prefetch, as the defaults (32, 16): the consumer-timeout
+        // check refuses more than two rounds of the retry budget.
+        concurrency = prefetch / 2,
     );
     daemon::start(&binary(), &config, &amqp_url(), dir.path(), queue)
 }
