@@ -32,14 +32,15 @@ use zoom_dept_sync::fake::{self, FakeConfig, FakeHandle};
 const MIB: usize = 1024 * 1024;
 
 /// (what, message size, messages, prefetch).
-const ROWS: [(&str, usize, usize, u16); 4] = [
+const ROWS: [(&str, usize, usize, u16); 5] = [
     ("just over the limit", 64 * 1024 + 1, 2000, 32),
     ("the shipped max_message_size", MIB, 300, 32),
     ("the shipped max_message_size, prefetch 64", MIB, 300, 64),
+    ("RabbitMQ 4's default max_message_size", 16 * MIB, 20, 32),
     (
-        "RabbitMQ 4's default max (no cap shipped)",
-        16 * MIB,
-        20,
+        "the issue's five 20 MiB messages (3.x default)",
+        20 * MIB,
+        5,
         32,
     ),
 ];
