@@ -534,6 +534,7 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
         let queues = [self.queue.clone(), self.dead_letter_queue.clone()];
+        let exchange = self.settings.amqp.input_exchange();
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -553,6 +554,9 @@ impl Drop for TestApp {
                             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                             .await;
                     }
+                    let _ = channel
+                        .exchange_delete(exchange.as_str().into(), Default::default())
+                        .await;
                 }
                 let _ = connection.close(200, "test done".into()).await;
             });

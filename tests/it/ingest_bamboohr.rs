@@ -212,6 +212,12 @@ impl Receiver {
             .channel
             .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
             .await;
+        // The receiver's exchange (`<queue>.in`, the default name).
+        let exchange = format!("{}.in", self.queue);
+        let _ = self
+            .channel
+            .exchange_delete(exchange.as_str().into(), Default::default())
+            .await;
     }
 }
 
