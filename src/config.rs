@@ -58,6 +58,11 @@ pub struct AmqpSettings {
     pub queue: String,
     /// Defaults to `<queue>.dead`.
     pub dead_letter_queue: Option<String>,
+    /// The exchange the receiver publishes events through (direct, bound to
+    /// the input queue), so its user needs write on it alone, never on the
+    /// default exchange (which reaches the dead-letter queue). Defaults to
+    /// `<queue>.in`.
+    pub input_exchange: Option<String>,
     pub prefetch: u16,
     pub declare_topology: bool,
     /// Declare the input queue with `x-single-active-consumer`, so replicas
@@ -435,6 +440,7 @@ impl Default for AmqpSettings {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             queue: "hr.user.department_changed".into(),
             dead_letter_queue: None,
+            input_exchange: None,
             prefetch: 32,
             declare_topology: true,
             single_active_consumer: false,
@@ -577,6 +583,13 @@ impl AmqpSettings {
         self.dead_letter_queue
             .clone()
             .unwrap_or_else(|| format!("{}.dead", self.queue))
+    }
+
+    /// `amqp.input_exchange`, else `<queue>.in`.
+    pub fn input_exchange(&self) -> String {
+        self.input_exchange
+            .clone()
+            .unwrap_or_else(|| format!("{}.in", self.queue))
     }
 }
 
@@ -868,6 +881,33 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The receiver's grant is write on this exchange: it must be one the
+    /// daemon may declare (RabbitMQ reserves `amq.`) and never the outcome
+    /// exchange (write there forges audit-trail records).
+    fn check_input_exchange(&self) -> Result<(), String> {
+        let exchange = self.amqp.input_exchange();
+        if exchange.trim().is_empty() {
+            return Err(
+                "amqp.input_exchange must not be empty (the default exchange reaches every queue)"
+                    .into(),
+            );
+        }
+        if exchange.starts_with("amq.") {
+            return Err(format!(
+                "amqp.input_exchange {exchange:?}: names starting with \"amq.\" are reserved by RabbitMQ"
+            ));
+        }
+        if exchange.len() > 255 {
+            return Err("amqp.input_exchange is longer than 255 bytes".into());
+        }
+        if self.outcomes.exchange.as_deref() == Some(exchange.as_str()) {
+            return Err(format!(
+                "amqp.input_exchange {exchange:?} must differ from outcomes.exchange: write on it would let the receiver forge audit-trail records"
+            ));
+        }
+        Ok(())
+    }
+
     /// Rules serde cannot express.
     fn check(&self) -> Result<(), ConfigError> {
         let fail = |msg: &str| Err(ConfigError(msg.to_owned()));
@@ -877,6 +917,7 @@ impl Settings {
         if self.amqp.dead_letter_queue() == self.amqp.queue {
             return fail("amqp.dead_letter_queue must differ from amqp.queue");
         }
+        self.check_input_exchange().map_err(ConfigError)?;
         if self.amqp.prefetch == 0 {
             return fail("amqp.prefetch must be at least 1");
         }
@@ -1035,6 +1076,24 @@ mod tests {
             (s.worker.quarantine_window, s.worker.quarantine_threshold),
             (100, 50)
         );
+    }
+
+    #[test]
+    fn input_exchange_defaults_to_the_queue_name_and_is_checked() {
+        let s = Settings::load(file(MINIMAL).path(), &env_with_secrets).unwrap();
+        assert_eq!(s.amqp.input_exchange(), "hr.user.department_changed.in");
+        for (value, why) in [
+            ("", "must not be empty"),
+            ("amq.events", "amq."),
+            ("zoom-dept-sync.outcomes", "outcomes.exchange"),
+        ] {
+            let f = file(&format!(
+                "[amqp]\ninput_exchange = {value:?}\n[outcomes]\nexchange = \"zoom-dept-sync.outcomes\"\n{MINIMAL}"
+            ));
+            let e = Settings::load(f.path(), &env_with_secrets).unwrap_err();
+            assert!(e.to_string().contains("amqp.input_exchange"), "{e}");
+            assert!(e.to_string().contains(why), "{value:?}: {e}");
+        }
     }
 
     #[test]

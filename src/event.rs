@@ -23,6 +23,8 @@ pub struct InvalidPayload {
     /// The message's `event_id`, when it could be read and is valid, so the
     /// dead letter can still carry it as `message_id`.
     pub event_id: Option<EventId>,
+    /// Over [`MAX_PAYLOAD_BYTES`]: never read, dead-lettered by the broker.
+    pub too_large: bool,
 }
 
 /// The HR system's id of the event (1–128 characters, no control characters).
@@ -125,13 +127,11 @@ impl DepartmentChange {
     /// Parses and validates one message body.
     pub fn parse(bytes: &[u8]) -> Result<Self, InvalidPayload> {
         if bytes.len() > MAX_PAYLOAD_BYTES {
-            return Err(invalid(
-                format!(
-                    "message is {} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit",
-                    bytes.len()
-                ),
-                None,
-            ));
+            return Err(InvalidPayload {
+                detail: too_large_detail(bytes.len()),
+                event_id: None,
+                too_large: true,
+            });
         }
         let text = std::str::from_utf8(bytes)
             .map_err(|e| invalid(format!("message is not UTF-8: {e}"), None))?;
@@ -228,7 +228,17 @@ impl DepartmentChange {
 }
 
 fn invalid(detail: String, event_id: Option<EventId>) -> InvalidPayload {
-    InvalidPayload { detail, event_id }
+    InvalidPayload {
+        detail,
+        event_id,
+        too_large: false,
+    }
+}
+
+/// Why a message over the limit was refused, in the words `dead-letters
+/// list` also uses for the broker's copy of it.
+pub fn too_large_detail(len: usize) -> String {
+    format!("message is {len} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")
 }
 
 /// Reads `event_id` from a message that may fail validation elsewhere, so its

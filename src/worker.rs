@@ -70,6 +70,7 @@ impl Prepared {
             parsed: Err(crate::event::InvalidPayload {
                 detail: "admitted".into(),
                 event_id: None,
+                too_large: false,
             }),
             turn: None,
             received: Instant::now(),
@@ -292,7 +293,11 @@ impl Worker {
             Err(invalid) => {
                 return Processed {
                     outcome: Outcome::dead_letter(
-                        FailureReason::InvalidPayload,
+                        if invalid.too_large {
+                            FailureReason::TooLarge
+                        } else {
+                            FailureReason::InvalidPayload
+                        },
                         invalid.detail.clone(),
                     ),
                     event: None,

@@ -128,6 +128,7 @@ impl Session {
         let topology = Topology::new(&settings.amqp);
         let consuming = consuming_connection.create_channel().await?;
         let consuming = topology.ensure(&consuming_connection, consuming).await?;
+        topology.ensure_input_exchange(&consuming_connection).await;
         let outcomes = OutcomeTopology::new(&settings.outcomes, settings.amqp.declare_topology);
         if let Some(outcomes) = &outcomes {
             // No event may be acked without its record: without the

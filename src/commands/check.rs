@@ -102,8 +102,37 @@ async fn check_broker(settings: &Settings, report: &mut Report) {
             Err(why) => report.fail("queue", format!("{queue}: {why}")),
         }
     }
+    check_input_exchange(settings, &admin, report).await;
     check_outcomes(settings, &admin, report).await;
     admin.close().await;
+}
+
+/// The receiver's exchange: without it the receiver answers 503 (the
+/// daemon consumes regardless). Whether it is bound to the input queue
+/// cannot be seen over AMQP; a missing binding shows as the receiver's
+/// "routes nothing to queue" error.
+async fn check_input_exchange(settings: &Settings, admin: &Admin, report: &mut Report) {
+    const STEP: &str = "input exchange";
+    let exchange = settings.amqp.input_exchange();
+    match admin.exchange_exists(&exchange).await {
+        Ok(true) => report.ok(
+            STEP,
+            format!("{exchange} exists (the receiver publishes through it)"),
+        ),
+        Ok(false) if settings.amqp.declare_topology => report.warn(
+            STEP,
+            format!("{exchange} does not exist yet; the daemon declares it and binds it to {}", settings.amqp.queue),
+        ),
+        Ok(false) => report.fail(
+            STEP,
+            format!(
+                "{exchange} does not exist, and declare_topology = false: the receiver cannot publish until it does \
+                 (durable, direct, bound to {queue} with routing key {queue})",
+                queue = settings.amqp.queue
+            ),
+        ),
+        Err(e) => report.fail(STEP, e.to_string()),
+    }
 }
 
 /// The audit trail's exchange and stream: the daemon does not consume

@@ -339,7 +339,8 @@ struct Replay {
 #[derive(Default)]
 struct ReplayPlan {
     replay: usize,
-    skipped: Vec<String>,
+    /// Event id and why it stays.
+    skipped: Vec<(String, String)>,
 }
 
 impl Replay {
@@ -361,11 +362,8 @@ impl Replay {
         admin: &Admin,
     ) -> Result<Exit, Exit> {
         let plan = self.plan(select, rows(settings, admin).await?.iter().map(|(_, r)| r));
-        for id in &plan.skipped {
-            println!(
-                "skip {id}: replayed {} times already (--max-replays)",
-                self.max_replays
-            );
+        for (id, why) in &plan.skipped {
+            println!("skip {id}: {why}");
         }
         if self.dry_run {
             println!(
@@ -392,6 +390,7 @@ impl Replay {
                 |m| {
                     let row = DeadLetterRow::of(m);
                     if !filter.matches(&row)
+                        || row.is_too_large()
                         || row.replay_count >= self.max_replays
                         || taken >= limit
                     {
@@ -432,8 +431,19 @@ impl Replay {
         let filter = select.filter();
         let mut plan = ReplayPlan::default();
         for row in rows.filter(|r| filter.matches(r)) {
-            if row.replay_count >= self.max_replays {
-                plan.skipped.push(row.event_id.clone());
+            if row.is_too_large() {
+                // The daemon would only reject it again (no loop, but no use).
+                let why = format!(
+                    "over the {}-byte limit: the daemon would reject it again; fix the producer",
+                    crate::event::MAX_PAYLOAD_BYTES
+                );
+                plan.skipped.push((row.event_id.clone(), why));
+            } else if row.replay_count >= self.max_replays {
+                let why = format!(
+                    "replayed {} times already (--max-replays)",
+                    self.max_replays
+                );
+                plan.skipped.push((row.event_id.clone(), why));
             } else if plan.replay < select.limit.unwrap_or(usize::MAX) {
                 plan.replay += 1;
             }

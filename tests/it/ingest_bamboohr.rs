@@ -75,6 +75,7 @@ impl Receiver {
             queue: queue.clone(),
             ..AmqpSettings::default()
         };
+        crate::helpers::declare_input_exchange(&amqp).await;
         let settings = BambooHrSettings {
             company_domain: "acme".into(),
             api_base_url: format!("{}/api/gateway.php", api.uri()),
@@ -210,6 +211,12 @@ impl Receiver {
         let _ = self
             .channel
             .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        // The receiver's exchange (`<queue>.in`, the default name).
+        let exchange = format!("{}.in", self.queue);
+        let _ = self
+            .channel
+            .exchange_delete(exchange.as_str().into(), Default::default())
             .await;
     }
 }

@@ -10,13 +10,8 @@ async fn invalid_messages_are_dead_lettered_and_the_next_event_is_processed() {
     let mut app = TestApp::spawn().await;
     app.answer_patches(ResponseTemplate::new(204)).await;
 
-    let mut one_mib =
-        br#"{"event_id":"big","zoom_user_id":"U1","new_department":"Sales","pad":""#.to_vec();
-    one_mib.resize(1024 * 1024 - 2, b'x');
-    one_mib.extend_from_slice(b"\"}");
     let bad: Vec<(&str, Vec<u8>)> = vec![
         ("malformed", b"{\"event_id\": \"e1\", ".to_vec()),
-        ("1 MiB", one_mib),
         ("not UTF-8", vec![0xff, 0xfe, b'{', 0x80]),
         (
             "dot-dot",
@@ -54,7 +49,7 @@ async fn invalid_messages_are_dead_lettered_and_the_next_event_is_processed() {
         );
         assert_eq!(header_int(letter, "failure-attempts"), Some(0), "{what}");
     }
-    let dotdot = letters.iter().find(|l| l.data == bad[3].1).unwrap();
+    let dotdot = letters.iter().find(|l| l.data == bad[2].1).unwrap();
     assert_eq!(
         dotdot.properties.message_id().as_ref().map(|s| s.as_str()),
         Some("e-dotdot")

@@ -1,9 +1,11 @@
 //! Integration tests: the daemon against the real broker (`AMQP_URL`, or a
 //! RabbitMQ container) and a wiremock Zoom. One crate so it links once.
 
+mod big_messages;
 mod brake;
 mod broker_limits;
 mod clumsy_hands;
+mod compose;
 mod config_errors;
 mod credentials;
 mod dead_letters;
