@@ -78,7 +78,12 @@ pub async fn queue_details(
         utf8_percent_encode(queue, NON_ALPHANUMERIC),
     );
     let http = |e: reqwest::Error| ManagementError::Http(e.without_url().to_string());
+    // No proxy, whatever HTTP_PROXY says: the request carries the broker's
+    // Basic credentials, which an `http://` URL would hand to the proxy in
+    // the clear. The management API sits next to the broker, which this
+    // command reaches directly over AMQP anyway, so no proxy is needed.
     let client = reqwest::Client::builder()
+        .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(http)?;

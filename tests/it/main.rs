@@ -11,6 +11,7 @@ mod deploy;
 mod explain;
 mod faults;
 mod helpers;
+mod hostile_output;
 mod ingest;
 mod ingest_bamboohr;
 mod invalid_input;
