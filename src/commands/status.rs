@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::output::{self, opt};
+use super::printable::Printable;
 use super::{Exit, broker_settings};
 use crate::brake::Held;
 use crate::broker::admin::{Admin, QueueCounts};
@@ -133,7 +134,7 @@ async fn held(
 
 fn print_held(status: &Status) {
     if let Some(e) = &status.held_error {
-        println!("held by the brake: {e}");
+        println!("held by the brake: {}", Printable(e));
     }
     let Some(held) = &status.held else {
         return;
@@ -145,7 +146,7 @@ fn print_held(status: &Status) {
     };
     println!("held by the brake: {} events{more}", held.events);
     for (target, count) in &held.by_target {
-        println!("  {target}: {count}");
+        println!("  {}: {count}", Printable(target));
     }
 }
 
@@ -175,10 +176,10 @@ fn print_text(status: &Status) {
         opt(status.dead_letters)
     );
     for (reason, count) in &status.dead_letters_by_reason {
-        println!("  {reason}: {count}");
+        println!("  {}: {count}", Printable(reason));
     }
     match &status.readyz {
-        Some((code, text)) => println!("daemon /readyz: {code} {}", text.trim()),
+        Some((code, text)) => println!("daemon /readyz: {code} {}", Printable(text.trim())),
         None => println!("daemon /readyz: not reachable"),
     }
     print_held(status);

@@ -73,7 +73,10 @@ mod tests {
     fn masks_url_passwords_and_keeps_the_rest() {
         let cases = [
             ("amqp://u:pw@h/%2f", "amqp://u:***@h/%2f"),
-            ("x \"amqps://u:p/w@d@h:5671\" y", "x \"amqps://u:***@h:5671\" y"),
+            (
+                "x \"amqps://u:p/w@d@h:5671\" y",
+                "x \"amqps://u:***@h:5671\" y",
+            ),
             ("amqp://u@h", "amqp://u@h"),
             ("http://h/a:b", "http://h/a:b"),
             ("no url", "no url"),

@@ -87,7 +87,11 @@ async fn dead_letters_list_and_show_escape_control_characters() {
     assert!(table.contains(r"u\u{1b}[2J\u{7f}\u{9b}\u{202e}"), "{table}");
     let (_, listed, _) = tool.run_async(&["dead-letters", "list", "--json"]).await;
     let rows: serde_json::Value = serde_json::from_str(&listed).expect("still JSON");
-    assert_eq!(rows[0]["user"], format!("u{CLEAR}{OTHERS}"), "JSON keeps the value");
+    assert_eq!(
+        rows[0]["user"],
+        format!("u{CLEAR}{OTHERS}"),
+        "JSON keeps the value"
+    );
     app.channel
         .queue_purge(app.dead_letter_queue.as_str().into(), Default::default())
         .await
@@ -175,11 +179,17 @@ async fn purge_export_is_created_new_with_mode_0600_never_through_a_symlink() {
         args.push(path.to_str().unwrap());
         let (code, out, err) = tool.run_async(&args).await;
         assert_eq!(code, 2, "{path:?}: {out}{err}");
-        assert!(err.contains(path.to_str().unwrap()), "names the file: {err}");
+        assert!(
+            err.contains(path.to_str().unwrap()),
+            "names the file: {err}"
+        );
         assert!(err.contains("exists"), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
     }
-    assert!(!dir.path().join("nowhere").exists(), "no file behind the link");
+    assert!(
+        !dir.path().join("nowhere").exists(),
+        "no file behind the link"
+    );
     assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 1);
 
     let fresh = dir.path().join("fresh.jsonl");
@@ -228,7 +238,10 @@ async fn plan_out_is_created_new_with_mode_0600_never_through_a_symlink() {
     for path in [&target, &link] {
         let (code, out, err) = reconcile(path).await;
         assert_eq!(code, 2, "{path:?}: {out}{err}");
-        assert!(err.contains(path.to_str().unwrap()), "names the file: {err}");
+        assert!(
+            err.contains(path.to_str().unwrap()),
+            "names the file: {err}"
+        );
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
     }
     let fresh = dir.path().join("fresh.json");
@@ -315,6 +328,9 @@ async fn status_sends_no_credentials_through_a_proxy() {
     // Exit 1: no daemon runs, so its /readyz does not answer.
     assert_eq!(code, 1, "{out}{err}");
     let status: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    assert!(status["details"].is_object(), "the management API answered: {status}");
+    assert!(
+        status["details"].is_object(),
+        "the management API answered: {status}"
+    );
     assert!(status["management_error"].is_null(), "{status}");
 }

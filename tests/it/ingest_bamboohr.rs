@@ -608,7 +608,10 @@ async fn ingest_bamboohr_one_refused_employee_does_not_drop_the_others() {
 async fn ingest_bamboohr_two_changes_in_one_second_are_two_events() {
     let r = Receiver::start().await;
     let ts = unix_now().to_string();
-    let bodies = [webhook(&["department"]), webhook(&["department", "division"])];
+    let bodies = [
+        webhook(&["department"]),
+        webhook(&["department", "division"]),
+    ];
     for (department, body) in ["Sales", "Support"].into_iter().zip(&bodies) {
         r.api.reset().await;
         r.api_answers(employee_answer(department, "ann@example.com"))
@@ -644,7 +647,8 @@ async fn ingest_bamboohr_copies_of_one_webhook_cost_one_lookup_per_employee() {
     let ids: Vec<String> = (1..=3).map(|i| format!("{i}00")).collect();
     for id in &ids {
         let email = format!("e{id}@example.com");
-        r.api_answers_for(id, employee_answer("Sales", &email)).await;
+        r.api_answers_for(id, employee_answer("Sales", &email))
+            .await;
     }
     let body = employees_webhook(&ids);
     let ts = unix_now().to_string();
@@ -682,7 +686,9 @@ async fn ingest_bamboohr_a_webhook_over_the_employee_cap_costs_no_lookup() {
     use zoom_dept_sync::ingest::bamboohr::MAX_EMPLOYEES;
     let r = Receiver::start().await;
     let ids: Vec<String> = (0..=MAX_EMPLOYEES).map(|i| i.to_string()).collect();
-    let (status, _, text) = r.post_signed(&unix_now().to_string(), &employees_webhook(&ids)).await;
+    let (status, _, text) = r
+        .post_signed(&unix_now().to_string(), &employees_webhook(&ids))
+        .await;
     assert_eq!(status, 413, "{text}");
     assert!(text.contains(&MAX_EMPLOYEES.to_string()), "{text}");
     assert_eq!(r.api_calls().await, 0);

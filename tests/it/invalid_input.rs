@@ -98,5 +98,9 @@ async fn reserved_user_id_words_are_invalid_and_never_reach_zoom() {
     let requests = app.wait_for_api_requests(1).await;
     app.stop_and_assert_queues_empty().await;
     let paths: Vec<&str> = requests.iter().map(|r| r.url.path()).collect();
-    assert_eq!(paths, ["/v2/groups/grp_eng/members/U1"], "only the valid event");
+    assert_eq!(
+        paths,
+        ["/v2/groups/grp_eng/members/U1"],
+        "only the valid event"
+    );
 }

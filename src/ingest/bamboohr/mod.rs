@@ -157,8 +157,15 @@ async fn handle(
     if notices.len() > MAX_EMPLOYEES {
         return too_many(notices.len());
     }
-    once_per_webhook(ingest, hr, &notices, &webhook_key(timestamp, &body), timestamp, deadline)
-        .await
+    once_per_webhook(
+        ingest,
+        hr,
+        &notices,
+        &webhook_key(timestamp, &body),
+        timestamp,
+        deadline,
+    )
+    .await
 }
 
 /// The employees of a webhook, unless the same signed request was handled
