@@ -482,6 +482,18 @@ mod tests {
         assert!(e.to_string().contains("over the limit of 64 MiB"), "{e}");
     }
 
+    /// A file that has more to read than its size said (it grew after the
+    /// check; a `/proc` file always does: its size is 0) is still read no
+    /// further than the limit, and refused.
+    #[test]
+    fn reconcile_export_growing_past_the_limit_after_the_check_is_refused() {
+        let growing = Path::new("/proc/self/mountinfo");
+        let stat = std::fs::metadata(growing).unwrap();
+        assert!(stat.is_file() && stat.len() == 0, "{stat:?}");
+        let e = read_bounded(growing, 8).err().unwrap();
+        assert!(matches!(e, ExportError::TooLarge { limit: 8, .. }), "{e}");
+    }
+
     /// Lines as an editor counts them, whatever the line ends (HR tools
     /// write CRLF) and however many blank lines come between.
     #[test]
