@@ -179,7 +179,15 @@ fn print_text(status: &Status) {
         println!("  {}: {count}", Printable(reason));
     }
     match &status.readyz {
-        Some((code, text)) => println!("daemon /readyz: {code} {}", Printable(text.trim())),
+        Some((code, text)) => {
+            // Its lines stay lines (the second gives the rates); each is escaped.
+            let lines: Vec<String> = text
+                .trim()
+                .lines()
+                .map(|line| Printable(line).to_string())
+                .collect();
+            println!("daemon /readyz: {code} {}", lines.join("\n"));
+        }
         None => println!("daemon /readyz: not reachable"),
     }
     print_held(status);
