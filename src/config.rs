@@ -416,8 +416,10 @@ struct FileConfig {
     ingest: IngestSettings,
     #[serde(default)]
     brake: BrakeSettings,
+    /// `None` when the file has no `[departments]` table at all, so that
+    /// an empty table next to `departments_file` is still refused.
     #[serde(default)]
-    departments: BTreeMap<String, String>,
+    departments: Option<BTreeMap<String, String>>,
     #[serde(default)]
     departments_file: Option<PathBuf>,
 }
@@ -839,28 +841,7 @@ impl Settings {
             .extract()
             .map_err(|e| ConfigError(figment_error_line(e)))?;
 
-        let mut departments = file.departments;
-        if let Some(extra) = &file.departments_file {
-            // Relative to the main file, so a config directory can move as a whole.
-            let extra = path.parent().unwrap_or(Path::new(".")).join(extra);
-            let table: DepartmentsFile = Figment::new()
-                .merge(Toml::file_exact(&extra))
-                .extract()
-                .map_err(|e| {
-                ConfigError(format!(
-                    "departments_file {}: {}",
-                    extra.display(),
-                    figment_error_line(e)
-                ))
-            })?;
-            for (department, group) in table.departments {
-                if departments.insert(department.clone(), group).is_some() {
-                    return Err(ConfigError(format!(
-                        "departments: {department:?} is in both the config file and departments_file"
-                    )));
-                }
-            }
-        }
+        let departments = departments(path, file.departments, file.departments_file.as_deref())?;
         let mapping = Mapping::new(&departments).map_err(ConfigError)?;
 
         let mut amqp = file.amqp;
@@ -963,6 +944,40 @@ fn required_secret(env: EnvLookup<'_>, name: &str) -> Result<SecretString, Confi
              (Zoom server-to-server OAuth credentials come from the environment)"
         ))),
     }
+}
+
+/// The mapping: the `[departments]` table, or the one in `departments_file`
+/// (relative to the main file, so a config directory can move as a whole).
+/// Never both: the README promises one *instead of* the other, and a merge
+/// would hide which file a department came from.
+fn departments(
+    path: &Path,
+    table: Option<BTreeMap<String, String>>,
+    file: Option<&Path>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let Some(file) = file else {
+        return Ok(table.unwrap_or_default());
+    };
+    if table.is_some() {
+        return Err(ConfigError(format!(
+            "departments_file = {:?} and a [departments] table are both set in {}: \
+             keep one of them (departments_file replaces the table)",
+            file.display().to_string(),
+            path.display()
+        )));
+    }
+    let extra = path.parent().unwrap_or(Path::new(".")).join(file);
+    let parsed: DepartmentsFile = Figment::new()
+        .merge(Toml::file_exact(&extra))
+        .extract()
+        .map_err(|e| {
+            ConfigError(format!(
+                "departments_file {}: {}",
+                extra.display(),
+                figment_error_line(e)
+            ))
+        })?;
+    Ok(parsed.departments)
 }
 
 #[cfg(test)]
@@ -1284,6 +1299,27 @@ mod tests {
         std::fs::write(dir.path().join("c.toml"), "departments_file = \"d.toml\"\n").unwrap();
         let s = Settings::load(&dir.path().join("c.toml"), &env_with_secrets).unwrap();
         assert_eq!(s.mapping.group_of("sales").unwrap().as_str(), "grp_s");
+    }
+
+    #[test]
+    fn departments_file_with_a_departments_table_is_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("d.toml"),
+            "[departments]\nHR = \"grp_hr\"\n",
+        )
+        .unwrap();
+        for table in ["[departments]\nSales = \"grp_s\"\n", "[departments]\n"] {
+            let config = format!("departments_file = \"d.toml\"\n{table}");
+            std::fs::write(dir.path().join("c.toml"), config).unwrap();
+            let err = Settings::load(&dir.path().join("c.toml"), &env_with_secrets)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("departments_file") && err.contains("[departments]"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -134,7 +134,17 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    pub fn as_str(self) -> &'static str {
+    /// Every reason the daemon and the toolbox write.
+    pub const ALL: [Self; 6] = [
+        Self::ZoomRejected,
+        Self::InvalidPayload,
+        Self::UnmappedDepartment,
+        Self::RetriesExhausted,
+        Self::RedeliveryLimit,
+        Self::BrakeRefused,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::ZoomRejected => "zoom_rejected",
             Self::InvalidPayload => "invalid_payload",

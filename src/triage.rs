@@ -103,6 +103,28 @@ impl DeadLetterRow {
     }
 }
 
+/// Every reason a row can show, for `--reason` to offer and check: the
+/// daemon's `failure-reason`s, the four the broker writes in `x-death`
+/// (RabbitMQ's "Dead Letter Exchanges" guide, <https://www.rabbitmq.com/docs/dlx>:
+/// rejected, expired, a length limit, a quorum queue's delivery limit), and
+/// `unknown` for a message that carries neither.
+pub const REASONS: [&str; 11] = {
+    let [a, b, c, d, e, f] = FailureReason::ALL;
+    [
+        a.as_str(),
+        b.as_str(),
+        c.as_str(),
+        d.as_str(),
+        e.as_str(),
+        f.as_str(),
+        "broker:delivery_limit",
+        "broker:expired",
+        "broker:maxlen",
+        "broker:rejected",
+        "unknown",
+    ]
+};
+
 fn reason(headers: &Map<String, Value>, death: Option<&Map<String, Value>>) -> String {
     if let Some(reason) = text(headers.get("failure-reason")) {
         return reason;

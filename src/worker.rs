@@ -716,6 +716,12 @@ impl Worker {
     pub async fn probe_credentials(&self) -> Result<(), String> {
         self.zoom.refresh_token().await.map_err(|e| e.to_string())
     }
+
+    /// As [`Worker::probe_credentials`], with Zoom's answer classified
+    /// (refused credentials or an endpoint that is away), for start-up.
+    pub async fn fetch_token(&self) -> Result<(), crate::zoom::ZoomError> {
+        self.zoom.refresh_token().await
+    }
 }
 
 fn unreadable_user(email: &Email, detail: String) -> Failure {

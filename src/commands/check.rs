@@ -153,7 +153,9 @@ async fn check_zoom(settings: &Settings, report: &mut Report) {
     };
     let scopes = match client.granted_scopes().await {
         Ok(scopes) => scopes,
-        Err(e) => return report.fail("token", e.to_string()),
+        // The same words as the daemon's /readyz: refused credentials, or
+        // an endpoint that is away.
+        Err(e) => return report.fail("token", crate::token_gate::reason(&e)),
     };
     report.ok("token", "granted");
     check_scopes(&scopes, report);

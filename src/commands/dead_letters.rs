@@ -82,13 +82,14 @@ pub struct Select {
     #[command(flatten)]
     config: ConfigArg,
     /// `failure-reason`, or `broker:<x-death reason>` for the broker's own.
-    #[arg(long)]
+    /// Any other value is refused with the list (it would match nothing).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::triage::REASONS))]
     reason: Option<String>,
     /// Zoom's error code.
     #[arg(long)]
     code: Option<i64>,
-    /// Zoom's HTTP status.
-    #[arg(long)]
+    /// Zoom's HTTP status (100 to 599).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(100..=599))]
     status: Option<i64>,
     #[arg(long)]
     event_id: Option<String>,

@@ -30,6 +30,8 @@ struct Status {
     dead_letters_by_reason: BTreeMap<String, usize>,
     /// `GET /readyz` of the daemon at `http.listen`: status and text.
     readyz: Option<(u16, String)>,
+    /// Why `/readyz` did not answer, naming the URL called.
+    readyz_error: Option<String>,
     /// What the brake holds on the input queue, read only while `/readyz`
     /// says it is engaged (the daemon's consumer is cancelled then).
     held: Option<Held>,
@@ -59,7 +61,10 @@ pub async fn run(config: &Path, json: bool) -> Exit {
                 .or_insert(0) += 1;
         }
     }
-    let readyz = crate::control::readiness(settings.http.listen).await;
+    let (readyz, readyz_error) = match crate::control::try_readiness(settings.http.listen).await {
+        Ok(readyz) => (Some(readyz), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let (held, held_error) = match held(&settings, &admin, readyz.as_ref()).await {
         Ok(held) => (held, None),
         Err(e) => (None, Some(e)),
@@ -75,6 +80,7 @@ pub async fn run(config: &Path, json: bool) -> Exit {
         dead_letters: dead.map(|d| d.ready),
         dead_letters_by_reason: by_reason,
         readyz,
+        readyz_error,
         held,
         held_error,
     };
@@ -168,7 +174,7 @@ fn print_text(status: &Status) {
         (None, _) => println!("input queue {}: missing", status.queue),
     }
     if let Some(e) = &status.management_error {
-        println!("management API: {e}");
+        println!("{e}");
     }
     println!(
         "dead-letter queue {}: {}",
@@ -188,7 +194,10 @@ fn print_text(status: &Status) {
                 .collect();
             println!("daemon /readyz: {code} {}", lines.join("\n"));
         }
-        None => println!("daemon /readyz: not reachable"),
+        None => println!(
+            "daemon /readyz: not reachable: {}",
+            opt(status.readyz_error.as_deref())
+        ),
     }
     print_held(status);
 }

@@ -116,3 +116,39 @@ fn a_toml_syntax_error_on_the_url_line_exits_2_without_the_password() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
 }
+
+#[test]
+fn a_departments_file_with_a_departments_table_exits_2_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("d.toml"),
+        "[departments]\nHR = \"grp_hr\"\n",
+    )
+    .unwrap();
+    let path = dir.path().join("config.toml");
+    // Also with no department in common: the README says one is used
+    // instead of the other, so having both is a mistake, not a merge.
+    std::fs::write(&path, format!("departments_file = \"d.toml\"\n{MAPPING}")).unwrap();
+    // Today's code merges the two and starts: the test must not hang on it.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_clear()
+        .envs(ALL_SECRETS)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("departments_file") && stderr.contains("[departments]"),
+        "{stderr}"
+    );
+}

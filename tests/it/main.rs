@@ -3,6 +3,7 @@
 
 mod brake;
 mod broker_limits;
+mod clumsy_hands;
 mod config_errors;
 mod credentials;
 mod dead_letters;
