@@ -15,7 +15,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::mapping::Mapping;
+use redact::figment_error_line;
 
+mod redact;
 mod secret_var;
 pub use secret_var::secret_var;
 
@@ -983,15 +985,6 @@ fn required_secret(env: EnvLookup<'_>, name: &str) -> Result<SecretString, Confi
              (Zoom server-to-server OAuth credentials come from the environment)"
         ))),
     }
-}
-
-/// figment's message already names the key and the file; keep it on one line.
-fn figment_error_line(error: figment::Error) -> String {
-    error
-        .into_iter()
-        .map(|e| e.to_string().replace('\n', " "))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// The mapping: the `[departments]` table, or the one in `departments_file`

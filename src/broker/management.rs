@@ -86,7 +86,12 @@ pub async fn queue_details(
             crate::zoom::error::with_causes(&e.without_url())
         ))
     };
+    // No proxy, whatever HTTP_PROXY says: the request carries the broker's
+    // Basic credentials, which an `http://` URL would hand to the proxy in
+    // the clear. The management API sits next to the broker, which this
+    // command reaches directly over AMQP anyway, so no proxy is needed.
     let client = reqwest::Client::builder()
+        .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(http)?;

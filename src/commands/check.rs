@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::printable::Printable;
 use super::{Exit, full_settings};
 use crate::broker::admin::Admin;
 use crate::broker::topology::Topology;
@@ -40,18 +41,19 @@ struct Report {
     failed: bool,
 }
 
+/// Details name Zoom's groups and quote its errors: printed escaped.
 impl Report {
     fn ok(&mut self, step: &str, detail: impl AsRef<str>) {
-        println!("[ok]   {step}: {}", detail.as_ref());
+        println!("[ok]   {step}: {}", Printable(detail.as_ref()));
     }
 
     fn warn(&mut self, step: &str, detail: impl AsRef<str>) {
-        println!("[warn] {step}: {}", detail.as_ref());
+        println!("[warn] {step}: {}", Printable(detail.as_ref()));
     }
 
     fn fail(&mut self, step: &str, detail: impl AsRef<str>) {
         self.failed = true;
-        println!("[FAIL] {step}: {}", detail.as_ref());
+        println!("[FAIL] {step}: {}", Printable(detail.as_ref()));
     }
 
     fn exit(&self) -> Exit {

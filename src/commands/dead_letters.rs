@@ -12,6 +12,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::output::{self, opt, when};
+use super::output_file::{OutputFile, OutputFileError};
+use super::printable::Printable;
 use super::{ConfigArg, Exit, broker_settings};
 use crate::broker::admin::{Admin, AdminError, Step, SweepLimits};
 use crate::broker::topology::Topology;
@@ -58,7 +60,8 @@ pub enum DeadLetterCommand {
     Purge {
         #[command(flatten)]
         select: Select,
-        /// Where to write what is dropped (JSON lines: headers, base64 body).
+        /// Where to write what is dropped (JSON lines: headers, base64 body):
+        /// a new file, mode 0600; an existing path (or symlink) is refused.
         #[arg(long, required_unless_present = "no_export")]
         export: Option<PathBuf>,
         /// Drop without writing them anywhere.
@@ -315,12 +318,12 @@ async fn show(config: &Path, event_id: &str) -> Result<Exit, Exit> {
     for message in &found {
         println!("position in the dead-letter queue: {}", message.position);
         if let Some(id) = &message.message_id {
-            println!("message-id: {id}");
+            println!("message-id: {}", Printable(id));
         }
         println!("headers:\n{}", output::json(&message.headers));
         let body = match serde_json::from_slice::<serde_json::Value>(&message.body) {
             Ok(value) => output::json(&value),
-            Err(_) => String::from_utf8_lossy(&message.body).into_owned(),
+            Err(_) => Printable(&String::from_utf8_lossy(&message.body)).to_string(),
         };
         println!("body:\n{body}\n");
     }
@@ -363,7 +366,7 @@ impl Replay {
     ) -> Result<Exit, Exit> {
         let plan = self.plan(select, rows(settings, admin).await?.iter().map(|(_, r)| r));
         for (id, why) in &plan.skipped {
-            println!("skip {id}: {why}");
+            println!("skip {}: {why}", Printable(id));
         }
         if self.dry_run {
             println!(
@@ -517,7 +520,10 @@ async fn purge(select: &Select, export: Option<&Path>, all: bool, yes: bool) -> 
         eprintln!("zoom-dept-sync: purge cannot be undone: add --yes");
         return Err(Exit::Usage);
     }
-    let mut file = match export.map(create_export).transpose() {
+    let mut file = match export
+        .map(|path| OutputFile::create("--export", path))
+        .transpose()
+    {
         Ok(file) => file,
         Err(e) => {
             eprintln!("zoom-dept-sync: {e}");
@@ -553,31 +559,22 @@ async fn purge(select: &Select, export: Option<&Path>, all: bool, yes: bool) -> 
         return Ok(Exit::Problems);
     }
     match export {
-        Some(path) => println!(
+        Some(path) if summary.dropped > 0 => println!(
             "purged {} dead letters (written to {})",
             summary.dropped,
             path.display()
         ),
-        None => println!("purged {} dead letters", summary.dropped),
+        _ => println!("purged {} dead letters", summary.dropped),
     }
     Ok(stopped_early(summary.stopped))
 }
 
-fn create_export(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("--export {}: {e}", path.display())))
-}
-
 /// One JSON line per dropped message, on disk before the message is acked.
-fn export_line(file: &mut std::fs::File, message: &StoredMessage) -> std::io::Result<()> {
+fn export_line(file: &mut OutputFile, message: &StoredMessage) -> Result<(), OutputFileError> {
     let line = serde_json::json!({
         "headers": message.headers,
         "message_id": message.message_id,
         "body_base64": STANDARD.encode(&message.body),
     });
-    writeln!(file, "{line}")?;
-    file.sync_data()
+    file.write_line(&line.to_string())
 }

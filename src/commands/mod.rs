@@ -31,6 +31,8 @@ mod explain;
 mod history;
 mod ingest;
 mod output;
+mod output_file;
+mod printable;
 mod publish;
 mod reconcile;
 mod status;

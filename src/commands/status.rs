@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::output::{self, opt};
+use super::printable::Printable;
 use super::{Exit, broker_settings};
 use crate::brake::Held;
 use crate::broker::admin::{Admin, QueueCounts};
@@ -139,7 +140,7 @@ async fn held(
 
 fn print_held(status: &Status) {
     if let Some(e) = &status.held_error {
-        println!("held by the brake: {e}");
+        println!("held by the brake: {}", Printable(e));
     }
     let Some(held) = &status.held else {
         return;
@@ -151,7 +152,7 @@ fn print_held(status: &Status) {
     };
     println!("held by the brake: {} events{more}", held.events);
     for (target, count) in &held.by_target {
-        println!("  {target}: {count}");
+        println!("  {}: {count}", Printable(target));
     }
 }
 
@@ -181,10 +182,18 @@ fn print_text(status: &Status) {
         opt(status.dead_letters)
     );
     for (reason, count) in &status.dead_letters_by_reason {
-        println!("  {reason}: {count}");
+        println!("  {}: {count}", Printable(reason));
     }
     match &status.readyz {
-        Some((code, text)) => println!("daemon /readyz: {code} {}", text.trim()),
+        Some((code, text)) => {
+            // Its lines stay lines (the second gives the rates); each is escaped.
+            let lines: Vec<String> = text
+                .trim()
+                .lines()
+                .map(|line| Printable(line).to_string())
+                .collect();
+            println!("daemon /readyz: {code} {}", lines.join("\n"));
+        }
         None => println!(
             "daemon /readyz: not reachable: {}",
             opt(status.readyz_error.as_deref())

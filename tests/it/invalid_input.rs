@@ -65,3 +65,37 @@ async fn invalid_messages_are_dead_lettered_and_the_next_event_is_processed() {
     assert_eq!(requests.len(), 1, "only the valid event reached Zoom");
     assert_eq!(requests[0].url.path(), "/v2/groups/grp_eng/members/U1");
 }
+
+/// `me` (in any case) and Zoom's other reserved words are no user id: the
+/// event is dead-lettered as invalid before any Zoom call, so nothing asks
+/// for `/users/me` (the token's own user) or acts on it.
+#[tokio::test]
+async fn reserved_user_id_words_are_invalid_and_never_reach_zoom() {
+    let mut app = TestApp::spawn().await;
+    app.answer_patches(ResponseTemplate::new(204)).await;
+    let words = ["me", "ME", "Me", "email", "summary", "vanity_name"];
+    for word in words {
+        let id = format!("e-{word}");
+        app.publish_json(event(&id, word, Some("Engineering"), "Sales"))
+            .await;
+    }
+    app.publish_json(event("e-valid", "U1", Some("Engineering"), "Sales"))
+        .await;
+    let letters = app.dead_letters(words.len()).await;
+    for letter in &letters {
+        assert_eq!(
+            header_str(letter, "failure-reason").as_deref(),
+            Some("invalid_payload")
+        );
+        let detail = header_str(letter, "detail").unwrap_or_default();
+        assert!(detail.contains("reserves"), "{detail}");
+    }
+    let requests = app.wait_for_api_requests(1).await;
+    app.stop_and_assert_queues_empty().await;
+    let paths: Vec<&str> = requests.iter().map(|r| r.url.path()).collect();
+    assert_eq!(
+        paths,
+        ["/v2/groups/grp_eng/members/U1"],
+        "only the valid event"
+    );
+}

@@ -14,6 +14,7 @@ mod deploy;
 mod explain;
 mod faults;
 mod helpers;
+mod hostile_output;
 mod ingest;
 mod ingest_bamboohr;
 mod invalid_input;
