@@ -15,8 +15,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::mapping::Mapping;
+use redact::figment_error_line;
 
 pub mod http_limits;
+mod redact;
 mod secret_var;
 pub use secret_var::secret_var;
 
@@ -59,6 +61,11 @@ pub struct AmqpSettings {
     pub queue: String,
     /// Defaults to `<queue>.dead`.
     pub dead_letter_queue: Option<String>,
+    /// The exchange the receiver publishes events through (direct, bound to
+    /// the input queue), so its user needs write on it alone, never on the
+    /// default exchange (which reaches the dead-letter queue). Defaults to
+    /// `<queue>.in`.
+    pub input_exchange: Option<String>,
     pub prefetch: u16,
     pub declare_topology: bool,
     /// Declare the input queue with `x-single-active-consumer`, so replicas
@@ -465,8 +472,10 @@ struct FileConfig {
     ingest: IngestSettings,
     #[serde(default)]
     brake: BrakeSettings,
+    /// `None` when the file has no `[departments]` table at all, so that
+    /// an empty table next to `departments_file` is still refused.
     #[serde(default)]
-    departments: BTreeMap<String, String>,
+    departments: Option<BTreeMap<String, String>>,
     #[serde(default)]
     departments_file: Option<PathBuf>,
 }
@@ -484,6 +493,7 @@ impl Default for AmqpSettings {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             queue: "hr.user.department_changed".into(),
             dead_letter_queue: None,
+            input_exchange: None,
             prefetch: 32,
             declare_topology: true,
             single_active_consumer: false,
@@ -630,6 +640,13 @@ impl AmqpSettings {
         self.dead_letter_queue
             .clone()
             .unwrap_or_else(|| format!("{}.dead", self.queue))
+    }
+
+    /// `amqp.input_exchange`, else `<queue>.in`.
+    pub fn input_exchange(&self) -> String {
+        self.input_exchange
+            .clone()
+            .unwrap_or_else(|| format!("{}.in", self.queue))
     }
 }
 
@@ -892,28 +909,7 @@ impl Settings {
             .extract()
             .map_err(|e| ConfigError(figment_error_line(e)))?;
 
-        let mut departments = file.departments;
-        if let Some(extra) = &file.departments_file {
-            // Relative to the main file, so a config directory can move as a whole.
-            let extra = path.parent().unwrap_or(Path::new(".")).join(extra);
-            let table: DepartmentsFile = Figment::new()
-                .merge(Toml::file_exact(&extra))
-                .extract()
-                .map_err(|e| {
-                ConfigError(format!(
-                    "departments_file {}: {}",
-                    extra.display(),
-                    figment_error_line(e)
-                ))
-            })?;
-            for (department, group) in table.departments {
-                if departments.insert(department.clone(), group).is_some() {
-                    return Err(ConfigError(format!(
-                        "departments: {department:?} is in both the config file and departments_file"
-                    )));
-                }
-            }
-        }
+        let departments = departments(path, file.departments, file.departments_file.as_deref())?;
         let mapping = Mapping::new(&departments).map_err(ConfigError)?;
 
         let mut amqp = file.amqp;
@@ -942,6 +938,33 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The receiver's grant is write on this exchange: it must be one the
+    /// daemon may declare (RabbitMQ reserves `amq.`) and never the outcome
+    /// exchange (write there forges audit-trail records).
+    fn check_input_exchange(&self) -> Result<(), String> {
+        let exchange = self.amqp.input_exchange();
+        if exchange.trim().is_empty() {
+            return Err(
+                "amqp.input_exchange must not be empty (the default exchange reaches every queue)"
+                    .into(),
+            );
+        }
+        if exchange.starts_with("amq.") {
+            return Err(format!(
+                "amqp.input_exchange {exchange:?}: names starting with \"amq.\" are reserved by RabbitMQ"
+            ));
+        }
+        if exchange.len() > 255 {
+            return Err("amqp.input_exchange is longer than 255 bytes".into());
+        }
+        if self.outcomes.exchange.as_deref() == Some(exchange.as_str()) {
+            return Err(format!(
+                "amqp.input_exchange {exchange:?} must differ from outcomes.exchange: write on it would let the receiver forge audit-trail records"
+            ));
+        }
+        Ok(())
+    }
+
     /// Rules serde cannot express.
     fn check(&self) -> Result<(), ConfigError> {
         let fail = |msg: &str| Err(ConfigError(msg.to_owned()));
@@ -951,6 +974,7 @@ impl Settings {
         if self.amqp.dead_letter_queue() == self.amqp.queue {
             return fail("amqp.dead_letter_queue must differ from amqp.queue");
         }
+        self.check_input_exchange().map_err(ConfigError)?;
         if self.amqp.prefetch == 0 {
             return fail("amqp.prefetch must be at least 1");
         }
@@ -1020,13 +1044,38 @@ fn required_secret(env: EnvLookup<'_>, name: &str) -> Result<SecretString, Confi
     }
 }
 
-/// figment's message already names the key and the file; keep it on one line.
-fn figment_error_line(error: figment::Error) -> String {
-    error
-        .into_iter()
-        .map(|e| e.to_string().replace('\n', " "))
-        .collect::<Vec<_>>()
-        .join("; ")
+/// The mapping: the `[departments]` table, or the one in `departments_file`
+/// (relative to the main file, so a config directory can move as a whole).
+/// Never both: the README promises one *instead of* the other, and a merge
+/// would hide which file a department came from.
+fn departments(
+    path: &Path,
+    table: Option<BTreeMap<String, String>>,
+    file: Option<&Path>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let Some(file) = file else {
+        return Ok(table.unwrap_or_default());
+    };
+    if table.is_some() {
+        return Err(ConfigError(format!(
+            "departments_file = {:?} and a [departments] table are both set in {}: \
+             keep one of them (departments_file replaces the table)",
+            file.display().to_string(),
+            path.display()
+        )));
+    }
+    let extra = path.parent().unwrap_or(Path::new(".")).join(file);
+    let parsed: DepartmentsFile = Figment::new()
+        .merge(Toml::file_exact(&extra))
+        .extract()
+        .map_err(|e| {
+            ConfigError(format!(
+                "departments_file {}: {}",
+                extra.display(),
+                figment_error_line(e)
+            ))
+        })?;
+    Ok(parsed.departments)
 }
 
 #[cfg(test)]
@@ -1077,6 +1126,24 @@ mod tests {
             (s.worker.quarantine_window, s.worker.quarantine_threshold),
             (100, 50)
         );
+    }
+
+    #[test]
+    fn input_exchange_defaults_to_the_queue_name_and_is_checked() {
+        let s = Settings::load(file(MINIMAL).path(), &env_with_secrets).unwrap();
+        assert_eq!(s.amqp.input_exchange(), "hr.user.department_changed.in");
+        for (value, why) in [
+            ("", "must not be empty"),
+            ("amq.events", "amq."),
+            ("zoom-dept-sync.outcomes", "outcomes.exchange"),
+        ] {
+            let f = file(&format!(
+                "[amqp]\ninput_exchange = {value:?}\n[outcomes]\nexchange = \"zoom-dept-sync.outcomes\"\n{MINIMAL}"
+            ));
+            let e = Settings::load(f.path(), &env_with_secrets).unwrap_err();
+            assert!(e.to_string().contains("amqp.input_exchange"), "{e}");
+            assert!(e.to_string().contains(why), "{value:?}: {e}");
+        }
     }
 
     #[test]
@@ -1389,6 +1456,27 @@ mod tests {
         std::fs::write(dir.path().join("c.toml"), "departments_file = \"d.toml\"\n").unwrap();
         let s = Settings::load(&dir.path().join("c.toml"), &env_with_secrets).unwrap();
         assert_eq!(s.mapping.group_of("sales").unwrap().as_str(), "grp_s");
+    }
+
+    #[test]
+    fn departments_file_with_a_departments_table_is_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("d.toml"),
+            "[departments]\nHR = \"grp_hr\"\n",
+        )
+        .unwrap();
+        for table in ["[departments]\nSales = \"grp_s\"\n", "[departments]\n"] {
+            let config = format!("departments_file = \"d.toml\"\n{table}");
+            std::fs::write(dir.path().join("c.toml"), config).unwrap();
+            let err = Settings::load(&dir.path().join("c.toml"), &env_with_secrets)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("departments_file") && err.contains("[departments]"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub enum ResumeError {
     /// The daemon was consuming: there was nothing to resume.
     #[error("the daemon was not quarantined: {0}")]
     NotQuarantined(String),
-    /// Any other answer (403 when the call did not come from this host).
+    /// Any other answer (403 when the call did not come from this host, or
+    /// looked like a browser's).
     #[error("the daemon answered HTTP {status}: {body}")]
     Refused { status: u16, body: String },
 }
@@ -53,7 +54,15 @@ async fn post_control(listen: SocketAddr, path: &str) -> Result<String, ResumeEr
         .timeout(TIMEOUT)
         .build()
         .map_err(unreachable)?;
-    let response = client.post(&url).send().await.map_err(unreachable)?;
+    // JSON and no `Origin`: the daemon refuses anything a web page could
+    // send (see `http::control_allowed`).
+    let response = client
+        .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body("{}")
+        .send()
+        .await
+        .map_err(unreachable)?;
     let status = response.status().as_u16();
     let body = response.text().await.map_err(unreachable)?;
     let body = body.trim().to_owned();
@@ -66,15 +75,32 @@ async fn post_control(listen: SocketAddr, path: &str) -> Result<String, ResumeEr
 
 /// The daemon's `/readyz` (status and text), if one answers at `listen`.
 pub async fn readiness(listen: SocketAddr) -> Option<(u16, String)> {
+    try_readiness(listen).await.ok()
+}
+
+/// No answer from the daemon's `/readyz`, with the URL that was called.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the daemon at {url}: {why}")]
+pub struct ReadyzError {
+    pub url: String,
+    why: String,
+}
+
+/// As [`readiness`], saying where and why there was no answer.
+pub async fn try_readiness(listen: SocketAddr) -> Result<(u16, String), ReadyzError> {
     let url = format!("http://{}/readyz", local_address(listen));
+    let failed = |e: reqwest::Error| ReadyzError {
+        url: url.clone(),
+        why: crate::zoom::error::with_causes(&e.without_url()),
+    };
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(TIMEOUT)
         .build()
-        .ok()?;
-    let response = client.get(url).send().await.ok()?;
+        .map_err(failed)?;
+    let response = client.get(&url).send().await.map_err(failed)?;
     let status = response.status().as_u16();
-    Some((status, response.text().await.unwrap_or_default()))
+    Ok((status, response.text().await.unwrap_or_default()))
 }
 
 /// Whether the daemon's `/readyz` (as [`readiness`] returns it) says the

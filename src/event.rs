@@ -23,6 +23,8 @@ pub struct InvalidPayload {
     /// The message's `event_id`, when it could be read and is valid, so the
     /// dead letter can still carry it as `message_id`.
     pub event_id: Option<EventId>,
+    /// Over [`MAX_PAYLOAD_BYTES`]: never read, dead-lettered by the broker.
+    pub too_large: bool,
 }
 
 /// The HR system's id of the event (1–128 characters, no control characters).
@@ -125,13 +127,11 @@ impl DepartmentChange {
     /// Parses and validates one message body.
     pub fn parse(bytes: &[u8]) -> Result<Self, InvalidPayload> {
         if bytes.len() > MAX_PAYLOAD_BYTES {
-            return Err(invalid(
-                format!(
-                    "message is {} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit",
-                    bytes.len()
-                ),
-                None,
-            ));
+            return Err(InvalidPayload {
+                detail: too_large_detail(bytes.len()),
+                event_id: None,
+                too_large: true,
+            });
         }
         let text = std::str::from_utf8(bytes)
             .map_err(|e| invalid(format!("message is not UTF-8: {e}"), None))?;
@@ -228,7 +228,17 @@ impl DepartmentChange {
 }
 
 fn invalid(detail: String, event_id: Option<EventId>) -> InvalidPayload {
-    InvalidPayload { detail, event_id }
+    InvalidPayload {
+        detail,
+        event_id,
+        too_large: false,
+    }
+}
+
+/// Why a message over the limit was refused, in the words `dead-letters
+/// list` also uses for the broker's copy of it.
+pub fn too_large_detail(len: usize) -> String {
+    format!("message is {len} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")
 }
 
 /// Reads `event_id` from a message that may fail validation elsewhere, so its
@@ -260,15 +270,33 @@ impl EventId {
     }
 }
 
+/// Words Zoom reads in a user id's place: `GET /users/{x}` with one of
+/// them is another endpoint, not a user. `me` is the token's own user ("For
+/// user-level apps, pass the `me` value instead of the userId parameter",
+/// Zoom API reference, Users › Get a user,
+/// <https://developers.zoom.us/docs/api/users/#tag/users/GET/users/{userId}>);
+/// `email`, `vanity_name` and `summary` are the sibling endpoints
+/// `GET /users/email`, `GET /users/vanity_name` and `GET /users/summary` of
+/// the same reference. Refused in any case: Zoom's own ids are 22-character
+/// random strings, so no real user is turned away, and whether Zoom's path
+/// matching ignores case is not documented.
+pub const RESERVED_USER_IDS: [&str; 4] = ["me", "email", "vanity_name", "summary"];
+
 impl ZoomUserId {
     pub fn parse(s: &str) -> Result<Self, String> {
-        if is_zoom_id(s) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(format!(
+        if !is_zoom_id(s) {
+            return Err(format!(
                 "zoom_user_id {s:?} is not a Zoom user id ([A-Za-z0-9_-], 1 to 64 characters)"
-            ))
+            ));
         }
+        if RESERVED_USER_IDS.iter().any(|w| w.eq_ignore_ascii_case(s)) {
+            return Err(format!(
+                "zoom_user_id {s:?} is a word Zoom reserves in a user id's place \
+                 ({}), not a user id",
+                RESERVED_USER_IDS.join(", ")
+            ));
+        }
+        Ok(Self(s.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -421,6 +449,20 @@ mod tests {
         .unwrap();
         assert_eq!(change.user_key(), "jane@example.com");
         assert!(change.zoom_user_id().is_none());
+    }
+
+    /// `me` is not an id: Zoom's user endpoints take it for the token's own
+    /// user (`GET /users/me`), so it would act on someone else entirely.
+    #[test]
+    fn rejects_the_reserved_user_id_me_in_any_case() {
+        for id in ["me", "ME", "Me", "mE"] {
+            let json = serde_json::json!({
+                "event_id": "e1", "zoom_user_id": id, "new_department": "Sales"
+            });
+            let err = event(json).unwrap_err();
+            assert!(err.detail.contains("reserves"), "{id}: {err}");
+        }
+        assert!(ZoomUserId::parse("meme").is_ok());
     }
 
     #[test]

@@ -28,6 +28,9 @@ struct State {
     quarantined: Option<String>,
     /// The brake holds a burst of writes until an operator lets it through.
     braked: Option<String>,
+    /// Start-up has no Zoom token yet: why (refused credentials, or the
+    /// token endpoint is away). Consuming starts once it has one.
+    zoom: Option<String>,
     started: bool,
 }
 
@@ -99,6 +102,11 @@ impl Health {
         self.change(|s| s.braked = why);
     }
 
+    /// Start-up waits for a Zoom token (`Some(why)`), or has one.
+    pub fn zoom_token(&self, why: Option<String>) {
+        self.change(|s| s.zoom = why);
+    }
+
     pub fn resumed(&self) {
         self.change(|s| s.paused = None);
     }
@@ -112,6 +120,9 @@ impl Health {
     pub fn readiness(&self) -> Result<(), String> {
         self.with(|s| {
             if let Some(why) = s.quarantined.as_ref().or(s.braked.as_ref()) {
+                return Err(why.clone());
+            }
+            if let Some(why) = &s.zoom {
                 return Err(why.clone());
             }
             if let (false, Some(why)) = (s.started, &s.broker_down) {
@@ -140,7 +151,12 @@ impl Health {
 
 impl State {
     fn status_line(&self, queue: &str) -> String {
-        if let Some(why) = self.quarantined.as_ref().or(self.braked.as_ref()) {
+        if let Some(why) = self
+            .quarantined
+            .as_ref()
+            .or(self.braked.as_ref())
+            .or(self.zoom.as_ref())
+        {
             return why.clone();
         }
         if let Some(why) = &self.broker_down {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
@@ -128,13 +128,11 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
 async fn resume(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(state): State<AppState>,
+    headers: HeaderMap,
 ) -> impl IntoResponse {
-    if !is_local_peer(peer.ip(), state.listen.ip()) {
-        tracing::warn!(%peer, "POST /resume refused: not from this host");
-        return (
-            StatusCode::FORBIDDEN,
-            "resume is accepted only from this host\n".to_owned(),
-        );
+    if let Err(refused) = control_allowed(peer, state.listen, &headers) {
+        tracing::warn!(%peer, "POST /resume refused: {refused}");
+        return (StatusCode::FORBIDDEN, format!("{refused}\n"));
     }
     let lifted = state.quarantines.resume(|q| {
         state.health.quarantined(None);
@@ -170,13 +168,11 @@ async fn resume(
 async fn clear_brake(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(state): State<AppState>,
+    headers: HeaderMap,
 ) -> impl IntoResponse {
-    if !is_local_peer(peer.ip(), state.listen.ip()) {
-        tracing::warn!(%peer, "POST /brake/clear refused: not from this host");
-        return (
-            StatusCode::FORBIDDEN,
-            "accepted only from this host\n".to_owned(),
-        );
+    if let Err(refused) = control_allowed(peer, state.listen, &headers) {
+        tracing::warn!(%peer, "POST /brake/clear refused: {refused}");
+        return (StatusCode::FORBIDDEN, format!("{refused}\n"));
     }
     match state.brake.clear() {
         Some(engaged) => {
@@ -186,6 +182,53 @@ async fn clear_brake(
             (StatusCode::OK, format!("brake cleared (was: {engaged})\n"))
         }
         None => (StatusCode::CONFLICT, "brake not engaged\n".to_owned()),
+    }
+}
+
+/// Why a control request (`POST /resume`, `POST /brake/clear`) is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ControlRefused {
+    #[error("accepted only from this host")]
+    NotLocal,
+    /// A browser sends `Origin` with every cross-site POST, and a page on
+    /// any site can POST to loopback: without this check, visiting a page
+    /// could lift a quarantine. The CLI never sends one.
+    #[error(
+        "refused: a request with an Origin header (a browser) may not control the daemon; use `zoom-dept-sync resume`, which sends application/json without Origin"
+    )]
+    FromBrowser,
+    /// A `text/plain` or form POST needs no CORS preflight, so a page can
+    /// send it blindly; `application/json` from another origin needs a
+    /// preflight this server never grants.
+    #[error(
+        "refused: the content type must be application/json (the CLI sends it), as a browser cannot send that across sites without a preflight, which this server never grants; the request had no Origin header"
+    )]
+    NotJson,
+}
+
+/// A control request must come from this host, carry no `Origin` and say
+/// `application/json`: together, no web page a local browser opens can
+/// send one.
+fn control_allowed(
+    peer: SocketAddr,
+    listen: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<(), ControlRefused> {
+    if !is_local_peer(peer.ip(), listen.ip()) {
+        return Err(ControlRefused::NotLocal);
+    }
+    if headers.contains_key(header::ORIGIN) {
+        return Err(ControlRefused::FromBrowser);
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if json {
+        Ok(())
+    } else {
+        Err(ControlRefused::NotJson)
     }
 }
 
@@ -200,6 +243,46 @@ fn is_local_peer(peer: IpAddr, listen: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_control_request_needs_json_and_no_origin() {
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let listen: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        let with = |pairs: &[(header::HeaderName, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(name.clone(), value.parse().unwrap());
+            }
+            control_allowed(local, listen, &headers)
+        };
+        let json = (header::CONTENT_TYPE, "application/json");
+        assert_eq!(with(std::slice::from_ref(&json)), Ok(()));
+        assert_eq!(
+            with(&[(header::CONTENT_TYPE, "Application/JSON; charset=utf-8")]),
+            Ok(())
+        );
+        let origin = (header::ORIGIN, "http://127.0.0.1:9464");
+        assert_eq!(with(&[json, origin]), Err(ControlRefused::FromBrowser));
+        for plain in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+            "application/jsonx",
+        ] {
+            assert_eq!(
+                with(&[(header::CONTENT_TYPE, plain)]),
+                Err(ControlRefused::NotJson),
+                "{plain}"
+            );
+        }
+        assert_eq!(with(&[]), Err(ControlRefused::NotJson));
+        let remote: SocketAddr = "10.0.0.7:40000".parse().unwrap();
+        let headers = HeaderMap::new();
+        assert_eq!(
+            control_allowed(remote, listen, &headers),
+            Err(ControlRefused::NotLocal)
+        );
+    }
 
     #[test]
     fn resume_is_accepted_only_from_this_host() {

@@ -1,6 +1,10 @@
 //! zoom-dept-sync: keeps Zoom group membership in step with HR department
 //! changes published on RabbitMQ. See `README.md`.
 
+// std's print macros panic on a closed pipe: the commands print through
+// their own (`commands::console`), the daemon logs through tracing.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod brake;
 pub mod broker;
 pub mod commands;
@@ -24,6 +28,7 @@ pub mod shutdown;
 pub mod startup;
 pub mod systemd;
 pub mod telemetry;
+pub mod token_gate;
 pub mod triage;
 #[doc(hidden)]
 pub mod vendor;

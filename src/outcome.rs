@@ -131,10 +131,24 @@ pub enum FailureReason {
     /// Held by the brake, then refused by an operator (`brake refuse`): the
     /// daemon never tried it. Only the toolbox writes this reason.
     BrakeRefused,
+    /// Over [`crate::event::MAX_PAYLOAD_BYTES`]: rejected unread, and
+    /// dead-lettered by the broker (never published again by the daemon).
+    TooLarge,
 }
 
 impl FailureReason {
-    pub fn as_str(self) -> &'static str {
+    /// Every reason the daemon and the toolbox write.
+    pub const ALL: [Self; 7] = [
+        Self::ZoomRejected,
+        Self::InvalidPayload,
+        Self::UnmappedDepartment,
+        Self::RetriesExhausted,
+        Self::RedeliveryLimit,
+        Self::BrakeRefused,
+        Self::TooLarge,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::ZoomRejected => "zoom_rejected",
             Self::InvalidPayload => "invalid_payload",
@@ -142,6 +156,7 @@ impl FailureReason {
             Self::RetriesExhausted => "retries_exhausted",
             Self::RedeliveryLimit => "redelivery_limit",
             Self::BrakeRefused => "brake_refused",
+            Self::TooLarge => "too_large",
         }
     }
 }

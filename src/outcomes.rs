@@ -224,6 +224,9 @@ fn recommended_action(reason: FailureReason, code: Option<i64>) -> &'static str 
         (FailureReason::RedeliveryLimit, _) => {
             "the event kept being redelivered without settling: inspect it and the daemon's log before replaying"
         }
+        (FailureReason::TooLarge, _) => {
+            "the message is over the 64 KiB limit: fix the producer; a replay would be rejected again, so `dead-letters replay` leaves it"
+        }
         (FailureReason::BrakeRefused, _) => {
             "an operator refused the burst the brake held: replay it with `dead-letters replay --reason brake_refused` if it was wanted after all"
         }

@@ -92,7 +92,16 @@ pub async fn run_telling(
              write `[zoom.rate_limits]` `medium = {old}` instead (Light and Heavy calls take the plan's defaults)"
         );
     }
-    let consumed = broker::run(&settings, daemon, shutdown).await;
+    // No event is consumed (and none dead-lettered) on credentials Zoom
+    // refuses: /readyz says which variables to check until a token comes.
+    let token =
+        crate::token_gate::wait_for_token(&daemon.worker, &daemon.health, &systemd, &shutdown)
+            .await;
+    let consumed = if token {
+        broker::run(&settings, daemon, shutdown).await
+    } else {
+        Ok(())
+    };
     http_stop.cancel();
     let _ = http.await;
     consumed.map_err(StartError::Misconfigured)?;

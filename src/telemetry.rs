@@ -19,6 +19,11 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A closed stderr (the log reader died) must not panic the task
+        // that logs: tracing-subscriber reports a failed write with
+        // `eprintln!`, which panics on the same closed pipe; a panic in
+        // the signal task would leave SIGTERM unheeded.
+        .log_internal_errors(false)
         // Colour codes only for a person at a terminal, not for log files.
         .with_ansi(std::io::stderr().is_terminal());
     match format {
@@ -41,6 +46,7 @@ pub fn init_for_commands() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::event::{MAX_PAYLOAD_BYTES, too_large_detail};
 use crate::outcome::FailureReason;
 
 /// Headers a dead letter gained on its way to the dead-letter queue; a
@@ -88,11 +89,15 @@ impl DeadLetterRow {
             new_department: field("new_department").or_else(|| {
                 (field("action").as_deref() == Some("leave")).then(|| "(leave)".to_owned())
             }),
-            reason: reason(headers, death),
+            reason: reason(headers, death, message.body.len()),
             http_status: int(headers.get("zoom-http-status")),
             zoom_code: int(headers.get("zoom-error-code")),
             message: text(headers.get("zoom-error-message"))
-                .or_else(|| text(headers.get("detail"))),
+                .or_else(|| text(headers.get("detail")))
+                .or_else(|| {
+                    (message.body.len() > MAX_PAYLOAD_BYTES)
+                        .then(|| too_large_detail(message.body.len()))
+                }),
             failed_at: text(headers.get("failed-at"))
                 .and_then(|t| OffsetDateTime::parse(&t, &Rfc3339).ok())
                 .or_else(|| death.and_then(|d| int(d.get("time"))).and_then(unix_time)),
@@ -103,11 +108,47 @@ impl DeadLetterRow {
     }
 }
 
-fn reason(headers: &Map<String, Value>, death: Option<&Map<String, Value>>) -> String {
+/// Every reason a row can show, for `--reason` to offer and check: the
+/// daemon's `failure-reason`s, the four the broker writes in `x-death`
+/// (RabbitMQ's "Dead Letter Exchanges" guide, <https://www.rabbitmq.com/docs/dlx>:
+/// rejected, expired, a length limit, a quorum queue's delivery limit), and
+/// `unknown` for a message that carries neither.
+pub const REASONS: [&str; 12] = {
+    let [a, b, c, d, e, f, g] = FailureReason::ALL;
+    [
+        a.as_str(),
+        b.as_str(),
+        c.as_str(),
+        d.as_str(),
+        e.as_str(),
+        f.as_str(),
+        g.as_str(),
+        "broker:delivery_limit",
+        "broker:expired",
+        "broker:maxlen",
+        "broker:rejected",
+        "unknown",
+    ]
+};
+
+impl DeadLetterRow {
+    /// Over the size limit: a replay would be rejected again.
+    pub fn is_too_large(&self) -> bool {
+        self.reason == FailureReason::TooLarge.as_str()
+    }
+}
+
+/// `failure-reason`; else, for the broker's dead letters, `too_large` when
+/// the daemon rejected it for its size (`x-death` reason `rejected`, the
+/// only reason the daemon rejects), otherwise `broker:<x-death reason>`.
+fn reason(headers: &Map<String, Value>, death: Option<&Map<String, Value>>, len: usize) -> String {
     if let Some(reason) = text(headers.get("failure-reason")) {
         return reason;
     }
     match death.and_then(|d| text(d.get("reason"))) {
+        Some(reason) if reason == "rejected" && len > MAX_PAYLOAD_BYTES => {
+            FailureReason::TooLarge.as_str().into()
+        }
         Some(reason) => format!("broker:{reason}"),
         None => "unknown".into(),
     }
@@ -319,6 +360,24 @@ mod tests {
         assert_eq!(row.reason, "broker:delivery_limit");
         assert_eq!(row.user, "a@example.com");
         assert!(row.failed_at.is_some());
+    }
+
+    #[test]
+    fn a_message_the_daemon_rejected_for_its_size_lists_as_too_large() {
+        let death = json!({"x-death": [{"reason": "rejected", "count": 1, "time": 1_790_000_000}]});
+        let mut big = message(death.clone(), json!(null));
+        big.body = vec![b' '; MAX_PAYLOAD_BYTES + 1];
+        let row = DeadLetterRow::of(&big);
+        assert_eq!(row.reason, "too_large");
+        assert!(row.is_too_large());
+        assert_eq!(
+            row.message.as_deref(),
+            Some("message is 65537 bytes, over the 65536-byte limit")
+        );
+        // Rejected for another reason (by another consumer): the broker's.
+        let small = DeadLetterRow::of(&message(death, json!({"event_id": "e1"})));
+        assert_eq!(small.reason, "broker:rejected");
+        assert!(!small.is_too_large());
     }
 
     #[test]

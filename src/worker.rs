@@ -70,6 +70,7 @@ impl Prepared {
             parsed: Err(crate::event::InvalidPayload {
                 detail: "admitted".into(),
                 event_id: None,
+                too_large: false,
             }),
             turn: None,
             received: Instant::now(),
@@ -292,7 +293,11 @@ impl Worker {
             Err(invalid) => {
                 return Processed {
                     outcome: Outcome::dead_letter(
-                        FailureReason::InvalidPayload,
+                        if invalid.too_large {
+                            FailureReason::TooLarge
+                        } else {
+                            FailureReason::InvalidPayload
+                        },
                         invalid.detail.clone(),
                     ),
                     event: None,
@@ -715,6 +720,12 @@ impl Worker {
     /// work again, so a pause for auth failures can end.
     pub async fn probe_credentials(&self) -> Result<(), String> {
         self.zoom.refresh_token().await.map_err(|e| e.to_string())
+    }
+
+    /// As [`Worker::probe_credentials`], with Zoom's answer classified
+    /// (refused credentials or an endpoint that is away), for start-up.
+    pub async fn fetch_token(&self) -> Result<(), crate::zoom::ZoomError> {
+        self.zoom.refresh_token().await
     }
 }
 

@@ -37,7 +37,8 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("cannot reach the broker: {0}")]
+    /// A [`super::ConnectError`]'s text: it names the broker's host and port.
+    #[error("{0}")]
     Connect(String),
     #[error("queue {queue} does not exist")]
     MissingQueue { queue: String },

@@ -46,6 +46,36 @@ pub enum ConnectError {
         "the broker's port does not speak TLS ({0}): an amqps:// URL needs the broker's TLS port (usually 5671)"
     )]
     NotTls(String),
+    /// The broker refused the user name or password (`ACCESS_REFUSED`,
+    /// reply code 403, answering the handshake's login).
+    #[error(
+        "the broker at {at} refused the login of user {user:?} ({detail}): check the user and \
+         password in AMQP_URL (or AMQP_URL_FILE, amqp.url), and that the user exists on the broker"
+    )]
+    LoginRefused {
+        at: BrokerAddress,
+        user: String,
+        detail: String,
+    },
+    /// The login passed but the vhost was refused (`NOT_ALLOWED`, 530): it
+    /// does not exist, or the user has no permissions on it.
+    #[error(
+        "the broker at {at} refused user {user:?} the vhost {vhost:?} ({detail}): check that the \
+         vhost in AMQP_URL exists and that the user has permissions on it"
+    )]
+    VhostRefused {
+        at: BrokerAddress,
+        user: String,
+        vhost: String,
+        detail: String,
+    },
+    /// The broker cannot be reached: a name that does not resolve, a
+    /// refused or reset connection, no answer.
+    #[error("cannot reach the broker at {at}: {source}")]
+    Unreachable {
+        at: BrokerAddress,
+        source: lapin::Error,
+    },
     #[error("{0}")]
     Broker(#[from] lapin::Error),
 }
@@ -53,7 +83,50 @@ pub enum ConnectError {
 impl ConnectError {
     /// True when trying again cannot succeed without an operator.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, Self::Broker(_))
+        !matches!(self, Self::Broker(_) | Self::Unreachable { .. })
+    }
+}
+
+/// Where the daemon connects and as whom, for messages: host and port,
+/// user and vhost from the broker URL, never the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub vhost: String,
+}
+
+impl BrokerAddress {
+    /// Read with lapin's own URL parser, so the defaults (port 5672 or
+    /// 5671, user `guest`, vhost `/`) are the ones it connects with.
+    pub fn of(amqp: &AmqpSettings) -> Self {
+        match amqp
+            .url
+            .expose_secret()
+            .trim()
+            .parse::<lapin::uri::AMQPUri>()
+        {
+            Ok(uri) => Self {
+                host: uri.authority.host,
+                port: uri.authority.port,
+                user: uri.authority.userinfo.username,
+                vhost: uri.vhost,
+            },
+            // The config check refuses such a URL before any connection.
+            Err(_) => Self {
+                host: "(unparsable amqp.url)".into(),
+                port: 0,
+                user: String::new(),
+                vhost: String::new(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for BrokerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
     }
 }
 
@@ -98,7 +171,7 @@ pub async fn connect(amqp: &AmqpSettings, name: String) -> Result<Connection, Co
     let runtime = lapin::runtime::default_runtime()?;
     Connection::connect_with_config(amqp.url.expose_secret(), properties, tls, runtime)
         .await
-        .map_err(classify)
+        .map_err(|e| classify(e, BrokerAddress::of(amqp)))
 }
 
 /// The TLS settings for lapin: empty (system roots only) unless files are
@@ -205,19 +278,48 @@ fn read(key: &'static str, path: &Path) -> Result<String, TlsFileError> {
     Ok(text)
 }
 
-/// Tells a TLS verdict (permanent) from a broker that is away (transient).
-fn classify(error: lapin::Error) -> ConnectError {
+/// Tells a verdict an operator must act on (TLS, a refused login or vhost:
+/// permanent) from a broker that is away (transient).
+fn classify(error: lapin::Error, at: BrokerAddress) -> ConnectError {
     let verdict = match error.kind() {
         lapin::ErrorKind::IOError(io) => rustls_error(io),
+        lapin::ErrorKind::ProtocolError(amqp) => return refusal(amqp, &error, at),
         _ => None,
     };
     match verdict.map(|tls| (verdict_of(&tls), tls)) {
         Some((Some(verdict), _)) => verdict,
         Some((None, tls)) => {
             tracing::error!(error = %tls, "TLS with the broker failed; trying again");
-            ConnectError::Broker(error)
+            ConnectError::Unreachable { at, source: error }
         }
-        None => ConnectError::Broker(error),
+        None => ConnectError::Unreachable { at, source: error },
+    }
+}
+
+/// The broker closed the connection during the handshake. RabbitMQ answers
+/// a wrong user or password with `connection.close` 403 `ACCESS_REFUSED`
+/// (it announces the `authentication_failure_close` capability, see
+/// <https://www.rabbitmq.com/docs/access-control>), and a vhost that is
+/// missing or not permitted with 530 `NOT_ALLOWED`.
+fn refusal(
+    amqp: &lapin::protocol::AMQPError,
+    error: &lapin::Error,
+    at: BrokerAddress,
+) -> ConnectError {
+    let detail = amqp.get_message().to_string();
+    let user = at.user.clone();
+    match amqp.get_id() {
+        403 => ConnectError::LoginRefused { at, user, detail },
+        530 => ConnectError::VhostRefused {
+            vhost: at.vhost.clone(),
+            at,
+            user,
+            detail,
+        },
+        _ => ConnectError::Unreachable {
+            at,
+            source: error.clone(),
+        },
     }
 }
 
@@ -280,6 +382,23 @@ fn rustls_error(io: &std::io::Error) -> Option<rustls::Error> {
 mod tests {
     use super::*;
     use rcgen::{CertificateParams, KeyPair};
+
+    #[test]
+    fn the_broker_address_names_host_port_user_and_vhost_never_the_password() {
+        let amqp = |url: &str| AmqpSettings {
+            url: url.to_owned().into(),
+            ..AmqpSettings::default()
+        };
+        let tls = BrokerAddress::of(&amqp("amqps://svc:hunter2@mq.example/prod"));
+        assert_eq!(
+            (tls.to_string(), tls.user.as_str(), tls.vhost.as_str()),
+            ("mq.example:5671".to_owned(), "svc", "prod")
+        );
+        let plain = BrokerAddress::of(&amqp("amqp://mq.example:5673/%2f"));
+        assert_eq!(plain.to_string(), "mq.example:5673");
+        assert_eq!((plain.user.as_str(), plain.vhost.as_str()), ("guest", "/"));
+        assert!(!format!("{tls:?}").contains("hunter2"));
+    }
 
     fn pem_pair(name: &str) -> (String, String) {
         let key = KeyPair::generate().unwrap();

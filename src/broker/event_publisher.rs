@@ -2,8 +2,15 @@
 //! webhook receiver: one connection and one confirm-mode channel shared by
 //! every request, opened on first use and opened again after a failure.
 //!
+//! Events go through the receiver's own exchange (`amqp.input_exchange`,
+//! bound to the input queue), never the default exchange: the receiver's
+//! user needs write on that exchange alone, so it can reach neither the
+//! dead-letter queue nor the audit trail.
+//!
 //! Every publish is persistent and `mandatory`, and succeeds only once the
-//! broker confirms it. Callers pass a deadline, and every await here (the
+//! broker confirms it: an exchange bound to no queue returns the event, a
+//! missing exchange closes the channel with `NOT_FOUND`; both are errors
+//! that name the exchange, never a silent drop. Callers pass a deadline, and every await here (the
 //! connection lock, connect, channel, publish, confirm) ends by it: a broker
 //! that is down or blocked (an alarm) costs the caller its deadline, never
 //! more.
@@ -31,6 +38,11 @@ pub enum PublishError {
     Timeout,
     #[error("the broker refused the event: {0}")]
     Refused(String),
+    #[error(
+        "exchange {exchange} does not exist: the daemon declares it (amqp.declare_topology = true); \
+         otherwise declare it (durable, direct) and bind it to queue {queue} with routing key {queue}"
+    )]
+    NoExchange { exchange: String, queue: String },
 }
 
 /// Why the receiver cannot publish now, as `/readyz` says it: no host,
@@ -64,6 +76,7 @@ pub struct EventPublisher {
     /// The broker's URL and TLS files.
     amqp: AmqpSettings,
     queue: String,
+    exchange: String,
     link: Mutex<Option<Link>>,
     generations: std::sync::atomic::AtomicU64,
     /// The last attempt's outcome: what `/readyz` says while the link is
@@ -77,6 +90,7 @@ impl EventPublisher {
         Self {
             amqp: amqp.clone(),
             queue: amqp.queue.clone(),
+            exchange: amqp.input_exchange(),
             link: Mutex::new(None),
             generations: std::sync::atomic::AtomicU64::new(0),
             last: std::sync::Mutex::new(Err(NotReady::NotYet)),
@@ -95,12 +109,13 @@ impl EventPublisher {
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(message_id.into());
-        let publish = publish_confirmed(&channel, "", &self.queue, body, properties);
+        let publish = publish_confirmed(&channel, &self.exchange, &self.queue, body, properties);
         let confirmation = match timeout_at(deadline, publish).await {
             Ok(Ok(confirmation)) => confirmation,
             Ok(Err(e)) => {
+                // The broker closed the channel either way.
                 self.drop_link(generation).await;
-                return Err(PublishError::Unavailable(e.to_string()));
+                return Err(self.failed(&e));
             }
             Err(_) => {
                 // The channel may be blocked (an alarm) or lost: start over.
@@ -113,8 +128,8 @@ impl EventPublisher {
         }
         if let Some(returned) = confirmation.take_message() {
             return Err(PublishError::Refused(format!(
-                "unroutable to queue {} ({})",
-                self.queue, returned.reply_text
+                "exchange {} routes nothing to queue {} ({}): bind it to the queue with routing key {}",
+                self.exchange, self.queue, returned.reply_text, self.queue
             )));
         }
         Ok(())
@@ -152,6 +167,20 @@ impl EventPublisher {
 
     fn record(&self, outcome: Result<(), NotReady>) {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = outcome;
+    }
+
+    /// A missing exchange is the broker's `NOT_FOUND` (404) channel error.
+    fn failed(&self, error: &lapin::Error) -> PublishError {
+        let missing = matches!(error.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == 404)
+            || error.to_string().contains("NOT_FOUND");
+        if missing {
+            PublishError::NoExchange {
+                exchange: self.exchange.clone(),
+                queue: self.queue.clone(),
+            }
+        } else {
+            PublishError::Unavailable(error.to_string())
+        }
     }
 
     /// Closes the connection, if open (at shutdown, after the last request).

@@ -77,8 +77,21 @@ pub async fn queue_details(
         utf8_percent_encode(&vhost, NON_ALPHANUMERIC),
         utf8_percent_encode(queue, NON_ALPHANUMERIC),
     );
-    let http = |e: reqwest::Error| ManagementError::Http(e.without_url().to_string());
+    // Named without the path (the vhost and queue) and never with the
+    // credentials; with the cause (a name that does not resolve).
+    let at = crate::zoom::error::safe_url(base);
+    let http = |e: reqwest::Error| {
+        ManagementError::Http(format!(
+            "{at}: {}",
+            crate::zoom::error::with_causes(&e.without_url())
+        ))
+    };
+    // No proxy, whatever HTTP_PROXY says: the request carries the broker's
+    // Basic credentials, which an `http://` URL would hand to the proxy in
+    // the clear. The management API sits next to the broker, which this
+    // command reaches directly over AMQP anyway, so no proxy is needed.
     let client = reqwest::Client::builder()
+        .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(http)?;
@@ -89,7 +102,10 @@ pub async fn queue_details(
         .await
         .map_err(http)?;
     if !response.status().is_success() {
-        return Err(ManagementError::Http(format!("HTTP {}", response.status())));
+        return Err(ManagementError::Http(format!(
+            "{at}: HTTP {}",
+            response.status()
+        )));
     }
     let raw: RawQueue = response.json().await.map_err(http)?;
     let waiting = raw

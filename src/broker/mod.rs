@@ -128,6 +128,7 @@ impl Session {
         let topology = Topology::new(&settings.amqp);
         let consuming = consuming_connection.create_channel().await?;
         let consuming = topology.ensure(&consuming_connection, consuming).await?;
+        topology.ensure_input_exchange(&consuming_connection).await;
         let outcomes = OutcomeTopology::new(&settings.outcomes, settings.amqp.declare_topology);
         if let Some(outcomes) = &outcomes {
             // No event may be acked without its record: without the
@@ -232,33 +233,38 @@ pub async fn run(
             ) => opened,
             _ = shutdown.cancelled() => return Ok(()),
         };
-        let end = match opened {
+        // `refused`: an operator must act (a changed password, a revoked
+        // vhost): an ERROR per attempt, and the reason in /readyz.
+        let (reason, refused) = match opened {
             Ok(Ok(session)) => {
                 sessions += 1;
                 if sessions > 1 {
                     daemon.metrics.broker_reconnects.inc();
                 }
                 delays = reconnect_delays();
-                run_session(session, &daemon, &shutdown).await
+                match run_session(session, &daemon, &shutdown).await {
+                    SessionEnd::Shutdown => return Ok(()),
+                    SessionEnd::Lost(reason) => (reason, false),
+                }
             }
             Ok(Err(e)) if e.is_permanent() && sessions == 0 => return Err(e),
-            Ok(Err(e)) if e.is_permanent() => {
-                tracing::error!(error = %e, "cannot open a broker session");
-                SessionEnd::Lost(format!("cannot open a session: {e}"))
-            }
-            Ok(Err(e)) => SessionEnd::Lost(format!("cannot open a session: {e}")),
-            Err(_) => SessionEnd::Lost(format!(
-                "cannot open a session: no answer within {} s",
-                daemon.open_timeout.as_secs()
-            )),
-        };
-        let reason = match end {
-            SessionEnd::Shutdown => return Ok(()),
-            SessionEnd::Lost(reason) => reason,
+            Ok(Err(e)) => (format!("cannot open a session: {e}"), e.is_permanent()),
+            Err(_) => (
+                format!(
+                    "cannot open a session: no answer within {} s",
+                    daemon.open_timeout.as_secs()
+                ),
+                false,
+            ),
         };
         daemon.health.broker_down(reason.clone());
         let delay = delays.next().unwrap_or(Duration::from_secs(30));
-        tracing::warn!(%reason, retry_in_ms = delay.as_millis() as u64, "broker unavailable; trying again");
+        let retry_in_ms = delay.as_millis() as u64;
+        if refused {
+            tracing::error!(%reason, retry_in_ms, "the broker refuses this daemon; trying again");
+        } else {
+            tracing::warn!(%reason, retry_in_ms, "broker unavailable; trying again");
+        }
         tokio::select! {
             _ = daemon.systemd.pinging(tokio::time::sleep(delay)) => {}
             _ = shutdown.cancelled() => return Ok(()),

@@ -19,7 +19,7 @@ use time::format_description::well_known::Rfc3339;
 use super::confirm::publish_confirmed;
 use super::outcomes::OutcomeTopology;
 use super::topology::Topology;
-use crate::outcome::{DeadLetter, Outcome};
+use crate::outcome::{DeadLetter, FailureReason, Outcome};
 use crate::outcomes::OutcomeRecord;
 use crate::worker::Processed;
 
@@ -94,6 +94,13 @@ impl Settler {
                 if let Err(error) = self.publish_outcome(delivery, processed).await {
                     let _ = requeue(delivery).await;
                     return Settled::OutcomeFailed(error);
+                }
+                if dead_letter.reason == FailureReason::TooLarge
+                    && self.topology.broker_dead_letters()
+                {
+                    // The broker dead-letters it (the input queue's
+                    // dead-letter exchange): the body is never sent again.
+                    return reject(delivery).await;
                 }
                 match self
                     .publish_dead_letter(delivery, processed, dead_letter)
@@ -274,6 +281,26 @@ async fn requeue(delivery: &Delivery) -> Settled {
         Ok(Ok(false)) => Settled::NotSettled("stale channel: the broker will redeliver it".into()),
         Ok(Err(e)) => Settled::NotSettled(format!("nack failed: {e}")),
         Err(_) => Settled::NotSettled("no answer to the nack: the broker will redeliver it".into()),
+    }
+}
+
+/// Rejects without requeue: the input queue's dead-letter exchange routes
+/// the message, as it is, to the dead-letter queue with `x-death` (reason
+/// `rejected`). On a quorum queue with `dead-letter-strategy` `at-least-once`
+/// the broker keeps it until the dead-letter queue has confirmed it
+/// (https://www.rabbitmq.com/docs/quorum-queues#dead-lettering).
+async fn reject(delivery: &Delivery) -> Settled {
+    let options = BasicNackOptions {
+        requeue: false,
+        ..BasicNackOptions::default()
+    };
+    match tokio::time::timeout(SETTLE_TIMEOUT, delivery.nack(options)).await {
+        Ok(Ok(true)) => Settled::DeadLettered,
+        Ok(Ok(false)) => Settled::NotSettled("stale channel: the broker will redeliver it".into()),
+        Ok(Err(e)) => Settled::NotSettled(format!("reject failed: {e}")),
+        Err(_) => {
+            Settled::NotSettled("no answer to the reject: the broker will redeliver it".into())
+        }
     }
 }
 

@@ -8,9 +8,12 @@
 //! quorum queues dead-lettering is at-least-once (RabbitMQ 3.10 and later),
 //! which needs `x-overflow = reject-publish`.
 
-use lapin::options::QueueDeclareOptions;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, Connection};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use crate::config::{AmqpSettings, QueueType};
 
@@ -31,9 +34,19 @@ pub fn regex_escape(name: &str) -> String {
 pub struct Topology {
     pub queue: String,
     pub dead_letter_queue: String,
+    /// The receiver's exchange (`amqp.input_exchange`), bound to the input
+    /// queue with the queue's name as routing key.
+    pub input_exchange: String,
     pub declare: bool,
     single_active_consumer: bool,
     queue_type: QueueType,
+    /// The input queue was declared with the arguments above (so it
+    /// dead-letters to the dead-letter queue), or the operator declares it
+    /// (`declare_topology = false`, which README requires to dead-letter).
+    /// False when an existing queue refused those arguments: then a message
+    /// the daemon rejects might be dropped, so it publishes dead letters
+    /// itself instead.
+    input_dead_letters: Arc<AtomicBool>,
 }
 
 impl Topology {
@@ -41,10 +54,18 @@ impl Topology {
         Self {
             queue: settings.queue.clone(),
             dead_letter_queue: settings.dead_letter_queue(),
+            input_exchange: settings.input_exchange(),
             declare: settings.declare_topology,
             single_active_consumer: settings.single_active_consumer,
             queue_type: settings.queue_type,
+            input_dead_letters: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// Whether a rejected (not requeued) input message reaches the
+    /// dead-letter queue through the broker: see `input_dead_letters`.
+    pub fn broker_dead_letters(&self) -> bool {
+        self.input_dead_letters.load(Ordering::Relaxed)
     }
 
     /// The arguments a queue is declared with; a redeclaration with other
@@ -112,6 +133,10 @@ impl Topology {
         if !self.declare {
             return Err(declare_error);
         }
+        if queue == self.queue {
+            // Its arguments are someone else's: its dead-lettering unknown.
+            self.input_dead_letters.store(false, Ordering::Relaxed);
+        }
         let channel = connection.create_channel().await?;
         let passive = QueueDeclareOptions {
             passive: true,
@@ -146,6 +171,65 @@ impl Topology {
             );
         }
         Ok(channel)
+    }
+
+    /// The receiver's exchange: declared (durable, direct) and bound to the
+    /// input queue when the daemon owns the topology, only checked when the
+    /// operator does. Never ends the session: the daemon consumes without
+    /// it, and the receiver answers 503, naming it, until it exists.
+    pub async fn ensure_input_exchange(&self, connection: &Connection) {
+        let Err(error) = self.declare_input_exchange(connection).await else {
+            return;
+        };
+        let exchange = &self.input_exchange;
+        if self.declare {
+            tracing::warn!(
+                %exchange,
+                queue = %self.queue,
+                %error,
+                "cannot declare the receiver's exchange or bind it to the input queue: the receiver cannot publish until it exists; \
+                 grant the daemon's user configure and read on the exchange and write on the input queue (README: Least privilege)"
+            );
+        } else {
+            tracing::warn!(
+                %exchange,
+                queue = %self.queue,
+                %error,
+                "the receiver's exchange does not exist (declare_topology = false): declare it (durable, direct) and bind it \
+                 to the input queue with the queue's name as routing key; until then the receiver cannot publish"
+            );
+        }
+    }
+
+    async fn declare_input_exchange(&self, connection: &Connection) -> Result<(), lapin::Error> {
+        // A channel of its own: a refused declare closes it.
+        let channel = connection.create_channel().await?;
+        let options = ExchangeDeclareOptions {
+            durable: true,
+            passive: !self.declare,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.input_exchange.as_str().into(),
+                ExchangeKind::Direct,
+                options,
+                FieldTable::default(),
+            )
+            .await?;
+        if self.declare {
+            channel
+                .queue_bind(
+                    self.queue.as_str().into(),
+                    self.input_exchange.as_str().into(),
+                    self.queue.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        let _ = channel.close(200, "topology checked".into()).await;
+        Ok(())
     }
 
     /// The `rabbitmqctl` command that gives an existing input queue the

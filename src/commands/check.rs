@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::printable::Printable;
 use super::{Exit, full_settings};
 use crate::broker::admin::Admin;
 use crate::broker::topology::Topology;
@@ -40,18 +41,19 @@ struct Report {
     failed: bool,
 }
 
+/// Details name Zoom's groups and quote its errors: printed escaped.
 impl Report {
     fn ok(&mut self, step: &str, detail: impl AsRef<str>) {
-        println!("[ok]   {step}: {}", detail.as_ref());
+        println!("[ok]   {step}: {}", Printable(detail.as_ref()));
     }
 
     fn warn(&mut self, step: &str, detail: impl AsRef<str>) {
-        println!("[warn] {step}: {}", detail.as_ref());
+        println!("[warn] {step}: {}", Printable(detail.as_ref()));
     }
 
     fn fail(&mut self, step: &str, detail: impl AsRef<str>) {
         self.failed = true;
-        println!("[FAIL] {step}: {}", detail.as_ref());
+        println!("[FAIL] {step}: {}", Printable(detail.as_ref()));
     }
 
     fn exit(&self) -> Exit {
@@ -102,8 +104,37 @@ async fn check_broker(settings: &Settings, report: &mut Report) {
             Err(why) => report.fail("queue", format!("{queue}: {why}")),
         }
     }
+    check_input_exchange(settings, &admin, report).await;
     check_outcomes(settings, &admin, report).await;
     admin.close().await;
+}
+
+/// The receiver's exchange: without it the receiver answers 503 (the
+/// daemon consumes regardless). Whether it is bound to the input queue
+/// cannot be seen over AMQP; a missing binding shows as the receiver's
+/// "routes nothing to queue" error.
+async fn check_input_exchange(settings: &Settings, admin: &Admin, report: &mut Report) {
+    const STEP: &str = "input exchange";
+    let exchange = settings.amqp.input_exchange();
+    match admin.exchange_exists(&exchange).await {
+        Ok(true) => report.ok(
+            STEP,
+            format!("{exchange} exists (the receiver publishes through it)"),
+        ),
+        Ok(false) if settings.amqp.declare_topology => report.warn(
+            STEP,
+            format!("{exchange} does not exist yet; the daemon declares it and binds it to {}", settings.amqp.queue),
+        ),
+        Ok(false) => report.fail(
+            STEP,
+            format!(
+                "{exchange} does not exist, and declare_topology = false: the receiver cannot publish until it does \
+                 (durable, direct, bound to {queue} with routing key {queue})",
+                queue = settings.amqp.queue
+            ),
+        ),
+        Err(e) => report.fail(STEP, e.to_string()),
+    }
 }
 
 /// The audit trail's exchange and stream: the daemon does not consume
@@ -151,7 +182,9 @@ async fn check_zoom(settings: &Settings, report: &mut Report) {
     };
     let scopes = match client.granted_scopes().await {
         Ok(scopes) => scopes,
-        Err(e) => return report.fail("token", e.to_string()),
+        // The same words as the daemon's /readyz: refused credentials, or
+        // an endpoint that is away.
+        Err(e) => return report.fail("token", crate::token_gate::reason(&e)),
     };
     report.ok("token", "granted");
     check_scopes(&scopes, report);

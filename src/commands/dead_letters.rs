@@ -12,6 +12,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::output::{self, opt, when};
+use super::output_file::{OutputFile, OutputFileError};
+use super::printable::Printable;
 use super::{ConfigArg, Exit, broker_settings};
 use crate::broker::admin::{Admin, AdminError, Step, SweepLimits};
 use crate::broker::topology::Topology;
@@ -58,7 +60,8 @@ pub enum DeadLetterCommand {
     Purge {
         #[command(flatten)]
         select: Select,
-        /// Where to write what is dropped (JSON lines: headers, base64 body).
+        /// Where to write what is dropped (JSON lines: headers, base64 body):
+        /// a new file, mode 0600; an existing path (or symlink) is refused.
         #[arg(long, required_unless_present = "no_export")]
         export: Option<PathBuf>,
         /// Drop without writing them anywhere.
@@ -79,13 +82,14 @@ pub struct Select {
     #[command(flatten)]
     config: ConfigArg,
     /// `failure-reason`, or `broker:<x-death reason>` for the broker's own.
-    #[arg(long)]
+    /// Any other value is refused with the list (it would match nothing).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::triage::REASONS))]
     reason: Option<String>,
     /// Zoom's error code.
     #[arg(long)]
     code: Option<i64>,
-    /// Zoom's HTTP status.
-    #[arg(long)]
+    /// Zoom's HTTP status (100 to 599).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(100..=599))]
     status: Option<i64>,
     #[arg(long)]
     event_id: Option<String>,
@@ -314,12 +318,12 @@ async fn show(config: &Path, event_id: &str) -> Result<Exit, Exit> {
     for message in &found {
         println!("position in the dead-letter queue: {}", message.position);
         if let Some(id) = &message.message_id {
-            println!("message-id: {id}");
+            println!("message-id: {}", Printable(id));
         }
         println!("headers:\n{}", output::json(&message.headers));
         let body = match serde_json::from_slice::<serde_json::Value>(&message.body) {
             Ok(value) => output::json(&value),
-            Err(_) => String::from_utf8_lossy(&message.body).into_owned(),
+            Err(_) => Printable(&String::from_utf8_lossy(&message.body)).to_string(),
         };
         println!("body:\n{body}\n");
     }
@@ -338,7 +342,8 @@ struct Replay {
 #[derive(Default)]
 struct ReplayPlan {
     replay: usize,
-    skipped: Vec<String>,
+    /// Event id and why it stays.
+    skipped: Vec<(String, String)>,
 }
 
 impl Replay {
@@ -360,11 +365,8 @@ impl Replay {
         admin: &Admin,
     ) -> Result<Exit, Exit> {
         let plan = self.plan(select, rows(settings, admin).await?.iter().map(|(_, r)| r));
-        for id in &plan.skipped {
-            println!(
-                "skip {id}: replayed {} times already (--max-replays)",
-                self.max_replays
-            );
+        for (id, why) in &plan.skipped {
+            println!("skip {}: {why}", Printable(id));
         }
         if self.dry_run {
             println!(
@@ -391,6 +393,7 @@ impl Replay {
                 |m| {
                     let row = DeadLetterRow::of(m);
                     if !filter.matches(&row)
+                        || row.is_too_large()
                         || row.replay_count >= self.max_replays
                         || taken >= limit
                     {
@@ -431,8 +434,19 @@ impl Replay {
         let filter = select.filter();
         let mut plan = ReplayPlan::default();
         for row in rows.filter(|r| filter.matches(r)) {
-            if row.replay_count >= self.max_replays {
-                plan.skipped.push(row.event_id.clone());
+            if row.is_too_large() {
+                // The daemon would only reject it again (no loop, but no use).
+                let why = format!(
+                    "over the {}-byte limit: the daemon would reject it again; fix the producer",
+                    crate::event::MAX_PAYLOAD_BYTES
+                );
+                plan.skipped.push((row.event_id.clone(), why));
+            } else if row.replay_count >= self.max_replays {
+                let why = format!(
+                    "replayed {} times already (--max-replays)",
+                    self.max_replays
+                );
+                plan.skipped.push((row.event_id.clone(), why));
             } else if plan.replay < select.limit.unwrap_or(usize::MAX) {
                 plan.replay += 1;
             }
@@ -506,7 +520,10 @@ async fn purge(select: &Select, export: Option<&Path>, all: bool, yes: bool) -> 
         eprintln!("zoom-dept-sync: purge cannot be undone: add --yes");
         return Err(Exit::Usage);
     }
-    let mut file = match export.map(create_export).transpose() {
+    let mut file = match export
+        .map(|path| OutputFile::create("--export", path))
+        .transpose()
+    {
         Ok(file) => file,
         Err(e) => {
             eprintln!("zoom-dept-sync: {e}");
@@ -542,31 +559,22 @@ async fn purge(select: &Select, export: Option<&Path>, all: bool, yes: bool) -> 
         return Ok(Exit::Problems);
     }
     match export {
-        Some(path) => println!(
+        Some(path) if summary.dropped > 0 => println!(
             "purged {} dead letters (written to {})",
             summary.dropped,
             path.display()
         ),
-        None => println!("purged {} dead letters", summary.dropped),
+        _ => println!("purged {} dead letters", summary.dropped),
     }
     Ok(stopped_early(summary.stopped))
 }
 
-fn create_export(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("--export {}: {e}", path.display())))
-}
-
 /// One JSON line per dropped message, on disk before the message is acked.
-fn export_line(file: &mut std::fs::File, message: &StoredMessage) -> std::io::Result<()> {
+fn export_line(file: &mut OutputFile, message: &StoredMessage) -> Result<(), OutputFileError> {
     let line = serde_json::json!({
         "headers": message.headers,
         "message_id": message.message_id,
         "body_base64": STANDARD.encode(&message.body),
     });
-    writeln!(file, "{line}")?;
-    file.sync_data()
+    file.write_line(&line.to_string())
 }

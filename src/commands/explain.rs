@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::output::json;
+use super::printable::Printable;
 use super::{ConfigArg, Exit, config_error, full_settings};
 use crate::broker::admin::Admin;
 use crate::config::Settings;
@@ -285,18 +286,26 @@ fn print(explained: &Explanation, as_json: bool) {
         return;
     }
     let email = explained.email.as_deref().unwrap_or("-");
-    println!("person: {} ({email})", explained.zoom_user_id);
+    println!(
+        "person: {} ({})",
+        Printable(&explained.zoom_user_id),
+        Printable(email)
+    );
     for g in &explained.groups {
         let managed = match (g.managed, g.departments.is_empty()) {
-            (true, false) => format!("managed: {}", g.departments.join(", ")),
+            (true, false) => format!("managed: {}", Printable(&g.departments.join(", "))),
             (true, true) => "managed".to_owned(),
             (false, _) => "not managed (never touched)".to_owned(),
         };
-        println!("  group {}: {managed}", g.id);
+        println!("  group {}: {managed}", Printable(&g.id));
     }
     if let Some(d) = &explained.department {
         let target = explained.target_group.as_deref().unwrap_or("-");
-        println!("department {d:?} → group {target}");
+        println!(
+            "department \"{}\" → group {}",
+            Printable(d),
+            Printable(target)
+        );
     }
     for call in &explained.calls {
         println!(
@@ -305,7 +314,7 @@ fn print(explained: &Explanation, as_json: bool) {
         );
     }
     if let Some(note) = &explained.note {
-        println!("  {note}");
+        println!("  {}", Printable(note));
     }
     println!("daemon: {}", explained.daemon);
     if let Some(id) = &explained.published {

@@ -4,13 +4,35 @@
 //! reads the same config file and exits 0 (ok), 1 (problems found) or 2
 //! (usage or configuration error).
 
+// Shadow std's `println!`/`eprintln!` in every command module (declared
+// below, so in their textual scope): std's panic when the reader of a pipe
+// has left; these stop printing quietly (see `console`).
+macro_rules! println {
+    ($($arg:tt)*) => {
+        $crate::commands::console::out(format_args!($($arg)*))
+    };
+}
+macro_rules! eprintln {
+    ($($arg:tt)*) => {
+        $crate::commands::console::err(format_args!($($arg)*))
+    };
+}
+macro_rules! eprint {
+    ($($arg:tt)*) => {
+        $crate::commands::console::err_part(format_args!($($arg)*))
+    };
+}
+
 mod brake;
 mod check;
+mod console;
 mod dead_letters;
 mod explain;
 mod history;
 mod ingest;
 mod output;
+mod output_file;
+mod printable;
 mod publish;
 mod reconcile;
 mod status;

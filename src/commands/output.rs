@@ -6,7 +6,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::printable::{self, printable};
+
 /// A table with a header row, sized to the terminal when there is one.
+/// Every cell is escaped ([`printable`]): cells hold event data.
 pub fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
     let mut table = Table::new();
     table
@@ -14,14 +17,17 @@ pub fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> St
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.iter().copied());
     for row in rows {
-        table.add_row(row);
+        table.add_row(row.iter().map(|cell| printable(cell)));
     }
     table.to_string()
 }
 
-/// Pretty JSON of anything the commands print.
+/// Pretty JSON of anything the commands print, without a raw control
+/// character ([`printable::json`]).
 pub fn json(value: &impl Serialize) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    let text =
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    printable::json(text)
 }
 
 pub fn opt<T: ToString>(value: Option<T>) -> String {

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::output::{self, opt};
+use super::printable::Printable;
 use super::{Exit, broker_settings};
 use crate::brake::Held;
 use crate::broker::admin::{Admin, QueueCounts};
@@ -29,6 +30,8 @@ struct Status {
     dead_letters_by_reason: BTreeMap<String, usize>,
     /// `GET /readyz` of the daemon at `http.listen`: status and text.
     readyz: Option<(u16, String)>,
+    /// Why `/readyz` did not answer, naming the URL called.
+    readyz_error: Option<String>,
     /// What the brake holds on the input queue, read only while `/readyz`
     /// says it is engaged (the daemon's consumer is cancelled then).
     held: Option<Held>,
@@ -58,7 +61,10 @@ pub async fn run(config: &Path, json: bool) -> Exit {
                 .or_insert(0) += 1;
         }
     }
-    let readyz = crate::control::readiness(settings.http.listen).await;
+    let (readyz, readyz_error) = match crate::control::try_readiness(settings.http.listen).await {
+        Ok(readyz) => (Some(readyz), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let (held, held_error) = match held(&settings, &admin, readyz.as_ref()).await {
         Ok(held) => (held, None),
         Err(e) => (None, Some(e)),
@@ -74,6 +80,7 @@ pub async fn run(config: &Path, json: bool) -> Exit {
         dead_letters: dead.map(|d| d.ready),
         dead_letters_by_reason: by_reason,
         readyz,
+        readyz_error,
         held,
         held_error,
     };
@@ -133,7 +140,7 @@ async fn held(
 
 fn print_held(status: &Status) {
     if let Some(e) = &status.held_error {
-        println!("held by the brake: {e}");
+        println!("held by the brake: {}", Printable(e));
     }
     let Some(held) = &status.held else {
         return;
@@ -145,7 +152,7 @@ fn print_held(status: &Status) {
     };
     println!("held by the brake: {} events{more}", held.events);
     for (target, count) in &held.by_target {
-        println!("  {target}: {count}");
+        println!("  {}: {count}", Printable(target));
     }
 }
 
@@ -167,7 +174,7 @@ fn print_text(status: &Status) {
         (None, _) => println!("input queue {}: missing", status.queue),
     }
     if let Some(e) = &status.management_error {
-        println!("management API: {e}");
+        println!("{e}");
     }
     println!(
         "dead-letter queue {}: {}",
@@ -175,11 +182,22 @@ fn print_text(status: &Status) {
         opt(status.dead_letters)
     );
     for (reason, count) in &status.dead_letters_by_reason {
-        println!("  {reason}: {count}");
+        println!("  {}: {count}", Printable(reason));
     }
     match &status.readyz {
-        Some((code, text)) => println!("daemon /readyz: {code} {}", text.trim()),
-        None => println!("daemon /readyz: not reachable"),
+        Some((code, text)) => {
+            // Its lines stay lines (the second gives the rates); each is escaped.
+            let lines: Vec<String> = text
+                .trim()
+                .lines()
+                .map(|line| Printable(line).to_string())
+                .collect();
+            println!("daemon /readyz: {code} {}", lines.join("\n"));
+        }
+        None => println!(
+            "daemon /readyz: not reachable: {}",
+            opt(status.readyz_error.as_deref())
+        ),
     }
     print_held(status);
 }

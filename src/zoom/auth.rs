@@ -157,19 +157,23 @@ impl TokenSource {
             .header(reqwest::header::AUTHORIZATION, self.basic()?)
             .send()
             .await
-            .map_err(|e| ZoomError::from_transport(&e.without_url()))?;
+            .map_err(|e| ZoomError::from_transport_to(&e.without_url(), &self.url))?;
         let status = response.status();
         let headers = response.headers().clone();
         let body = body::read_capped(&mut response, MAX_BODY_BYTES)
             .await
-            .map_err(|e| ZoomError::from_transport(&e.without_url()))?;
+            .map_err(|e| ZoomError::from_transport_to(&e.without_url(), &self.url))?;
         if !status.is_success() {
             let mut error = ZoomError::from_answer(status, &headers, &body.bytes);
             // A refusal of the credentials is not fixed by retrying the event.
             if status.is_client_error() && status.as_u16() != 429 {
                 error.kind = ErrorKind::Credentials;
             }
-            error.message = format!("token endpoint: {}", error.message);
+            error.message = format!(
+                "token endpoint {}: {}",
+                super::error::safe_url(&self.url),
+                error.message
+            );
             return Err(error);
         }
         self.cache(status.as_u16(), &body)

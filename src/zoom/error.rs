@@ -107,10 +107,57 @@ impl ZoomError {
         } else {
             "request failed"
         };
-        // reqwest's Display carries the URL, never a header.
-        Self::local(ErrorKind::Transient, None, format!("{what}: {error}"))
+        // reqwest's Display carries the URL, never a header; its sources
+        // say why (a name that does not resolve, a refused connection).
+        Self::local(
+            ErrorKind::Transient,
+            None,
+            format!("{what}: {}", with_causes(error)),
+        )
     }
 
+    /// As [`ZoomError::from_transport`] for a request to `url`, whose
+    /// error carries no URL (it had a secret in its query): the message
+    /// names the URL without its query or user info.
+    pub fn from_transport_to(error: &reqwest::Error, url: &str) -> Self {
+        let mut named = Self::from_transport(error);
+        named.message = truncate(format!("{} ({})", named.message, safe_url(url)));
+        named
+    }
+}
+
+/// An error and its sources, `: `-joined (reqwest's own Display stops at
+/// "error sending request").
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// `url` fit for a message: no user info, query or fragment (they may
+/// hold secrets).
+pub fn safe_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+impl ZoomError {
     pub fn is_retryable(&self) -> bool {
         matches!(self.kind, ErrorKind::RateLimited | ErrorKind::Transient)
     }
@@ -155,6 +202,40 @@ impl fmt::Display for ZoomError {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn a_url_in_a_message_keeps_no_user_info_or_query() {
+        assert_eq!(
+            safe_url("https://u:pw@zoom.example/oauth/token?account_id=acct#x"),
+            "https://zoom.example/oauth/token"
+        );
+        assert_eq!(safe_url("not a url"), "(not a URL)");
+    }
+
+    #[tokio::test]
+    async fn a_transport_error_says_why_and_where() {
+        // Port 9 of loopback (discard) has no listener here: refused.
+        let error = reqwest::Client::new()
+            .post("http://127.0.0.1:9/oauth/token")
+            .send()
+            .await
+            .unwrap_err();
+        let named = ZoomError::from_transport_to(
+            &error.without_url(),
+            "http://127.0.0.1:9/oauth/token?account_id=a",
+        );
+        assert!(
+            named.message.contains("(http://127.0.0.1:9/oauth/token)"),
+            "{}",
+            named.message
+        );
+        assert!(
+            named.message.to_lowercase().contains("connect"),
+            "{}",
+            named.message
+        );
+        assert!(!named.message.contains("account_id"), "{}", named.message);
+    }
 
     fn classify(status: u16, body: &str) -> ZoomError {
         ZoomError::from_answer(

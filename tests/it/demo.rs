@@ -33,14 +33,19 @@ async fn the_demo_moves_retries_and_dead_letters_against_zoom_fake() {
     let fake = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
         .await
         .expect("zoom-fake starts");
-    let env = |name: &str| {
-        (name.starts_with("ZOOM_") && !name.ends_with("_FILE")).then(|| "demo".to_owned())
+    // docker-compose.yml's demo credentials, which the demo seed accepts.
+    let env = |name: &str| match name {
+        "ZOOM_ACCOUNT_ID" => Some("demo-account".to_owned()),
+        "ZOOM_CLIENT_ID" => Some("demo-client".to_owned()),
+        "ZOOM_CLIENT_SECRET" => Some("demo-secret".to_owned()),
+        _ => None,
     };
     let demo = Settings::load(&demo_file("config.toml"), &env).expect("demo config loads");
     let mut app = TestApp::spawn_with(|s| {
         // The demo's own settings; only the addresses and queue names are
         // the test's.
         s.zoom = demo.zoom.clone();
+        s.credentials = demo.credentials.clone();
         s.zoom.api_base_url = fake.api_base_url();
         s.zoom.oauth_token_url = fake.token_url();
         s.retry = demo.retry.clone();

@@ -228,6 +228,7 @@ impl TestApp {
                 .await
                 .expect("declare test queue");
         }
+        declare_input_exchange(&settings.amqp).await;
         Self {
             zoom,
             http: settings.http.listen,
@@ -534,6 +535,7 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
         let queues = [self.queue.clone(), self.dead_letter_queue.clone()];
+        let exchange = self.settings.amqp.input_exchange();
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -553,6 +555,9 @@ impl Drop for TestApp {
                             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                             .await;
                     }
+                    let _ = channel
+                        .exchange_delete(exchange.as_str().into(), Default::default())
+                        .await;
                 }
                 let _ = connection.close(200, "test done".into()).await;
             });
@@ -722,4 +727,20 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64
+}
+
+/// The receiver's exchange, declared and bound to `amqp.queue` as the
+/// daemon does, for tests that run the receiver (or publish) without one.
+pub async fn declare_input_exchange(amqp: &AmqpSettings) {
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("test connection to the broker");
+    let owner = AmqpSettings {
+        declare_topology: true,
+        ..amqp.clone()
+    };
+    Topology::new(&owner)
+        .ensure_input_exchange(&connection)
+        .await;
+    let _ = connection.close(200, "declared".into()).await;
 }

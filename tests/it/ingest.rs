@@ -55,6 +55,7 @@ impl Receiver {
             queue: queue.clone(),
             ..AmqpSettings::default()
         };
+        crate::helpers::declare_input_exchange(&amqp).await;
         let secrets = Secrets::parse(SECRET).expect("secret");
         let shutdown = CancellationToken::new();
         let server = ingest::serve(
@@ -122,6 +123,12 @@ impl Receiver {
         let _ = self
             .channel
             .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        // The receiver's exchange (`<queue>.in`, the default name).
+        let exchange = format!("{}.in", self.queue);
+        let _ = self
+            .channel
+            .exchange_delete(exchange.as_str().into(), Default::default())
             .await;
     }
 }

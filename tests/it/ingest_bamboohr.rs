@@ -77,6 +77,7 @@ impl Receiver {
             queue: queue.clone(),
             ..AmqpSettings::default()
         };
+        crate::helpers::declare_input_exchange(&amqp).await;
         let settings = BambooHrSettings {
             company_domain: "acme".into(),
             api_base_url: format!("{}/api/gateway.php", api.uri()),
@@ -213,6 +214,12 @@ impl Receiver {
         let _ = self
             .channel
             .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        // The receiver's exchange (`<queue>.in`, the default name).
+        let exchange = format!("{}.in", self.queue);
+        let _ = self
+            .channel
+            .exchange_delete(exchange.as_str().into(), Default::default())
             .await;
     }
 }
@@ -606,22 +613,100 @@ async fn ingest_bamboohr_one_refused_employee_does_not_drop_the_others() {
 
 /// Two webhooks about one employee in the same second, the department
 /// changed between them: both are published (the second is no duplicate);
-/// the same request again publishes nothing.
+/// the same request again publishes nothing and costs no lookup.
 #[tokio::test]
 async fn ingest_bamboohr_two_changes_in_one_second_are_two_events() {
     let r = Receiver::start().await;
     let ts = unix_now().to_string();
-    let body = webhook(&["department"]);
-    for department in ["Sales", "Support"] {
+    let bodies = [
+        webhook(&["department"]),
+        webhook(&["department", "division"]),
+    ];
+    for (department, body) in ["Sales", "Support"].into_iter().zip(&bodies) {
         r.api.reset().await;
         r.api_answers(employee_answer(department, "ann@example.com"))
             .await;
-        let (status, _, text) = r.post_signed(&ts, &body).await;
+        let (status, _, text) = r.post_signed(&ts, body).await;
         assert_eq!((status, text.contains("accepted")), (202, true), "{text}");
         assert_eq!(next_event(&r).await["new_department"], department);
     }
-    let (status, _, text) = r.post_signed(&ts, &body).await;
+    let calls = r.api_calls().await;
+    let (status, _, text) = r.post_signed(&ts, &bodies[1]).await;
     assert_eq!((status, text.contains("duplicate")), (202, true), "{text}");
     assert_eq!(r.ready_messages().await, 0);
+    assert_eq!(r.api_calls().await, calls, "a copy costs no lookup");
+    r.stop().await;
+}
+
+/// A webhook naming `ids`, each a department change, in the documented
+/// `fields.employees` shape.
+fn employees_webhook(ids: &[String]) -> Vec<u8> {
+    let employees: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| json!({"action": "Updated", "changedFields": ["Department"], "id": id}))
+        .collect();
+    json!({ "employees": employees }).to_string().into_bytes()
+}
+
+/// Six copies of one signed webhook naming three employees cost three
+/// lookups: the copy is known before any lookup (two in turn, four at
+/// once), answered 202 `duplicate`, and publishes nothing more.
+#[tokio::test]
+async fn ingest_bamboohr_copies_of_one_webhook_cost_one_lookup_per_employee() {
+    let r = Arc::new(Receiver::start().await);
+    let ids: Vec<String> = (1..=3).map(|i| format!("{i}00")).collect();
+    for id in &ids {
+        let email = format!("e{id}@example.com");
+        r.api_answers_for(id, employee_answer("Sales", &email))
+            .await;
+    }
+    let body = employees_webhook(&ids);
+    let ts = unix_now().to_string();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        answers.push(r.post_signed(&ts, &body).await);
+    }
+    let together: Vec<_> = (0..4)
+        .map(|_| {
+            let (r, ts, body) = (Arc::clone(&r), ts.clone(), body.clone());
+            tokio::spawn(async move { r.post_signed(&ts, &body).await })
+        })
+        .collect();
+    for copy in together {
+        answers.push(copy.await.unwrap());
+    }
+    assert_eq!(r.api_calls().await, 3, "one lookup per employee");
+    assert!(answers[0].2.contains("accepted"), "{answers:?}");
+    for (status, _, text) in &answers[1..] {
+        assert_eq!((*status, text.contains("duplicate")), (202, true), "{text}");
+    }
+    assert_eq!(r.ready_messages().await, 3);
+    let metrics = r.metrics().await;
+    assert!(
+        metrics.contains(r#"source="bamboohr",result="duplicate"} 5"#),
+        "{metrics}"
+    );
+    Arc::into_inner(r).expect("one owner").stop().await;
+}
+
+/// One employee over the cap and the webhook is refused whole: 413 naming
+/// the cap (final: BambooHR retries only 5xx), no lookup, nothing published.
+#[tokio::test]
+async fn ingest_bamboohr_a_webhook_over_the_employee_cap_costs_no_lookup() {
+    use zoom_dept_sync::ingest::bamboohr::MAX_EMPLOYEES;
+    let r = Receiver::start().await;
+    let ids: Vec<String> = (0..=MAX_EMPLOYEES).map(|i| i.to_string()).collect();
+    let (status, _, text) = r
+        .post_signed(&unix_now().to_string(), &employees_webhook(&ids))
+        .await;
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains(&MAX_EMPLOYEES.to_string()), "{text}");
+    assert_eq!(r.api_calls().await, 0);
+    assert_eq!(r.ready_messages().await, 0);
+    let metrics = r.metrics().await;
+    assert!(
+        metrics.contains(r#"source="bamboohr",result="too_large"} 1"#),
+        "{metrics}"
+    );
     r.stop().await;
 }

@@ -1,8 +1,11 @@
 //! Integration tests: the daemon against the real broker (`AMQP_URL`, or a
 //! RabbitMQ container) and a wiremock Zoom. One crate so it links once.
 
+mod big_messages;
 mod brake;
 mod broker_limits;
+mod clumsy_hands;
+mod compose;
 mod config_errors;
 mod credentials;
 mod dead_letters;
@@ -11,6 +14,7 @@ mod deploy;
 mod explain;
 mod faults;
 mod helpers;
+mod hostile_output;
 mod http_limits;
 mod ingest;
 mod ingest_bamboohr;

@@ -46,14 +46,20 @@ const DEFAULT_EXCHANGE: &str = r"^amq\.default$";
 /// README: the daemon; `declare` is `amqp.declare_topology`.
 fn daemon(queue: &str, declare: bool) -> Permissions {
     let q = regex_escape(queue);
-    Permissions {
-        configure: if declare {
-            format!(r"^{q}(\.dead)?$")
-        } else {
-            String::new()
-        },
-        write: DEFAULT_EXCHANGE.into(),
-        read: format!("^{q}$"),
+    if declare {
+        // The receiver's exchange `<queue>.in` too: declare it, bind the
+        // input queue to it (write on the queue, read on the exchange).
+        Permissions {
+            configure: format!(r"^{q}(\.dead|\.in)?$"),
+            write: format!(r"^(amq\.default|{q})$"),
+            read: format!(r"^{q}(\.in)?$"),
+        }
+    } else {
+        Permissions {
+            configure: String::new(),
+            write: DEFAULT_EXCHANGE.into(),
+            read: format!("^{q}$"),
+        }
     }
 }
 
@@ -66,9 +72,9 @@ fn daemon_with_trail(queue: &str, exchange: &str, stream: &str, declare: bool) -
     );
     if declare {
         Permissions {
-            configure: format!(r"^({q}(\.dead)?|{x}|{s})$"),
-            write: format!(r"^(amq\.default|{x}|{s})$"),
-            read: format!("^({q}|{x})$"),
+            configure: format!(r"^({q}(\.dead|\.in)?|{x}|{s})$"),
+            write: format!(r"^(amq\.default|{q}|{x}|{s})$"),
+            read: format!(r"^({q}(\.in)?|{x})$"),
         }
     } else {
         Permissions {
@@ -79,11 +85,11 @@ fn daemon_with_trail(queue: &str, exchange: &str, stream: &str, declare: bool) -
     }
 }
 
-/// README: the receiver (`ingest`), `publish` and `reconcile --apply`.
-fn publisher() -> Permissions {
+/// README: the receiver alone (`ingest`, `run --with-ingest`'s receiver).
+fn receiver(amqp: &AmqpSettings) -> Permissions {
     Permissions {
         configure: String::new(),
-        write: DEFAULT_EXCHANGE.into(),
+        write: format!("^{}$", regex_escape(&amqp.input_exchange())),
         read: String::new(),
     }
 }
@@ -360,6 +366,11 @@ async fn the_daemon_that_declares_its_queues_needs_only_the_documented_permissio
     // A fresh deployment: the daemon creates the queues itself.
     app.delete_queue(&app.queue).await;
     app.delete_queue(&app.dead_letter_queue).await;
+    let exchange = app.settings.amqp.input_exchange();
+    app.channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await
+        .expect("delete the receiver's exchange");
     mount_zoom(&app).await;
     let user = BrokerUser::create("daemon", "", &daemon(&app.queue, true)).await;
 
@@ -381,6 +392,72 @@ async fn the_daemon_that_declares_its_queues_needs_only_the_documented_permissio
             .unwrap_or_else(|e| panic!("{queue}: {e}"));
     }
     guest.close().await;
+    // And the receiver's exchange, bound: the receiver's events arrive.
+    let receiver = BrokerUser::create("ingest", "", &receiver(&app.settings.amqp)).await;
+    let publish = EventPublisher::new(&receiver.amqp(&app.settings.amqp));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    publish
+        .publish(
+            good_event("priv-a-in").to_string().as_bytes(),
+            "priv-a-in",
+            deadline,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("through the exchange the daemon declared: {e}"));
+    publish.close().await;
+    assert_eq!(
+        app.queue_state(&app.queue).await.0,
+        1,
+        "routed to the input queue"
+    );
+}
+
+/// No exchange (`declare_topology = false` and the operator has not made
+/// it): the receiver's publish fails with an error that names it, rather
+/// than the event vanishing.
+#[tokio::test]
+async fn without_its_exchange_the_receiver_says_which_is_missing() {
+    let app = TestApp::prepare_with(|s| s.amqp.input_exchange = Some(unique_name("nowhere"))).await;
+    let exchange = app.settings.amqp.input_exchange();
+    app.channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await
+        .expect("delete the receiver's exchange");
+    let publish = EventPublisher::new(&app.settings.amqp);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let error = publish
+        .publish(b"{}", "priv-g", deadline)
+        .await
+        .expect_err("no exchange, no publish");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("exchange {exchange} does not exist")),
+        "{error}"
+    );
+    // Bound to nothing: the broker returns the event (mandatory).
+    app.channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Direct,
+            lapin::options::ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+    let error = publish
+        .publish(b"{}", "priv-g", deadline)
+        .await
+        .expect_err("no binding, no publish");
+    assert!(
+        error.to_string().contains("routes nothing to queue"),
+        "{error}"
+    );
+    publish.close().await;
+    let _ = app
+        .channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await;
 }
 
 /// `amqp.declare_topology = false`: the queues exist (the operator's), the
@@ -393,7 +470,7 @@ async fn the_daemon_on_an_existing_topology_needs_only_write_and_read() {
     let app = TestApp::prepare_with(|s| s.amqp.declare_topology = false).await;
     mount_zoom(&app).await;
     let user = BrokerUser::create("daemon", "", &daemon(&app.queue, false)).await;
-    let receiver = BrokerUser::create("ingest", "", &publisher()).await;
+    let receiver = BrokerUser::create("ingest", "", &receiver(&app.settings.amqp)).await;
 
     let daemon = Daemon::spawn(&as_user(&app, &user));
     wait_until_consuming(&app).await;
@@ -634,6 +711,13 @@ async fn the_operator_commands_need_only_the_documented_permissions() {
             "{code}\n{out}{err}"
         );
     }
+    assert!(
+        out.contains(&format!(
+            "[ok]   input exchange: {} exists (the receiver publishes through it)",
+            app.settings.amqp.input_exchange()
+        )),
+        "{code}\n{out}{err}"
+    );
 
     let (code, out, err) = commands.run(&["dead-letters", "list", "--json"]).await;
     assert_eq!(code, 0, "{out}{err}");
@@ -686,4 +770,135 @@ async fn the_operator_commands_need_only_the_documented_permissions() {
         err.contains("ACCESS_REFUSED") && err.contains("needs configure and read"),
         "{err}"
     );
+}
+
+/// As `user`, publishes `body` through `exchange` with `routing_key`,
+/// `mandatory`, and waits for the confirm: `Ok(true)` routed and taken,
+/// `Ok(false)` returned unroutable, `Err` refused (the broker closes the
+/// channel: ACCESS_REFUSED).
+async fn forge(
+    user: &BrokerUser,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<bool, String> {
+    let connection = Connection::connect(&user.url(), ConnectionProperties::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| e.to_string())?;
+    channel
+        .confirm_select(Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let confirmed = async {
+        channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                options,
+                body,
+                properties,
+            )
+            .await?
+            .await
+    };
+    let answer = match tokio::time::timeout(Duration::from_secs(10), confirmed).await {
+        Err(_) => Err("no confirm".to_owned()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(confirmation)) if confirmation.is_nack() => Err("nacked".to_owned()),
+        Ok(Ok(confirmation)) => Ok(confirmation.take_message().is_none()),
+    };
+    let _ = connection.close(200, "done".into()).await;
+    answer
+}
+
+/// The receiver's documented grant publishes events end to end, and
+/// nothing else: neither a dead letter (the dead-letter queue, through the
+/// default exchange or through its own exchange) nor an audit-trail record
+/// (the outcome exchange), which `dead-letters` and `history` would show as
+/// genuine.
+#[tokio::test]
+async fn the_receiver_publishes_events_but_can_forge_no_dead_letter_and_no_trail_record() {
+    let trail = Trail::new();
+    let mut app = TestApp::prepare_with(|s| s.outcomes = trail.settings("1h")).await;
+    mount_zoom(&app).await;
+    app.start().await;
+    let receiver = BrokerUser::create("ingest", "", &receiver(&app.settings.amqp)).await;
+
+    let publish = EventPublisher::new(&receiver.amqp(&app.settings.amqp));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = good_event("priv-f-ok").to_string();
+    publish
+        .publish(body.as_bytes(), "priv-f-ok", deadline)
+        .await
+        .unwrap_or_else(|e| panic!("the receiver publishes an event: {e}"));
+    publish.close().await;
+    eventually("Zoom gets the PATCH", Duration::from_secs(20), || async {
+        patches(&app).await == 1
+    })
+    .await;
+
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "failure-reason".into(),
+        AMQPValue::LongString(LongString::from("zoom_rejected")),
+    );
+    let forged_letter = BasicProperties::default()
+        .with_message_id("priv-f-forged".into())
+        .with_headers(headers);
+    let forged = good_event("priv-f-forged").to_string();
+    let dead = app.dead_letter_queue.clone();
+    let exchange = app.settings.amqp.input_exchange();
+    for (through, key) in [("", dead.as_str()), (exchange.as_str(), dead.as_str())] {
+        let sent = forge(
+            &receiver,
+            through,
+            key,
+            forged.as_bytes(),
+            forged_letter.clone(),
+        )
+        .await;
+        assert!(
+            !matches!(sent, Ok(true)),
+            "a dead letter through {through:?} must be refused or unroutable: {sent:?}"
+        );
+    }
+    let record = serde_json::json!({
+        "id": "forged", "event_id": "priv-f-forged", "result": "applied",
+        "processed_at": "2026-12-01T00:00:00Z", "attempts": 1, "duration_ms": 1,
+    });
+    let sent = forge(
+        &receiver,
+        &trail.exchange,
+        "applied",
+        record.to_string().as_bytes(),
+        BasicProperties::default(),
+    )
+    .await;
+    assert!(
+        matches!(&sent, Err(e) if e.contains("ACCESS_REFUSED")),
+        "a trail record must be refused: {sent:?}"
+    );
+
+    app.stop().await;
+    assert_eq!(
+        app.queue_state(&app.dead_letter_queue).await.0,
+        0,
+        "no dead letter"
+    );
+    let records = trail.records(&app).await;
+    assert!(
+        trail::of(&records, "priv-f-forged").is_empty(),
+        "{records:?}"
+    );
+    assert_eq!(trail::of(&records, "priv-f-ok").len(), 1, "{records:?}");
+    trail.delete(&app).await;
 }

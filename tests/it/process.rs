@@ -37,6 +37,17 @@ impl DaemonProcess {
     /// `(name, Some(value))` sets a variable, `(name, None)` leaves one of
     /// the usual ones (`AMQP_URL`, the `ZOOM_*` secrets) unset.
     pub fn start_with_env(config: &str, args: &[&str], env: &[(&str, Option<&str>)]) -> Self {
+        Self::start_logging_to(config, args, env, None)
+    }
+
+    /// As [`DaemonProcess::start_with_env`]; with `pipe`, stdout and stderr
+    /// go to it instead of the log file (a test closes its other end).
+    pub fn start_logging_to(
+        config: &str,
+        args: &[&str],
+        env: &[(&str, Option<&str>)],
+        pipe: Option<std::io::PipeWriter>,
+    ) -> Self {
         let mut vars: BTreeMap<String, String> = [
             ("AMQP_URL", amqp_url().as_str()),
             ("ZOOM_ACCOUNT_ID", ACCOUNT_ID),
@@ -64,8 +75,14 @@ impl DaemonProcess {
             .env_clear()
             .envs(&vars)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("log file"))
+            .stdout(match &pipe {
+                Some(pipe) => Stdio::from(pipe.try_clone().expect("pipe")),
+                None => Stdio::null(),
+            })
+            .stderr(match pipe {
+                Some(pipe) => Stdio::from(pipe),
+                None => Stdio::from(File::create(&log).expect("log file")),
+            })
             .spawn()
             .expect("start the daemon");
         Self {

@@ -276,3 +276,76 @@ async fn seventy_unknown_users_leave_the_daemon_consuming() {
     );
     app.stop_and_assert_queues_empty().await;
 }
+
+/// Issue 21: a browser page on another origin can POST to loopback (a
+/// `text/plain` form needs no preflight). `POST /resume` and
+/// `POST /brake/clear` refuse any request with an `Origin` header or without
+/// a JSON content type (403), and the quarantine stays; the CLI's request
+/// passes.
+#[tokio::test]
+async fn a_cross_site_resume_is_refused_and_the_quarantine_stays() {
+    const EVENTS: usize = 8;
+    let zoom = zoom_without_the_sales_group(EVENTS).await;
+    let mut app = app_on(&zoom, |s| {
+        s.worker.concurrency = 1;
+        s.worker.quarantine_window = 10;
+        s.worker.quarantine_threshold = 3;
+    })
+    .await;
+    app.publish_moves(EVENTS).await;
+    assert_eq!(wait_until_stopped(&app, EVENTS as u32).await, (3, 5));
+
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let json = "application/json";
+    let attempts: [(&str, Option<&str>, Option<&str>); 6] = [
+        ("resume", Some(json), Some("http://evil.example")),
+        ("resume", Some(json), Some("null")),
+        ("resume", Some("text/plain"), None),
+        ("resume", Some("application/x-www-form-urlencoded"), None),
+        ("resume", None, None),
+        ("brake/clear", Some("text/plain"), None),
+    ];
+    for (path, content_type, origin) in attempts {
+        let mut request = client
+            .post(format!("http://{}/{path}", app.http))
+            .body("{}");
+        if let Some(value) = content_type {
+            request = request.header("content-type", value);
+        }
+        if let Some(value) = origin {
+            request = request.header("origin", value);
+        }
+        let answer = request.send().await.expect("the daemon answers");
+        let status = answer.status().as_u16();
+        let body = answer.text().await.unwrap_or_default();
+        assert_eq!(
+            status, 403,
+            "{path} with {content_type:?} from {origin:?}: {body}"
+        );
+        assert!(
+            body.contains("Origin") && body.contains("application/json"),
+            "{body}"
+        );
+    }
+    let (status, why) = app.http_get("/readyz").await;
+    assert!(
+        status == 503 && why.contains("4130"),
+        "still quarantined: {why}"
+    );
+    assert_eq!(
+        app.queue_state(&app.queue).await,
+        (5, 0),
+        "nothing consumed"
+    );
+
+    zoom.clear_faults();
+    request_resume(app.http)
+        .await
+        .expect("the CLI's resume passes");
+    eventually("the rest is applied", Duration::from_secs(20), || async {
+        users_in_sales(&zoom, EVENTS) == EVENTS - 3
+    })
+    .await;
+    app.stop().await;
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+}

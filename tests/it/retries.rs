@@ -157,7 +157,9 @@ async fn a_429_retry_is_not_sent_before_an_iso_8601_retry_after() {
 
 #[tokio::test]
 async fn a_401_with_code_124_fetches_a_new_token_and_retries_once() {
-    let mut app = TestApp::spawn().await;
+    // The scripted token endpoint is there before the daemon starts: it
+    // fetches its first token at start-up.
+    let mut app = TestApp::prepare_with(|_| {}).await;
     let tokens = Script::new(vec![
         ResponseTemplate::new(200)
             .set_body_json(serde_json::json!({"access_token": "token-1", "expires_in": 3600})),
@@ -170,6 +172,7 @@ async fn a_401_with_code_124_fetches_a_new_token_and_retries_once() {
         .with_priority(1)
         .mount(&app.zoom)
         .await;
+    app.start().await;
     app.answer_patches(Script::new(vec![
         zoom_error(401, 124, "Invalid access token."),
         ResponseTemplate::new(204),

@@ -36,7 +36,7 @@ impl Tool {
         Self { _dir: dir, config }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"));
         command
             .args(args)
@@ -52,7 +52,7 @@ impl Tool {
     }
 
     /// Runs a command to its end: (exit code, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
         output(self.command(args).output().expect("run zoom-dept-sync"))
     }
 
@@ -64,7 +64,7 @@ impl Tool {
     }
 }
 
-fn output(output: Output) -> (i32, String, String) {
+pub fn output(output: Output) -> (i32, String, String) {
     let Output {
         status,
         stdout,

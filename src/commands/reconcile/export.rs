@@ -5,8 +5,9 @@
 //! header without the needed columns is a usage error.
 
 use std::collections::HashMap;
-use std::fs::{File, FileType, Metadata};
+use std::fs::{FileType, Metadata};
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use csv::ByteRecord;
@@ -163,8 +164,7 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ExportError> {
         source,
     };
     regular(path, &std::fs::metadata(path).map_err(open)?, limit)?;
-    let file = File::open(path).map_err(open)?;
-    regular(path, &file.metadata().map_err(open)?, limit)?;
+    let file = open_regular(path, limit)?;
     let mut data = Vec::new();
     file.take(limit.saturating_add(1))
         .read_to_end(&mut data)
@@ -176,6 +176,23 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ExportError> {
         });
     }
     Ok(data)
+}
+
+/// Opens `path` non-blocking, so a path swapped for a FIFO after the
+/// check cannot hang the open, and checks the open file's own kind and
+/// size (what counts from here on). Reading a regular file ignores the flag.
+fn open_regular(path: &Path, limit: u64) -> Result<std::fs::File, ExportError> {
+    let open = |source| ExportError::Open {
+        path: path.into(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(open)?;
+    regular(path, &file.metadata().map_err(open)?, limit)?;
+    Ok(file)
 }
 
 fn regular(path: &Path, metadata: &Metadata, limit: u64) -> Result<(), ExportError> {
@@ -480,6 +497,37 @@ mod tests {
             limit: MAX_EXPORT_BYTES,
         };
         assert!(e.to_string().contains("over the limit of 64 MiB"), "{e}");
+    }
+
+    /// A path that became a FIFO after the first check: opening it does
+    /// not wait for a writer (it would block for ever), and the open file
+    /// is refused as what it is.
+    #[test]
+    fn reconcile_export_swapped_for_a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("export.csv");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_regular(&fifo, 10).err().map(|e| e.to_string()));
+        });
+        let refused = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("opening a FIFO must not block");
+        assert!(refused.unwrap().contains("a FIFO"));
+    }
+
+    /// A file that has more to read than its size said (it grew after the
+    /// check; a `/proc` file always does: its size is 0) is still read no
+    /// further than the limit, and refused.
+    #[test]
+    fn reconcile_export_growing_past_the_limit_after_the_check_is_refused() {
+        let growing = Path::new("/proc/self/mountinfo");
+        let stat = std::fs::metadata(growing).unwrap();
+        assert!(stat.is_file() && stat.len() == 0, "{stat:?}");
+        let e = read_bounded(growing, 8).err().unwrap();
+        assert!(matches!(e, ExportError::TooLarge { limit: 8, .. }), "{e}");
     }
 
     /// Lines as an editor counts them, whatever the line ends (HR tools

@@ -16,6 +16,7 @@ use clap::Args;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::output_file::OutputFile;
 use super::{ConfigArg, Exit, full_settings, output};
 use crate::broker::admin::Admin;
 use crate::config::Settings;
@@ -42,7 +43,8 @@ pub struct ReconcileArgs {
     /// Print the plan as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Also write the plan as JSON to this file.
+    /// Also write the plan as JSON to this file: a new file, mode 0600; an
+    /// existing path (or symlink) is refused before anything is read.
     #[arg(long)]
     plan_out: Option<PathBuf>,
     #[arg(long, default_value = "email")]
@@ -84,6 +86,7 @@ pub async fn run(args: ReconcileArgs) -> Exit {
 
 async fn reconcile(args: ReconcileArgs) -> Result<Exit, Exit> {
     let settings = full_settings(&args.config.config).map_err(super::config_error)?;
+    let mut plan_out = plan_file(&args)?;
     let export = read_export(&args)?;
     let client = Client::new(&settings, Arc::new(Metrics::new())).map_err(|e| {
         eprintln!("zoom-dept-sync reconcile: {e}");
@@ -118,7 +121,7 @@ async fn reconcile(args: ReconcileArgs) -> Result<Exit, Exit> {
         events: event_lines(&events),
         published: None,
     };
-    show(&args, &report)?;
+    show(&args, &report, plan_out.as_mut())?;
     warn_unidentified(&args, &export);
     let mut exit = problems_if(!export.unreadable.is_empty());
     if args.apply {
@@ -135,7 +138,7 @@ async fn reconcile(args: ReconcileArgs) -> Result<Exit, Exit> {
             published: Some(published),
             ..report
         };
-        write_plan(&args, &report)?;
+        write_plan(plan_out.as_mut(), &report)?;
     }
     Ok(exit)
 }
@@ -220,27 +223,41 @@ async fn make_plan(
 }
 
 /// Prints the plan and writes `--plan-out`.
-fn show(args: &ReconcileArgs, report: &Report<'_>) -> Result<(), Exit> {
+fn show(
+    args: &ReconcileArgs,
+    report: &Report<'_>,
+    plan_out: Option<&mut OutputFile>,
+) -> Result<(), Exit> {
     let json = output::json(report);
     if args.json {
         println!("{json}");
     } else {
         println!("{}", print::table(report));
     }
-    write_plan(args, report)
+    write_plan(plan_out, report)
+}
+
+/// `--plan-out`, created before anything is read, so an existing path
+/// stops the run before it costs a Zoom call.
+fn plan_file(args: &ReconcileArgs) -> Result<Option<OutputFile>, Exit> {
+    args.plan_out
+        .as_deref()
+        .map(|path| OutputFile::create("--plan-out", path))
+        .transpose()
+        .map_err(|e| {
+            eprintln!("zoom-dept-sync reconcile: {e}");
+            Exit::Usage
+        })
 }
 
 /// `--plan-out`: the JSON plan (again after publishing, with `published`).
-fn write_plan(args: &ReconcileArgs, report: &Report<'_>) -> Result<(), Exit> {
-    let json = output::json(report);
-    if let Some(path) = &args.plan_out {
-        std::fs::write(path, format!("{json}\n")).map_err(|e| {
-            eprintln!(
-                "zoom-dept-sync reconcile: cannot write {}: {e}",
-                path.display()
-            );
-            Exit::Problems
-        })?;
+fn write_plan(plan_out: Option<&mut OutputFile>, report: &Report<'_>) -> Result<(), Exit> {
+    if let Some(file) = plan_out {
+        file.replace(&format!("{}\n", output::json(report)))
+            .map_err(|e| {
+                eprintln!("zoom-dept-sync reconcile: {e}");
+                Exit::Problems
+            })?;
     }
     Ok(())
 }

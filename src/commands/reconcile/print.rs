@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::export::Unreadable;
 use crate::commands::output;
+use crate::commands::printable::Printable;
 use crate::reconcile::{Entry, Plan};
 
 /// Everything a run decided, as `--json` and `--plan-out` write it.
@@ -50,7 +51,8 @@ pub fn table(report: &Report<'_>) -> String {
     for bad in report.unreadable_rows {
         text.push_str(&format!(
             "\nline {}: unreadable, left out: {}",
-            bad.line, bad.problem
+            bad.line,
+            Printable(&bad.problem)
         ));
     }
     text

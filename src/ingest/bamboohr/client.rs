@@ -139,7 +139,7 @@ impl Client {
             .timeout(left)
             .send()
             .await
-            .map_err(|e| LookupError::unavailable(e.to_string()))?;
+            .map_err(|e| LookupError::unavailable(crate::zoom::error::with_causes(&e)))?;
         let status = response.status();
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             return Err(LookupError::Unavailable {
@@ -153,7 +153,7 @@ impl Client {
         let body = response
             .bytes()
             .await
-            .map_err(|e| LookupError::unavailable(e.to_string()))?;
+            .map_err(|e| LookupError::unavailable(crate::zoom::error::with_causes(&e)))?;
         if body.len() > MAX_BODY_BYTES {
             return Err(LookupError::Unreadable(format!(
                 "{} bytes, over {MAX_BODY_BYTES}",

@@ -1,7 +1,9 @@
 //! `POST /v1/bamboohr`: a BambooHR webhook becomes email-keyed events.
 //!
 //! Size, signature, payload ([`payload`]: BambooHR's documented shapes, JSON
-//! or Form Post), then per employee it names: read the current department
+//! or Form Post), the employee cap ([`MAX_EMPLOYEES`]), the copy check (the
+//! same signed request again costs no lookup: [`webhook_key`]), then per
+//! employee it names: read the current department
 //! and work email from BambooHR's API, build the event, validate it as the
 //! consumer will, publish it once (the event id is the idempotency key):
 //! - a department change (`employee.updated` naming `department`) and a new
@@ -14,7 +16,9 @@
 //!   ignored otherwise.
 //!
 //! Answers: 202 accepted / duplicate / ignored (nothing to act on);
-//! 400 an unreadable body; 401 signature; 413 size; 422 when BambooHR's API
+//! 400 an unreadable body; 401 signature; 413 size, or more than
+//! [`MAX_EMPLOYEES`] employees (final: BambooHR does not retry a 4xx;
+//! `reconcile` brings the rest); 422 when BambooHR's API
 //! refuses the lookup with a 4xx (no such employee, a bad API key) or
 //! answers data that is no valid event (no work email): the sender's retry
 //! would not help (BambooHR retries only 5xx answers), so it is not asked
@@ -38,7 +42,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::time::{Instant, timeout_at};
 
 use super::events::{accepted, error_response, now, read_body, text, unavailable};
-use super::idempotency::Once;
+use super::idempotency::{self, Once, Seen};
 use super::metrics::Answer;
 use super::{ANSWER_WITHIN, Ingest};
 use crate::config::{BambooHrSettings, OnDelete, RetrySettings};
@@ -49,6 +53,17 @@ use signature::{Headers, WebhookKey};
 
 /// The metrics' `source` label.
 const SOURCE: &str = "bamboohr";
+/// The most employees one webhook may name. Each costs a BambooHR API call
+/// within the answer's 1.8 s, so a webhook naming many more could not be
+/// answered in time anyway, and would be retried whole (each retry costing
+/// every lookup again). Over it, the webhook is refused with 413 before
+/// any lookup, and counted as `too_large`.
+pub const MAX_EMPLOYEES: usize = 100;
+/// A signed request is accepted while its timestamp is within
+/// [`signature::TOLERANCE_SECS`] of the clock either way, so a copy can come
+/// at most twice that after the first: remembered that long.
+const REMEMBER_WEBHOOKS: std::time::Duration =
+    std::time::Duration::from_secs(2 * signature::TOLERANCE_SECS.unsigned_abs() + 60);
 /// Kept free of the lookup for publishing to the broker.
 const PUBLISH_RESERVE: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -57,6 +72,8 @@ pub struct BambooHr {
     key: WebhookKey,
     client: Client,
     on_delete: OnDelete,
+    /// Signed requests handled (see [`webhook_key`]): a copy costs no lookup.
+    webhooks: Seen,
 }
 
 impl BambooHr {
@@ -71,6 +88,7 @@ impl BambooHr {
             key,
             client: Client::new(settings, retry, api_key, https_only)?,
             on_delete: settings.on_delete,
+            webhooks: Seen::new(idempotency::CAPACITY, REMEMBER_WEBHOOKS),
         })
     }
 }
@@ -136,9 +154,87 @@ async fn handle(
     if notices.is_empty() {
         return (Answer::Ignored, accepted("ignored"));
     }
+    if notices.len() > MAX_EMPLOYEES {
+        return too_many(notices.len());
+    }
+    once_per_webhook(
+        ingest,
+        hr,
+        &notices,
+        &webhook_key(timestamp, &body),
+        timestamp,
+        deadline,
+    )
+    .await
+}
+
+/// The employees of a webhook, unless the same signed request was handled
+/// already (then 202 `duplicate`, no lookup). A 503 leaves it unhandled, so
+/// BambooHR's retry looks the employees up again; any other answer is final.
+async fn once_per_webhook(
+    ingest: &Ingest,
+    hr: &BambooHr,
+    notices: &[Notice],
+    key: &str,
+    timestamp: i64,
+    deadline: Instant,
+) -> Answered {
+    let mut answered = None;
+    let once = hr
+        .webhooks
+        .once(key, async {
+            let done = employees(ingest, hr, notices, timestamp, deadline).await;
+            if done.0 == Answer::Unavailable {
+                return Err(done);
+            }
+            answered = Some(done);
+            Ok(())
+        })
+        .await;
+    match (once, answered) {
+        (Ok(Once::Published), Some(done)) => done,
+        (Ok(_), _) => (Answer::Duplicate, accepted("duplicate")),
+        (Err(unavailable), _) => unavailable,
+    }
+}
+
+/// SHA-256 of the signed timestamp and the body: what the signature covers.
+/// BambooHR's payload carries no delivery id, so the same bytes under the
+/// same timestamp are one request as far as anyone can tell.
+fn webhook_key(timestamp: i64, body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(timestamp.to_string().as_bytes());
+    hash.update([0]);
+    hash.update(body);
+    format!("{:x}", hash.finalize())
+}
+
+fn too_many(count: usize) -> Answered {
+    tracing::warn!(
+        employees = count,
+        max = MAX_EMPLOYEES,
+        "BambooHR webhook names too many employees; refused with 413, none looked up"
+    );
+    let error = format!(
+        "the webhook names {count} employees, more than the {MAX_EMPLOYEES} one webhook may: \
+         none was looked up; run `reconcile` with an HR export instead"
+    );
+    let response = error_response(StatusCode::PAYLOAD_TOO_LARGE, &error, None);
+    (Answer::TooLarge, response)
+}
+
+/// Each employee: looked up, built, published once.
+async fn employees(
+    ingest: &Ingest,
+    hr: &BambooHr,
+    notices: &[Notice],
+    timestamp: i64,
+    deadline: Instant,
+) -> Answered {
     let mut answer = Answer::Duplicate;
     let mut refused: Option<Answered> = None;
-    for notice in &notices {
+    for notice in notices {
         match change(ingest, hr, notice, timestamp, deadline).await {
             Ok(Once::Published) => answer = Answer::Accepted,
             Ok(Once::Duplicate) => {}

@@ -1,0 +1,152 @@
+//! Messages over the 64 KiB limit: the broker dead-letters them (the daemon
+//! rejects them without requeue, the input queue's dead-letter exchange
+//! routes them), so the daemon never publishes such a body again.
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use zoom_dept_sync::config::QueueType;
+use zoom_dept_sync::event::MAX_PAYLOAD_BYTES;
+
+use crate::helpers::{TestApp, event, groups_of, header_str, mapped_zoom, spawn_zoom, use_zoom};
+use crate::toolbox::Tool;
+
+/// A valid event padded with a `pad` field to exactly `size` bytes.
+fn padded_event(id: &str, size: usize) -> Vec<u8> {
+    let mut body =
+        format!(r#"{{"event_id":"{id}","zoom_user_id":"U9","new_department":"Sales","pad":""#)
+            .into_bytes();
+    body.resize(size - 2, b'x');
+    body.extend_from_slice(b"\"}");
+    body
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_is_dead_lettered_by_the_broker_not_republished() {
+    let zoom = spawn_zoom(mapped_zoom().user("U1", "u1@example.com", &["grp_eng"])).await;
+    let mut app = TestApp::spawn_with(|s| use_zoom(s, &zoom)).await;
+
+    let sizes = [MAX_PAYLOAD_BYTES + 1024, 1024 * 1024];
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "producer".into(),
+        AMQPValue::LongString(LongString::from("hr-export")),
+    );
+    let properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_message_id("big-id".into())
+        .with_headers(headers);
+    for (i, size) in sizes.iter().enumerate() {
+        app.publish_with(
+            &padded_event(&format!("big-{i}"), *size),
+            properties.clone(),
+        )
+        .await;
+    }
+    app.publish_json(event("small", "U1", Some("Engineering"), "Sales"))
+        .await;
+
+    let letters = app.dead_letters(sizes.len()).await;
+    crate::helpers::eventually(
+        "the small event after them is applied",
+        std::time::Duration::from_secs(20),
+        || async { groups_of(&zoom, "U1") == ["grp_sales"] },
+    )
+    .await;
+    for (i, size) in sizes.iter().enumerate() {
+        let letter = letters
+            .iter()
+            .find(|l| l.data == padded_event(&format!("big-{i}"), *size))
+            .unwrap_or_else(|| panic!("the {size}-byte message is in the dead-letter queue"));
+        // The broker's dead letter: the original message, x-death added.
+        assert_eq!(
+            header_str(letter, "failure-reason"),
+            None,
+            "not republished"
+        );
+        assert_eq!(header_str(letter, "producer").as_deref(), Some("hr-export"));
+        assert_eq!(
+            letter.properties.message_id().as_ref().map(|s| s.as_str()),
+            Some("big-id")
+        );
+        assert_eq!(
+            header_str(letter, "x-first-death-reason").as_deref(),
+            Some("rejected"),
+            "dead-lettered by the broker (x-death)"
+        );
+    }
+    app.stop().await;
+    assert_eq!(app.queue_state(&app.queue).await.0, 0, "input queue empty");
+
+    // Listed with a reason that says why (put them back to list them).
+    for letter in &letters {
+        app.channel
+            .basic_publish(
+                "".into(),
+                app.dead_letter_queue.as_str().into(),
+                lapin::options::BasicPublishOptions::default(),
+                &letter.data,
+                letter.properties.clone(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+    let tool = Tool::new(&app, "");
+    let (code, out, err) = tool.run_async(&["dead-letters", "list", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
+    assert_eq!(rows.len(), 2, "{out}");
+    for row in &rows {
+        assert_eq!(row["reason"], "too_large", "{row}");
+        assert!(
+            row["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("65536-byte limit")),
+            "{row}"
+        );
+    }
+
+    // A replay would only be rejected again: it leaves them where they are.
+    let (code, out, err) = tool.run_async(&["dead-letters", "replay", "--yes"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("over the 65536-byte limit"), "{out}");
+    assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 2);
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+}
+
+/// On a quorum queue (dead-letter strategy `at-least-once`, overflow
+/// `reject-publish`) the broker dead-letters the rejected message too.
+#[tokio::test]
+async fn on_a_quorum_queue_the_broker_dead_letters_it_too() {
+    let mut app = TestApp::spawn_with(|s| s.amqp.queue_type = QueueType::Quorum).await;
+    let big = padded_event("big-q", MAX_PAYLOAD_BYTES + 1);
+    app.publish(&big).await;
+    let letters = app.dead_letters(1).await;
+    app.stop().await;
+    assert_eq!(letters[0].data, big);
+    assert_eq!(header_str(&letters[0], "failure-reason"), None);
+    assert_eq!(
+        header_str(&letters[0], "x-first-death-reason").as_deref(),
+        Some("rejected")
+    );
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+}
+
+/// An input queue declared by someone else without our arguments may not
+/// dead-letter: the daemon publishes the dead letter itself, as before.
+#[tokio::test]
+async fn without_dead_lettering_on_the_input_queue_the_daemon_publishes_it() {
+    let mut app = TestApp::prepare_with(|_| {}).await;
+    app.redeclare_input_queue(FieldTable::default()).await;
+    app.start().await;
+    let big = padded_event("big-legacy", MAX_PAYLOAD_BYTES + 1);
+    app.publish(&big).await;
+    let letters = app.dead_letters(1).await;
+    app.stop().await;
+    assert_eq!(letters[0].data, big);
+    assert_eq!(
+        header_str(&letters[0], "failure-reason").as_deref(),
+        Some("too_large")
+    );
+}
