@@ -11,6 +11,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
@@ -18,6 +19,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Limits;
+
+/// Headers begun and unfinished this long: closed first at the cap. Longer
+/// than a client's pause between two segments of one request's headers.
+pub const HALF_SENT_EVICTABLE_AFTER: Duration = Duration::from_millis(250);
+/// Connected and silent this long: closed next at the cap.
+pub const SILENT_EVICTABLE_AFTER: Duration = Duration::from_secs(1);
+/// Kept alive after an answer and unused this long: closed last at the cap.
+pub const KEPT_ALIVE_EVICTABLE_AFTER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -63,21 +72,22 @@ impl ConnState {
         self.phase() != Phase::Handling
     }
 
-    /// How soon this one is closed to make room at the cap (lower first),
-    /// or `None` if it may not be: only a connection that has waited for a
-    /// request at least `after` (a client that connected and is sending
-    /// its request right now is not cut off); fresh and half-sent ones
-    /// before kept-alive ones (which a client may be reusing right now).
-    pub fn eviction_rank(&self, now: Instant, after: std::time::Duration) -> Option<(u8, u64)> {
+    /// Where this one stands to be closed to make room at the cap (lower
+    /// first), or `None` if it may not be. Only a connection that has waited
+    /// long enough in its phase: half-sent headers (the slow client's mark)
+    /// after [`HALF_SENT_EVICTABLE_AFTER`], a silent one after
+    /// [`SILENT_EVICTABLE_AFTER`] (a client may take a moment to write once
+    /// connected), a kept-alive one after [`KEPT_ALIVE_EVICTABLE_AFTER`] (a
+    /// client may be reusing it right now).
+    pub fn eviction_rank(&self, now: Instant) -> Option<(u8, u64)> {
         let (phase, since) = *self.lock();
-        if now.saturating_duration_since(since) < after {
-            return None;
-        }
-        match phase {
-            Phase::Idle | Phase::Headers => Some((0, self.seq)),
-            Phase::KeepAlive => Some((1, self.seq)),
-            Phase::New | Phase::Handling => None,
-        }
+        let (rank, after) = match phase {
+            Phase::Headers => (0, HALF_SENT_EVICTABLE_AFTER),
+            Phase::Idle => (1, SILENT_EVICTABLE_AFTER),
+            Phase::KeepAlive => (2, KEPT_ALIVE_EVICTABLE_AFTER),
+            Phase::New | Phase::Handling => return None,
+        };
+        (now.saturating_duration_since(since) >= after).then_some((rank, self.seq))
     }
 
     pub fn set(&self, phase: Phase) {

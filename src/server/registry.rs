@@ -1,10 +1,10 @@
 //! The open connections of one listener, and the cap on them.
 //!
 //! At the cap, a new connection is still accepted when some open one has
-//! only been waiting for a request for [`EVICTABLE_AFTER`] or longer (silent,
-//! its headers unfinished, or kept alive after an answer): the oldest such
-//! one is closed to make room, silent and half-sent ones before kept-alive
-//! ones. So a crowd of half-open connections cannot starve a real client,
+//! only been waiting for a request long enough (its headers unfinished for
+//! 250 ms, silent for 1 s, or kept alive unused for 2 s; see
+//! [`ConnState::eviction_rank`]): one is closed to make room, half-sent ones
+//! first, then silent, then kept-alive ones, oldest first. So a crowd of half-open connections cannot starve a real client,
 //! and neither file descriptors nor memory grow past the cap. Otherwise
 //! (every connection is handling a request, or has just connected),
 //! accepting pauses until one finishes or ages: new clients wait in the
@@ -20,11 +20,8 @@ use tokio::time::Instant;
 
 use super::conn::ConnState;
 
-/// A connection waiting for a request this long may be closed for a new
-/// one: longer than a client on a slow link takes to send its request once
-/// connected, short enough that a real request queued behind a crowd of
-/// half-open connections gets in within a second or two.
-pub const EVICTABLE_AFTER: Duration = Duration::from_millis(250);
+/// How often a full listener looks again for a connection it may close.
+const RECHECK: Duration = Duration::from_millis(50);
 
 pub struct Registry {
     cap: usize,
@@ -61,7 +58,7 @@ impl Registry {
     /// Until a connection closes or finishes a request, or a waiting one
     /// may have aged enough to be evicted.
     async fn wait(&self) {
-        let _ = tokio::time::timeout(EVICTABLE_AFTER / 5, self.freed.notified()).await;
+        let _ = tokio::time::timeout(RECHECK, self.freed.notified()).await;
     }
 
     fn has_room(&self) -> bool {
@@ -72,7 +69,7 @@ impl Registry {
     fn oldest_evictable(open: &BTreeMap<u64, Arc<ConnState>>) -> Option<u64> {
         let now = Instant::now();
         open.values()
-            .filter_map(|c| c.eviction_rank(now, EVICTABLE_AFTER))
+            .filter_map(|c| c.eviction_rank(now))
             .min()
             .map(|(_, seq)| seq)
     }
@@ -145,7 +142,9 @@ impl Drop for Entry {
 
 #[cfg(test)]
 mod tests {
-    use super::super::conn::Phase;
+    use super::super::conn::{
+        HALF_SENT_EVICTABLE_AFTER, KEPT_ALIVE_EVICTABLE_AFTER, Phase, SILENT_EVICTABLE_AFTER,
+    };
     use super::*;
 
     #[tokio::test(start_paused = true)]
@@ -154,17 +153,17 @@ mod tests {
         let first = registry.admit().unwrap();
         let second = registry.admit().unwrap();
         first.state.set(Phase::Handling);
-        tokio::time::advance(EVICTABLE_AFTER).await;
+        tokio::time::advance(KEPT_ALIVE_EVICTABLE_AFTER).await;
         assert!(registry.admit().is_none(), "the second was never read from");
-        second.state.set(Phase::Idle);
-        assert!(registry.admit().is_none(), "the second has just connected");
-        tokio::time::advance(EVICTABLE_AFTER).await;
-        let third = registry.admit().expect("the second is only waiting");
+        second.state.set(Phase::Headers);
+        assert!(registry.admit().is_none(), "the second has just begun");
+        tokio::time::advance(HALF_SENT_EVICTABLE_AFTER).await;
+        let third = registry.admit().expect("the second is stuck mid-headers");
         assert!(second.state.evict.is_cancelled());
         assert!(!first.state.evict.is_cancelled());
         assert_eq!(registry.len(), 2);
         third.state.set(Phase::Handling);
-        tokio::time::advance(EVICTABLE_AFTER).await;
+        tokio::time::advance(KEPT_ALIVE_EVICTABLE_AFTER).await;
         assert!(registry.admit().is_none(), "both are handling a request");
         assert!(!registry.has_room());
         drop(first);
@@ -172,7 +171,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn silent_and_half_sent_connections_go_before_kept_alive_ones() {
+    async fn half_sent_then_silent_then_kept_alive_each_after_its_own_wait() {
         let registry = Registry::new(3);
         let kept = registry.admit().unwrap();
         kept.state.set(Phase::KeepAlive);
@@ -180,11 +179,16 @@ mod tests {
         silent.state.set(Phase::Idle);
         let half = registry.admit().unwrap();
         half.state.set(Phase::Headers);
-        tokio::time::advance(EVICTABLE_AFTER).await;
+        tokio::time::advance(HALF_SENT_EVICTABLE_AFTER).await;
         let _new = registry.admit().unwrap();
-        assert!(silent.state.evict.is_cancelled(), "the oldest silent one");
+        assert!(half.state.evict.is_cancelled(), "the half-sent one first");
+        assert!(registry.admit().is_none(), "the silent one may still write");
+        tokio::time::advance(SILENT_EVICTABLE_AFTER).await;
         let _newer = registry.admit().unwrap();
-        assert!(half.state.evict.is_cancelled());
+        assert!(silent.state.evict.is_cancelled());
         assert!(!kept.state.evict.is_cancelled());
+        tokio::time::advance(KEPT_ALIVE_EVICTABLE_AFTER).await;
+        let _newest = registry.admit().unwrap();
+        assert!(kept.state.evict.is_cancelled());
     }
 }
