@@ -23,9 +23,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +76,31 @@ async fn scenario(amqp_url: &str, old: bool, reopen: bool) -> String {
         )
         .await
         .expect("declare");
+    // The receiver publishes through `<queue>.in`, which the consumer
+    // declares and binds: here, no consumer runs.
+    let exchange = format!("{queue}.in");
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare the exchange");
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            queue.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
     let dir = tempfile::tempdir().expect("temp dir");
     let (webhooks, probes) = (free_port(), free_port());
     let mut receiver = start(&dir, &queue, amqp_url, webhooks, probes, old);
@@ -117,6 +145,9 @@ async fn scenario(amqp_url: &str, old: bool, reopen: bool) -> String {
     stop.cancel();
     let _ = channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
         .await;
     let shown: Vec<String> = answers.iter().map(show).collect();
     let attacker = if reopen {
