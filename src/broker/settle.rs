@@ -231,9 +231,22 @@ impl Settler {
 /// plan was approved as large, so the brake does not hold it again.
 pub const ALLOW_LARGE_HEADER: &str = "reconcile-allow-large";
 
+/// Whether the operator published the event: through the default
+/// exchange, which the operator's grant reaches and the receiver's does not
+/// (the receiver writes only `amqp.input_exchange`). Headers that change
+/// what the daemon does or records (the brake's exemption, the reconcile
+/// run) are trusted only then: anyone holding the receiver's credentials
+/// could set them otherwise.
+fn from_operator(delivery: &Delivery) -> bool {
+    delivery.exchange.as_str().is_empty()
+}
+
 /// Whether the event belongs to a reconcile plan approved as large: both
-/// headers, the flag `"true"`.
+/// headers, the flag `"true"`, published by the operator.
 pub(crate) fn approved_as_large(delivery: &Delivery) -> bool {
+    if !from_operator(delivery) {
+        return false;
+    }
     let flag = delivery.properties.headers().as_ref().and_then(|h| {
         match h.inner().get(ALLOW_LARGE_HEADER)? {
             AMQPValue::LongString(s) => Some(s.as_bytes() == b"true"),
@@ -246,8 +259,11 @@ pub(crate) fn approved_as_large(delivery: &Delivery) -> bool {
 }
 
 /// The `reconcile` run that published the event (its `reconcile-run-id`
-/// header), for the audit trail.
+/// header, from the operator only), for the audit trail.
 fn run_id(delivery: &Delivery) -> Option<String> {
+    if !from_operator(delivery) {
+        return None;
+    }
     let headers = delivery.properties.headers().as_ref()?;
     match headers.inner().get("reconcile-run-id")? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),

@@ -399,3 +399,69 @@ async fn an_event_is_never_stopped_half_way() {
     .await;
     app.stop_and_assert_queues_empty().await;
 }
+
+/// Issue 21 (review): the approval headers of `reconcile --apply
+/// --allow-large` are trusted only on events that came through the default
+/// exchange, which only the operator's grant reaches. The receiver's broker
+/// user, which may write its own exchange alone, cannot exempt a burst from
+/// the brake nor name a reconcile run in the audit trail by setting them.
+#[tokio::test]
+async fn approval_headers_through_the_receivers_exchange_are_held_as_any_burst() {
+    use lapin::BasicProperties;
+    use lapin::options::BasicPublishOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+
+    const EVENTS: usize = 5;
+    let zoom = spawn_zoom(engineers(EVENTS)).await;
+    let mut app = braked_app(&zoom, 1, 2, 2).await;
+    let exchange = format!("{}.in", app.queue);
+    for i in 0..EVENTS {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "reconcile-allow-large".into(),
+            AMQPValue::LongString("true".into()),
+        );
+        headers.insert(
+            "reconcile-run-id".into(),
+            AMQPValue::LongString("FORGED-RUN".into()),
+        );
+        let body = serde_json::to_vec(&crate::helpers::event(
+            &format!("e{i}"),
+            &format!("U{i}"),
+            Some("Engineering"),
+            "Sales",
+        ))
+        .unwrap();
+        app.channel
+            .basic_publish(
+                exchange.as_str().into(),
+                app.queue.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &body,
+                BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2)
+                    .with_headers(headers),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+    eventually("held at two changes", Duration::from_secs(20), || async {
+        let (status, body) = app.http_get("/readyz").await;
+        status == 503 && body.contains("brake")
+    })
+    .await;
+    assert_eq!(users_in_sales(&zoom, EVENTS), 2, "only the brake's two");
+    assert_eq!(app.queue_state(&app.queue).await.0, 3, "three held");
+    request_resume(app.http).await.expect("resume");
+    eventually("the rest after resume", Duration::from_secs(20), || async {
+        users_in_sales(&zoom, EVENTS) == EVENTS
+    })
+    .await;
+    app.stop_and_assert_queues_empty().await;
+}
