@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod ordering;
 pub mod outcome;
 pub mod outcomes;
+pub mod printable;
 pub mod quarantine;
 pub mod reconcile;
 pub mod retry;

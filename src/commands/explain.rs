@@ -310,13 +310,20 @@ fn print(explained: &Explanation, as_json: bool) {
     for call in &explained.calls {
         println!(
             "  would call {} {} ({}): {}",
-            call.method, call.path, call.category, call.why
+            call.method,
+            Printable(&call.path),
+            call.category,
+            Printable(&call.why)
         );
     }
     if let Some(note) = &explained.note {
         println!("  {}", Printable(note));
     }
-    println!("daemon: {}", explained.daemon);
+    // `/readyz`'s lines stay lines, each escaped.
+    for (i, line) in explained.daemon.lines().enumerate() {
+        let label = if i == 0 { "daemon: " } else { "        " };
+        println!("{label}{}", Printable(line));
+    }
     if let Some(id) = &explained.published {
         println!("published event {id} to the input queue");
     }

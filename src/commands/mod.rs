@@ -32,7 +32,10 @@ mod history;
 mod ingest;
 mod output;
 mod output_file;
-mod printable;
+/// [`crate::printable`], under the name the print sites use.
+mod printable {
+    pub use crate::printable::*;
+}
 mod publish;
 mod reconcile;
 mod status;

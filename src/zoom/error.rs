@@ -171,8 +171,12 @@ impl ZoomError {
     }
 }
 
-fn truncate(mut message: String) -> String {
-    message = message.trim().replace(['\n', '\r'], " ");
+/// Zoom's message, one line, at most [`MAX_MESSAGE_CHARS`], with what a
+/// terminal would act on escaped ([`crate::printable`]): it reaches logs,
+/// `/readyz`, dead letters and the toolbox's output.
+fn truncate(message: String) -> String {
+    let one_line = message.trim().replace(['\n', '\r'], " ");
+    let mut message = crate::printable::printable(&one_line);
     if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
         message.truncate(cut);
     }
@@ -285,5 +289,22 @@ mod tests {
         let e = ZoomError::from_answer(StatusCode::TOO_MANY_REQUESTS, &headers, b"{}");
         assert_eq!(e.server_wait, Some(Duration::from_secs(3)));
         assert!(e.is_retryable());
+    }
+
+    /// Found by the review: Zoom's message reaches logs, `/readyz`, dead
+    /// letters and the toolbox's output, so what a terminal acts on is
+    /// escaped once, here.
+    #[test]
+    fn zoom_messages_lose_what_a_terminal_acts_on() {
+        let message =
+            truncate("bad group \u{1b}]0;PWNED\u{7}\u{1b}[2J\u{9b}31m\u{202e}x\ny".into());
+        assert!(
+            !message.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{message:?}"
+        );
+        assert!(
+            message.starts_with("bad group \\u{1b}]0;PWNED"),
+            "{message:?}"
+        );
     }
 }

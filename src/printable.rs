@@ -8,8 +8,10 @@
 //!
 //! Escaped: C0 controls (newline and tab too: in a cell they would break
 //! the row), DEL, C1 controls (U+0080–U+009F: some terminals obey 8-bit
-//! CSI), and the bidi embeddings, overrides and isolates (U+202A–U+202E,
-//! U+2066–U+2069). Each is shown as `\n`, `\t`, `\r` or `\u{1b}`, the form
+//! CSI), the bidi marks, embeddings, overrides and isolates (U+061C,
+//! U+200E–U+200F, U+202A–U+202E, U+2066–U+2069), the line and paragraph
+//! separators (U+2028–U+2029) and the zero-width characters (U+200B–U+200D,
+//! U+2060–U+2064, U+FEFF) that hide text. Each is shown as `\n`, `\t`, `\r` or `\u{1b}`, the form
 //! Rust and JSON readers know; everything else, backslashes included, is
 //! printed as it is (the escapes stay visible and unambiguous enough for
 //! reading; `--json` has the exact values).
@@ -21,7 +23,19 @@ pub struct Printable<'a>(pub &'a str);
 
 /// Whether `c` is escaped.
 fn is_unsafe(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            // Zero-width spaces and joiners, LRM and RLM.
+            '\u{200b}'..='\u{200f}'
+            // Line and paragraph separators, bidi embeddings and overrides.
+            | '\u{2028}'..='\u{202e}'
+            // Word joiner, invisible operators, bidi isolates.
+            | '\u{2060}'..='\u{206f}'
+            // Arabic letter mark; the byte-order mark (zero-width no-break space).
+            | '\u{061c}'
+            | '\u{feff}'
+        )
 }
 
 impl Display for Printable<'_> {
@@ -81,6 +95,19 @@ mod tests {
             r"a\u{1b}]0;pwned\u{7}b\u{1b}[2J\n\t\r\u{7f}\u{9b}\u{202e}\u{2066}é→\"
         );
         assert_eq!(printable("Jane O'Brien"), "Jane O'Brien");
+    }
+
+    /// Found by the review: marks and separators that reorder or split
+    /// what a terminal shows, and the zero-width ones that hide text.
+    #[test]
+    fn escapes_bidi_marks_separators_and_zero_width_characters() {
+        for c in [
+            '\u{200b}', '\u{200e}', '\u{200f}', '\u{061c}', '\u{2028}', '\u{2029}', '\u{2060}',
+            '\u{feff}',
+        ] {
+            let shown = printable(&format!("a{c}b"));
+            assert_eq!(shown, format!("a\\u{{{:x}}}b", u32::from(c)), "{c:?}");
+        }
     }
 
     #[test]
