@@ -143,17 +143,19 @@ pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// `url` fit for a message: no user info, query or fragment (they may
-/// hold secrets).
+/// hold secrets). A URL without a host is not shown at all: written without
+/// its scheme, `user:password@host` parses as scheme `user` with the
+/// password in its path.
 pub fn safe_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut url) => {
+        Ok(mut url) if url.has_host() && !url.cannot_be_a_base() => {
             let _ = url.set_username("");
             let _ = url.set_password(None);
             url.set_query(None);
             url.set_fragment(None);
             url.to_string()
         }
-        Err(_) => "(not a URL)".into(),
+        _ => "(not a URL)".into(),
     }
 }
 
@@ -214,6 +216,15 @@ mod tests {
             "https://zoom.example/oauth/token"
         );
         assert_eq!(safe_url("not a url"), "(not a URL)");
+        // Found by the review: without a scheme, `user:password@host`
+        // parses as scheme `user` with the password in its path.
+        for hostless in [
+            "guest:S3CRET@host",
+            "mailto:S3CRET@example.com",
+            "data:S3CRET",
+        ] {
+            assert_eq!(safe_url(hostless), "(not a URL)", "{hostless}");
+        }
     }
 
     #[tokio::test]

@@ -189,13 +189,26 @@ pub struct Client {
     metrics: Arc<Metrics>,
 }
 
+/// The HTTP client every outside API (Zoom, BambooHR) is called with.
+/// `https://` only, redirects included, unless `zoom.allow_insecure_http`;
+/// and then no proxy at all: through a proxy a plain-http request, its
+/// Basic credentials or API key included, would be readable there (an
+/// `https://` request crosses a proxy only as an encrypted CONNECT tunnel).
+pub fn http_client_builder(allow_insecure_http: bool) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder()
+        .user_agent(concat!("zoom-dept-sync/", env!("CARGO_PKG_VERSION")))
+        .https_only(!allow_insecure_http);
+    if allow_insecure_http {
+        builder.no_proxy()
+    } else {
+        builder
+    }
+}
+
 impl Client {
     pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
+        let http = crate::zoom::http_client_builder(settings.zoom.allow_insecure_http)
             .timeout(settings.zoom.request_timeout())
-            .user_agent(concat!("zoom-dept-sync/", env!("CARGO_PKG_VERSION")))
-            // A redirect to http:// is refused too, unless allowed.
-            .https_only(!settings.zoom.allow_insecure_http)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let api_base = Url::parse(&settings.zoom.api_base_url)

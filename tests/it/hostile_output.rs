@@ -334,3 +334,32 @@ async fn status_sends_no_credentials_through_a_proxy() {
     );
     assert!(status["management_error"].is_null(), "{status}");
 }
+
+/// Found by the review: with `zoom.allow_insecure_http` (tests, the demo's
+/// zoom-fake) the token request, with its Basic credentials, went through
+/// `HTTP_PROXY`. A plain-http API URL is never reached through a proxy.
+#[tokio::test]
+async fn an_http_zoom_url_is_never_asked_through_a_proxy() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    let tool = Tool::new(&app, "");
+    let (proxy, mut received) = recording_proxy().await;
+    let mut command = tool.command(&["check"]);
+    for name in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        command.env(name, &proxy);
+    }
+    let mut command = tokio::process::Command::from(command);
+    let (_, out, err) = output(command.output().await.expect("run"));
+    if let Ok(sent) = received.try_recv() {
+        panic!("the proxy was sent: {}", String::from_utf8_lossy(&sent));
+    }
+    assert!(
+        app.token_requests().await >= 1,
+        "Zoom was asked directly: {out}{err}"
+    );
+}

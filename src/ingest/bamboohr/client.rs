@@ -75,10 +75,8 @@ impl Client {
         api_key: SecretString,
         https_only: bool,
     ) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("zoom-dept-sync/", env!("CARGO_PKG_VERSION")))
-            // `zoom.allow_insecure_http` governs every API URL.
-            .https_only(https_only)
+        // `zoom.allow_insecure_http` governs every API URL (and the proxy).
+        let http = crate::zoom::http_client_builder(!https_only)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let api_base = Url::parse(&settings.api_base_url)
