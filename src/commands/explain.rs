@@ -130,7 +130,7 @@ async fn look_up(settings: &Settings, args: &ExplainArgs) -> Result<ZoomUser, St
     client
         .get_user(path, &attempts)
         .await
-        .map_err(|e| format!("looking the person up in Zoom: {e:?}"))
+        .map_err(|e| format!("looking the person up in Zoom: {e}"))
 }
 
 fn explain(settings: &Settings, user: &ZoomUser, department: Option<&str>) -> Explanation {

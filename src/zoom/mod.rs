@@ -100,19 +100,24 @@ impl Default for Attempts {
 }
 
 /// How a call failed, in the terms the worker decides on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Failure {
     /// 400, 404, other 4xx: the event cannot be applied as it is.
+    #[error("Zoom rejected the call: {0}")]
     Rejected(ZoomError),
     /// A transient failure outlasted `retry.max_elapsed_secs`.
+    #[error("Zoom kept failing past the retry budget: {0}")]
     Exhausted(ZoomError),
     /// Zoom's rate limit holds calls back past the retry budget.
+    #[error("Zoom's rate limit holds calls back past the retry budget")]
     RateLimited { until: Instant },
     /// Credentials or scopes are wrong (401 after a refresh, 403, the token
     /// endpoint refusing): not the event's fault.
+    #[error("Zoom refused the credentials or scopes: {0}")]
     Auth(ZoomError),
     /// The event is no longer wanted ([`Attempts::stopped`]): no call was
     /// started after that.
+    #[error("stopped before the call")]
     Stopped,
 }
 
