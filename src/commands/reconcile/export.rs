@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use csv::ByteRecord;
 use serde::Serialize;
 
+use crate::commands::printable::Printable;
 use crate::event::{Department, Email, ZoomUserId};
 use crate::reconcile::{ExportRow, Held};
 
@@ -48,6 +49,14 @@ pub enum ExportError {
         path.display(), limit >> 20
     )]
     TooLarge { path: PathBuf, limit: u64 },
+    #[error(
+        "{}: changed while read, or not a real file (procfs/sysfs): it holds more than the \
+         {size} bytes its size says; copy it to a regular file",
+        path.display()
+    )]
+    Changed { path: PathBuf, size: u64 },
+    /// `found` is [`found_columns`]: escaped, and only names that look
+    /// like column names (a wrong file's first line may hold anything).
     #[error("{}: bad CSV header: no column {column:?} (columns: {found})", path.display())]
     MissingColumn {
         path: PathBuf,
@@ -157,22 +166,25 @@ pub fn read(path: &Path, columns: &Columns) -> Result<Export, ExportError> {
 /// The file's bytes, when it is a regular file of at most `limit` bytes.
 /// Anything else is refused before it is opened (a FIFO would block,
 /// `/dev/zero` never ends); the open file is checked again, and read no
-/// further than the limit in case it grows.
-fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ExportError> {
+/// further than the size it states plus one byte. More than that: it grew
+/// after the check, or it is a procfs/sysfs file (size 0, content made on
+/// read: `/proc/self/environ` holds the secrets), and it is refused
+/// without being kept. An empty regular file reads as empty.
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ExportError> {
     let open = |source| ExportError::Open {
         path: path.into(),
         source,
     };
     regular(path, &std::fs::metadata(path).map_err(open)?, limit)?;
-    let file = open_regular(path, limit)?;
-    let mut data = Vec::new();
-    file.take(limit.saturating_add(1))
+    let (file, size) = open_regular(path, limit)?;
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(size.saturating_add(1))
         .read_to_end(&mut data)
         .map_err(open)?;
-    if data.len() as u64 > limit {
-        return Err(ExportError::TooLarge {
+    if data.len() as u64 > size {
+        return Err(ExportError::Changed {
             path: path.into(),
-            limit,
+            size,
         });
     }
     Ok(data)
@@ -180,8 +192,9 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ExportError> {
 
 /// Opens `path` non-blocking, so a path swapped for a FIFO after the
 /// check cannot hang the open, and checks the open file's own kind and
-/// size (what counts from here on). Reading a regular file ignores the flag.
-fn open_regular(path: &Path, limit: u64) -> Result<std::fs::File, ExportError> {
+/// size (what counts from here on; returned). Reading a regular file
+/// ignores the flag.
+fn open_regular(path: &Path, limit: u64) -> Result<(std::fs::File, u64), ExportError> {
     let open = |source| ExportError::Open {
         path: path.into(),
         source,
@@ -191,8 +204,9 @@ fn open_regular(path: &Path, limit: u64) -> Result<std::fs::File, ExportError> {
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(open)?;
-    regular(path, &file.metadata().map_err(open)?, limit)?;
-    Ok(file)
+    let metadata = file.metadata().map_err(open)?;
+    regular(path, &metadata, limit)?;
+    Ok((file, metadata.len()))
 }
 
 fn regular(path: &Path, metadata: &Metadata, limit: u64) -> Result<(), ExportError> {
@@ -255,7 +269,7 @@ fn columns_at(
         find(name).ok_or_else(|| ExportError::MissingColumn {
             path: path.into(),
             column: name.into(),
-            found: header.iter().collect::<Vec<_>>().join(", "),
+            found: found_columns(&header),
         })
     };
     Ok(At {
@@ -267,6 +281,26 @@ fn columns_at(
         },
         width: header.len(),
     })
+}
+
+/// The longest header cell quoted in an error, and how many are listed.
+const NAME_CAP: usize = 64;
+const NAMES_CAP: usize = 20;
+
+/// The header's cells for an error, escaped ([`Printable`]), when they
+/// look like column names (at most [`NAMES_CAP`] of at most [`NAME_CAP`]
+/// characters); otherwise only how many there are. A wrong file's first
+/// line is not repeated to the terminal or a log.
+fn found_columns(header: &csv::StringRecord) -> String {
+    let names = header.len() <= NAMES_CAP && header.iter().all(|h| h.chars().count() <= NAME_CAP);
+    if !names {
+        return format!("{} columns, not shown", header.len());
+    }
+    header
+        .iter()
+        .map(|h| Printable(h).to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One record as a row, or why not and whom it names.
@@ -519,15 +553,56 @@ mod tests {
     }
 
     /// A file that has more to read than its size said (it grew after the
-    /// check; a `/proc` file always does: its size is 0) is still read no
-    /// further than the limit, and refused.
+    /// check; a `/proc` file always does: its size is 0) is read no further
+    /// than its size and one byte, and refused, whatever the limit.
     #[test]
     fn reconcile_export_growing_past_the_limit_after_the_check_is_refused() {
         let growing = Path::new("/proc/self/mountinfo");
         let stat = std::fs::metadata(growing).unwrap();
         assert!(stat.is_file() && stat.len() == 0, "{stat:?}");
-        let e = read_bounded(growing, 8).err().unwrap();
-        assert!(matches!(e, ExportError::TooLarge { limit: 8, .. }), "{e}");
+        for limit in [8, MAX_EXPORT_BYTES] {
+            let e = read_bounded(growing, limit).err().unwrap();
+            assert!(matches!(e, ExportError::Changed { size: 0, .. }), "{e}");
+            assert!(
+                e.to_string().contains("not a real file (procfs/sysfs)"),
+                "{e}"
+            );
+        }
+        let e = read(Path::new("/proc/self/environ"), &columns())
+            .err()
+            .unwrap();
+        assert!(matches!(e, ExportError::Changed { .. }), "{e}");
+    }
+
+    /// An empty regular file is read (as empty): the error is the
+    /// ordinary one of a header without the columns.
+    #[test]
+    fn reconcile_export_empty_regular_file_is_an_empty_export() {
+        let e = read_text("", &columns()).err().unwrap();
+        assert!(matches!(e, ExportError::MissingColumn { .. }), "{e}");
+    }
+
+    /// The header quoted in an error: escaped, and only when it looks like
+    /// column names.
+    #[test]
+    fn reconcile_export_missing_column_quotes_only_short_names_escaped() {
+        let e = read_text("mail\u{1b}]0;x\u{7},dept\n", &columns())
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains(r"(columns: mail\u{1b}]0;x\u{7}, dept)"),
+            "{e}"
+        );
+        let long = format!("{},dept\n", "k".repeat(NAME_CAP + 1));
+        let e = read_text(&long, &columns()).err().unwrap();
+        assert!(
+            e.to_string().contains("(columns: 2 columns, not shown)"),
+            "{e}"
+        );
+        let many = format!("{}\n", vec!["c"; NAMES_CAP + 1].join(","));
+        let e = read_text(&many, &columns()).err().unwrap();
+        assert!(e.to_string().contains("21 columns, not shown"), "{e}");
     }
 
     /// Lines as an editor counts them, whatever the line ends (HR tools
