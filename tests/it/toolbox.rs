@@ -147,7 +147,7 @@ async fn ten_mixed(app: &TestApp) -> Vec<String> {
 }
 
 /// Takes every message of `queue` (emptying it), head first.
-async fn drain(app: &TestApp, queue: &str) -> Vec<Delivery> {
+pub async fn drain(app: &TestApp, queue: &str) -> Vec<Delivery> {
     let mut messages = Vec::new();
     while let Some(got) = app
         .channel
