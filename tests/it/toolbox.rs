@@ -521,6 +521,35 @@ async fn publish_refuses_a_file_that_is_not_regular() {
     assert_eq!(app.queue_state(&app.queue).await.0, 0);
 }
 
+/// Standard input is read no further than 64 MiB and one byte: an endless
+/// input (`/dev/zero`, one line without end) is refused (exit 2), kept
+/// nowhere, and nothing is published.
+#[tokio::test]
+async fn publish_stops_reading_an_endless_standard_input() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    let tool = Tool::new(&app, "");
+    let mut command = tool.command(&["publish"]);
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    command
+        .stdin(zero)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .output();
+    let done = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("publish must stop reading")
+        .expect("run");
+    let (code, out, err) = output(done);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("standard input: over the limit of 64 MiB"),
+        "{err}"
+    );
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+}
+
 /// A line far over the event limit (10 MiB) is an invalid line: reported
 /// with its length and never sent, not even with `--raw` (it is not kept);
 /// the lines around it are published.
