@@ -40,14 +40,49 @@ pub const FAILURE_HEADERS: &[&str] = &[
 ];
 
 /// One message of a queue, as read: its position (0 = head), headers, the
-/// AMQP `message-id` and `timestamp` properties, and the body.
+/// AMQP `message-id` property, and the body, or only its head (see
+/// [`StoredMessage::of`]) with its real length.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredMessage {
     pub position: usize,
     pub headers: Map<String, Value>,
     pub message_id: Option<String>,
+    /// The body, or its first [`LISTED_BODY_BYTES`] when read for a listing.
     #[serde(skip)]
     pub body: Vec<u8>,
+    /// The whole body's length.
+    pub body_len: usize,
+}
+
+/// How much of each body a listing keeps (`dead-letters list`, `show`,
+/// `status`): one byte over the event limit, enough to show any event and
+/// to know that a longer one is over it. A listing of many large dead
+/// letters then costs at most this much per message; the broker keeps the
+/// whole message, and a replay or purge moves that, not this copy.
+pub const LISTED_BODY_BYTES: usize = MAX_PAYLOAD_BYTES + 1;
+
+impl StoredMessage {
+    /// A message read from a queue, keeping at most `keep` bytes of `body`.
+    pub fn of(
+        position: usize,
+        headers: Map<String, Value>,
+        message_id: Option<String>,
+        body: &[u8],
+        keep: usize,
+    ) -> Self {
+        Self {
+            position,
+            headers,
+            message_id,
+            body: body[..body.len().min(keep)].to_vec(),
+            body_len: body.len(),
+        }
+    }
+
+    /// Whether [`StoredMessage::body`] is the whole body.
+    pub fn is_whole(&self) -> bool {
+        self.body.len() == self.body_len
+    }
 }
 
 /// The columns of `dead-letters list`.
@@ -89,14 +124,14 @@ impl DeadLetterRow {
             new_department: field("new_department").or_else(|| {
                 (field("action").as_deref() == Some("leave")).then(|| "(leave)".to_owned())
             }),
-            reason: reason(headers, death, message.body.len()),
+            reason: reason(headers, death, message.body_len),
             http_status: int(headers.get("zoom-http-status")),
             zoom_code: int(headers.get("zoom-error-code")),
             message: text(headers.get("zoom-error-message"))
                 .or_else(|| text(headers.get("detail")))
                 .or_else(|| {
-                    (message.body.len() > MAX_PAYLOAD_BYTES)
-                        .then(|| too_large_detail(message.body.len()))
+                    (message.body_len > MAX_PAYLOAD_BYTES)
+                        .then(|| too_large_detail(message.body_len))
                 }),
             failed_at: text(headers.get("failed-at"))
                 .and_then(|t| OffsetDateTime::parse(&t, &Rfc3339).ok())
@@ -326,12 +361,30 @@ mod tests {
     use serde_json::json;
 
     fn message(headers: Value, body: Value) -> StoredMessage {
-        StoredMessage {
-            position: 0,
-            headers: headers.as_object().cloned().unwrap_or_default(),
-            message_id: None,
-            body: serde_json::to_vec(&body).unwrap(),
-        }
+        let headers = headers.as_object().cloned().unwrap_or_default();
+        let body = serde_json::to_vec(&body).unwrap();
+        StoredMessage::of(0, headers, None, &body, usize::MAX)
+    }
+
+    /// A 1 MiB body read for a listing: 64 KiB and one byte kept, with its
+    /// length; its row says what the whole message is.
+    #[test]
+    fn a_listing_keeps_a_bounded_head_of_a_large_body_and_its_length() {
+        let death = json!({"x-death": [{"reason": "rejected", "count": 1}]});
+        let headers = death.as_object().cloned().unwrap();
+        let body = vec![b' '; 1 << 20];
+        let kept = StoredMessage::of(3, headers, None, &body, LISTED_BODY_BYTES);
+        assert_eq!(kept.body.len(), 64 * 1024 + 1);
+        assert_eq!(kept.body_len, 1 << 20);
+        assert!(!kept.is_whole());
+        let row = DeadLetterRow::of(&kept);
+        assert_eq!((row.position, row.reason.as_str()), (3, "too_large"));
+        assert_eq!(
+            row.message.as_deref(),
+            Some("message is 1048576 bytes, over the 65536-byte limit")
+        );
+        let small = StoredMessage::of(0, Map::new(), None, b"{}", LISTED_BODY_BYTES);
+        assert!(small.is_whole());
     }
 
     #[test]
@@ -365,8 +418,9 @@ mod tests {
     #[test]
     fn a_message_the_daemon_rejected_for_its_size_lists_as_too_large() {
         let death = json!({"x-death": [{"reason": "rejected", "count": 1, "time": 1_790_000_000}]});
-        let mut big = message(death.clone(), json!(null));
-        big.body = vec![b' '; MAX_PAYLOAD_BYTES + 1];
+        let body = vec![b' '; MAX_PAYLOAD_BYTES + 1];
+        let headers = death.as_object().cloned().unwrap();
+        let big = StoredMessage::of(0, headers, None, &body, usize::MAX);
         let row = DeadLetterRow::of(&big);
         assert_eq!(row.reason, "too_large");
         assert!(row.is_too_large());
@@ -382,8 +436,9 @@ mod tests {
 
     #[test]
     fn a_body_that_is_not_json_still_lists() {
-        let mut m = message(json!({"failure-reason": "invalid_payload"}), json!(null));
-        m.body = b"not json".to_vec();
+        let headers = json!({"failure-reason": "invalid_payload"});
+        let headers = headers.as_object().cloned().unwrap();
+        let m = StoredMessage::of(0, headers, None, b"not json", usize::MAX);
         let row = DeadLetterRow::of(&m);
         assert_eq!(
             (row.event_id.as_str(), row.reason.as_str()),

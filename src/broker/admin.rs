@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::confirm::publish_confirmed;
 use super::topology::Topology;
 use crate::config::AmqpSettings;
-use crate::triage::{HeaderEdit, HeaderValue, StoredMessage};
+use crate::triage::{HeaderEdit, HeaderValue, LISTED_BODY_BYTES, StoredMessage};
 
 /// How long one broker operation of a command may take.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
@@ -230,6 +230,7 @@ impl Admin {
     }
 
     /// Every message of `queue`, head first; the queue is left as it was.
+    /// Each body is kept up to [`LISTED_BODY_BYTES`] (with its length).
     pub async fn peek(&self, queue: &str) -> Result<Vec<StoredMessage>, AdminError> {
         Ok(self.peek_at_most(queue, usize::MAX).await?.0)
     }
@@ -252,7 +253,7 @@ impl Admin {
                 capped = true;
                 break;
             }
-            messages.push(stored(messages.len(), &got));
+            messages.push(stored(messages.len(), &got, LISTED_BODY_BYTES));
         }
         hand_back(&channel, last_tag).await?;
         Ok((messages, capped))
@@ -287,7 +288,8 @@ impl Admin {
                 Err(e) => break Err(e),
             };
             let tag = got.delivery.delivery_tag;
-            let message = stored(position, &got);
+            // One message at a time, whole: `purge --export` writes it.
+            let message = stored(position, &got, usize::MAX);
             position += 1;
             let step = decide(&message);
             if matches!(step, Step::MoveTo { .. } | Step::Drop)
@@ -465,19 +467,17 @@ async fn publish(
     Ok(())
 }
 
-fn stored(position: usize, got: &BasicGetMessage) -> StoredMessage {
+/// The message as [`StoredMessage`], keeping at most `keep` bytes of its
+/// body (see [`LISTED_BODY_BYTES`]).
+fn stored(position: usize, got: &BasicGetMessage, keep: usize) -> StoredMessage {
     let properties = &got.delivery.properties;
     let headers = properties
         .headers()
         .as_ref()
         .map(table_to_json)
         .unwrap_or_default();
-    StoredMessage {
-        position,
-        headers,
-        message_id: properties.message_id().as_ref().map(|id| id.to_string()),
-        body: got.delivery.data.clone(),
-    }
+    let message_id = properties.message_id().as_ref().map(|id| id.to_string());
+    StoredMessage::of(position, headers, message_id, &got.delivery.data, keep)
 }
 
 /// The message's properties with its headers edited.

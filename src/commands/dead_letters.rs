@@ -325,7 +325,12 @@ async fn show(config: &Path, event_id: &str) -> Result<Exit, Exit> {
             Ok(value) => output::json(&value),
             Err(_) => Printable(&String::from_utf8_lossy(&message.body)).to_string(),
         };
-        println!("body:\n{body}\n");
+        if message.is_whole() {
+            println!("body:\n{body}\n");
+        } else {
+            let (shown, len) = (message.body.len(), message.body_len);
+            println!("body (its first {shown} of {len} bytes):\n{body}\n");
+        }
     }
     Ok(Exit::Ok)
 }

@@ -30,6 +30,7 @@ mod dead_letters;
 mod explain;
 mod history;
 mod ingest;
+mod input_file;
 mod output;
 mod output_file;
 /// [`crate::printable`], under the name the print sites use.

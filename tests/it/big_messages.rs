@@ -4,8 +4,10 @@
 
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use zoom_dept_sync::broker::admin::Admin;
 use zoom_dept_sync::config::QueueType;
 use zoom_dept_sync::event::MAX_PAYLOAD_BYTES;
+use zoom_dept_sync::triage::DeadLetterRow;
 
 use crate::helpers::{TestApp, event, groups_of, header_str, mapped_zoom, spawn_zoom, use_zoom};
 use crate::toolbox::Tool;
@@ -149,4 +151,48 @@ async fn without_dead_lettering_on_the_input_queue_the_daemon_publishes_it() {
         header_str(&letters[0], "failure-reason").as_deref(),
         Some("too_large")
     );
+}
+
+/// Reading a queue for a listing (`dead-letters list`, `show`, `status`)
+/// keeps at most the limit and one byte of each body, with its real
+/// length: a 1 MiB dead letter costs 64 KiB, and still lists as
+/// `too_large` with its size. The queue keeps the whole message.
+#[tokio::test]
+async fn a_peek_keeps_a_bounded_part_of_each_body_and_its_length() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    let mut death = FieldTable::default();
+    death.insert(
+        "reason".into(),
+        AMQPValue::LongString(LongString::from("rejected")),
+    );
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-death".into(),
+        AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
+    );
+    let size = 1024 * 1024;
+    let properties = BasicProperties::default().with_headers(headers);
+    app.publish_with(&padded_event("huge", size), properties)
+        .await;
+    let admin = Admin::connect(&app.settings.amqp, "test")
+        .await
+        .expect("connect");
+    let messages = admin.peek(&app.queue).await.expect("peek");
+    admin.close().await;
+    assert_eq!(messages.len(), 1);
+    let message = &messages[0];
+    assert!(
+        message.body.len() <= MAX_PAYLOAD_BYTES + 1,
+        "kept {} bytes",
+        message.body.len()
+    );
+    let row = DeadLetterRow::of(message);
+    assert_eq!(row.reason, "too_large", "{row:?}");
+    assert_eq!(
+        row.message.as_deref(),
+        Some("message is 1048576 bytes, over the 65536-byte limit")
+    );
+    let whole = crate::toolbox::drain(&app, &app.queue).await;
+    assert_eq!(whole.len(), 1);
+    assert_eq!(whole[0].data, padded_event("huge", size), "left whole");
 }

@@ -363,3 +363,49 @@ async fn an_http_zoom_url_is_never_asked_through_a_proxy() {
         "Zoom was asked directly: {out}{err}"
     );
 }
+
+/// `--hr-export /proc/self/environ`: a procfs file reads as size 0 but has
+/// content; it is refused as not a real file (exit 2), and nothing of the
+/// environment (the Zoom secret, the broker password) reaches the error.
+#[tokio::test]
+async fn hr_export_from_procfs_is_refused_without_quoting_it() {
+    let zoom = spawn_zoom(mapped_zoom()).await;
+    let app = TestApp::prepare_with(|s| use_zoom(s, &zoom)).await;
+    let tool = Tool::new(&app, "");
+    let mut command = tool.command(&["reconcile", "--hr-export", "/proc/self/environ"]);
+    command
+        .env("ZOOM_CLIENT_SECRET", "s3cret-zz")
+        .env("AMQP_URL", "amqp://guest:pw-zz9@127.0.0.1:5672/%2f");
+    let (code, out, err) = output(
+        tokio::process::Command::from(command)
+            .output()
+            .await
+            .expect("run"),
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    for secret in ["s3cret-zz", "pw-zz9"] {
+        assert!(!err.contains(secret), "{secret} in {err}");
+        assert!(!out.contains(secret), "{secret} in {out}");
+    }
+    assert!(err.contains("not a real file"), "{err}");
+    assert_eq!(zoom.counters().total.calls, 0);
+}
+
+/// A header without the needed columns: the error names what it found,
+/// escaped (no raw ESC or BEL reaches the terminal).
+#[tokio::test]
+async fn hr_export_header_cells_are_escaped_in_the_error() {
+    let zoom = spawn_zoom(mapped_zoom()).await;
+    let app = TestApp::prepare_with(|s| use_zoom(s, &zoom)).await;
+    let tool = Tool::new(&app, "");
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("export.csv");
+    std::fs::write(&export, format!("mail{TITLE},dept{CLEAR}\n")).unwrap();
+    let (code, out, err) = tool
+        .run_async(&["reconcile", "--hr-export", export.to_str().unwrap()])
+        .await;
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("no column \"email\""), "{err}");
+    assert!(err.contains(r"mail\u{1b}]0;pwned\u{7}"), "{err}");
+    assert_inert("stderr", &err);
+}

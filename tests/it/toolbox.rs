@@ -147,7 +147,7 @@ async fn ten_mixed(app: &TestApp) -> Vec<String> {
 }
 
 /// Takes every message of `queue` (emptying it), head first.
-async fn drain(app: &TestApp, queue: &str) -> Vec<Delivery> {
+pub async fn drain(app: &TestApp, queue: &str) -> Vec<Delivery> {
     let mut messages = Vec::new();
     while let Some(got) = app
         .channel
@@ -494,6 +494,86 @@ async fn publish_sends_valid_lines_and_reports_invalid_ones() {
     assert!(err.contains("line 2: invalid event, not sent"), "{err}");
     assert!(out.contains("published 2 events"), "{out}");
     assert_eq!(ids(&drain(&app, &app.queue).await), ["p1", "p2"]);
+}
+
+/// `publish --file /dev/zero`: refused at once as not a regular file
+/// (exit 2), as `--hr-export` is; it never reads an endless file.
+#[tokio::test]
+async fn publish_refuses_a_file_that_is_not_regular() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    let tool = Tool::new(&app, "");
+    let mut command = tool.command(&["publish", "--file", "/dev/zero"]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let run = tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .output();
+    let done = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("publish must not read /dev/zero")
+        .expect("run");
+    let (code, out, err) = output(done);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("/dev/zero: not a regular file (a device)"),
+        "{err}"
+    );
+    assert!(err.contains("at most 64 MiB"), "{err}");
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+}
+
+/// Standard input is read no further than 64 MiB and one byte: an endless
+/// input (`/dev/zero`, one line without end) is refused (exit 2), kept
+/// nowhere, and nothing is published.
+#[tokio::test]
+async fn publish_stops_reading_an_endless_standard_input() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    let tool = Tool::new(&app, "");
+    let mut command = tool.command(&["publish"]);
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    command
+        .stdin(zero)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = tokio::process::Command::from(command)
+        .kill_on_drop(true)
+        .output();
+    let done = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("publish must stop reading")
+        .expect("run");
+    let (code, out, err) = output(done);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("standard input: over the limit of 64 MiB"),
+        "{err}"
+    );
+    assert_eq!(app.queue_state(&app.queue).await.0, 0);
+}
+
+/// A line far over the event limit (10 MiB) is an invalid line: reported
+/// with its length and never sent, not even with `--raw` (it is not kept);
+/// the lines around it are published.
+#[tokio::test]
+async fn publish_skips_an_overlong_line_and_sends_the_rest() {
+    let app = TestApp::prepare_with(|_| {}).await;
+    let tool = Tool::new(&app, "");
+    let file = tool._dir.path().join("events.jsonl");
+    let valid = |id: &str| {
+        format!(
+            r#"{{"event_id":"{id}","zoom_user_id":"U1","previous_department":"Engineering","new_department":"Sales"}}"#
+        )
+    };
+    let long = format!(r#"{{"event_id":"{}"}}"#, "x".repeat(10 << 20));
+    std::fs::write(&file, [valid("q1"), long, valid("q2")].join("\n")).unwrap();
+    let (code, out, err) = tool.run(&["publish", "--raw", "--file", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("line 2: invalid event, not sent: line is 10485775 bytes, over the"),
+        "{err}"
+    );
+    assert!(out.contains("published 2 events"), "{out}");
+    assert!(out.contains("1 invalid lines"), "{out}");
+    assert_eq!(ids(&drain(&app, &app.queue).await), ["q1", "q2"]);
 }
 
 /// `status` reports the queues, dead letters by reason and the daemon's

@@ -5,14 +5,13 @@
 //! header without the needed columns is a usage error.
 
 use std::collections::HashMap;
-use std::fs::{FileType, Metadata};
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use csv::ByteRecord;
 use serde::Serialize;
 
+use crate::commands::input_file::{FileError, read_bounded};
+use crate::commands::printable::Printable;
 use crate::event::{Department, Email, ZoomUserId};
 use crate::reconcile::{ExportRow, Held};
 
@@ -33,21 +32,10 @@ pub const MAX_EXPORT_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("cannot read {}: {source}", path.display())]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "{}: not a regular file ({kind}); --hr-export must be a regular file of at most {} MiB",
-        path.display(), MAX_EXPORT_BYTES >> 20
-    )]
-    NotRegular { path: PathBuf, kind: &'static str },
-    #[error(
-        "{}: over the limit of {} MiB ({limit} bytes) for --hr-export",
-        path.display(), limit >> 20
-    )]
-    TooLarge { path: PathBuf, limit: u64 },
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// `found` is [`found_columns`]: escaped, and only names that look
+    /// like column names (a wrong file's first line may hold anything).
     #[error("{}: bad CSV header: no column {column:?} (columns: {found})", path.display())]
     MissingColumn {
         path: PathBuf,
@@ -123,7 +111,7 @@ struct At {
 }
 
 pub fn read(path: &Path, columns: &Columns) -> Result<Export, ExportError> {
-    let data = read_bounded(path, MAX_EXPORT_BYTES)?;
+    let data = read_bounded(path, "--hr-export", MAX_EXPORT_BYTES)?;
     let lines = Lines::of(&data);
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -154,85 +142,6 @@ pub fn read(path: &Path, columns: &Columns) -> Result<Export, ExportError> {
     Ok(export)
 }
 
-/// The file's bytes, when it is a regular file of at most `limit` bytes.
-/// Anything else is refused before it is opened (a FIFO would block,
-/// `/dev/zero` never ends); the open file is checked again, and read no
-/// further than the limit in case it grows.
-fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ExportError> {
-    let open = |source| ExportError::Open {
-        path: path.into(),
-        source,
-    };
-    regular(path, &std::fs::metadata(path).map_err(open)?, limit)?;
-    let file = open_regular(path, limit)?;
-    let mut data = Vec::new();
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut data)
-        .map_err(open)?;
-    if data.len() as u64 > limit {
-        return Err(ExportError::TooLarge {
-            path: path.into(),
-            limit,
-        });
-    }
-    Ok(data)
-}
-
-/// Opens `path` non-blocking, so a path swapped for a FIFO after the
-/// check cannot hang the open, and checks the open file's own kind and
-/// size (what counts from here on). Reading a regular file ignores the flag.
-fn open_regular(path: &Path, limit: u64) -> Result<std::fs::File, ExportError> {
-    let open = |source| ExportError::Open {
-        path: path.into(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(open)?;
-    regular(path, &file.metadata().map_err(open)?, limit)?;
-    Ok(file)
-}
-
-fn regular(path: &Path, metadata: &Metadata, limit: u64) -> Result<(), ExportError> {
-    let kind = metadata.file_type();
-    if !kind.is_file() {
-        return Err(ExportError::NotRegular {
-            path: path.into(),
-            kind: kind_of(kind),
-        });
-    }
-    if metadata.len() > limit {
-        return Err(ExportError::TooLarge {
-            path: path.into(),
-            limit,
-        });
-    }
-    Ok(())
-}
-
-fn kind_of(kind: FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if kind.is_fifo() {
-            return "a FIFO";
-        }
-        if kind.is_char_device() || kind.is_block_device() {
-            return "a device";
-        }
-        if kind.is_socket() {
-            return "a socket";
-        }
-    }
-    if kind.is_dir() {
-        "a directory"
-    } else {
-        "not a file"
-    }
-}
-
 /// Reads the header and finds the columns.
 fn columns_at(
     path: &Path,
@@ -255,7 +164,7 @@ fn columns_at(
         find(name).ok_or_else(|| ExportError::MissingColumn {
             path: path.into(),
             column: name.into(),
-            found: header.iter().collect::<Vec<_>>().join(", "),
+            found: found_columns(&header),
         })
     };
     Ok(At {
@@ -267,6 +176,26 @@ fn columns_at(
         },
         width: header.len(),
     })
+}
+
+/// The longest header cell quoted in an error, and how many are listed.
+const NAME_CAP: usize = 64;
+const NAMES_CAP: usize = 20;
+
+/// The header's cells for an error, escaped ([`Printable`]), when they
+/// look like column names (at most [`NAMES_CAP`] of at most [`NAME_CAP`]
+/// characters); otherwise only how many there are. A wrong file's first
+/// line is not repeated to the terminal or a log.
+fn found_columns(header: &csv::StringRecord) -> String {
+    let names = header.len() <= NAMES_CAP && header.iter().all(|h| h.chars().count() <= NAME_CAP);
+    if !names {
+        return format!("{} columns, not shown", header.len());
+    }
+    header
+        .iter()
+        .map(|h| Printable(h).to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One record as a row, or why not and whom it names.
@@ -389,6 +318,7 @@ fn row(line: u64, email: &str, department: &str, id: Option<&str>) -> Result<Exp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::input_file::Check;
 
     fn columns() -> Columns {
         Columns {
@@ -483,17 +413,21 @@ mod tests {
         assert!(made.unwrap().success(), "mkfifo");
         for path in [dir.path(), Path::new("/dev/zero"), fifo.as_path()] {
             let e = read(path, &columns()).err().unwrap();
-            assert!(matches!(e, ExportError::NotRegular { .. }), "{path:?}: {e}");
+            assert!(
+                matches!(e, ExportError::File(FileError::NotRegular { .. })),
+                "{path:?}: {e}"
+            );
             assert!(e.to_string().contains("not a regular file"), "{e}");
         }
         let file = dir.path().join("big.csv");
         std::fs::write(&file, "email,department\n").unwrap();
-        assert_eq!(read_bounded(&file, 17).unwrap().len(), 17);
-        let e = read_bounded(&file, 16).err().unwrap();
-        assert!(matches!(e, ExportError::TooLarge { .. }), "{e}");
+        assert_eq!(read_bounded(&file, "--hr-export", 17).unwrap().len(), 17);
+        let e = read_bounded(&file, "--hr-export", 16).err().unwrap();
+        assert!(matches!(e, FileError::TooLarge { .. }), "{e}");
         assert_eq!(MAX_EXPORT_BYTES, 64 * 1024 * 1024);
-        let e = ExportError::TooLarge {
+        let e = FileError::TooLarge {
             path: file,
+            flag: "--hr-export",
             limit: MAX_EXPORT_BYTES,
         };
         assert!(e.to_string().contains("over the limit of 64 MiB"), "{e}");
@@ -510,7 +444,16 @@ mod tests {
         assert!(made.unwrap().success(), "mkfifo");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(open_regular(&fifo, 10).err().map(|e| e.to_string()));
+            let _ = tx.send(
+                Check {
+                    path: &fifo,
+                    flag: "--hr-export",
+                    limit: 10,
+                }
+                .open()
+                .err()
+                .map(|e| e.to_string()),
+            );
         });
         let refused = rx
             .recv_timeout(std::time::Duration::from_secs(10))
@@ -519,15 +462,59 @@ mod tests {
     }
 
     /// A file that has more to read than its size said (it grew after the
-    /// check; a `/proc` file always does: its size is 0) is still read no
-    /// further than the limit, and refused.
+    /// check; a `/proc` file always does: its size is 0) is read no further
+    /// than its size and one byte, and refused, whatever the limit.
     #[test]
     fn reconcile_export_growing_past_the_limit_after_the_check_is_refused() {
         let growing = Path::new("/proc/self/mountinfo");
         let stat = std::fs::metadata(growing).unwrap();
         assert!(stat.is_file() && stat.len() == 0, "{stat:?}");
-        let e = read_bounded(growing, 8).err().unwrap();
-        assert!(matches!(e, ExportError::TooLarge { limit: 8, .. }), "{e}");
+        for limit in [8, MAX_EXPORT_BYTES] {
+            let e = read_bounded(growing, "--hr-export", limit).err().unwrap();
+            assert!(matches!(e, FileError::Changed { size: 0, .. }), "{e}");
+            assert!(
+                e.to_string().contains("not a real file (procfs/sysfs)"),
+                "{e}"
+            );
+        }
+        let e = read(Path::new("/proc/self/environ"), &columns())
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, ExportError::File(FileError::Changed { .. })),
+            "{e}"
+        );
+    }
+
+    /// An empty regular file is read (as empty): the error is the
+    /// ordinary one of a header without the columns.
+    #[test]
+    fn reconcile_export_empty_regular_file_is_an_empty_export() {
+        let e = read_text("", &columns()).err().unwrap();
+        assert!(matches!(e, ExportError::MissingColumn { .. }), "{e}");
+    }
+
+    /// The header quoted in an error: escaped, and only when it looks like
+    /// column names.
+    #[test]
+    fn reconcile_export_missing_column_quotes_only_short_names_escaped() {
+        let e = read_text("mail\u{1b}]0;x\u{7},dept\n", &columns())
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains(r"(columns: mail\u{1b}]0;x\u{7}, dept)"),
+            "{e}"
+        );
+        let long = format!("{},dept\n", "k".repeat(NAME_CAP + 1));
+        let e = read_text(&long, &columns()).err().unwrap();
+        assert!(
+            e.to_string().contains("(columns: 2 columns, not shown)"),
+            "{e}"
+        );
+        let many = format!("{}\n", vec!["c"; NAMES_CAP + 1].join(","));
+        let e = read_text(&many, &columns()).err().unwrap();
+        assert!(e.to_string().contains("21 columns, not shown"), "{e}");
     }
 
     /// Lines as an editor counts them, whatever the line ends (HR tools

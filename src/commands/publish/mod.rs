@@ -1,7 +1,8 @@
 //! `publish`: validate events (JSON lines) with the daemon's own parser,
 //! then publish them to the input queue with confirms.
 
-use std::io::{BufRead, BufReader};
+mod lines;
+
 use std::path::PathBuf;
 
 use clap::Args;
@@ -9,6 +10,7 @@ use clap::Args;
 use super::{ConfigArg, Exit, broker_settings};
 use crate::broker::admin::Admin;
 use crate::event::DepartmentChange;
+use lines::{MAX_LINE_BYTES, Text};
 
 #[derive(Args)]
 pub struct PublishArgs {
@@ -25,7 +27,7 @@ pub struct PublishArgs {
 /// A line to send, with its number (from 1).
 struct Line {
     number: usize,
-    text: String,
+    text: Vec<u8>,
 }
 
 pub async fn run(args: PublishArgs) -> Exit {
@@ -33,32 +35,14 @@ pub async fn run(args: PublishArgs) -> Exit {
         Ok(settings) => settings,
         Err(exit) => return exit,
     };
-    let lines = match read_lines(args.file.as_deref()) {
+    let lines = match lines::read(args.file.as_deref()) {
         Ok(lines) => lines,
         Err(e) => {
             eprintln!("zoom-dept-sync publish: {e}");
             return Exit::Usage;
         }
     };
-    let mut invalid = 0;
-    let mut to_send = Vec::new();
-    for line in lines {
-        match DepartmentChange::parse(line.text.as_bytes()) {
-            Ok(_) => to_send.push(line),
-            Err(e) => {
-                invalid += 1;
-                let action = if args.raw {
-                    "sent anyway (--raw)"
-                } else {
-                    "not sent"
-                };
-                eprintln!("line {}: invalid event, {action}: {e}", line.number);
-                if args.raw {
-                    to_send.push(line);
-                }
-            }
-        }
-    }
+    let (to_send, invalid) = validate(lines, args.raw);
     let sent = match send(&settings, &to_send).await {
         Ok(sent) => sent,
         Err(sent) => {
@@ -77,6 +61,45 @@ pub async fn run(args: PublishArgs) -> Exit {
     }
 }
 
+/// The lines to send, and how many are invalid (each reported): a line
+/// too long to keep is never sent; another invalid one only with `--raw`.
+fn validate(lines: Vec<lines::Line>, raw: bool) -> (Vec<Line>, usize) {
+    let mut invalid = 0;
+    let mut to_send = Vec::new();
+    for line in lines {
+        let text = match line.text {
+            Text::Kept(text) => text,
+            Text::TooLong(len) => {
+                invalid += 1;
+                eprintln!(
+                    "line {}: invalid event, not sent: line is {len} bytes, over the \
+                     {MAX_LINE_BYTES}-byte line limit (not kept, so not sent even with --raw)",
+                    line.number
+                );
+                continue;
+            }
+        };
+        let line = Line {
+            number: line.number,
+            text,
+        };
+        if let Err(e) = DepartmentChange::parse(&line.text) {
+            invalid += 1;
+            let action = if raw {
+                "sent anyway (--raw)"
+            } else {
+                "not sent"
+            };
+            eprintln!("line {}: invalid event, {action}: {e}", line.number);
+            if !raw {
+                continue;
+            }
+        }
+        to_send.push(line);
+    }
+    (to_send, invalid)
+}
+
 /// Publishes in order, each confirmed; `Err` holds how many went out.
 async fn send(settings: &crate::config::Settings, lines: &[Line]) -> Result<usize, usize> {
     let admin = Admin::connect(&settings.amqp, "publish")
@@ -91,7 +114,7 @@ async fn send(settings: &crate::config::Settings, lines: &[Line]) -> Result<usiz
     })?;
     for (sent, line) in lines.iter().enumerate() {
         if let Err(e) = publisher
-            .publish_json(&settings.amqp.queue, line.text.as_bytes())
+            .publish_json(&settings.amqp.queue, &line.text)
             .await
         {
             eprintln!("line {}: {e}", line.number);
@@ -101,25 +124,4 @@ async fn send(settings: &crate::config::Settings, lines: &[Line]) -> Result<usiz
     }
     admin.close().await;
     Ok(lines.len())
-}
-
-/// Non-blank lines with their numbers.
-fn read_lines(file: Option<&std::path::Path>) -> std::io::Result<Vec<Line>> {
-    let reader: Box<dyn BufRead> = match file {
-        Some(path) => Box::new(BufReader::new(std::fs::File::open(path).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-        })?)),
-        None => Box::new(BufReader::new(std::io::stdin())),
-    };
-    let mut lines = Vec::new();
-    for (index, line) in reader.lines().enumerate() {
-        let text = line?;
-        if !text.trim().is_empty() {
-            lines.push(Line {
-                number: index + 1,
-                text,
-            });
-        }
-    }
-    Ok(lines)
 }
