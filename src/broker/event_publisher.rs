@@ -17,10 +17,15 @@
 //!
 //! Readiness is what the last attempt showed ([`EventPublisher::readiness`]),
 //! kept fresh by one background task ([`EventPublisher::keep`]): a storm of
-//! `/readyz` calls during an outage opens no connection at all.
+//! `/readyz` calls during an outage opens no connection at all. A missing
+//! exchange is a state of its own, named in `/readyz`: it holds until a
+//! publish passes or the background check finds the exchange (a passive
+//! declare on a channel of its own), so a fresh connection, which opens
+//! fine without it, does not make the receiver look ready.
 
-use lapin::options::ConfirmSelectOptions;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -47,7 +52,7 @@ pub enum PublishError {
 
 /// Why the receiver cannot publish now, as `/readyz` says it: no host,
 /// no file (the log has the details).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotReady {
     #[error("not connected to the broker yet")]
     NotYet,
@@ -57,6 +62,12 @@ pub enum NotReady {
     Slow,
     #[error("the connection to the broker was lost")]
     Lost,
+    /// The broker answered `NOT_FOUND` for the receiver's exchange.
+    #[error(
+        "exchange {exchange} does not exist: the daemon declares it (declare_topology = true) \
+         or create it and bind it to the input queue"
+    )]
+    NoExchange { exchange: String },
 }
 
 /// The background check reconnects this often while the link is down.
@@ -114,12 +125,19 @@ impl EventPublisher {
             Ok(Ok(confirmation)) => confirmation,
             Ok(Err(e)) => {
                 // The broker closed the channel either way.
-                self.drop_link(generation).await;
-                return Err(self.failed(&e));
+                let error = self.failed(&e);
+                let why = match &error {
+                    PublishError::NoExchange { exchange, .. } => NotReady::NoExchange {
+                        exchange: exchange.clone(),
+                    },
+                    _ => NotReady::Lost,
+                };
+                self.drop_link(generation, why).await;
+                return Err(error);
             }
             Err(_) => {
                 // The channel may be blocked (an alarm) or lost: start over.
-                self.drop_link(generation).await;
+                self.drop_link(generation, NotReady::Lost).await;
                 return Err(PublishError::Timeout);
             }
         };
@@ -132,12 +150,19 @@ impl EventPublisher {
                 self.exchange, self.queue, returned.reply_text, self.queue
             )));
         }
+        // The exchange is there (again).
+        self.record(Ok(()));
         Ok(())
     }
 
     /// Ready when the link is open; else what the last attempt showed.
     /// Never waits, never connects.
     pub fn readiness(&self) -> Result<(), NotReady> {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if matches!(last, Err(NotReady::NoExchange { .. })) {
+            // An open link says nothing about the exchange.
+            return last;
+        }
         if let Ok(link) = self.link.try_lock() {
             match link.as_ref() {
                 Some(open) if open.is_connected() => return Ok(()),
@@ -145,7 +170,7 @@ impl EventPublisher {
                 None => {}
             }
         }
-        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+        last
     }
 
     /// Until `shutdown`: connects at once, then every [`KEEP_EVERY`] while
@@ -153,8 +178,8 @@ impl EventPublisher {
     /// (and without a probe) having to connect.
     pub async fn keep(&self, shutdown: CancellationToken) {
         loop {
-            if self.readiness().is_err()
-                && let Err(e) = self.channel(Instant::now() + CONNECT_WITHIN).await
+            if let Err(why) = self.readiness()
+                && let Err(e) = self.check(why, Instant::now() + CONNECT_WITHIN).await
             {
                 tracing::warn!(error = %e, "the receiver cannot publish; trying again in 5 s");
             }
@@ -163,6 +188,60 @@ impl EventPublisher {
                 _ = tokio::time::sleep(KEEP_EVERY) => {}
             }
         }
+    }
+
+    /// One round of the background check: connect when the link is down;
+    /// when the exchange was missing, look for it again.
+    async fn check(&self, why: NotReady, deadline: Instant) -> Result<(), PublishError> {
+        self.channel(deadline).await?;
+        if !matches!(why, NotReady::NoExchange { .. }) {
+            return Ok(());
+        }
+        let link = timeout_at(deadline, self.link.lock())
+            .await
+            .map_err(|_| PublishError::Timeout)?;
+        let Some(open) = link.as_ref() else {
+            return Ok(());
+        };
+        let found = timeout_at(deadline, self.exchange_exists(&open.connection))
+            .await
+            .map_err(|_| PublishError::Timeout)?;
+        match found {
+            Ok(()) => {
+                tracing::info!(exchange = %self.exchange, "the receiver's exchange exists again");
+                self.record(Ok(()));
+                Ok(())
+            }
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+
+    /// A passive declare of the receiver's exchange, on a channel of its
+    /// own: the broker closes the channel a `NOT_FOUND` comes on.
+    async fn exchange_exists(&self, connection: &Connection) -> Result<(), lapin::Error> {
+        let channel = connection.create_channel().await?;
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                ExchangeKind::Direct,
+                passive,
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = channel.close(200, "exchange checked".into()).await;
+        Ok(())
+    }
+
+    /// Whether the last attempt found the exchange missing.
+    fn exchange_missing(&self) -> bool {
+        matches!(
+            *self.last.lock().unwrap_or_else(|p| p.into_inner()),
+            Err(NotReady::NoExchange { .. })
+        )
     }
 
     fn record(&self, outcome: Result<(), NotReady>) {
@@ -217,7 +296,10 @@ impl EventPublisher {
                 return Err(PublishError::Timeout);
             }
         };
-        self.record(Ok(()));
+        // A missing exchange stays the reason until it is found again.
+        if !self.exchange_missing() {
+            self.record(Ok(()));
+        }
         let answer = (open.channel.clone(), open.generation);
         *link = Some(open);
         Ok(answer)
@@ -240,9 +322,10 @@ impl EventPublisher {
         })
     }
 
-    /// After a failed publish: the link is given up on.
-    async fn drop_link(&self, generation: u64) {
-        self.record(Err(NotReady::Lost));
+    /// After a failed publish: the link is given up on, and `why` is what
+    /// `/readyz` says until the next attempt.
+    async fn drop_link(&self, generation: u64, why: NotReady) {
+        self.record(Err(why));
         let deadline = Instant::now() + std::time::Duration::from_millis(200);
         let Ok(mut link) = timeout_at(deadline, self.link.lock()).await else {
             return;
