@@ -39,6 +39,10 @@ use crate::config::AmqpSettings;
 pub enum PublishError {
     #[error("cannot reach the broker: {0}")]
     Unavailable(String),
+    /// The broker refused the login or the vhost, or TLS cannot work:
+    /// retrying cannot help until an operator acts.
+    #[error("{0}")]
+    Misconfigured(ConnectError),
     #[error("the broker did not confirm in time")]
     Timeout,
     #[error("the broker refused the event: {0}")]
@@ -62,6 +66,15 @@ pub enum NotReady {
     Slow,
     #[error("the connection to the broker was lost")]
     Lost,
+    /// `ACCESS_REFUSED` answering the login (a changed password or user).
+    #[error("the broker refuses the login of user {user}: check AMQP_URL's user and password")]
+    LoginRefused { user: String },
+    /// `NOT_ALLOWED` answering the vhost.
+    #[error(
+        "the broker refuses user {user} the vhost {vhost}: check that the vhost in AMQP_URL \
+         exists and that the user has permissions on it"
+    )]
+    VhostRefused { user: String, vhost: String },
     /// The broker answered `NOT_FOUND` for the receiver's exchange.
     #[error(
         "exchange {exchange} does not exist: the daemon declares it (declare_topology = true) \
@@ -181,12 +194,31 @@ impl EventPublisher {
             if let Err(why) = self.readiness()
                 && let Err(e) = self.check(why, Instant::now() + CONNECT_WITHIN).await
             {
-                tracing::warn!(error = %e, "the receiver cannot publish; trying again in 5 s");
+                if matches!(e, PublishError::Misconfigured(_)) {
+                    tracing::error!(error = %e, "the broker refuses the receiver; trying again in 5 s");
+                } else {
+                    tracing::warn!(error = %e, "the receiver cannot publish; trying again in 5 s");
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(KEEP_EVERY) => {}
             }
+        }
+    }
+
+    /// The receiver's first connection, at start-up: a refusal no retry
+    /// can fix (the login, the vhost, TLS) is the caller's to report (exit
+    /// 2, as the daemon does); a broker merely unreachable or slow is not,
+    /// and the background check keeps trying.
+    pub async fn connect_first(&self, deadline: Instant) -> Result<(), ConnectError> {
+        match self.channel(deadline).await {
+            Err(PublishError::Misconfigured(e)) => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "the receiver cannot publish yet; trying again in 5 s");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
         }
     }
 
@@ -287,10 +319,7 @@ impl EventPublisher {
         }
         let open = match timeout_at(deadline, self.open()).await {
             Ok(Ok(open)) => open,
-            Ok(Err(e)) => {
-                self.record(Err(NotReady::Unreachable));
-                return Err(PublishError::Unavailable(e.to_string()));
-            }
+            Ok(Err(e)) => return Err(self.not_opened(e)),
             Err(_) => {
                 self.record(Err(NotReady::Slow));
                 return Err(PublishError::Timeout);
@@ -303,6 +332,27 @@ impl EventPublisher {
         let answer = (open.channel.clone(), open.generation);
         *link = Some(open);
         Ok(answer)
+    }
+
+    /// Records why no link opened, as `/readyz` says it: a refused login
+    /// or vhost by name, anything else as unreachable.
+    fn not_opened(&self, error: ConnectError) -> PublishError {
+        let why = match &error {
+            ConnectError::LoginRefused { user, .. } => {
+                NotReady::LoginRefused { user: user.clone() }
+            }
+            ConnectError::VhostRefused { user, vhost, .. } => NotReady::VhostRefused {
+                user: user.clone(),
+                vhost: vhost.clone(),
+            },
+            _ => NotReady::Unreachable,
+        };
+        self.record(Err(why));
+        if error.is_permanent() {
+            PublishError::Misconfigured(error)
+        } else {
+            PublishError::Unavailable(error.to_string())
+        }
     }
 
     async fn open(&self) -> Result<Link, ConnectError> {
