@@ -229,13 +229,21 @@ impl EventPublisher {
         if !matches!(why, NotReady::NoExchange { .. }) {
             return Ok(());
         }
-        let link = timeout_at(deadline, self.link.lock())
-            .await
-            .map_err(|_| PublishError::Timeout)?;
-        let Some(open) = link.as_ref() else {
-            return Ok(());
+        // The link's lock is held only to open the channel: requests do
+        // not wait on the declare.
+        let channel = {
+            let link = timeout_at(deadline, self.link.lock())
+                .await
+                .map_err(|_| PublishError::Timeout)?;
+            let Some(open) = link.as_ref() else {
+                return Ok(());
+            };
+            timeout_at(deadline, open.connection.create_channel()).await
         };
-        let found = timeout_at(deadline, self.exchange_exists(&open.connection))
+        let channel = channel
+            .map_err(|_| PublishError::Timeout)?
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        let found = timeout_at(deadline, self.exchange_exists(channel))
             .await
             .map_err(|_| PublishError::Timeout)?;
         match found {
@@ -249,9 +257,9 @@ impl EventPublisher {
     }
 
     /// A passive declare of the receiver's exchange, on a channel of its
-    /// own: the broker closes the channel a `NOT_FOUND` comes on.
-    async fn exchange_exists(&self, connection: &Connection) -> Result<(), lapin::Error> {
-        let channel = connection.create_channel().await?;
+    /// own (not the publishing one): the broker closes the channel a
+    /// `NOT_FOUND` comes on.
+    async fn exchange_exists(&self, channel: Channel) -> Result<(), lapin::Error> {
         let passive = ExchangeDeclareOptions {
             passive: true,
             ..ExchangeDeclareOptions::default()
