@@ -17,10 +17,15 @@
 //!
 //! Readiness is what the last attempt showed ([`EventPublisher::readiness`]),
 //! kept fresh by one background task ([`EventPublisher::keep`]): a storm of
-//! `/readyz` calls during an outage opens no connection at all.
+//! `/readyz` calls during an outage opens no connection at all. A missing
+//! exchange is a state of its own, named in `/readyz`: it holds until a
+//! publish passes or the background check finds the exchange (a passive
+//! declare on a channel of its own), so a fresh connection, which opens
+//! fine without it, does not make the receiver look ready.
 
-use lapin::options::ConfirmSelectOptions;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +39,10 @@ use crate::config::AmqpSettings;
 pub enum PublishError {
     #[error("cannot reach the broker: {0}")]
     Unavailable(String),
+    /// The broker refused the login or the vhost, or TLS cannot work:
+    /// retrying cannot help until an operator acts.
+    #[error("{0}")]
+    Misconfigured(ConnectError),
     #[error("the broker did not confirm in time")]
     Timeout,
     #[error("the broker refused the event: {0}")]
@@ -47,7 +56,7 @@ pub enum PublishError {
 
 /// Why the receiver cannot publish now, as `/readyz` says it: no host,
 /// no file (the log has the details).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotReady {
     #[error("not connected to the broker yet")]
     NotYet,
@@ -57,6 +66,21 @@ pub enum NotReady {
     Slow,
     #[error("the connection to the broker was lost")]
     Lost,
+    /// `ACCESS_REFUSED` answering the login (a changed password or user).
+    #[error("the broker refuses the login of user {user}: check AMQP_URL's user and password")]
+    LoginRefused { user: String },
+    /// `NOT_ALLOWED` answering the vhost.
+    #[error(
+        "the broker refuses user {user} the vhost {vhost}: check that the vhost in AMQP_URL \
+         exists and that the user has permissions on it"
+    )]
+    VhostRefused { user: String, vhost: String },
+    /// The broker answered `NOT_FOUND` for the receiver's exchange.
+    #[error(
+        "exchange {exchange} does not exist: the daemon declares it (declare_topology = true) \
+         or create it and bind it to the input queue"
+    )]
+    NoExchange { exchange: String },
 }
 
 /// The background check reconnects this often while the link is down.
@@ -114,12 +138,19 @@ impl EventPublisher {
             Ok(Ok(confirmation)) => confirmation,
             Ok(Err(e)) => {
                 // The broker closed the channel either way.
-                self.drop_link(generation).await;
-                return Err(self.failed(&e));
+                let error = self.failed(&e);
+                let why = match &error {
+                    PublishError::NoExchange { exchange, .. } => NotReady::NoExchange {
+                        exchange: exchange.clone(),
+                    },
+                    _ => NotReady::Lost,
+                };
+                self.drop_link(generation, why).await;
+                return Err(error);
             }
             Err(_) => {
                 // The channel may be blocked (an alarm) or lost: start over.
-                self.drop_link(generation).await;
+                self.drop_link(generation, NotReady::Lost).await;
                 return Err(PublishError::Timeout);
             }
         };
@@ -132,12 +163,19 @@ impl EventPublisher {
                 self.exchange, self.queue, returned.reply_text, self.queue
             )));
         }
+        // The exchange is there (again).
+        self.record(Ok(()));
         Ok(())
     }
 
     /// Ready when the link is open; else what the last attempt showed.
     /// Never waits, never connects.
     pub fn readiness(&self) -> Result<(), NotReady> {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if matches!(last, Err(NotReady::NoExchange { .. })) {
+            // An open link says nothing about the exchange.
+            return last;
+        }
         if let Ok(link) = self.link.try_lock() {
             match link.as_ref() {
                 Some(open) if open.is_connected() => return Ok(()),
@@ -145,7 +183,7 @@ impl EventPublisher {
                 None => {}
             }
         }
-        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+        last
     }
 
     /// Until `shutdown`: connects at once, then every [`KEEP_EVERY`] while
@@ -153,16 +191,97 @@ impl EventPublisher {
     /// (and without a probe) having to connect.
     pub async fn keep(&self, shutdown: CancellationToken) {
         loop {
-            if self.readiness().is_err()
-                && let Err(e) = self.channel(Instant::now() + CONNECT_WITHIN).await
+            if let Err(why) = self.readiness()
+                && let Err(e) = self.check(why, Instant::now() + CONNECT_WITHIN).await
             {
-                tracing::warn!(error = %e, "the receiver cannot publish; trying again in 5 s");
+                if matches!(e, PublishError::Misconfigured(_)) {
+                    tracing::error!(error = %e, "the broker refuses the receiver; trying again in 5 s");
+                } else {
+                    tracing::warn!(error = %e, "the receiver cannot publish; trying again in 5 s");
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(KEEP_EVERY) => {}
             }
         }
+    }
+
+    /// The receiver's first connection, at start-up: a refusal no retry
+    /// can fix (the login, the vhost, TLS) is the caller's to report (exit
+    /// 2, as the daemon does); a broker merely unreachable or slow is not,
+    /// and the background check keeps trying.
+    pub async fn connect_first(&self, deadline: Instant) -> Result<(), ConnectError> {
+        match self.channel(deadline).await {
+            Err(PublishError::Misconfigured(e)) => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "the receiver cannot publish yet; trying again in 5 s");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+        }
+    }
+
+    /// One round of the background check: connect when the link is down;
+    /// when the exchange was missing, look for it again.
+    async fn check(&self, why: NotReady, deadline: Instant) -> Result<(), PublishError> {
+        self.channel(deadline).await?;
+        if !matches!(why, NotReady::NoExchange { .. }) {
+            return Ok(());
+        }
+        // The link's lock is held only to open the channel: requests do
+        // not wait on the declare.
+        let channel = {
+            let link = timeout_at(deadline, self.link.lock())
+                .await
+                .map_err(|_| PublishError::Timeout)?;
+            let Some(open) = link.as_ref() else {
+                return Ok(());
+            };
+            timeout_at(deadline, open.connection.create_channel()).await
+        };
+        let channel = channel
+            .map_err(|_| PublishError::Timeout)?
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        let found = timeout_at(deadline, self.exchange_exists(channel))
+            .await
+            .map_err(|_| PublishError::Timeout)?;
+        match found {
+            Ok(()) => {
+                tracing::info!(exchange = %self.exchange, "the receiver's exchange exists again");
+                self.record(Ok(()));
+                Ok(())
+            }
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+
+    /// A passive declare of the receiver's exchange, on a channel of its
+    /// own (not the publishing one): the broker closes the channel a
+    /// `NOT_FOUND` comes on.
+    async fn exchange_exists(&self, channel: Channel) -> Result<(), lapin::Error> {
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                ExchangeKind::Direct,
+                passive,
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = channel.close(200, "exchange checked".into()).await;
+        Ok(())
+    }
+
+    /// Whether the last attempt found the exchange missing.
+    fn exchange_missing(&self) -> bool {
+        matches!(
+            *self.last.lock().unwrap_or_else(|p| p.into_inner()),
+            Err(NotReady::NoExchange { .. })
+        )
     }
 
     fn record(&self, outcome: Result<(), NotReady>) {
@@ -208,19 +327,40 @@ impl EventPublisher {
         }
         let open = match timeout_at(deadline, self.open()).await {
             Ok(Ok(open)) => open,
-            Ok(Err(e)) => {
-                self.record(Err(NotReady::Unreachable));
-                return Err(PublishError::Unavailable(e.to_string()));
-            }
+            Ok(Err(e)) => return Err(self.not_opened(e)),
             Err(_) => {
                 self.record(Err(NotReady::Slow));
                 return Err(PublishError::Timeout);
             }
         };
-        self.record(Ok(()));
+        // A missing exchange stays the reason until it is found again.
+        if !self.exchange_missing() {
+            self.record(Ok(()));
+        }
         let answer = (open.channel.clone(), open.generation);
         *link = Some(open);
         Ok(answer)
+    }
+
+    /// Records why no link opened, as `/readyz` says it: a refused login
+    /// or vhost by name, anything else as unreachable.
+    fn not_opened(&self, error: ConnectError) -> PublishError {
+        let why = match &error {
+            ConnectError::LoginRefused { user, .. } => {
+                NotReady::LoginRefused { user: user.clone() }
+            }
+            ConnectError::VhostRefused { user, vhost, .. } => NotReady::VhostRefused {
+                user: user.clone(),
+                vhost: vhost.clone(),
+            },
+            _ => NotReady::Unreachable,
+        };
+        self.record(Err(why));
+        if error.is_permanent() {
+            PublishError::Misconfigured(error)
+        } else {
+            PublishError::Unavailable(error.to_string())
+        }
     }
 
     async fn open(&self) -> Result<Link, ConnectError> {
@@ -240,9 +380,10 @@ impl EventPublisher {
         })
     }
 
-    /// After a failed publish: the link is given up on.
-    async fn drop_link(&self, generation: u64) {
-        self.record(Err(NotReady::Lost));
+    /// After a failed publish: the link is given up on, and `why` is what
+    /// `/readyz` says until the next attempt.
+    async fn drop_link(&self, generation: u64, why: NotReady) {
+        self.record(Err(why));
         let deadline = Instant::now() + std::time::Duration::from_millis(200);
         let Ok(mut link) = timeout_at(deadline, self.link.lock()).await else {
             return;

@@ -109,7 +109,9 @@ impl Daemon {
 /// control) cannot stall acks, and confirms do not slow the consumer.
 pub struct Session {
     consuming_connection: Connection,
-    publishing_connection: Connection,
+    /// Shared with the settler, which opens throwaway channels on it (a
+    /// passive declare that fails closes its channel).
+    publishing_connection: Arc<Connection>,
     consuming: Channel,
     publishing: Channel,
     topology: Topology,
@@ -138,7 +140,7 @@ impl Session {
         consuming
             .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
             .await?;
-        let publishing_connection = connect("publish").await?;
+        let publishing_connection = Arc::new(connect("publish").await?);
         let publishing = publishing_connection.create_channel().await?;
         publishing
             .confirm_select(ConfirmSelectOptions::default())
@@ -158,7 +160,7 @@ impl Session {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "shutting down".into()))
                 .await;
         }
-        for connection in [&self.consuming_connection, &self.publishing_connection] {
+        for connection in [&self.consuming_connection, &*self.publishing_connection] {
             let _ =
                 tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "shutting down".into()))
                     .await;
@@ -171,10 +173,10 @@ impl Session {
         let mut events = futures_util::stream::select(
             self.consuming_connection
                 .events_listener()
-                .map(|e| ("consuming", e)),
+                .map(|e| (Role::Consuming, e)),
             self.publishing_connection
                 .events_listener()
-                .map(|e| ("publishing", e)),
+                .map(|e| (Role::Publishing, e)),
         );
         let statuses = [
             self.consuming_connection.status().clone(),
@@ -193,9 +195,17 @@ impl Session {
                         }
                     }
                     event = events.next() => match event {
-                        Some((role, Event::Error(e))) => return ctx.lose(format!("{role} connection failed: {e}")),
+                        // lapin reports a channel's error here too (a
+                        // passive declare's NOT_FOUND on a throwaway
+                        // channel): only a connection that is down ends it.
+                        Some((role, Event::Error(e))) if !statuses[role.index()].connected() => {
+                            return ctx.lose(format!("{role} connection failed: {e}"));
+                        }
+                        Some((role, Event::Error(e))) => {
+                            tracing::debug!(connection = %role, error = %e, "a channel closed on a broker error");
+                        }
                         Some((role, Event::ConnectionBlocked(reason))) => {
-                            tracing::warn!(connection = role, %reason, "the broker blocks this connection (memory or disk alarm)");
+                            tracing::warn!(connection = %role, %reason, "the broker blocks this connection (memory or disk alarm)");
                             health.note_blocked(Some(reason));
                         }
                         Some((_, Event::ConnectionUnblocked)) => health.note_blocked(None),
@@ -205,6 +215,29 @@ impl Session {
                 }
             }
         });
+    }
+}
+
+/// Which of a session's two connections an event came from.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Consuming,
+    Publishing,
+}
+
+impl Role {
+    /// Its place in [`Session::watch`]'s statuses.
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Consuming => "consuming",
+            Self::Publishing => "publishing",
+        })
     }
 }
 
@@ -280,6 +313,7 @@ async fn run_session(
     tracing::info!(queue = %session.topology.queue, "connected to the broker; consuming");
     let settler = Settler::new(
         session.publishing.clone(),
+        Arc::clone(&session.publishing_connection),
         session.topology.clone(),
         session.outcomes.clone(),
         daemon.confirm_timeout,

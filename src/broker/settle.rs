@@ -7,12 +7,13 @@
 //! missing queue with an ack and drops it, so without both checks a deleted
 //! dead-letter queue would silently lose events.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel};
+use lapin::{BasicProperties, Channel, Connection};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -52,6 +53,9 @@ pub struct PublishError {
 
 pub struct Settler {
     publisher: Channel,
+    /// The publisher's connection: throwaway channels for checking the
+    /// dead-letter queue before a reject.
+    connection: Arc<Connection>,
     topology: Topology,
     /// Where outcome records go, when the audit trail is on.
     outcomes: Option<OutcomeTopology>,
@@ -65,12 +69,14 @@ impl Settler {
     /// broker blocking publishers must not stall acks).
     pub fn new(
         publisher: Channel,
+        connection: Arc<Connection>,
         topology: Topology,
         outcomes: Option<OutcomeTopology>,
         confirm_timeout: Duration,
     ) -> Self {
         Self {
             publisher,
+            connection,
             topology,
             outcomes,
             confirm_timeout,
@@ -87,6 +93,12 @@ impl Settler {
                 self.record_then_ack(delivery, processed, Settled::Acked)
                     .await
             }
+            Outcome::DeadLetter(dead_letter)
+                if dead_letter.reason == FailureReason::TooLarge
+                    && self.topology.broker_dead_letters() =>
+            {
+                self.reject_too_large(delivery, processed).await
+            }
             Outcome::DeadLetter(dead_letter) => {
                 // The record first: a record that fails sends the event back
                 // before a dead letter exists, so no dead letter is ever
@@ -94,13 +106,6 @@ impl Settler {
                 if let Err(error) = self.publish_outcome(delivery, processed).await {
                     let _ = requeue(delivery).await;
                     return Settled::OutcomeFailed(error);
-                }
-                if dead_letter.reason == FailureReason::TooLarge
-                    && self.topology.broker_dead_letters()
-                {
-                    // The broker dead-letters it (the input queue's
-                    // dead-letter exchange): the body is never sent again.
-                    return reject(delivery).await;
                 }
                 match self
                     .publish_dead_letter(delivery, processed, dead_letter)
@@ -123,6 +128,37 @@ impl Settler {
             }
             Outcome::Abandoned { .. } => requeue(delivery).await,
         }
+    }
+
+    /// A message over the size limit: the broker dead-letters it (the input
+    /// queue's dead-letter exchange), so its body is never sent again. The
+    /// dead-letter queue is checked (declared again if the daemon owns the
+    /// topology) before the record and the reject: a reject into a missing
+    /// queue is a silent drop, so without the queue the message goes back
+    /// and consuming pauses, as for a dead letter that cannot be published.
+    async fn reject_too_large(&self, delivery: &Delivery, processed: &Processed) -> Settled {
+        let ensure = self.topology.ensure_dead_letter_queue(&self.connection);
+        let missing = match tokio::time::timeout(self.confirm_timeout, ensure).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!(
+                "checking the dead-letter queue {} took over {} s",
+                self.topology.dead_letter_queue,
+                self.confirm_timeout.as_secs()
+            )),
+        };
+        if let Some(why) = missing {
+            let _ = requeue(delivery).await;
+            return Settled::DeadLetterFailed(PublishError {
+                why,
+                repaired: false,
+            });
+        }
+        if let Err(error) = self.publish_outcome(delivery, processed).await {
+            let _ = requeue(delivery).await;
+            return Settled::OutcomeFailed(error);
+        }
+        reject(delivery).await
     }
 
     /// Publishes the outcome record (confirmed), then acks; a record that

@@ -262,6 +262,56 @@ impl Topology {
             .map(drop)
     }
 
+    /// Before a reject the broker dead-letters: RabbitMQ drops a message
+    /// dead-lettered to a missing queue (classic queues; quorum queues with
+    /// `at-least-once` keep it), so the queue must exist first. A passive
+    /// declare on a channel of its own (a `NOT_FOUND` closes the channel it
+    /// comes on), and when the queue is gone, the repair a returned dead
+    /// letter gets. `Err` says why the message must go back instead.
+    /// (https://www.rabbitmq.com/docs/dlx: classic queues dead-letter at most once).
+    pub async fn ensure_dead_letter_queue(
+        &self,
+        connection: &Connection,
+    ) -> Result<(), MissingDeadLetterQueue> {
+        let queue = &self.dead_letter_queue;
+        let unchecked = |e: lapin::Error| MissingDeadLetterQueue::Unchecked {
+            queue: queue.clone(),
+            detail: e.to_string(),
+        };
+        let channel = connection.create_channel().await.map_err(unchecked)?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        match channel
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await
+        {
+            Ok(_) => {
+                let _ = channel.close(200, "dead-letter queue checked".into()).await;
+                return Ok(());
+            }
+            Err(e) if !is_not_found(&e) => return Err(unchecked(e)),
+            Err(_) => {}
+        }
+        tracing::error!(
+            %queue,
+            "the dead-letter queue is missing: a message rejected now would be dropped by the broker"
+        );
+        let channel = connection.create_channel().await.map_err(unchecked)?;
+        let repaired = self.repair_dead_letter_queue(&channel).await;
+        let _ = channel
+            .close(200, "dead-letter queue declared".into())
+            .await;
+        if repaired {
+            Ok(())
+        } else {
+            Err(MissingDeadLetterQueue::Missing {
+                queue: queue.clone(),
+            })
+        }
+    }
+
     /// After a dead letter came back unroutable: declare the queue again so
     /// the next try lands, if the daemon owns the topology.
     /// `true` when the queue is back.
@@ -284,6 +334,21 @@ impl Topology {
             }
         }
     }
+}
+
+/// Why a message over the size limit cannot be rejected to the broker's
+/// dead-lettering now: it goes back to the input queue instead.
+#[derive(Debug, thiserror::Error)]
+pub enum MissingDeadLetterQueue {
+    #[error("the dead-letter queue {queue} does not exist and the daemon cannot declare it")]
+    Missing { queue: String },
+    #[error("cannot check that the dead-letter queue {queue} exists: {detail}")]
+    Unchecked { queue: String, detail: String },
+}
+
+/// The broker's `NOT_FOUND` (404): the queue or exchange does not exist.
+pub fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == 404)
 }
 
 /// The broker's `ACCESS_REFUSED` (403): the user lacks a permission.

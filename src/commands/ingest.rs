@@ -29,6 +29,7 @@ use crate::ingest::bamboohr::signature::WebhookKey;
 use crate::ingest::signature::Secrets;
 use crate::ingest::{self, Ingest, Server};
 use crate::shutdown;
+use crate::startup::StartError;
 use crate::systemd::Systemd;
 use crate::telemetry::{self, LogFormat};
 
@@ -87,13 +88,17 @@ fn secrets(env: EnvLookup<'_>) -> Result<Secrets, Exit> {
     })
 }
 
+/// How long the receiver's first connection may take at start-up before
+/// it serves anyway (503 until the background check connects).
+const FIRST_CONNECT_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Starts the receiver on `ingest.listen` and its probes on
 /// `ingest.probe_listen`, stopping with `shutdown`.
 pub async fn start(
     settings: &Settings,
     keys: Keys,
     shutdown: CancellationToken,
-) -> Result<Server, String> {
+) -> Result<Server, StartError> {
     let mut ingest = Ingest::new(&settings.amqp, keys.secrets);
     if let (Some(hr), Some((key, api_key))) = (&settings.ingest.bamboohr, keys.bamboohr) {
         ingest = ingest.with_bamboohr(BambooHr::new(
@@ -105,12 +110,20 @@ pub async fn start(
         )?);
     }
     let ingest = Arc::new(ingest);
-    ingest::serve_with(
+    // A broker that refuses the login at start-up stops it here (exit 2);
+    // one merely down is retried in the background while it serves 503.
+    let first = tokio::time::Instant::now() + FIRST_CONNECT_WITHIN;
+    ingest
+        .publisher
+        .connect_first(first)
+        .await
+        .map_err(StartError::Misconfigured)?;
+    Ok(ingest::serve_with(
         ingest::Listen::from_settings(&settings.ingest),
         ingest,
         shutdown,
     )
-    .await
+    .await?)
 }
 
 /// `zoom-dept-sync ingest --config FILE`: serves until SIGTERM or SIGINT,
@@ -141,6 +154,10 @@ pub fn main(config: &Path, format: LogFormat, runtime: &tokio::runtime::Runtime)
                 let _ = server.task.await;
                 tracing::info!("ingest stopped");
                 ExitCode::SUCCESS
+            }
+            Err(e @ StartError::Misconfigured(_)) => {
+                tracing::error!(error = %e, "zoom-dept-sync ingest cannot start; fix the configuration");
+                Exit::Usage.into()
             }
             Err(e) => {
                 tracing::error!(error = %e, "ingest failed");

@@ -198,11 +198,7 @@ fn run(args: &RunArgs, format: LogFormat, runtime: &tokio::runtime::Runtime) -> 
         // The receiver shares the shutdown: on SIGTERM it stops accepting
         // and answers what is in flight while the consumer drains.
         let receiver = match keys {
-            Some(keys) => Some(
-                ingest::start(&settings, keys, shutdown.clone())
-                    .await
-                    .map_err(startup::StartError::from)?,
-            ),
+            Some(keys) => Some(ingest::start(&settings, keys, shutdown.clone()).await?),
             None => None,
         };
         let ran = startup::run_telling(settings, shutdown.clone(), systemd).await;

@@ -196,3 +196,63 @@ async fn a_peek_keeps_a_bounded_part_of_each_body_and_its_length() {
     assert_eq!(whole.len(), 1);
     assert_eq!(whole[0].data, padded_event("huge", size), "left whole");
 }
+
+/// The operator deletes the dead-letter queue under the daemon: a reject
+/// would have the broker drop the message (a classic queue's dead-lettering
+/// to a missing queue). The daemon declares the queue again first, then
+/// rejects: the message lands there as it was sent.
+#[tokio::test]
+async fn a_message_over_the_limit_is_not_lost_when_the_dead_letter_queue_was_deleted() {
+    let mut app = TestApp::spawn().await;
+    app.delete_queue(&app.dead_letter_queue).await;
+    let big = padded_event("big-no-dlq", 70_000);
+    app.publish(&big).await;
+    let letters = app.dead_letters(1).await;
+    let (_, metrics) = app.http_get("/metrics").await;
+    assert!(
+        metrics.contains("zoom_dept_sync_broker_reconnects_total 0"),
+        "the check's NOT_FOUND closed a channel of its own, not the session"
+    );
+    app.stop().await;
+    assert_eq!(letters[0].data, big, "byte-identical");
+    assert_eq!(
+        header_str(&letters[0], "x-first-death-reason").as_deref(),
+        Some("rejected"),
+        "dead-lettered by the broker"
+    );
+    assert_eq!(app.queue_state(&app.queue).await.0, 0, "input queue empty");
+}
+
+/// Without the right to declare it, a missing dead-letter queue holds the
+/// message back (requeued, consuming paused) instead of losing it.
+#[tokio::test]
+async fn without_topology_rights_a_message_over_the_limit_waits_for_the_dead_letter_queue() {
+    let mut app = TestApp::spawn_with(|s| s.amqp.declare_topology = false).await;
+    app.delete_queue(&app.dead_letter_queue).await;
+    let big = padded_event("big-held", 70_000);
+    app.publish(&big).await;
+    crate::helpers::eventually(
+        "/readyz says why",
+        std::time::Duration::from_secs(10),
+        || async {
+            let (status, body) = app.http_get("/readyz").await;
+            status == 503 && body.contains("dead-letter queue")
+        },
+    )
+    .await;
+    assert!(app.try_queue_state(&app.dead_letter_queue).await.is_none());
+
+    // The operator creates it; the held-back message lands there.
+    app.channel
+        .queue_declare(
+            app.dead_letter_queue.as_str().into(),
+            lapin::options::QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let letters = app.dead_letters(1).await;
+    app.stop().await;
+    assert_eq!(letters[0].data, big);
+    assert_eq!(app.queue_state(&app.queue).await.0, 0, "input queue empty");
+}

@@ -356,3 +356,106 @@ async fn a_token_endpoint_that_is_away_reads_apart_from_wrong_credentials() {
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)).await, Some(0));
 }
+
+/// The receiver, as the binary: `ingest --config` in a temp dir, with only
+/// `env` (its secret set), logging to a piped stderr.
+fn ingest_binary(
+    config: &str,
+    env: &[(&str, &str)],
+) -> (tokio::process::Command, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).expect("write config");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"));
+    command
+        .args(["ingest", "--config"])
+        .arg(&path)
+        .env_clear()
+        .env(
+            "ZDS_INGEST_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    (command, dir)
+}
+
+fn ingest_config(queue: &str) -> String {
+    let listen = crate::helpers::free_local_port();
+    let probes = crate::helpers::free_local_port();
+    format!(
+        "[amqp]\nqueue = \"{queue}\"\n[ingest]\nlisten = \"{listen}\"\nprobe_listen = \"{probes}\"\n\
+         [departments]\nSales = \"grp_sales\"\n"
+    )
+}
+
+#[tokio::test]
+async fn the_receiver_with_a_refused_broker_login_at_start_up_exits_2_naming_the_user() {
+    let queue = crate::helpers::unique_name("ingest-login");
+    let url = "amqp://guest:not-the-pw-4711@127.0.0.1:5672/%2f";
+    let (mut command, _dir) = ingest_binary(&ingest_config(&queue), &[("AMQP_URL", url)]);
+    let child = command.spawn().expect("start ingest");
+    let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("ingest exits")
+        .expect("wait");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{log}");
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR zoom_dept_sync"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].contains("refused the login of user \"guest\"") && errors[0].contains("AMQP_URL"),
+        "{log}"
+    );
+    assert!(!log.contains("not-the-pw-4711"), "{log}");
+    assert!(!log.contains("trying again"), "{log}");
+}
+
+#[tokio::test]
+async fn the_receiver_names_a_login_refused_after_its_first_session() {
+    let queue = crate::helpers::unique_name("ingest-login");
+    let user = LoginUser::create("first-pw").await;
+    let config = ingest_config(&queue);
+    let probes = config
+        .lines()
+        .find_map(|l| l.strip_prefix("probe_listen = "))
+        .expect("probe_listen")
+        .trim_matches('"')
+        .to_owned();
+    let url = user.url("first-pw");
+    let (mut command, _dir) = ingest_binary(&config, &[("AMQP_URL", url.as_str())]);
+    let child = command.spawn().expect("start ingest");
+    let readyz = || async {
+        match reqwest::get(format!("http://{probes}/readyz")).await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    };
+    eventually("ready", Duration::from_secs(10), || async {
+        readyz().await.0 == 200
+    })
+    .await;
+
+    user.set_password("second-pw").await;
+    user.close_connections().await;
+    let named = format!("the broker refuses the login of user {}", user.name);
+    eventually(
+        "/readyz names the refused login",
+        Duration::from_secs(15),
+        || async {
+            let (status, body) = readyz().await;
+            status == 503 && body.contains(&named) && body.contains("AMQP_URL")
+        },
+    )
+    .await;
+    let (_, body) = readyz().await;
+    assert!(!body.contains("cannot reach"), "{body}");
+    drop(child);
+}

@@ -307,6 +307,46 @@ async fn ingest_a_closed_port_answers_503_in_time() {
     r.stop().await;
 }
 
+/// The receiver's exchange is deleted under it: every webhook gets 503, and
+/// `/readyz` names the missing exchange, steadily (no flapping to "ready"
+/// each time the background check reconnects), until it is back.
+#[tokio::test]
+async fn ingest_without_its_exchange_readyz_names_it_until_it_is_back() {
+    let r = Receiver::start().await;
+    let exchange = format!("{}.in", r.queue);
+    r.channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await
+        .expect("delete the receiver's exchange");
+    let (status, _, text) = r.post_signed("msg_x", &event("e-x")).await;
+    assert_eq!(status, 503, "{text}");
+    let named = format!("exchange {exchange} does not exist");
+    // Past one round of the background check (every 5 s): every read names it.
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut reads = 0;
+    while Instant::now() < until {
+        let (status, body) = r.get("/readyz").await;
+        assert_eq!(status, 503, "read {reads}: {body}");
+        assert!(body.contains(&named), "read {reads}: {body}");
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Back (declared and bound): the background check sees it.
+    let amqp = AmqpSettings {
+        queue: r.queue.clone(),
+        ..AmqpSettings::default()
+    };
+    crate::helpers::declare_input_exchange(&amqp).await;
+    crate::helpers::eventually("ready again", Duration::from_secs(8), || async {
+        r.get("/readyz").await.0 == 200
+    })
+    .await;
+    assert_eq!(r.post_signed("msg_x", &event("e-x")).await.0, 202);
+    assert_eq!(r.ready_messages().await, 1);
+    r.stop().await;
+}
+
 #[tokio::test]
 async fn ingest_a_thousand_concurrent_posts_are_a_thousand_messages() {
     let r = Arc::new(Receiver::start().await);
