@@ -1058,8 +1058,8 @@ fn departments(
     };
     if table.is_some() {
         return Err(ConfigError(format!(
-            "departments_file = {:?} and a [departments] table are both set in {}: \
-             keep one of them (departments_file replaces the table)",
+            "departments_file = {:?} and a [departments] table are both set (in {} or as \
+             ZDS_DEPARTMENTS__* variables): keep one of them (departments_file replaces the table)",
             file.display().to_string(),
             path.display()
         )));

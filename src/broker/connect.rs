@@ -126,6 +126,10 @@ impl BrokerAddress {
 
 impl std::fmt::Display for BrokerAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Port 0 only stands for a URL that could not be read.
+        if self.port == 0 {
+            return f.write_str(&self.host);
+        }
         write!(f, "{}:{}", self.host, self.port)
     }
 }
@@ -398,6 +402,9 @@ mod tests {
         assert_eq!(plain.to_string(), "mq.example:5673");
         assert_eq!((plain.user.as_str(), plain.vhost.as_str()), ("guest", "/"));
         assert!(!format!("{tls:?}").contains("hunter2"));
+        // Found by the review: a URL lapin cannot parse read `…:0`.
+        let odd = BrokerAddress::of(&amqp("amqp://u:pw@mq.example/%2f?heartbeat=abc"));
+        assert_eq!(odd.to_string(), "(unparsable amqp.url)");
     }
 
     fn pem_pair(name: &str) -> (String, String) {

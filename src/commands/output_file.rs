@@ -21,7 +21,7 @@ const MODE: u32 = 0o600;
 #[derive(Debug, thiserror::Error)]
 pub enum OutputFileError {
     #[error(
-        "{flag} {}: the path exists (a file or a symlink): nothing is written over or \
+        "{flag} {}: the path exists (a file, a directory or a symlink): nothing is written over or \
          through it; remove it or choose a new name",
         path.display()
     )]
