@@ -297,6 +297,20 @@ pub fn group(rows: &[DeadLetterRow], by: GroupBy) -> Vec<Group> {
 }
 
 /// A header value a replay sets.
+/// What a replay removes: the failure headers, and the brake's exemption
+/// of a reconcile plan approved as large (`reconcile-allow-large`): a
+/// replay is the operator's new decision, held by the brake like any burst.
+const REPLAY_REMOVES: [&str; FAILURE_HEADERS.len() + 1] = {
+    let mut out = [""; FAILURE_HEADERS.len() + 1];
+    let mut i = 0;
+    while i < FAILURE_HEADERS.len() {
+        out[i] = FAILURE_HEADERS[i];
+        i += 1;
+    }
+    out[i] = "reconcile-allow-large";
+    out
+};
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum HeaderValue {
     Int(i64),
@@ -320,7 +334,7 @@ pub fn replay_edit(
 ) -> HeaderEdit {
     let at = now.format(&Rfc3339).unwrap_or_default();
     HeaderEdit {
-        remove: FAILURE_HEADERS,
+        remove: &REPLAY_REMOVES,
         set: vec![
             (
                 "replay-count".into(),
@@ -477,6 +491,9 @@ mod tests {
             OffsetDateTime::UNIX_EPOCH,
         );
         assert!(edit.remove.contains(&"failure-reason"));
+        // A replay is an operator's new decision: an old exemption from
+        // the brake does not come back with it.
+        assert!(edit.remove.contains(&"reconcile-allow-large"));
         assert_eq!(edit.set[0], ("replay-count".into(), HeaderValue::Int(2)));
     }
 

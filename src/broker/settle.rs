@@ -400,3 +400,19 @@ pub fn dead_letter_headers(
     headers.insert("source-queue".into(), text(source_queue));
     headers
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `triage` (no AMQP) spells the header itself: the two names are one.
+    #[test]
+    fn a_replay_removes_the_exemption_under_its_own_name() {
+        let edit = crate::triage::replay_edit(
+            &serde_json::Map::new(),
+            "r1",
+            time::OffsetDateTime::UNIX_EPOCH,
+        );
+        assert!(edit.remove.contains(&ALLOW_LARGE_HEADER));
+    }
+}
