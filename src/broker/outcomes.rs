@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
@@ -50,19 +50,13 @@ impl OutcomeTopology {
     /// stream with a policy).
     pub async fn ensure(&self, connection: &Connection) -> Result<(), lapin::Error> {
         let channel = connection.create_channel().await?;
-        let options = ExchangeDeclareOptions {
-            durable: true,
-            passive: !self.declare,
-            ..ExchangeDeclareOptions::default()
-        };
-        channel
-            .exchange_declare(
-                self.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                options,
-                FieldTable::default(),
-            )
-            .await?;
+        super::topology::declare_exchange(
+            &channel,
+            &self.exchange,
+            ExchangeKind::Topic,
+            self.declare,
+        )
+        .await?;
         if let Some(stream) = &self.stream {
             self.ensure_stream(connection, &channel, stream).await?;
         }

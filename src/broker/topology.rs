@@ -204,19 +204,13 @@ impl Topology {
     async fn declare_input_exchange(&self, connection: &Connection) -> Result<(), lapin::Error> {
         // A channel of its own: a refused declare closes it.
         let channel = connection.create_channel().await?;
-        let options = ExchangeDeclareOptions {
-            durable: true,
-            passive: !self.declare,
-            ..ExchangeDeclareOptions::default()
-        };
-        channel
-            .exchange_declare(
-                self.input_exchange.as_str().into(),
-                ExchangeKind::Direct,
-                options,
-                FieldTable::default(),
-            )
-            .await?;
+        declare_exchange(
+            &channel,
+            &self.input_exchange,
+            ExchangeKind::Direct,
+            self.declare,
+        )
+        .await?;
         if self.declare {
             channel
                 .queue_bind(
@@ -354,4 +348,23 @@ pub fn is_not_found(error: &lapin::Error) -> bool {
 /// The broker's `ACCESS_REFUSED` (403): the user lacks a permission.
 pub fn is_access_refused(error: &lapin::Error) -> bool {
     matches!(error.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == 403)
+}
+
+/// Declares a durable exchange, or only checks it (passive) when the
+/// operator owns the topology (`declare` false): the input exchange and
+/// the audit trail's exchange are set up alike.
+pub(super) async fn declare_exchange(
+    channel: &lapin::Channel,
+    name: &str,
+    kind: ExchangeKind,
+    declare: bool,
+) -> Result<(), lapin::Error> {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        passive: !declare,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(name.into(), kind, options, FieldTable::default())
+        .await
 }
