@@ -210,8 +210,13 @@ impl Attacker {
     }
 }
 
+/// Why a webhook got no status line, in the table's words.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+struct Unanswered(String);
+
 /// The status and the time from connect to the answer's status line.
-async fn signed_webhook(port: u16, n: &str) -> Result<(u16, Duration), String> {
+async fn signed_webhook(port: u16, n: &str) -> Result<(u16, Duration), Unanswered> {
     let secrets = Secrets::parse(SECRET).expect("secret");
     let id = format!("msg_bench_{n}_{}", std::process::id());
     let body =
@@ -230,42 +235,43 @@ async fn signed_webhook(port: u16, n: &str) -> Result<(u16, Duration), String> {
     );
     let started = Instant::now();
     let exchange = async {
+        let unanswered = |why: String| Unanswered(why);
         let mut stream = TcpStream::connect(("127.0.0.1", port))
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(|e| unanswered(format!("connect: {e}")))?;
         stream
             .write_all(request.as_bytes())
             .await
-            .map_err(|e| format!("write: {e}"))?;
+            .map_err(|e| unanswered(format!("write: {e}")))?;
         let mut answer = Vec::new();
         let mut buf = [0u8; 1024];
         while !answer.windows(2).any(|w| w == b"\r\n") {
             match stream.read(&mut buf).await {
-                Ok(0) => return Err("closed without an answer".to_owned()),
+                Ok(0) => return Err(unanswered("closed without an answer".to_owned())),
                 Ok(n) => answer.extend_from_slice(&buf[..n]),
-                Err(e) => return Err(format!("read: {e}")),
+                Err(e) => return Err(unanswered(format!("read: {e}"))),
             }
         }
         let line = String::from_utf8_lossy(&answer).into_owned();
         line.split(' ')
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .ok_or(format!("no status in {line:?}"))
+            .ok_or(unanswered(format!("no status in {line:?}")))
     };
     match tokio::time::timeout(GIVE_UP, exchange).await {
         Ok(Ok(status)) => Ok((status, started.elapsed())),
-        Ok(Err(e)) => Err(format!(
+        Ok(Err(e)) => Err(Unanswered(format!(
             "{e} after {:.2} s",
             started.elapsed().as_secs_f64()
-        )),
-        Err(_) => Err(format!("no answer in {} s", GIVE_UP.as_secs())),
+        ))),
+        Err(_) => Err(Unanswered(format!("no answer in {} s", GIVE_UP.as_secs()))),
     }
 }
 
-fn show(answer: &Result<(u16, Duration), String>) -> String {
+fn show(answer: &Result<(u16, Duration), Unanswered>) -> String {
     match answer {
         Ok((status, took)) => format!("{status} in {:.3} s", took.as_secs_f64()),
-        Err(e) => e.clone(),
+        Err(e) => e.to_string(),
     }
 }
 

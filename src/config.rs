@@ -910,7 +910,7 @@ impl Settings {
             .map_err(|e| ConfigError(figment_error_line(e)))?;
 
         let departments = departments(path, file.departments, file.departments_file.as_deref())?;
-        let mapping = Mapping::new(&departments).map_err(ConfigError)?;
+        let mapping = Mapping::new(&departments).map_err(|e| ConfigError(e.to_string()))?;
 
         let mut amqp = file.amqp;
         if let Some(url) = secret_var(env, "AMQP_URL")?.filter(|u| !u.is_empty()) {
@@ -941,26 +941,28 @@ impl Settings {
     /// The receiver's grant is write on this exchange: it must be one the
     /// daemon may declare (RabbitMQ reserves `amq.`) and never the outcome
     /// exchange (write there forges audit-trail records).
-    fn check_input_exchange(&self) -> Result<(), String> {
+    fn check_input_exchange(&self) -> Result<(), ConfigError> {
         let exchange = self.amqp.input_exchange();
         if exchange.trim().is_empty() {
-            return Err(
+            return Err(ConfigError(
                 "amqp.input_exchange must not be empty (the default exchange reaches every queue)"
                     .into(),
-            );
+            ));
         }
         if exchange.starts_with("amq.") {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "amqp.input_exchange {exchange:?}: names starting with \"amq.\" are reserved by RabbitMQ"
-            ));
+            )));
         }
         if exchange.len() > 255 {
-            return Err("amqp.input_exchange is longer than 255 bytes".into());
+            return Err(ConfigError(
+                "amqp.input_exchange is longer than 255 bytes".into(),
+            ));
         }
         if self.outcomes.exchange.as_deref() == Some(exchange.as_str()) {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "amqp.input_exchange {exchange:?} must differ from outcomes.exchange: write on it would let the receiver forge audit-trail records"
-            ));
+            )));
         }
         Ok(())
     }
@@ -974,7 +976,7 @@ impl Settings {
         if self.amqp.dead_letter_queue() == self.amqp.queue {
             return fail("amqp.dead_letter_queue must differ from amqp.queue");
         }
-        self.check_input_exchange().map_err(ConfigError)?;
+        self.check_input_exchange()?;
         if self.amqp.prefetch == 0 {
             return fail("amqp.prefetch must be at least 1");
         }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
-use crate::systemd::Systemd;
+use crate::systemd::{Stalled, Systemd};
 
 #[derive(Default)]
 pub struct Health {
@@ -48,7 +48,7 @@ impl Health {
     }
 
     /// `Ok` while the consume loop turns (see [`Systemd::liveness`]).
-    pub fn liveness(&self) -> Result<(), String> {
+    pub fn liveness(&self) -> Result<(), Stalled> {
         match &self.systemd {
             Some((systemd, _)) => systemd.liveness(),
             None => Ok(()),
@@ -117,35 +117,48 @@ impl Health {
     }
 
     /// `Ok` when ready, else a one-line reason.
-    pub fn readiness(&self) -> Result<(), String> {
-        self.with(|s| {
-            if let Some(why) = s.quarantined.as_ref().or(s.braked.as_ref()) {
-                return Err(why.clone());
-            }
-            if let Some(why) = &s.zoom {
-                return Err(why.clone());
-            }
-            if let (false, Some(why)) = (s.started, &s.broker_down) {
-                return Err(format!("not connected to the broker yet: {why}"));
-            }
-            if !s.started {
-                return Err("not connected to the broker yet".into());
-            }
-            if let Some(why) = &s.broker_down {
-                return Err(format!("not consuming: {why}"));
-            }
-            if let Some(why) = &s.blocked {
-                return Err(format!("the broker blocks publishing: {why}"));
-            }
-            match &s.paused {
-                Some((why, Some(until))) => Err(format!(
-                    "paused for {} s more: {why}",
-                    until.saturating_duration_since(Instant::now()).as_secs()
-                )),
-                Some((why, None)) => Err(format!("paused: {why}")),
-                None => Ok(()),
-            }
-        })
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        match self.with(|s| s.not_ready()) {
+            Some(why) => Err(NotReady(why)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why `/readyz` answers 503, in the operator's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotReady(pub String);
+
+impl State {
+    /// Why the daemon is not ready, or `None` when it is.
+    fn not_ready(&self) -> Option<String> {
+        if let Some(why) = self.quarantined.as_ref().or(self.braked.as_ref()) {
+            return Some(why.clone());
+        }
+        if let Some(why) = &self.zoom {
+            return Some(why.clone());
+        }
+        if let (false, Some(why)) = (self.started, &self.broker_down) {
+            return Some(format!("not connected to the broker yet: {why}"));
+        }
+        if !self.started {
+            return Some("not connected to the broker yet".into());
+        }
+        if let Some(why) = &self.broker_down {
+            return Some(format!("not consuming: {why}"));
+        }
+        if let Some(why) = &self.blocked {
+            return Some(format!("the broker blocks publishing: {why}"));
+        }
+        match &self.paused {
+            Some((why, Some(until))) => Some(format!(
+                "paused for {} s more: {why}",
+                until.saturating_duration_since(Instant::now()).as_secs()
+            )),
+            Some((why, None)) => Some(format!("paused: {why}")),
+            None => None,
+        }
     }
 }
 
@@ -184,14 +197,14 @@ mod tests {
         let health = Health::default();
         assert_eq!(
             health.readiness(),
-            Err("not connected to the broker yet".to_owned())
+            Err(NotReady("not connected to the broker yet".to_owned()))
         );
         health.broker_down("cannot open a session: ACCESS_REFUSED");
         assert_eq!(
             health.readiness(),
-            Err(
+            Err(NotReady(
                 "not connected to the broker yet: cannot open a session: ACCESS_REFUSED".to_owned()
-            )
+            ))
         );
     }
 

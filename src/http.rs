@@ -9,7 +9,6 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::brake::Brake;
@@ -45,10 +44,8 @@ pub async fn serve(
     holds: Holds,
     rates: Arc<RateBudgets>,
     shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, String> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on http.listen = {listen}: {e}"))?;
+) -> Result<tokio::task::JoinHandle<()>, crate::server::ListenError> {
+    let (listener, _) = crate::server::bind(listen, "http.listen").await?;
     tracing::info!(%listen, "serving /healthz, /readyz, /metrics and POST /resume");
     let app = Router::new()
         .route("/healthz", get(healthz))

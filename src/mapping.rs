@@ -10,14 +10,30 @@ use crate::event::{DepartmentChange, is_zoom_id};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupId(String);
 
+/// Why the operator's department table cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    #[error("{0:?} is not a Zoom group id ([A-Za-z0-9_-], 1 to 64 characters)")]
+    NotAGroupId(String),
+    #[error("the department mapping is empty: add a [departments] table or departments_file")]
+    Empty,
+    #[error("departments: a department name is empty")]
+    EmptyName,
+    #[error("departments.{department:?}: {source}")]
+    BadGroup {
+        department: String,
+        source: Box<MappingError>,
+    },
+    #[error("departments: {0:?} is listed twice (names match case-insensitively)")]
+    Twice(String),
+}
+
 impl GroupId {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, MappingError> {
         if is_zoom_id(s) {
             Ok(Self(s.to_owned()))
         } else {
-            Err(format!(
-                "{s:?} is not a Zoom group id ([A-Za-z0-9_-], 1 to 64 characters)"
-            ))
+            Err(MappingError::NotAGroupId(s.to_owned()))
         }
     }
 
@@ -62,25 +78,22 @@ fn normalize(department: &str) -> String {
 impl Mapping {
     /// Builds the table; fails on an empty table, a bad group id or two
     /// spellings of one department.
-    pub fn new(table: &BTreeMap<String, String>) -> Result<Self, String> {
+    pub fn new(table: &BTreeMap<String, String>) -> Result<Self, MappingError> {
         if table.is_empty() {
-            return Err(
-                "the department mapping is empty: add a [departments] table or departments_file"
-                    .into(),
-            );
+            return Err(MappingError::Empty);
         }
         let mut by_department = HashMap::new();
         for (department, group) in table {
             let key = normalize(department);
             if key.is_empty() {
-                return Err("departments: a department name is empty".into());
+                return Err(MappingError::EmptyName);
             }
-            let group =
-                GroupId::parse(group).map_err(|e| format!("departments.{department:?}: {e}"))?;
+            let group = GroupId::parse(group).map_err(|e| MappingError::BadGroup {
+                department: department.clone(),
+                source: Box::new(e),
+            })?;
             if by_department.insert(key, group).is_some() {
-                return Err(format!(
-                    "departments: {department:?} is listed twice (names match case-insensitively)"
-                ));
+                return Err(MappingError::Twice(department.clone()));
             }
         }
         let managed = by_department.values().cloned().collect();
@@ -206,15 +219,26 @@ mod tests {
         assert!(
             Mapping::new(&BTreeMap::new())
                 .unwrap_err()
+                .to_string()
                 .contains("empty")
         );
         let bad = BTreeMap::from([("Eng".to_owned(), "../x".to_owned())]);
-        assert!(Mapping::new(&bad).unwrap_err().contains("Zoom group id"));
+        assert!(
+            Mapping::new(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("Zoom group id")
+        );
         let twice = BTreeMap::from([
             ("Eng".to_owned(), "g1".to_owned()),
             ("eng ".to_owned(), "g2".to_owned()),
         ]);
-        assert!(Mapping::new(&twice).unwrap_err().contains("twice"));
+        assert!(
+            Mapping::new(&twice)
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
     }
 
     #[test]

@@ -22,13 +22,9 @@ pub enum StartError {
     #[error("cannot connect to the broker: {0}")]
     Misconfigured(broker::ConnectError),
     #[error("{0}")]
-    Failed(String),
-}
-
-impl From<String> for StartError {
-    fn from(e: String) -> Self {
-        Self::Failed(e)
-    }
+    Client(#[from] crate::zoom::HttpClientError),
+    #[error("{0}")]
+    Listen(#[from] crate::server::ListenError),
 }
 
 /// Runs the daemon until `shutdown` is cancelled and in-flight work is

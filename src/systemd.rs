@@ -52,6 +52,13 @@ pub const LIVENESS_TICK: Duration = Duration::from_secs(10);
 /// consumer cancel, a hand-back) plus one tick.
 pub const LIVENESS_LIMIT: Duration = Duration::from_secs(60);
 
+/// The consume loop has not turned for longer than [`LIVENESS_LIMIT`]: a hang.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the consume loop has not turned for {quiet_secs} s")]
+pub struct Stalled {
+    pub quiet_secs: u64,
+}
+
 /// The daemon's line to the service manager. One per process, shared.
 pub struct Systemd {
     sink: Sink,
@@ -195,15 +202,14 @@ impl Systemd {
     /// [`LIVENESS_LIMIT`] — the watchdog's verdict, for a supervisor that
     /// only probes (Kubernetes' liveness probe). Never while stopping: the
     /// shutdown does not tick, and is bounded by its own grace.
-    pub fn liveness(&self) -> Result<(), String> {
+    pub fn liveness(&self) -> Result<(), Stalled> {
         let quiet = self.last_ping().elapsed();
         if quiet <= LIVENESS_LIMIT || self.lock_sent().stopping {
             return Ok(());
         }
-        Err(format!(
-            "the consume loop has not turned for {} s",
-            quiet.as_secs()
-        ))
+        Err(Stalled {
+            quiet_secs: quiet.as_secs(),
+        })
     }
 
     /// Awaits `wait`, pinging while it is pending: for a wait of a loop that
@@ -387,7 +393,7 @@ mod tests {
         }
         assert!(ticks >= 2, "{ticks} ticks");
         tokio::time::advance(LIVENESS_LIMIT + Duration::from_secs(1)).await;
-        let stuck = systemd.liveness().unwrap_err();
+        let stuck = systemd.liveness().unwrap_err().to_string();
         assert!(stuck.contains("has not turned for"), "{stuck}");
         systemd.stopping("stopping");
         assert_eq!(systemd.liveness(), Ok(()), "shutting down is not a hang");

@@ -165,7 +165,10 @@ struct Run<'a> {
 }
 
 impl Worker {
-    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn new(
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, crate::zoom::HttpClientError> {
         Ok(Self {
             zoom: Client::new(settings, Arc::clone(&metrics))?,
             mapping: settings.mapping.clone(),
@@ -718,8 +721,8 @@ impl Worker {
 
     /// Asks the token endpoint for a new token: `Ok` once the credentials
     /// work again, so a pause for auth failures can end.
-    pub async fn probe_credentials(&self) -> Result<(), String> {
-        self.zoom.refresh_token().await.map_err(|e| e.to_string())
+    pub async fn probe_credentials(&self) -> Result<(), crate::zoom::ZoomError> {
+        self.zoom.refresh_token().await
     }
 
     /// As [`Worker::probe_credentials`], with Zoom's answer classified
@@ -729,7 +732,7 @@ impl Worker {
     }
 }
 
-fn unreadable_user(email: &Email, detail: String) -> Failure {
+fn unreadable_user(email: &Email, detail: crate::event::FieldError) -> Failure {
     Failure::Rejected(crate::zoom::ZoomError::local(
         crate::zoom::ErrorKind::Rejected,
         Some(200),

@@ -208,16 +208,17 @@ impl Admin {
 
     /// `Ok(())` when `queue` exists with exactly the arguments the daemon
     /// declares it with; else the broker's words on the difference.
-    pub async fn check_arguments(&self, topology: &Topology, queue: &str) -> Result<(), String> {
-        if self
-            .counts(queue)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_none()
-        {
-            return Err(format!("queue {queue} does not exist"));
+    pub async fn check_arguments(
+        &self,
+        topology: &Topology,
+        queue: &str,
+    ) -> Result<(), AdminError> {
+        if self.counts(queue).await?.is_none() {
+            return Err(AdminError::MissingQueue {
+                queue: queue.to_owned(),
+            });
         }
-        let channel = self.channel().await.map_err(|e| e.to_string())?;
+        let channel = self.channel().await?;
         let options = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
@@ -226,7 +227,7 @@ impl Admin {
             .queue_declare(queue.into(), options, topology.arguments(queue))
             .await;
         let _ = channel.close(200, "checked".into()).await;
-        declared.map(drop).map_err(|e| e.to_string())
+        Ok(declared.map(drop)?)
     }
 
     /// Every message of `queue`, head first; the queue is left as it was.

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::printable::Printable;
 use super::{Exit, full_settings};
-use crate::broker::admin::Admin;
+use crate::broker::admin::{Admin, AdminError};
 use crate::broker::topology::Topology;
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -96,11 +96,10 @@ async fn check_broker(settings: &Settings, report: &mut Report) {
                 "queue",
                 format!("{queue} exists with the expected arguments"),
             ),
-            Err(why) if settings.amqp.declare_topology && why.contains("does not exist") => report
-                .warn(
-                    "queue",
-                    format!("{queue} does not exist yet; the daemon declares it"),
-                ),
+            Err(AdminError::MissingQueue { .. }) if settings.amqp.declare_topology => report.warn(
+                "queue",
+                format!("{queue} does not exist yet; the daemon declares it"),
+            ),
             Err(why) => report.fail("queue", format!("{queue}: {why}")),
         }
     }
@@ -178,7 +177,7 @@ async fn check_outcomes(settings: &Settings, admin: &Admin, report: &mut Report)
 async fn check_zoom(settings: &Settings, report: &mut Report) {
     let client = match Client::new(settings, Arc::new(Metrics::new())) {
         Ok(client) => client,
-        Err(e) => return report.fail("zoom", e),
+        Err(e) => return report.fail("zoom", e.to_string()),
     };
     let scopes = match client.granted_scopes().await {
         Ok(scopes) => scopes,

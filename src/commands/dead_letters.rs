@@ -9,7 +9,6 @@ use base64::engine::general_purpose::STANDARD;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::output::{self, opt, when};
 use super::output_file::{OutputFile, OutputFileError};
@@ -94,19 +93,14 @@ pub struct Select {
     #[arg(long)]
     event_id: Option<String>,
     /// Failed at or after this RFC 3339 time.
-    #[arg(long, value_parser = rfc3339)]
+    #[arg(long, value_parser = super::rfc3339)]
     since: Option<OffsetDateTime>,
     /// Failed at or before this RFC 3339 time.
-    #[arg(long, value_parser = rfc3339)]
+    #[arg(long, value_parser = super::rfc3339)]
     until: Option<OffsetDateTime>,
     /// At most this many messages.
     #[arg(long)]
     limit: Option<usize>,
-}
-
-fn rfc3339(text: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|e| format!("not an RFC 3339 time (like 2026-11-26T10:00:00Z): {e}"))
 }
 
 impl Select {
@@ -167,6 +161,7 @@ async fn open(config: &Path, command: &str) -> Result<(Settings, Admin), Exit> {
     let topology = Topology::new(&settings.amqp);
     let queue = settings.amqp.dead_letter_queue();
     if let Err(why) = admin.check_arguments(&topology, &queue).await {
+        let why = why.to_string();
         if why.contains("does not exist") {
             eprintln!(
                 "zoom-dept-sync: dead-letter queue {queue} does not exist (the daemon declares it when it starts)"

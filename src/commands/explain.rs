@@ -107,9 +107,31 @@ pub async fn run(args: ExplainArgs) -> Exit {
     Exit::Ok
 }
 
+/// Why `explain` could not look the person up or publish the event.
+#[derive(Debug, thiserror::Error)]
+enum ExplainError {
+    #[error("{0}")]
+    Client(#[from] crate::zoom::HttpClientError),
+    #[error("{flag}: {source}")]
+    Field {
+        flag: &'static str,
+        source: crate::event::FieldError,
+    },
+    #[error("--user or --email is needed")]
+    NoOne,
+    #[error("looking the person up in Zoom: {0}")]
+    Lookup(crate::zoom::Failure),
+    #[error("{0}")]
+    Time(#[from] time::error::Format),
+    #[error("{0}")]
+    Invalid(#[from] crate::event::InvalidPayload),
+    #[error("{0}")]
+    Broker(#[from] crate::broker::admin::AdminError),
+}
+
 /// `GET /users/{id or email}` through the daemon's own client (its rate
 /// limits and token rules); the only call made.
-async fn look_up(settings: &Settings, args: &ExplainArgs) -> Result<ZoomUser, String> {
+async fn look_up(settings: &Settings, args: &ExplainArgs) -> Result<ZoomUser, ExplainError> {
     let client = Client::new(settings, Arc::new(Metrics::new()))?;
     let attempts = Attempts::new(
         Instant::now() + Duration::from_secs(30),
@@ -118,19 +140,25 @@ async fn look_up(settings: &Settings, args: &ExplainArgs) -> Result<ZoomUser, St
     let (id, email);
     let path = match (&args.user, &args.email) {
         (Some(user), _) => {
-            id = ZoomUserId::parse(user).map_err(|e| format!("--user: {e}"))?;
+            id = ZoomUserId::parse(user).map_err(|source| ExplainError::Field {
+                flag: "--user",
+                source,
+            })?;
             UserPath::Id(&id)
         }
         (None, Some(address)) => {
-            email = Email::parse(address).map_err(|e| format!("--email: {e}"))?;
+            email = Email::parse(address).map_err(|source| ExplainError::Field {
+                flag: "--email",
+                source,
+            })?;
             UserPath::Email(&email)
         }
-        (None, None) => return Err("--user or --email is needed".into()),
+        (None, None) => return Err(ExplainError::NoOne),
     };
     client
         .get_user(path, &attempts)
         .await
-        .map_err(|e| format!("looking the person up in Zoom: {e}"))
+        .map_err(ExplainError::Lookup)
 }
 
 fn explain(settings: &Settings, user: &ZoomUser, department: Option<&str>) -> Explanation {
@@ -254,7 +282,7 @@ async fn daemon_state(settings: &Settings) -> String {
 }
 
 /// The one event, validated as the consumer will, published with a confirm.
-async fn publish(settings: &Settings, explained: &Explanation) -> Result<String, String> {
+async fn publish(settings: &Settings, explained: &Explanation) -> Result<String, ExplainError> {
     let now = OffsetDateTime::now_utc();
     let event_id = format!("explain-{}-{}", now.unix_timestamp(), now.nanosecond());
     let body = serde_json::json!({
@@ -262,22 +290,21 @@ async fn publish(settings: &Settings, explained: &Explanation) -> Result<String,
         "zoom_user_id": explained.zoom_user_id,
         "email": explained.email,
         "new_department": explained.department,
-        "occurred_at": now.format(&Rfc3339).map_err(|e| e.to_string())?,
+        "occurred_at": now.format(&Rfc3339)?,
     })
     .to_string();
-    DepartmentChange::parse(body.as_bytes()).map_err(|e| e.detail)?;
-    let admin = Admin::connect(&settings.amqp, "explain")
-        .await
-        .map_err(|e| e.to_string())?;
+    DepartmentChange::parse(body.as_bytes())?;
+    let admin = Admin::connect(&settings.amqp, "explain").await?;
     let published = match admin.publisher().await {
-        Ok(publisher) => publisher
-            .publish_event(&settings.amqp.queue, body.as_bytes(), &event_id, &[])
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+        Ok(publisher) => {
+            publisher
+                .publish_event(&settings.amqp.queue, body.as_bytes(), &event_id, &[])
+                .await
+        }
+        Err(e) => Err(e),
     };
     admin.close().await;
-    published.map(|()| event_id)
+    Ok(published.map(|()| event_id)?)
 }
 
 fn print(explained: &Explanation, as_json: bool) {

@@ -30,15 +30,11 @@ pub struct HistoryArgs {
     #[arg(long)]
     user: Option<String>,
     /// Only outcomes from this time on (RFC 3339); the whole stream otherwise.
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = super::rfc3339)]
     since: Option<OffsetDateTime>,
     /// JSON (the outcome records as published) instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_time(value: &str) -> Result<OffsetDateTime, String> {
-    OffsetDateTime::parse(value, &Rfc3339).map_err(|e| format!("not an RFC 3339 time: {e}"))
 }
 
 pub async fn run(args: HistoryArgs) -> Exit {

@@ -294,3 +294,14 @@ mod tests {
         Settings::load(f.path(), &without_zoom(&env)).expect("no Zoom secret is needed");
     }
 }
+
+/// A time given on the command line that is not RFC 3339.
+#[derive(Debug, thiserror::Error)]
+#[error("not an RFC 3339 time (like 2026-11-26T10:00:00Z): {0}")]
+pub struct NotRfc3339(time::error::Parse);
+
+/// clap's parser for `--since` and `--until`.
+pub fn rfc3339(text: &str) -> Result<time::OffsetDateTime, NotRfc3339> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(NotRfc3339)
+}

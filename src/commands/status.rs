@@ -67,7 +67,7 @@ pub async fn run(config: &Path, json: bool) -> Exit {
     };
     let (held, held_error) = match held(&settings, &admin, readyz.as_ref()).await {
         Ok(held) => (held, None),
-        Err(e) => (None, Some(e)),
+        Err(e) => (None, Some(e.to_string())),
     };
     admin.close().await;
     let (details, management_error) = details(&settings).await;
@@ -107,6 +107,19 @@ async fn details(settings: &Settings) -> (Option<QueueDetails>, Option<String>) 
     }
 }
 
+/// Why the held events could not be read.
+#[derive(Debug, thiserror::Error)]
+enum HeldError {
+    #[error("input queue {0} missing")]
+    NoQueue(String),
+    #[error(
+        "not read: input queue {queue} has {consumers} consumers although /readyz says the brake is engaged"
+    )]
+    Consumed { queue: String, consumers: u32 },
+    #[error("{0}")]
+    Broker(#[from] crate::broker::admin::AdminError),
+}
+
 /// The held events, peeked, when the brake holds: `/readyz` says so and the
 /// input queue has no consumer (a peek beside a consumer would take its
 /// deliveries). `Ok(None)` when nothing is held.
@@ -114,25 +127,24 @@ async fn held(
     settings: &Settings,
     admin: &Admin,
     readyz: Option<&(u16, String)>,
-) -> Result<Option<Held>, String> {
+) -> Result<Option<Held>, HeldError> {
     if !crate::control::brake_engaged(readyz) {
         return Ok(None);
     }
     // Counted now, after /readyz: the consumer must be gone.
     match admin.counts(&settings.amqp.queue).await.ok().flatten() {
-        None => return Err(format!("input queue {} missing", settings.amqp.queue)),
+        None => return Err(HeldError::NoQueue(settings.amqp.queue.clone())),
         Some(counts) if counts.consumers > 0 => {
-            return Err(format!(
-                "not read: input queue {} has {} consumers although /readyz says the brake is engaged",
-                settings.amqp.queue, counts.consumers
-            ));
+            return Err(HeldError::Consumed {
+                queue: settings.amqp.queue.clone(),
+                consumers: counts.consumers,
+            });
         }
         Some(_) => {}
     }
     let (messages, capped) = admin
         .peek_at_most(&settings.amqp.queue, HELD_PEEK_CAP)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let mut held = Held::of(&settings.mapping, messages.iter().map(|m| &m.body[..]));
     held.capped = capped;
     Ok(Some(held))

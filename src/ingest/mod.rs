@@ -27,12 +27,11 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::event_publisher::EventPublisher;
 use crate::config::{AmqpSettings, IngestSettings};
-use crate::server::Limits;
+use crate::server::{Limits, ListenError, bind};
 use idempotency::Seen;
 use metrics::IngestMetrics;
 use signature::Secrets;
@@ -103,7 +102,7 @@ pub async fn serve(
     listen: SocketAddr,
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
-) -> Result<Server, String> {
+) -> Result<Server, ListenError> {
     let listen = Listen {
         webhooks: listen,
         probes: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -118,7 +117,7 @@ pub async fn serve_with(
     listen: Listen,
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
-) -> Result<Server, String> {
+) -> Result<Server, ListenError> {
     let (webhooks, local_addr) = bind(listen.webhooks, "ingest.listen").await?;
     let (probes, probe_addr) = bind(listen.probes, "ingest.probe_listen").await?;
     tracing::info!(listen = %local_addr, "receiving webhooks on POST /v1/events");
@@ -149,16 +148,6 @@ pub async fn serve_with(
         probe_addr,
         task,
     })
-}
-
-async fn bind(listen: SocketAddr, key: &str) -> Result<(TcpListener, SocketAddr), String> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {key} = {listen}: {e}"))?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|e| format!("{key} = {listen}: {e}"))?;
-    Ok((listener, local_addr))
 }
 
 /// What the publisher last saw (kept fresh in the background): a probe

@@ -38,6 +38,39 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// A listener that could not be opened: the setting's key and address name
+/// which one, so the operator knows what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot listen on {key} = {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{key} = {addr}: {source}")]
+    LocalAddr {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Binds `addr` (named by the setting `key`) and reads back the address it
+/// got (port 0 becomes a free port).
+pub async fn bind(
+    addr: SocketAddr,
+    key: &'static str,
+) -> Result<(TcpListener, SocketAddr), ListenError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ListenError::Bind { key, addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ListenError::LocalAddr { key, addr, source })?;
+    Ok((listener, local))
+}
 use tower::ServiceExt;
 
 use conn::{ConnState, Phase, Watched};

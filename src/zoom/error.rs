@@ -198,6 +198,9 @@ impl ZoomError {
 }
 
 /// Shown as the domain's [`crate::outcome::ZoomAnswer`] is: one format.
+/// No `source`: the cause (a reqwest error) is already in `message`.
+impl std::error::Error for ZoomError {}
+
 impl fmt::Display for ZoomError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.answer().fmt(f)
@@ -207,6 +210,15 @@ impl fmt::Display for ZoomError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zoom_error_is_a_std_error_so_callers_can_chain_it() {
+        fn chain(e: &dyn std::error::Error) -> String {
+            e.to_string()
+        }
+        let e = ZoomError::local(ErrorKind::Rejected, Some(400), "bad");
+        assert!(chain(&e).contains("bad"));
+    }
     use reqwest::header::HeaderValue;
 
     #[test]

@@ -210,14 +210,33 @@ pub fn http_client_builder(allow_insecure_http: bool) -> reqwest::ClientBuilder 
     }
 }
 
+/// An API client that cannot be made from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpClientError {
+    #[error("cannot build the HTTP client: {0}")]
+    Build(reqwest::Error),
+    #[error("{key}: {source}")]
+    BaseUrl {
+        key: &'static str,
+        source: url::ParseError,
+    },
+}
+
+impl HttpClientError {
+    /// For `map_err` on `Url::parse` of the setting `key`.
+    pub fn base_url(key: &'static str) -> impl FnOnce(url::ParseError) -> Self {
+        move |source| Self::BaseUrl { key, source }
+    }
+}
+
 impl Client {
-    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, HttpClientError> {
         let http = crate::zoom::http_client_builder(settings.zoom.allow_insecure_http)
             .timeout(settings.zoom.request_timeout())
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(HttpClientError::Build)?;
         let api_base = Url::parse(&settings.zoom.api_base_url)
-            .map_err(|e| format!("zoom.api_base_url: {e}"))?;
+            .map_err(HttpClientError::base_url("zoom.api_base_url"))?;
         let budgets = Arc::new(RateBudgets::new(settings.zoom.rate_limits()));
         for rate in budgets.report() {
             metrics.rate_configured(rate.category.as_str(), rate.configured);

@@ -772,6 +772,17 @@ async fn the_operator_commands_need_only_the_documented_permissions() {
     );
 }
 
+/// Why a forged publish was not taken.
+#[derive(Debug, thiserror::Error)]
+enum NotTaken {
+    #[error("no confirm")]
+    NoConfirm,
+    #[error("nacked")]
+    Nacked,
+    #[error("{0}")]
+    Broker(#[from] lapin::Error),
+}
+
 /// As `user`, publishes `body` through `exchange` with `routing_key`,
 /// `mandatory`, and waits for the confirm: `Ok(true)` routed and taken,
 /// `Ok(false)` returned unroutable, `Err` refused (the broker closes the
@@ -782,18 +793,10 @@ async fn forge(
     routing_key: &str,
     body: &[u8],
     properties: BasicProperties,
-) -> Result<bool, String> {
-    let connection = Connection::connect(&user.url(), ConnectionProperties::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| e.to_string())?;
-    channel
-        .confirm_select(Default::default())
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<bool, NotTaken> {
+    let connection = Connection::connect(&user.url(), ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(Default::default()).await?;
     let options = BasicPublishOptions {
         mandatory: true,
         ..BasicPublishOptions::default()
@@ -811,9 +814,9 @@ async fn forge(
             .await
     };
     let answer = match tokio::time::timeout(Duration::from_secs(10), confirmed).await {
-        Err(_) => Err("no confirm".to_owned()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Ok(Ok(confirmation)) if confirmation.is_nack() => Err("nacked".to_owned()),
+        Err(_) => Err(NotTaken::NoConfirm),
+        Ok(Err(e)) => Err(NotTaken::Broker(e)),
+        Ok(Ok(confirmation)) if confirmation.is_nack() => Err(NotTaken::Nacked),
         Ok(Ok(confirmation)) => Ok(confirmation.take_message().is_none()),
     };
     let _ = connection.close(200, "done".into()).await;
@@ -884,7 +887,7 @@ async fn the_receiver_publishes_events_but_can_forge_no_dead_letter_and_no_trail
     )
     .await;
     assert!(
-        matches!(&sent, Err(e) if e.contains("ACCESS_REFUSED")),
+        matches!(&sent, Err(e) if e.to_string().contains("ACCESS_REFUSED")),
         "a trail record must be refused: {sent:?}"
     );
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::commands::input_file::{FileError, read_bounded};
 use crate::commands::printable::Printable;
-use crate::event::{Department, Email, ZoomUserId};
+use crate::event::{Department, Email, FieldError, ZoomUserId};
 use crate::reconcile::{ExportRow, Held};
 
 /// The column names to read (matched case-insensitively, trimmed).
@@ -223,7 +223,7 @@ fn record_row(record: &ByteRecord, at: &At, line: u64) -> Result<ExportRow, Unre
         fields.push(text);
     }
     let id = at.id.map(|i| fields[i]);
-    row(line, fields[at.email], fields[at.department], id).map_err(bad)
+    row(line, fields[at.email], fields[at.department], id).map_err(|e| bad(e.to_string()))
 }
 
 /// Whom a record names: its email and id columns, when they can be read
@@ -300,7 +300,12 @@ impl Lines {
 
 /// A row checked as the daemon checks an event's fields, so every event
 /// made from it is one the daemon accepts.
-fn row(line: u64, email: &str, department: &str, id: Option<&str>) -> Result<ExportRow, String> {
+fn row(
+    line: u64,
+    email: &str,
+    department: &str,
+    id: Option<&str>,
+) -> Result<ExportRow, FieldError> {
     Email::parse(email)?;
     let department = Department::parse(department, "department")?;
     let zoom_user_id = match id.filter(|id| !id.is_empty()) {

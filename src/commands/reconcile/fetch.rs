@@ -83,11 +83,11 @@ async fn lookup(client: &Client, who: &Who) -> Result<Lookup, FetchError> {
     };
     let answer = match who {
         Who::Id(id) => {
-            let id = ZoomUserId::parse(id).map_err(failed)?;
+            let id = ZoomUserId::parse(id).map_err(|e| failed(e.to_string()))?;
             client.get_user(UserPath::Id(&id), &attempts()).await
         }
         Who::Email(email) => {
-            let email = Email::parse(email).map_err(failed)?;
+            let email = Email::parse(email).map_err(|e| failed(e.to_string()))?;
             client.get_user(UserPath::Email(&email), &attempts()).await
         }
     };

@@ -19,7 +19,7 @@ use url::Url;
 
 use crate::config::{BambooHrSettings, RetrySettings};
 use crate::retry::{self, Budget};
-use crate::zoom::wait;
+use crate::zoom::{HttpClientError, wait};
 
 /// An employee answer is a few fields; more is not BambooHR.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -74,13 +74,13 @@ impl Client {
         retry: &RetrySettings,
         api_key: SecretString,
         https_only: bool,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, HttpClientError> {
         // `zoom.allow_insecure_http` governs every API URL (and the proxy).
         let http = crate::zoom::http_client_builder(!https_only)
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(HttpClientError::Build)?;
         let api_base = Url::parse(&settings.api_base_url)
-            .map_err(|e| format!("ingest.bamboohr.api_base_url: {e}"))?;
+            .map_err(HttpClientError::base_url("ingest.bamboohr.api_base_url"))?;
         Ok(Self {
             http,
             api_base,
