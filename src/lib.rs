@@ -27,6 +27,7 @@ pub mod retry;
 pub mod server;
 pub mod shutdown;
 pub mod startup;
+pub mod sync;
 pub mod systemd;
 pub mod telemetry;
 pub mod token_gate;

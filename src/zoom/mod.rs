@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod body;
 pub mod category;
+mod directory;
 pub mod error;
 pub mod rate;
 pub mod share;
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::config::{RetrySettings, Settings};
-use crate::event::{Email, ZoomUserId};
+use crate::event::ZoomUserId;
 use crate::mapping::GroupId;
 use crate::metrics::Metrics;
 use crate::outcome::{CallStep, StepKind};
@@ -33,6 +34,7 @@ use crate::retry::{self, Budget, Stop};
 use auth::TokenSource;
 pub use category::Category;
 use category::LimitType;
+pub use directory::Session;
 pub use error::{ErrorKind, ZoomError};
 use rate::RateBudgets;
 
@@ -180,10 +182,7 @@ struct MemberPage {
 }
 
 /// Which user a path names: an id, or (for lookups) an email.
-pub enum UserPath<'a> {
-    Id(&'a ZoomUserId),
-    Email(&'a Email),
-}
+pub use crate::sync::UserPath;
 
 pub struct Client {
     http: reqwest::Client,
@@ -735,6 +734,7 @@ mod tests {
     use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
     use super::*;
+    use crate::event::Email;
     use crate::config::{
         AmqpSettings, HttpSettings, RetrySettings, WorkerSettings, ZoomCredentials, ZoomSettings,
     };
