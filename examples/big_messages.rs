@@ -27,7 +27,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use zoom_dept_sync::broker::topology::Topology;
 use zoom_dept_sync::config::AmqpSettings;
-use zoom_dept_sync::fake::{self, FakeConfig, FakeHandle};
+use zoom_fake::{self as fake, FakeConfig, FakeHandle};
 
 const MIB: usize = 1024 * 1024;
 

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use zoom_dept_sync::fake::{Counters, FakeHandle};
+use zoom_fake::{Counters, FakeHandle};
 
 /// CPU time (user + system) and peak resident set of one process.
 #[derive(Debug, Clone, Copy, Default)]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use zoom_dept_sync::fake::{Counters, FakeHandle, Limits};
+use zoom_fake::{Counters, FakeHandle, Limits};
 
 use crate::bare;
 use crate::daemon;

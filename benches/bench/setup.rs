@@ -8,9 +8,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use zoom_dept_sync::fake::{
-    self, FakeConfig, FakeHandle, FaultsConfig, Limits, SeedGroup, SeedUser,
-};
+use zoom_fake::{self as fake, FakeConfig, FakeHandle, FaultsConfig, Limits, SeedGroup, SeedUser};
 
 pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())

@@ -172,7 +172,7 @@ pub(crate) mod tests {
     /// with a leading zero).
     #[test]
     fn the_standard_webhooks_test_vectors_pass() {
-        let fixture = crate::vendor::Fixture::load("standard-webhooks/vectors.json");
+        let fixture = zds_vendor_fixtures::Fixture::load("standard-webhooks/vectors.json");
         let vectors = fixture.rest["vectors"].as_array().expect("vectors");
         assert!(vectors.len() >= 20, "{}", vectors.len());
         let mut valid = 0;

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use super::in_memory::{InMemoryDirectory, rejected};
 use super::*;
 use crate::config::BrakeSettings;
-use crate::outcome::ZoomAnswer;
 use crate::outcome::DeadLetter;
+use crate::outcome::ZoomAnswer;
 
 const U: &str = "KDcuGIm1QgePTO8WbOqwIQ";
 const MAIL: &str = "jane.doe@example.com";

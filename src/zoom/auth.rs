@@ -238,7 +238,7 @@ mod tests {
     /// needed.
     #[test]
     fn the_documented_token_answer_is_read() {
-        let fixture = crate::vendor::Fixture::load("zoom/oauth.token.200.json");
+        let fixture = zds_vendor_fixtures::Fixture::load("zoom/oauth.token.200.json");
         assert_eq!(fixture.request().method.as_deref(), Some("POST"));
         let answer: TokenAnswer = serde_json::from_value(fixture.response_body().clone()).unwrap();
         assert_eq!(answer.expires_in, 3600);

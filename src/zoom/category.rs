@@ -159,7 +159,7 @@ mod tests {
             ),
             ("error.429.concurrent.json", None, LimitType::PerResource),
         ] {
-            let fixture = crate::vendor::Fixture::load(&format!("zoom/{name}"));
+            let fixture = zds_vendor_fixtures::Fixture::load(&format!("zoom/{name}"));
             let response = fixture.response();
             assert_eq!(response.status, Some(429), "{name}");
             let pairs: Vec<(&'static str, &str)> = ["x-ratelimit-category", "x-ratelimit-type"]

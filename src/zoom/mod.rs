@@ -734,10 +734,10 @@ mod tests {
     use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
     use super::*;
-    use crate::event::Email;
     use crate::config::{
         AmqpSettings, HttpSettings, RetrySettings, WorkerSettings, ZoomCredentials, ZoomSettings,
     };
+    use crate::event::Email;
     use crate::mapping::Mapping;
 
     fn client(zoom: &MockServer) -> Client {
@@ -1100,7 +1100,7 @@ mod tests {
 
     /// A documented Zoom answer (fixtures/vendor/zoom) as wiremock sends it.
     fn documented(name: &str) -> ResponseTemplate {
-        let fixture = crate::vendor::Fixture::load(&format!("zoom/{name}"));
+        let fixture = zds_vendor_fixtures::Fixture::load(&format!("zoom/{name}"));
         let response = fixture.response();
         let mut template = ResponseTemplate::new(response.status.expect("status"));
         for (name, value) in &response.headers {
@@ -1230,7 +1230,7 @@ mod tests {
             ("error.429.qps.json", ErrorKind::RateLimited, 429),
             ("error.429.daily.json", ErrorKind::RateLimited, 429),
         ] {
-            let fixture = crate::vendor::Fixture::load(&format!("zoom/{name}"));
+            let fixture = zds_vendor_fixtures::Fixture::load(&format!("zoom/{name}"));
             let response = fixture.response();
             let status = reqwest::StatusCode::from_u16(response.status.unwrap()).unwrap();
             let body = response.body_bytes();
@@ -1246,18 +1246,18 @@ mod tests {
     /// for what the daemon needs: the id, the email, the groups, the paging.
     #[test]
     fn documented_user_and_member_answers_are_read() {
-        let user = crate::vendor::Fixture::load("zoom/users.get.200.json");
+        let user = zds_vendor_fixtures::Fixture::load("zoom/users.get.200.json");
         let user: ZoomUser = serde_json::from_value(user.response_body().clone()).unwrap();
         assert_eq!(user.id, "zJKyaiAyTNC-MWjiWC18KQ");
         assert_eq!(user.email.as_deref(), Some("jchill@example.com"));
         assert!(!user.group_ids.is_empty(), "group_ids is read");
-        let page = crate::vendor::Fixture::load("zoom/groups.members.list.200.json");
+        let page = zds_vendor_fixtures::Fixture::load("zoom/groups.members.list.200.json");
         let page: MemberPage = serde_json::from_value(page.response_body().clone()).unwrap();
         assert_eq!(page.total_records, 200);
         assert_eq!(page.next_page_token, "R4aF9Oj0fVM2hhezJTEmSKaBSkfesDwGy42");
         assert_eq!(page.members[0].id, "v4iyWT1LTfy8QvPG4GTvdg");
         assert_eq!(page.members[0].email, "jchill@example.com");
-        let groups = crate::vendor::Fixture::load("zoom/groups.list.200.json");
+        let groups = zds_vendor_fixtures::Fixture::load("zoom/groups.list.200.json");
         let groups: GroupPage = serde_json::from_value(groups.response_body().clone()).unwrap();
         assert_eq!(groups.groups[0].name, "Developers");
         assert_eq!(groups.next_page_token, "qUEQqB1V0HVhJmwKFQrGOD");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use lapin::options::{BasicGetOptions, BasicNackOptions};
 use zoom_dept_sync::config::BrakeSettings;
 use zoom_dept_sync::control::request_resume;
-use zoom_dept_sync::fake::FakeHandle;
+use zoom_fake::FakeHandle;
 
 use crate::helpers::{TestApp, engineers, eventually, groups_of, header_str, spawn_zoom, use_zoom};
 use crate::toolbox::Tool;

@@ -7,7 +7,7 @@ use wiremock::ResponseTemplate;
 use zoom_dept_sync::broker::dead_letter_reason;
 use zoom_dept_sync::broker::topology::Topology;
 use zoom_dept_sync::config::QueueType;
-use zoom_dept_sync::fake::{FakeConfig, FakeHandle, ScriptedFault};
+use zoom_fake::{FakeConfig, FakeHandle, ScriptedFault};
 
 use crate::helpers::{
     TestApp, amqp_url, event, eventually, free_local_port, header_str, mapped_zoom, spawn_zoom,

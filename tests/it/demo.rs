@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use zoom_dept_sync::config::Settings;
-use zoom_dept_sync::fake::{self, FakeConfig, FakeHandle};
+use zoom_fake::{self as fake, FakeConfig, FakeHandle};
 
 use crate::helpers::{TestApp, eventually, header_int, header_str};
 

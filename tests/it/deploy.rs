@@ -18,9 +18,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use yaml_rust2::{Yaml, YamlLoader};
 use zoom_dept_sync::config::{AmqpSettings, Settings};
-use zoom_dept_sync::fake::ScriptedFault;
 use zoom_dept_sync::ingest::signature::Secrets;
 use zoom_dept_sync::ingest::{self, Ingest};
+use zoom_fake::ScriptedFault;
 
 use crate::helpers::{
     TestApp, amqp_url, engineers, event, eventually, groups_of, spawn_zoom, use_zoom,

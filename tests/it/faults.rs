@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use zoom_dept_sync::fake::{FakeHandle, ScriptedFault};
+use zoom_fake::{FakeHandle, ScriptedFault};
 
 use crate::helpers::{
     TestApp, amqp_url, engineers, event, eventually, groups_of, mapped_zoom, spawn_zoom, use_zoom,

@@ -23,8 +23,8 @@ use zoom_dept_sync::config::{
     AmqpSettings, HttpSettings, OutcomesSettings, RateLimitsFile, RetrySettings, Settings,
     WorkerSettings, ZoomCredentials, ZoomSettings,
 };
-use zoom_dept_sync::fake::{self, FakeConfig, FakeHandle, Limits};
 use zoom_dept_sync::mapping::Mapping;
+use zoom_fake::{self as fake, FakeConfig, FakeHandle, Limits};
 
 pub const TOKEN: &str = "test-access-token-1";
 pub const TOKEN_PATH: &str = "/oauth/token";

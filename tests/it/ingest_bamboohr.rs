@@ -14,12 +14,12 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{basic_auth, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
+use zds_vendor_fixtures::Fixture;
 use zoom_dept_sync::config::{AmqpSettings, BambooHrSettings, OnDelete, RetrySettings};
 use zoom_dept_sync::ingest::bamboohr::BambooHr;
 use zoom_dept_sync::ingest::bamboohr::signature::{WebhookKey, sign};
 use zoom_dept_sync::ingest::signature::Secrets;
 use zoom_dept_sync::ingest::{self, Ingest};
-use zoom_dept_sync::vendor::Fixture;
 
 use crate::helpers::{amqp_url, unique_name, unix_now};
 
@@ -534,7 +534,7 @@ async fn ingest_bamboohr_a_new_hire_publishes_and_a_deletion_leaves_only_when_as
 /// "leave"`) takes the person out of every managed group.
 #[tokio::test]
 async fn ingest_bamboohr_documented_webhooks_move_add_and_remove_people_in_zoom() {
-    use zoom_dept_sync::fake::{self, FakeConfig};
+    use zoom_fake::{self as fake, FakeConfig};
 
     let seed = FakeConfig::default()
         .group("grp_eng", "Engineering")

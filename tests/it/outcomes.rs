@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use zoom_dept_sync::fake::{self, FakeConfig, FakeHandle};
+use zoom_fake::{self as fake, FakeConfig, FakeHandle};
 
 use crate::helpers::{TestApp, event, eventually};
 use crate::toolbox::Tool;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use zoom_dept_sync::fake::{self, FakeConfig, FakeHandle};
+use zoom_fake::{self as fake, FakeConfig, FakeHandle};
 
 use crate::helpers::{TestApp, event, eventually};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use zoom_dept_sync::config::Settings;
 use zoom_dept_sync::control::{ResumeError, request_resume};
-use zoom_dept_sync::fake::{FakeHandle, ScriptedFault};
+use zoom_fake::{FakeHandle, ScriptedFault};
 
 use crate::helpers::{TestApp, amqp_url, engineers, eventually, groups_of, spawn_zoom, use_zoom};
 use crate::proxy::{self, Proxy};

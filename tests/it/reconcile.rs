@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use lapin::options::BasicGetOptions;
 use serde_json::{Value, json};
-use zoom_dept_sync::fake::{self, FakeConfig, FakeHandle};
+use zoom_fake::{self as fake, FakeConfig, FakeHandle};
 
 use crate::helpers::{ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp, amqp_url, header_str};
 

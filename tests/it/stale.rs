@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use zoom_dept_sync::fake::{self, FakeConfig};
+use zoom_fake::{self as fake, FakeConfig};
 
 use crate::helpers::{TestApp, eventually};
 use crate::trail::Trail;

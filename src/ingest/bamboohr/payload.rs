@@ -267,7 +267,7 @@ fn insert(map: &mut Map<String, Value>, path: &[&str], value: String) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vendor::Fixture;
+    use zds_vendor_fixtures::Fixture;
 
     const JSON: Option<&str> = Some("application/json");
     const FORM: Option<&str> = Some("application/x-www-form-urlencoded");

@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn the_example_seed_is_valid() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/zoom-fake.seed.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo/zoom-fake.seed.toml");
         let config = FakeConfig::from_file(&path).expect("example seed");
         assert!(config.groups.len() >= 4 && config.users.len() >= 6);
     }

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 /// The fixtures folder of this source tree.
 pub fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/vendor")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/vendor")
 }
 
 /// One vendor example with where it comes from.

@@ -250,7 +250,7 @@ mod tests {
         );
         // Zoom's Add group members takes at most 30 members a call (its
         // schema's `maximum`, fixture `zoom/groups.members.add.request.json`).
-        let documented = crate::vendor::Fixture::load("zoom/groups.members.add.request.json");
+        let documented = zds_vendor_fixtures::Fixture::load("zoom/groups.members.add.request.json");
         let maximum = &documented.rest["documented_schema"]["properties"]["members"]["maximum"];
         assert_eq!(maximum.as_u64(), Some(MAX_ADD as u64));
         let too_many = format!(r#"{{"members":[{}]}}"#, vec![r#"{"id":"u"}"#; 31].join(","));

@@ -1,4 +1,4 @@
-//! `zoom-fake`: the stand-in Zoom as a program (see `zoom_dept_sync::fake`
+//! `zoom-fake`: the stand-in Zoom as a program (see the `zoom_fake` library
 //! and `demo/zoom-fake.seed.toml`). Serves until SIGINT / SIGTERM; exits 2
 //! with one line when the seed file or the address is unusable.
 
@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use zoom_dept_sync::fake::{self, FakeConfig};
-use zoom_dept_sync::telemetry::{self, LogFormat};
+use zds_telemetry::{self as telemetry, LogFormat};
+use zoom_fake::{self as fake, FakeConfig};
 
 /// A stateful stand-in for Zoom's group-member APIs.
 #[derive(Parser)]
