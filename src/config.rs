@@ -18,6 +18,7 @@ use crate::mapping::Mapping;
 use redact::figment_error_line;
 
 pub mod http_limits;
+pub mod keys;
 mod redact;
 mod secret_var;
 pub use secret_var::secret_var;
