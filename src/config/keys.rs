@@ -65,7 +65,10 @@ pub fn accepted_keys() -> Vec<String> {
 /// (`ZDS_` prefix, `__` between the levels): `worker.concurrency` is
 /// `ZDS_WORKER__CONCURRENCY`.
 pub fn env_var(key: &str) -> String {
-    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase().replace('.', "__"))
+    format!(
+        "{ENV_PREFIX}{}",
+        key.to_ascii_uppercase().replace('.', "__")
+    )
 }
 
 /// What the passes have seen, shared by every probe of one run.
@@ -244,7 +247,10 @@ impl<'de> MapAccess<'de> for Fields<'_> {
         seed.deserialize(name).map(Some)
     }
 
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, ProbeError> {
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, ProbeError> {
         let path = self.current.take().unwrap_or_default();
         let probe = Probe {
             path: path.clone(),

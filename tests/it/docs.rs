@@ -43,7 +43,10 @@ fn doc_files() -> Vec<PathBuf> {
 }
 
 fn relative(path: &Path) -> String {
-    path.strip_prefix(root()).unwrap_or(path).display().to_string()
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 /// The lines of a Markdown text outside fenced code blocks, with their
@@ -157,7 +160,10 @@ fn broken(file: &Path, target: &str) -> Option<String> {
     if anchors(&read(&resolved)).contains(fragment) {
         None
     } else {
-        Some(format!("{} has no heading #{fragment}", relative(&resolved)))
+        Some(format!(
+            "{} has no heading #{fragment}",
+            relative(&resolved)
+        ))
     }
 }
 
@@ -171,7 +177,11 @@ fn every_relative_link_and_anchor_resolves() {
             }
         }
     }
-    assert!(failures.is_empty(), "broken links:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "broken links:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -185,7 +195,11 @@ fn no_line_is_over_1000_characters() {
             }
         }
     }
-    assert!(failures.is_empty(), "lines too long:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "lines too long:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -310,7 +324,11 @@ fn zds_names(text: &str) -> BTreeSet<String> {
 /// examples and the benchmarks.
 fn code_text() -> String {
     let mut text = String::new();
-    let mut dirs = vec![root().join("src"), root().join("examples"), root().join("benches")];
+    let mut dirs = vec![
+        root().join("src"),
+        root().join("examples"),
+        root().join("benches"),
+    ];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).expect("read a source dir") {
             let path = entry.expect("source entry").path();
