@@ -369,3 +369,36 @@ fn every_zds_variable_the_docs_name_is_read_by_the_code() {
         failures.join("\n")
     );
 }
+
+/// The relative link targets of `file`, without their fragments.
+fn link_paths(file: &Path) -> BTreeSet<String> {
+    links(&read(file))
+        .into_iter()
+        .map(|(_, target)| target.split('#').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_readme_links_every_guide_and_the_index_every_decision() {
+    let readme = link_paths(&root().join("README.md"));
+    let index = link_paths(&root().join("docs/decisions/README.md"));
+    let mut missing = Vec::new();
+    for file in doc_files() {
+        let path = relative(&file);
+        let record = path
+            .strip_prefix("docs/decisions/")
+            .filter(|name| *name != "README.md");
+        let listed = match record {
+            _ if path == "README.md" => true,
+            Some(name) => index.contains(name),
+            None => readme.contains(&path),
+        };
+        if !listed {
+            missing.push(path);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not linked from README.md (guides) or docs/decisions/README.md (records): {missing:?}"
+    );
+}
