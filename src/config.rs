@@ -18,6 +18,7 @@ use crate::mapping::Mapping;
 use redact::figment_error_line;
 
 pub mod http_limits;
+pub mod keys;
 mod redact;
 mod secret_var;
 pub use secret_var::secret_var;
@@ -1048,7 +1049,7 @@ fn required_secret(env: EnvLookup<'_>, name: &str) -> Result<SecretString, Confi
 
 /// The mapping: the `[departments]` table, or the one in `departments_file`
 /// (relative to the main file, so a config directory can move as a whole).
-/// Never both: the README promises one *instead of* the other, and a merge
+/// Never both: docs/configuration.md promises one *instead of* the other, and a merge
 /// would hide which file a department came from.
 fn departments(
     path: &Path,

@@ -85,7 +85,7 @@ pub enum UserRef {
     Both { id: ZoomUserId, email: Email },
 }
 
-/// The event's fields, in the order the README's schema lists them.
+/// The event's fields, in the order docs/how-it-works.md's event schema lists them.
 pub const FIELDS: [&str; 7] = [
     "event_id",
     "zoom_user_id",

@@ -1,5 +1,5 @@
 //! zoom-dept-sync: keeps Zoom group membership in step with HR department
-//! changes published on RabbitMQ. See `README.md`.
+//! changes published on RabbitMQ. See `README.md` and `docs/`.
 
 // std's print macros panic on a closed pipe: the commands print through
 // their own (`commands::console`), the daemon logs through tracing.

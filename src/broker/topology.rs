@@ -42,7 +42,7 @@ pub struct Topology {
     queue_type: QueueType,
     /// The input queue was declared with the arguments above (so it
     /// dead-letters to the dead-letter queue), or the operator declares it
-    /// (`declare_topology = false`, which README requires to dead-letter).
+    /// (`declare_topology = false`, which docs/operator-guide.md requires to dead-letter).
     /// False when an existing queue refused those arguments: then a message
     /// the daemon rejects might be dropped, so it publishes dead letters
     /// itself instead.
@@ -188,7 +188,7 @@ impl Topology {
                 queue = %self.queue,
                 %error,
                 "cannot declare the receiver's exchange or bind it to the input queue: the receiver cannot publish until it exists; \
-                 grant the daemon's user configure and read on the exchange and write on the input queue (README: Least privilege)"
+                 grant the daemon's user configure and read on the exchange and write on the input queue (docs/deployment.md: Least privilege)"
             );
         } else {
             tracing::warn!(

@@ -218,7 +218,7 @@ fn check_groups_model(set_primary: bool, report: &mut Report) {
     } else {
         report.ok(
             STEP,
-            format!("{UNSEEN}; if it does, settings follow the groups' priority order in the web portal (see README: Zoom's groups model)"),
+            format!("{UNSEEN}; if it does, settings follow the groups' priority order in the web portal (see docs/how-it-works.md: Zoom's groups model)"),
         );
     }
 }

@@ -171,7 +171,7 @@ async fn open(config: &Path, command: &str) -> Result<(Settings, Admin), Exit> {
         if why.contains("ACCESS_REFUSED") || why.contains("ACCESS-REFUSED") {
             eprintln!(
                 "zoom-dept-sync: the broker refused to check dead-letter queue {queue} ({why}): \
-                 the toolbox's user needs configure and read on it (README, \"Least privilege\")"
+                 the toolbox's user needs configure and read on it (docs/deployment.md, \"Least privilege\")"
             );
             return Err(Exit::Problems);
         }

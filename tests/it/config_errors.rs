@@ -126,7 +126,7 @@ fn a_departments_file_with_a_departments_table_exits_2_naming_both() {
     )
     .unwrap();
     let path = dir.path().join("config.toml");
-    // Also with no department in common: the README says one is used
+    // Also with no department in common: docs/configuration.md says one is used
     // instead of the other, so having both is a mistake, not a merge.
     std::fs::write(&path, format!("departments_file = \"d.toml\"\n{MAPPING}")).unwrap();
     // Today's code merges the two and starts: the test must not hang on it.

@@ -1,7 +1,7 @@
 //! The demo of docker-compose.yml's `demo` profile, without Docker: the
 //! shipped `demo/` files (zoom-fake's seed, the daemon's config, the sample
 //! events) against `zoom-fake` in-process and the real broker. What the
-//! README promises the demo shows must be what happens: the moves land, one
+//! README's Quick start promises the demo shows must be what happens: the moves land, one
 //! move is retried after a 429, one event is dead-lettered with Zoom's code.
 
 use std::path::Path;

@@ -11,6 +11,7 @@ mod credentials;
 mod dead_letters;
 mod demo;
 mod deploy;
+mod docs;
 mod explain;
 mod faults;
 mod helpers;

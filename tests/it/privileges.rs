@@ -1,6 +1,6 @@
 //! Least privilege, proved on the real broker: the daemon, the receiver's
 //! publisher and the operator's commands each run as a broker user
-//! that holds exactly the permissions README's "Least privilege" section
+//! that holds exactly the permissions docs/deployment.md's "Least privilege" section
 //! gives (the regexes below are built the same way, for each test's own
 //! queue names), and two controls without `configure` show that the tests
 //! can fail.
@@ -43,7 +43,7 @@ struct Permissions {
 
 const DEFAULT_EXCHANGE: &str = r"^amq\.default$";
 
-/// README: the daemon; `declare` is `amqp.declare_topology`.
+/// docs/deployment.md: the daemon; `declare` is `amqp.declare_topology`.
 fn daemon(queue: &str, declare: bool) -> Permissions {
     let q = regex_escape(queue);
     if declare {
@@ -63,7 +63,7 @@ fn daemon(queue: &str, declare: bool) -> Permissions {
     }
 }
 
-/// README: the daemon with `[outcomes] exchange` and `stream`.
+/// docs/deployment.md: the daemon with `[outcomes] exchange` and `stream`.
 fn daemon_with_trail(queue: &str, exchange: &str, stream: &str, declare: bool) -> Permissions {
     let (q, x, s) = (
         regex_escape(queue),
@@ -85,7 +85,7 @@ fn daemon_with_trail(queue: &str, exchange: &str, stream: &str, declare: bool) -
     }
 }
 
-/// README: the receiver alone (`ingest`, `run --with-ingest`'s receiver).
+/// docs/deployment.md: the receiver alone (`ingest`, `run --with-ingest`'s receiver).
 fn receiver(amqp: &AmqpSettings) -> Permissions {
     Permissions {
         configure: String::new(),
@@ -94,7 +94,7 @@ fn receiver(amqp: &AmqpSettings) -> Permissions {
     }
 }
 
-/// README: an operator (`check`, `status`, `dead-letters`, `publish`,
+/// docs/deployment.md: an operator (`check`, `status`, `dead-letters`, `publish`,
 /// `reconcile --apply`, `history` of `stream`).
 fn operator(queue: &str, stream: &str) -> Permissions {
     let (q, s) = (regex_escape(queue), regex_escape(stream));
@@ -690,7 +690,7 @@ impl Commands {
 async fn the_operator_commands_need_only_the_documented_permissions() {
     let app = TestApp::prepare_with(|_| {}).await;
     let management = Management::from_env();
-    // Read on a trail too, as README gives it (`history` is proved above).
+    // Read on a trail too, as docs/deployment.md gives it (`history` is proved above).
     let stream = unique_name("trail");
     let permissions = operator(&app.queue, &stream);
     let user = BrokerUser::create("operator", "management", &permissions).await;
