@@ -14,7 +14,9 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use crate::brake::BrakeSettings;
 use crate::mapping::Mapping;
+pub use crate::mapping::Unmapped;
 use redact::figment_error_line;
 
 pub mod http_limits;
@@ -190,13 +192,6 @@ pub struct RetrySettings {
     pub max_elapsed_secs: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Unmapped {
-    DeadLetter,
-    Skip,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerSettings {
@@ -225,43 +220,6 @@ pub struct WorkerSettings {
     /// Further, it is dead-lettered (`invalid_payload`): applied, one event
     /// dated in year 9999 would make every later event of its person stale.
     pub max_future_skew_secs: u64,
-}
-
-/// `[brake]`: how many writes to Zoom the live path may make within a
-/// window before it stops and waits for an operator (see [`crate::brake`]).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BrakeSettings {
-    /// Writes (moves, adds, removals) allowed within `window_secs`; 0 turns
-    /// the brake off.
-    pub max_changes: u32,
-    /// Of which removals (`leave` events, extra groups left).
-    pub max_removals: u32,
-    pub window_secs: u64,
-}
-
-impl BrakeSettings {
-    /// A window of 1 s to 7 days (0 would turn the change limit off
-    /// silently; a huge one overflows the clock).
-    fn check(&self) -> Result<(), ConfigError> {
-        if self.max_changes > 0 && !(1..=7 * 86_400).contains(&self.window_secs) {
-            return Err(ConfigError(format!(
-                "brake.window_secs must be between 1 and 604800 (7 days), got {}",
-                self.window_secs
-            )));
-        }
-        Ok(())
-    }
-}
-
-impl Default for BrakeSettings {
-    fn default() -> Self {
-        Self {
-            max_changes: 200,
-            max_removals: 50,
-            window_secs: 3600,
-        }
-    }
 }
 
 /// `[outcomes]`: the audit trail. One message per settled event, published
@@ -1000,7 +958,7 @@ impl Settings {
         self.ingest.limit_keys().check()?;
         self.zoom.check_rate_limits()?;
         self.outcomes.check()?;
-        self.brake.check()?;
+        check_brake(&self.brake)?;
         if self.zoom.request_timeout_ms == 0 {
             return fail("zoom.request_timeout_ms must be at least 1");
         }
@@ -1079,6 +1037,18 @@ fn departments(
             ))
         })?;
     Ok(parsed.departments)
+}
+
+/// A window of 1 s to 7 days (0 would turn the change limit off
+/// silently; a huge one overflows the clock).
+fn check_brake(brake: &BrakeSettings) -> Result<(), ConfigError> {
+    if brake.max_changes > 0 && !(1..=7 * 86_400).contains(&brake.window_secs) {
+        return Err(ConfigError(format!(
+            "brake.window_secs must be between 1 and 604800 (7 days), got {}",
+            brake.window_secs
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

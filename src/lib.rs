@@ -5,31 +5,27 @@
 // their own (`commands::console`), the daemon logs through tracing.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod brake;
+// The domain lives in crates/core (zds-core); its modules keep their paths here.
+pub use zds_core::{
+    brake, event, mapping, outcome, printable, quarantine, reconcile, sync, triage,
+};
+
 pub mod broker;
 pub mod commands;
 pub mod config;
 pub mod control;
-pub mod event;
 pub mod health;
 pub mod http;
 pub mod ingest;
-pub mod mapping;
 pub mod metrics;
 pub mod ordering;
-pub mod outcome;
 pub mod outcomes;
-pub mod printable;
-pub mod quarantine;
-pub mod reconcile;
 pub mod retry;
 pub mod server;
 pub mod shutdown;
 pub mod startup;
-pub mod sync;
 pub mod systemd;
 pub use zds_telemetry as telemetry;
 pub mod token_gate;
-pub mod triage;
 pub mod worker;
 pub mod zoom;

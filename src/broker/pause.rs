@@ -130,7 +130,9 @@ pub(super) async fn wait_out_pause(
 ) -> bool {
     let backoff = signal.next_wait();
     let until = match cause {
-        RequeueCause::RateLimited { until } => (*until).max(Instant::now() + backoff),
+        RequeueCause::RateLimited { until } => {
+            Instant::from_std(*until).max(Instant::now() + backoff)
+        }
         _ => Instant::now() + backoff,
     };
     daemon.health.paused(why, Some(until));

@@ -23,7 +23,9 @@ impl From<Failure> for CallFailure {
         match failure {
             Failure::Rejected(e) => Self::Rejected(e.answer()),
             Failure::Exhausted(e) => Self::Exhausted(e.answer()),
-            Failure::RateLimited { until } => Self::RateLimited { until },
+            Failure::RateLimited { until } => Self::RateLimited {
+                until: until.into_std(),
+            },
             Failure::Auth(e) => Self::Auth(e.answer()),
             Failure::Stopped => Self::Stopped,
         }

@@ -8,6 +8,8 @@ pub mod body;
 pub mod category;
 mod directory;
 pub mod error;
+#[cfg(test)]
+mod path_properties;
 pub mod rate;
 pub mod share;
 pub mod wait;
@@ -157,19 +159,9 @@ struct GroupPage {
     next_page_token: String,
 }
 
-/// A member of a group as `GET /groups/{id}/members` lists it.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
-pub struct GroupMember {
-    pub id: String,
-    #[serde(default)]
-    pub email: String,
-    /// Whether this group is the user's primary group, when an answer says
-    /// so. Zoom's documented answer has no such field (fixture
-    /// `zoom/groups.members.list.200.json`): `None` there, so a primary
-    /// group is never inferred from its absence.
-    #[serde(default)]
-    pub primary_group: Option<bool>,
-}
+/// A member of a group as `GET /groups/{id}/members` lists it (the domain's
+/// type: reconcile plans from it).
+pub use crate::reconcile::GroupMember;
 
 #[derive(Deserialize)]
 struct MemberPage {

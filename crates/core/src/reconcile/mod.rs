@@ -21,7 +21,7 @@ use serde::Serialize;
 
 pub use events::{Event, EventError, events};
 pub use planner::Planner;
-pub use snapshot::Snapshot;
+pub use snapshot::{GroupMember, Snapshot};
 pub use threshold::{OverThreshold, check_threshold, default_max_changes};
 
 /// One readable row of the export.

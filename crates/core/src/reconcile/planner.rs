@@ -409,7 +409,7 @@ fn names(groups: &BTreeSet<GroupId>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zoom::GroupMember;
+    use crate::reconcile::GroupMember;
 
     fn mapping() -> Mapping {
         let table = BTreeMap::from([

@@ -18,9 +18,8 @@ mod tests;
 pub use directory::{CallFailure, DirectoryUser, UserPath, ZoomDirectory};
 
 use crate::brake::{Brake, Engaged, Write};
-use crate::config::Unmapped;
 use crate::event::{DepartmentChange, Email, UserRef, ZoomUserId};
-use crate::mapping::{GroupId, Mapping, Plan};
+use crate::mapping::{GroupId, Mapping, Plan, Unmapped};
 use crate::outcome::{FailureReason, Outcome, RequeueCause};
 
 /// Zoom's codes for a user it does not know (404 / 1001; 400 / 1010 on

@@ -18,9 +18,10 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use serde::Deserialize;
 
-use crate::config::BrakeSettings;
+use event_listener::Event;
+
 use crate::event::DepartmentChange;
 use crate::mapping::Mapping;
 
@@ -104,7 +105,8 @@ impl fmt::Display for Engaged {
 pub struct Brake {
     settings: BrakeSettings,
     state: Mutex<State>,
-    released: Notify,
+    /// Wakes the waiters of a change (event-listener: no runtime needed).
+    released: Event,
 }
 
 #[derive(Default)]
@@ -122,7 +124,7 @@ impl Brake {
         Self {
             settings,
             state: Mutex::default(),
-            released: Notify::new(),
+            released: Event::new(),
         }
     }
 
@@ -199,7 +201,7 @@ impl Brake {
             s.writes.clear();
             Some(engaged)
         });
-        self.released.notify_waiters();
+        self.released.notify(usize::MAX);
         cleared
     }
 
@@ -217,14 +219,14 @@ impl Brake {
             s.released_until = Some(now.checked_add(window).unwrap_or(now));
             Some(engaged)
         });
-        self.released.notify_waiters();
+        self.released.notify(usize::MAX);
         released
     }
 
     /// Resolves once the brake is released (or at once if it is not held).
     pub async fn released(&self) {
         loop {
-            let notified = self.released.notified();
+            let notified = self.released.listen();
             if self.engaged().is_none() {
                 return;
             }
@@ -237,6 +239,29 @@ fn counts(writes: &VecDeque<(Instant, Write)>) -> (u32, u32) {
     let changes = u32::try_from(writes.len()).unwrap_or(u32::MAX);
     let removals = writes.iter().filter(|(_, w)| *w == Write::Removal).count();
     (changes, u32::try_from(removals).unwrap_or(u32::MAX))
+}
+
+/// `[brake]`: how many writes to Zoom the live path may make within a
+/// window before it stops and waits for an operator .
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrakeSettings {
+    /// Writes (moves, adds, removals) allowed within `window_secs`; 0 turns
+    /// the brake off.
+    pub max_changes: u32,
+    /// Of which removals (`leave` events, extra groups left).
+    pub max_removals: u32,
+    pub window_secs: u64,
+}
+
+impl Default for BrakeSettings {
+    fn default() -> Self {
+        Self {
+            max_changes: 200,
+            max_removals: 50,
+            window_secs: 3600,
+        }
+    }
 }
 
 #[cfg(test)]

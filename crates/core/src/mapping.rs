@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
+use serde::Deserialize;
+
 use crate::event::{DepartmentChange, is_zoom_id};
 
 /// A Zoom group id from the mapping; checked at start-up to be safe in a URL
@@ -148,6 +150,15 @@ impl Mapping {
             None => Plan::Lookup { to },
         }
     }
+}
+
+/// What happens to an event whose `new_department` has no group
+/// (`worker.unmapped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unmapped {
+    DeadLetter,
+    Skip,
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! What the sync algorithm needs from Zoom, in the domain's terms.
 //!
 //! The algorithm ([`super::apply`]) sees Zoom only through
-//! [`ZoomDirectory`]: the HTTP client implements it for the daemon
-//! (`crate::zoom::Session`), [`super::in_memory::InMemoryDirectory`] for the
+//! [`ZoomDirectory`]: the Zoom client crate implements it for the
+//! daemon (`zoom::Session`), [`super::in_memory::InMemoryDirectory`] for the
 //! unit tests. Nothing here knows HTTP, retries or rate limits: a call either
 //! succeeds or ends in one [`CallFailure`] after the adapter's own retries.
 
@@ -40,7 +40,7 @@ pub enum CallFailure {
     Exhausted(ZoomAnswer),
     /// Zoom's rate limit holds calls back past the retry budget.
     #[error("Zoom's rate limit holds calls back past the retry budget")]
-    RateLimited { until: tokio::time::Instant },
+    RateLimited { until: std::time::Instant },
     /// Credentials or scopes are wrong: not the event's fault.
     #[error("Zoom refused the credentials or scopes: {0}")]
     Auth(ZoomAnswer),

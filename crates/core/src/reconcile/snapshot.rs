@@ -4,7 +4,20 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::mapping::GroupId;
-use crate::zoom::GroupMember;
+
+/// A member of a group as `GET /groups/{id}/members` lists it.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct GroupMember {
+    pub id: String,
+    #[serde(default)]
+    pub email: String,
+    /// Whether this group is the user's primary group, when an answer says
+    /// so. Zoom's documented answer has no such field (fixture
+    /// `zoom/groups.members.list.200.json`): `None` there, so a primary
+    /// group is never inferred from its absence.
+    #[serde(default)]
+    pub primary_group: Option<bool>,
+}
 
 /// One user found in at least one managed group.
 #[derive(Debug, Clone, PartialEq, Eq)]

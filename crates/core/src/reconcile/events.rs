@@ -112,8 +112,8 @@ mod tests {
     use std::collections::{BTreeMap, HashMap};
 
     use super::*;
+    use crate::reconcile::GroupMember;
     use crate::reconcile::{ExportRow, Planner, Snapshot};
-    use crate::zoom::GroupMember;
 
     #[test]
     fn each_change_is_one_event_the_daemon_parses() {

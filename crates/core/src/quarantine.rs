@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Mutex;
 
-use tokio::sync::Notify;
+use event_listener::Event;
 
 use crate::outcome::Outcome;
 
@@ -172,7 +172,8 @@ impl Window {
 pub struct Quarantines {
     enabled: bool,
     state: Mutex<State>,
-    changed: Notify,
+    /// Wakes the waiters of a change (event-listener: no runtime needed).
+    changed: Event,
 }
 
 struct State {
@@ -194,7 +195,7 @@ impl Quarantines {
                 active: None,
                 probing: None,
             }),
-            changed: Notify::new(),
+            changed: Event::new(),
         }
     }
 
@@ -250,7 +251,7 @@ impl Quarantines {
             s.probing = Some(lifted.clone());
             Some(lifted)
         });
-        self.changed.notify_waiters();
+        self.changed.notify(usize::MAX);
         lifted
     }
 
@@ -263,7 +264,7 @@ impl Quarantines {
     /// Resolves once no quarantine is in force.
     pub async fn resumed(&self) {
         loop {
-            let changed = self.changed.notified();
+            let changed = self.changed.listen();
             if self.with(|s| s.active.is_none()) {
                 return;
             }

@@ -3,8 +3,8 @@
 
 use std::fmt;
 
+use std::time::Instant;
 use time::OffsetDateTime;
-use tokio::time::Instant;
 
 #[derive(Debug, Clone)]
 pub enum Outcome {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::in_memory::{InMemoryDirectory, rejected};
 use super::*;
-use crate::config::BrakeSettings;
+use crate::brake::BrakeSettings;
 use crate::outcome::DeadLetter;
 use crate::outcome::ZoomAnswer;
 
@@ -432,7 +432,7 @@ async fn an_approved_plan_passes_the_engaged_brake() {
 
 #[tokio::test]
 async fn a_rate_limit_past_the_budget_goes_back_to_the_queue() {
-    let until = tokio::time::Instant::now();
+    let until = std::time::Instant::now();
     let zoom = InMemoryDirectory::default()
         .with_user(U, MAIL, &["grp_eng"])
         .failing("PATCH", CallFailure::RateLimited { until });
