@@ -18,6 +18,8 @@ pub use crate::brake::BrakeSettings;
 use crate::mapping::Mapping;
 pub use crate::mapping::Unmapped;
 use redact::figment_error_line;
+pub use zds_http_client::RetrySettings;
+pub use zds_zoom::settings::{RateLimits, RateLimitsFile, ZoomCredentials, ZoomPlan, ZoomSettings};
 
 pub mod http_limits;
 pub mod keys;
@@ -46,14 +48,6 @@ pub struct Settings {
     pub brake: BrakeSettings,
     pub mapping: Mapping,
     pub credentials: ZoomCredentials,
-}
-
-/// Server-to-server OAuth app credentials. `Debug` is redacted by `secrecy`.
-#[derive(Debug, Clone)]
-pub struct ZoomCredentials {
-    pub account_id: SecretString,
-    pub client_id: SecretString,
-    pub client_secret: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,93 +97,6 @@ pub struct AmqpSettings {
 pub enum QueueType {
     Classic,
     Quorum,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ZoomSettings {
-    pub api_base_url: String,
-    pub oauth_token_url: String,
-    /// The account's plan: sets the default of each category's limit.
-    pub plan: ZoomPlan,
-    /// Client-side limits per Zoom rate-limit category, per second; each
-    /// defaults to half of what the plan allows ([`ZoomPlan::default_limits`]).
-    pub rate_limits: RateLimitsFile,
-    /// The old single limit (before categories): read as `rate_limits.medium`.
-    pub requests_per_second: Option<u32>,
-    pub request_timeout_ms: u64,
-    /// Accept `http://` for the Zoom and HR API URLs (tests, the demo with
-    /// zoom-fake). Off, only `https://` is accepted, and the HTTP clients
-    /// refuse plain HTTP even on a redirect: the token and the OAuth
-    /// credentials never cross the network in clear.
-    pub allow_insecure_http: bool,
-}
-
-/// Zoom's plans, as far as rate limits go: Pro, and Business or higher
-/// (Business, Business Plus, Enterprise, Education share one table).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ZoomPlan {
-    #[default]
-    Pro,
-    Business,
-}
-
-/// `[zoom.rate_limits]` as written: a category left out takes its default.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RateLimitsFile {
-    pub light: Option<u32>,
-    pub medium: Option<u32>,
-    pub heavy: Option<u32>,
-}
-
-/// Calls per second the daemon allows itself in each Zoom category.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimits {
-    pub light: u32,
-    pub medium: u32,
-    pub heavy: u32,
-}
-
-impl ZoomPlan {
-    /// Zoom's per-second limits per account for the plan (Zoom API
-    /// reference, "Rate limits": Pro 30 / 20 / 10, Business and higher
-    /// 80 / 60 / 40 for Light / Medium / Heavy).
-    pub fn account_limits(self) -> RateLimits {
-        match self {
-            Self::Pro => RateLimits {
-                light: 30,
-                medium: 20,
-                heavy: 10,
-            },
-            Self::Business => RateLimits {
-                light: 80,
-                medium: 60,
-                heavy: 40,
-            },
-        }
-    }
-
-    /// Half of each limit: the budget is the account's, shared with every
-    /// other app on it, and the adaptive share lowers it further when
-    /// others use more.
-    pub fn default_limits(self) -> RateLimits {
-        let all = self.account_limits();
-        RateLimits {
-            light: all.light / 2,
-            medium: all.medium / 2,
-            heavy: all.heavy / 2,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RetrySettings {
-    pub initial_interval_ms: u64,
-    pub max_interval_ms: u64,
-    pub max_elapsed_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -468,30 +375,6 @@ impl Default for AmqpSettings {
     }
 }
 
-impl Default for ZoomSettings {
-    fn default() -> Self {
-        Self {
-            api_base_url: "https://api.zoom.us/v2".into(),
-            oauth_token_url: "https://zoom.us/oauth/token".into(),
-            plan: ZoomPlan::Pro,
-            rate_limits: RateLimitsFile::default(),
-            requests_per_second: None,
-            request_timeout_ms: 10_000,
-            allow_insecure_http: false,
-        }
-    }
-}
-
-impl Default for RetrySettings {
-    fn default() -> Self {
-        Self {
-            initial_interval_ms: 500,
-            max_interval_ms: 30_000,
-            max_elapsed_secs: 600,
-        }
-    }
-}
-
 impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
@@ -618,77 +501,6 @@ impl AmqpSettings {
     }
     pub fn consumer_timeout(&self) -> Duration {
         Duration::from_secs(self.consumer_timeout_secs)
-    }
-}
-
-impl ZoomSettings {
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-
-    /// Each category's limit: the key as written, else (Medium only) the old
-    /// `requests_per_second`, else the plan's default.
-    pub fn rate_limits(&self) -> RateLimits {
-        let defaults = self.plan.default_limits();
-        let file = self.rate_limits;
-        RateLimits {
-            light: file.light.unwrap_or(defaults.light),
-            medium: file
-                .medium
-                .or(self.requests_per_second)
-                .unwrap_or(defaults.medium),
-            heavy: file.heavy.unwrap_or(defaults.heavy),
-        }
-    }
-
-    /// `requests_per_second` beside `rate_limits.medium` would leave the
-    /// reader guessing which one holds: refused, with what to write.
-    fn check_rate_limits(&self) -> Result<(), ConfigError> {
-        if let (Some(old), Some(medium)) = (self.requests_per_second, self.rate_limits.medium) {
-            return Err(ConfigError(format!(
-                "zoom.requests_per_second ({old}) and zoom.rate_limits.medium ({medium}) are both set \
-                 (in the file or as ZDS_ZOOM__REQUESTS_PER_SECOND / ZDS_ZOOM__RATE_LIMITS__MEDIUM): \
-                 requests_per_second is the old name of rate_limits.medium; remove it"
-            )));
-        }
-        let limits = self.rate_limits();
-        // The Medium limit may have come from the old key: name that one.
-        let medium_key = if self.rate_limits.medium.is_none() && self.requests_per_second.is_some()
-        {
-            "zoom.requests_per_second"
-        } else {
-            "zoom.rate_limits.medium"
-        };
-        for (key, value) in [
-            ("zoom.rate_limits.light", limits.light),
-            (medium_key, limits.medium),
-            ("zoom.rate_limits.heavy", limits.heavy),
-        ] {
-            if value == 0 {
-                return Err(ConfigError(format!("{key} must be at least 1")));
-            }
-            if value > MAX_RATE {
-                return Err(ConfigError(format!(
-                    "{key} is {value}, more than the largest allowed, {MAX_RATE}"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// No Zoom plan allows more per second; a larger value is a typo.
-const MAX_RATE: u32 = 100_000;
-
-impl RetrySettings {
-    pub fn initial_interval(&self) -> Duration {
-        Duration::from_millis(self.initial_interval_ms)
-    }
-    pub fn max_interval(&self) -> Duration {
-        Duration::from_millis(self.max_interval_ms)
-    }
-    pub fn max_elapsed(&self) -> Duration {
-        Duration::from_secs(self.max_elapsed_secs)
     }
 }
 
@@ -956,7 +768,7 @@ impl Settings {
         self.amqp.check_tls()?;
         self.http.limit_keys().check()?;
         self.ingest.limit_keys().check()?;
-        self.zoom.check_rate_limits()?;
+        (self.zoom.check_rate_limits()).map_err(|e| ConfigError(e.to_string()))?;
         self.outcomes.check()?;
         check_brake(&self.brake)?;
         if self.zoom.request_timeout_ms == 0 {

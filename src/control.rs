@@ -91,7 +91,7 @@ pub async fn try_readiness(listen: SocketAddr) -> Result<(u16, String), ReadyzEr
     let url = format!("http://{}/readyz", local_address(listen));
     let failed = |e: reqwest::Error| ReadyzError {
         url: url.clone(),
-        why: crate::zoom::error::with_causes(&e.without_url()),
+        why: zds_http_client::with_causes(&e.without_url()),
     };
     let client = reqwest::Client::builder()
         .no_proxy()

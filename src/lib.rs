@@ -11,6 +11,7 @@ pub use zds_core::{
 };
 
 pub mod broker;
+pub mod clients;
 pub mod commands;
 pub mod config;
 pub mod control;
@@ -20,7 +21,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod ordering;
 pub mod outcomes;
-pub mod retry;
+pub use zds_http_client::retry;
 pub mod server;
 pub mod shutdown;
 pub mod startup;
@@ -28,4 +29,4 @@ pub mod systemd;
 pub use zds_telemetry as telemetry;
 pub mod token_gate;
 pub mod worker;
-pub mod zoom;
+pub use zds_zoom as zoom;

@@ -343,6 +343,28 @@ impl Metrics {
     }
 }
 
+/// The Zoom client's reports, into this registry.
+impl zds_zoom::CallMetrics for Metrics {
+    fn call(&self, method: &str, status: Option<u16>, timed_out: bool, elapsed: Duration) {
+        self.record_call(method, status, timed_out, elapsed);
+    }
+    fn retry(&self) {
+        self.zoom_retries.inc();
+    }
+    fn rate_limit_wait(&self) {
+        self.rate_limit_waits.inc();
+    }
+    fn rate_configured(&self, category: &'static str, per_second: f64) {
+        Metrics::rate_configured(self, category, per_second);
+    }
+    fn rate_effective(&self, category: &'static str, per_second: f64) {
+        Metrics::rate_effective(self, category, per_second);
+    }
+    fn rate_limited(&self, category: &'static str, limit: &'static str) {
+        Metrics::rate_limited(self, category, limit);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,7 +139,7 @@ impl Worker {
         metrics: Arc<Metrics>,
     ) -> Result<Self, crate::zoom::HttpClientError> {
         Ok(Self {
-            zoom: Client::new(settings, Arc::clone(&metrics))?,
+            zoom: crate::clients::zoom(settings, metrics.clone())?,
             mapping: settings.mapping.clone(),
             unmapped: settings.worker.unmapped,
             slots: Arc::new(Semaphore::new(settings.worker.concurrency)),

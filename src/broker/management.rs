@@ -83,7 +83,7 @@ pub async fn queue_details(
     let http = |e: reqwest::Error| {
         ManagementError::Http(format!(
             "{at}: {}",
-            crate::zoom::error::with_causes(&e.without_url())
+            zds_http_client::with_causes(&e.without_url())
         ))
     };
     // No proxy, whatever HTTP_PROXY says: the request carries the broker's

@@ -15,7 +15,7 @@ use crate::broker::admin::{Admin, AdminError};
 use crate::broker::topology::Topology;
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::zoom::{Attempts, Client, Failure, ZoomGroup};
+use crate::zoom::{Attempts, Failure, ZoomGroup};
 
 /// Scopes the daemon needs, each as (what for, classic scope, granular scopes).
 const NEEDED_SCOPES: &[(&str, &str, &[&str])] = &[
@@ -175,7 +175,7 @@ async fn check_outcomes(settings: &Settings, admin: &Admin, report: &mut Report)
 }
 
 async fn check_zoom(settings: &Settings, report: &mut Report) {
-    let client = match Client::new(settings, Arc::new(Metrics::new())) {
+    let client = match crate::clients::zoom(settings, Arc::new(Metrics::new())) {
         Ok(client) => client,
         Err(e) => return report.fail("zoom", e.to_string()),
     };

@@ -23,7 +23,7 @@ use crate::config::Settings;
 use crate::event::{DepartmentChange, Email, ZoomUserId};
 use crate::mapping::GroupId;
 use crate::metrics::Metrics;
-use crate::zoom::{Attempts, Client, UserPath, ZoomUser};
+use crate::zoom::{Attempts, UserPath, ZoomUser};
 
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("who").required(true).args(["email", "user"])))]
@@ -132,7 +132,7 @@ enum ExplainError {
 /// `GET /users/{id or email}` through the daemon's own client (its rate
 /// limits and token rules); the only call made.
 async fn look_up(settings: &Settings, args: &ExplainArgs) -> Result<ZoomUser, ExplainError> {
-    let client = Client::new(settings, Arc::new(Metrics::new()))?;
+    let client = crate::clients::zoom(settings, Arc::new(Metrics::new()))?;
     let attempts = Attempts::new(
         Instant::now() + Duration::from_secs(30),
         CancellationToken::new(),

@@ -88,7 +88,7 @@ async fn reconcile(args: ReconcileArgs) -> Result<Exit, Exit> {
     let settings = full_settings(&args.config.config).map_err(super::config_error)?;
     let mut plan_out = plan_file(&args)?;
     let export = read_export(&args)?;
-    let client = Client::new(&settings, Arc::new(Metrics::new())).map_err(|e| {
+    let client = crate::clients::zoom(&settings, Arc::new(Metrics::new())).map_err(|e| {
         eprintln!("zoom-dept-sync reconcile: {e}");
         Exit::Usage
     })?;

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::config::{BambooHrSettings, RetrySettings};
-use crate::retry::{self, Budget};
-use crate::zoom::{HttpClientError, wait};
+use zds_http_client::retry::{self, Budget};
+use zds_http_client::{HttpClientError, wait};
 
 /// An employee answer is a few fields; more is not BambooHR.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -76,7 +76,7 @@ impl Client {
         https_only: bool,
     ) -> Result<Self, HttpClientError> {
         // `zoom.allow_insecure_http` governs every API URL (and the proxy).
-        let http = crate::zoom::http_client_builder(!https_only)
+        let http = zds_http_client::http_client_builder(!https_only)
             .build()
             .map_err(HttpClientError::Build)?;
         let api_base = Url::parse(&settings.api_base_url)
@@ -137,7 +137,7 @@ impl Client {
             .timeout(left)
             .send()
             .await
-            .map_err(|e| LookupError::unavailable(crate::zoom::error::with_causes(&e)))?;
+            .map_err(|e| LookupError::unavailable(zds_http_client::with_causes(&e)))?;
         let status = response.status();
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             return Err(LookupError::Unavailable {
@@ -151,7 +151,7 @@ impl Client {
         let body = response
             .bytes()
             .await
-            .map_err(|e| LookupError::unavailable(crate::zoom::error::with_causes(&e)))?;
+            .map_err(|e| LookupError::unavailable(zds_http_client::with_causes(&e)))?;
         if body.len() > MAX_BODY_BYTES {
             return Err(LookupError::Unreadable(format!(
                 "{} bytes, over {MAX_BODY_BYTES}",

@@ -83,7 +83,7 @@ impl BambooHr {
         key: WebhookKey,
         api_key: SecretString,
         https_only: bool,
-    ) -> Result<Self, crate::zoom::HttpClientError> {
+    ) -> Result<Self, zds_http_client::HttpClientError> {
         Ok(Self {
             key,
             client: Client::new(settings, retry, api_key, https_only)?,

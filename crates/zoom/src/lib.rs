@@ -8,11 +8,12 @@ pub mod body;
 pub mod category;
 mod directory;
 pub mod error;
+mod metrics;
 #[cfg(test)]
 mod path_properties;
 pub mod rate;
+pub mod settings;
 pub mod share;
-pub mod wait;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -27,18 +28,20 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::config::{RetrySettings, Settings};
-use crate::event::ZoomUserId;
-use crate::mapping::GroupId;
-use crate::metrics::Metrics;
-use crate::outcome::{CallStep, StepKind};
-use crate::retry::{self, Budget, Stop};
 use auth::TokenSource;
 pub use category::Category;
 use category::LimitType;
 pub use directory::Session;
 pub use error::{ErrorKind, ZoomError};
+pub use metrics::{CallMetrics, NoMetrics};
 use rate::RateBudgets;
+use settings::{ZoomCredentials, ZoomSettings};
+use zds_core::event::ZoomUserId;
+use zds_core::mapping::GroupId;
+use zds_core::outcome::{CallStep, StepKind};
+use zds_http_client::RetrySettings;
+use zds_http_client::retry::{self, Budget, Stop};
+pub use zds_http_client::{HttpClientError, http_client_builder, wait};
 
 /// One event's calls: counted (`failure-attempts`), bounded together by one
 /// deadline (`retry.max_elapsed_secs` is the whole event's budget, so no
@@ -161,7 +164,7 @@ struct GroupPage {
 
 /// A member of a group as `GET /groups/{id}/members` lists it (the domain's
 /// type: reconcile plans from it).
-pub use crate::reconcile::GroupMember;
+pub use zds_core::reconcile::GroupMember;
 
 #[derive(Deserialize)]
 struct MemberPage {
@@ -174,7 +177,7 @@ struct MemberPage {
 }
 
 /// Which user a path names: an id, or (for lookups) an email.
-pub use crate::sync::UserPath;
+pub use zds_core::sync::UserPath;
 
 pub struct Client {
     http: reqwest::Client,
@@ -182,66 +185,32 @@ pub struct Client {
     tokens: TokenSource,
     budgets: Arc<RateBudgets>,
     retry: RetrySettings,
-    metrics: Arc<Metrics>,
-}
-
-/// The HTTP client every outside API (Zoom, BambooHR) is called with.
-/// `https://` only, redirects included, unless `zoom.allow_insecure_http`;
-/// and then no proxy at all: through a proxy a plain-http request, its
-/// Basic credentials or API key included, would be readable there (an
-/// `https://` request crosses a proxy only as an encrypted CONNECT tunnel).
-pub fn http_client_builder(allow_insecure_http: bool) -> reqwest::ClientBuilder {
-    let builder = reqwest::Client::builder()
-        .user_agent(concat!("zoom-dept-sync/", env!("CARGO_PKG_VERSION")))
-        .https_only(!allow_insecure_http);
-    if allow_insecure_http {
-        builder.no_proxy()
-    } else {
-        builder
-    }
-}
-
-/// An API client that cannot be made from its settings.
-#[derive(Debug, thiserror::Error)]
-pub enum HttpClientError {
-    #[error("cannot build the HTTP client: {0}")]
-    Build(reqwest::Error),
-    #[error("{key}: {source}")]
-    BaseUrl {
-        key: &'static str,
-        source: url::ParseError,
-    },
-}
-
-impl HttpClientError {
-    /// For `map_err` on `Url::parse` of the setting `key`.
-    pub fn base_url(key: &'static str) -> impl FnOnce(url::ParseError) -> Self {
-        move |source| Self::BaseUrl { key, source }
-    }
+    metrics: Arc<dyn CallMetrics>,
 }
 
 impl Client {
-    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, HttpClientError> {
-        let http = crate::zoom::http_client_builder(settings.zoom.allow_insecure_http)
-            .timeout(settings.zoom.request_timeout())
+    pub fn new(
+        zoom: &ZoomSettings,
+        credentials: ZoomCredentials,
+        retry: RetrySettings,
+        metrics: Arc<dyn CallMetrics>,
+    ) -> Result<Self, HttpClientError> {
+        let http = http_client_builder(zoom.allow_insecure_http)
+            .timeout(zoom.request_timeout())
             .build()
             .map_err(HttpClientError::Build)?;
-        let api_base = Url::parse(&settings.zoom.api_base_url)
+        let api_base = Url::parse(&zoom.api_base_url)
             .map_err(HttpClientError::base_url("zoom.api_base_url"))?;
-        let budgets = Arc::new(RateBudgets::new(settings.zoom.rate_limits()));
+        let budgets = Arc::new(RateBudgets::new(zoom.rate_limits()));
         for rate in budgets.report() {
             metrics.rate_configured(rate.category.as_str(), rate.configured);
         }
         Ok(Self {
-            tokens: TokenSource::new(
-                http.clone(),
-                settings.zoom.oauth_token_url.clone(),
-                settings.credentials.clone(),
-            ),
+            tokens: TokenSource::new(http.clone(), zoom.oauth_token_url.clone(), credentials),
             http,
             api_base,
             budgets,
-            retry: settings.retry.clone(),
+            retry,
             metrics,
         })
     }
@@ -433,7 +402,7 @@ impl Client {
                 budget.next_wait(step, e.server_wait, e.kind == ErrorKind::RateLimited)
             })
             .notify(|e: &ZoomError, wait: Duration| {
-                self.metrics.zoom_retries.inc();
+                self.metrics.retry();
                 tracing::warn!(
                     method = %request.method,
                     path = request.url.path(),
@@ -469,7 +438,7 @@ impl Client {
         let gate = self.budgets.gate(request.category);
         loop {
             if gate.closed_until().is_some() {
-                self.metrics.rate_limit_waits.inc();
+                self.metrics.rate_limit_wait();
             }
             tokio::select! {
                 admitted = gate.admit(deadline) => admitted.map_err(|opens| ZoomError::gate_closed(request.category, opens))?,
@@ -514,7 +483,7 @@ impl Client {
             Ok(response) => response,
             Err(e) => {
                 self.metrics
-                    .record_call(method, None, e.is_timeout(), started.elapsed());
+                    .call(method, None, e.is_timeout(), started.elapsed());
                 attempts.record(request.answered(None, None, started));
                 return Err(ZoomError::from_transport(&e));
             }
@@ -523,7 +492,7 @@ impl Client {
         let headers = response.headers().clone();
         let body = body::read_capped(&mut response, body::MAX_BODY_BYTES).await;
         self.metrics
-            .record_call(method, Some(status.as_u16()), false, started.elapsed());
+            .call(method, Some(status.as_u16()), false, started.elapsed());
         let body = body.map_err(|e| ZoomError::from_transport(&e))?;
         if status.is_success() {
             attempts.record(request.answered(Some(status.as_u16()), None, started));
@@ -720,51 +689,38 @@ impl ZoomError {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use wiremock::matchers::{body_json, header, method, path};
     use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
     use super::*;
-    use crate::config::{
-        AmqpSettings, HttpSettings, RetrySettings, WorkerSettings, ZoomCredentials, ZoomSettings,
-    };
-    use crate::event::Email;
-    use crate::mapping::Mapping;
+    use crate::settings::{RateLimitsFile, ZoomCredentials, ZoomSettings};
+    use zds_core::event::Email;
 
     fn client(zoom: &MockServer) -> Client {
-        let settings = Settings {
-            amqp: AmqpSettings::default(),
-            zoom: ZoomSettings {
-                api_base_url: format!("{}/v2", zoom.uri()),
-                oauth_token_url: format!("{}/oauth/token", zoom.uri()),
-                rate_limits: crate::config::RateLimitsFile {
-                    light: Some(1000),
-                    medium: Some(1000),
-                    heavy: Some(1000),
-                },
-                request_timeout_ms: 2000,
-                allow_insecure_http: true,
-                ..ZoomSettings::default()
+        let settings = ZoomSettings {
+            api_base_url: format!("{}/v2", zoom.uri()),
+            oauth_token_url: format!("{}/oauth/token", zoom.uri()),
+            rate_limits: RateLimitsFile {
+                light: Some(1000),
+                medium: Some(1000),
+                heavy: Some(1000),
             },
-            retry: RetrySettings {
-                initial_interval_ms: 10,
-                max_interval_ms: 50,
-                max_elapsed_secs: 5,
-            },
-            worker: WorkerSettings::default(),
-            http: HttpSettings::default(),
-            outcomes: crate::config::OutcomesSettings::default(),
-            ingest: crate::config::IngestSettings::default(),
-            brake: crate::config::BrakeSettings::default(),
-            mapping: Mapping::new(&BTreeMap::from([("S".to_owned(), "g".to_owned())])).unwrap(),
-            credentials: ZoomCredentials {
-                account_id: "acct".into(),
-                client_id: "id".into(),
-                client_secret: "secret".into(),
-            },
+            request_timeout_ms: 2000,
+            allow_insecure_http: true,
+            ..ZoomSettings::default()
         };
-        Client::new(&settings, Arc::new(Metrics::new())).unwrap()
+        let retry = RetrySettings {
+            initial_interval_ms: 10,
+            max_interval_ms: 50,
+            max_elapsed_secs: 5,
+        };
+        let credentials = ZoomCredentials {
+            account_id: "acct".into(),
+            client_id: "id".into(),
+            client_secret: "secret".into(),
+        };
+        Client::new(&settings, credentials, retry, Arc::new(NoMetrics)).unwrap()
     }
 
     /// Hands out `token-1`, `token-2`, … one per request, each valid for an

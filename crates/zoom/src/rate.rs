@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::category::Category;
 use super::share::AdaptiveShare;
 use super::wait::MAX_SERVER_WAIT;
-use crate::config::RateLimits;
+use crate::settings::RateLimits;
 
 /// One gate per category.
 pub struct RateBudgets {

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::body::{self, MAX_BODY_BYTES};
 use super::error::{ErrorKind, ZoomError};
-use crate::config::ZoomCredentials;
+use crate::settings::ZoomCredentials;
 
 /// The longest a token is trusted, whatever `expires_in` says. Zoom's tokens
 /// last an hour; a larger value is a broken answer, and `Instant + lifetime`

@@ -2,9 +2,9 @@
 //! calls, sharing that event's retry budget and audit steps ([`Attempts`]).
 
 use super::{Attempts, Client, Failure, ZoomUser};
-use crate::event::ZoomUserId;
-use crate::mapping::GroupId;
-use crate::sync::{CallFailure, DirectoryUser, UserPath, ZoomDirectory};
+use zds_core::event::ZoomUserId;
+use zds_core::mapping::GroupId;
+use zds_core::sync::{CallFailure, DirectoryUser, UserPath, ZoomDirectory};
 
 /// One event's calls to Zoom.
 pub struct Session<'a> {

@@ -3,15 +3,15 @@
 //! Retries sit around one Zoom call. backon produces the exponential steps;
 //! [`Budget`] turns each step into full jitter, waits at least as long as the
 //! server asked, and ends the retries when the budget would be overrun.
-//! Reading the server's headers is HTTP's business: see `zoom::wait`.
+//! Reading the server's headers is HTTP's business: see [`crate::wait`].
 
 use std::time::Duration;
 
 use backon::ExponentialBuilder;
 use tokio::time::Instant;
 
-use crate::config::RetrySettings;
-use crate::zoom::wait::MAX_SERVER_WAIT;
+use crate::RetrySettings;
+use crate::wait::MAX_SERVER_WAIT;
 
 /// The exponential steps (no jitter here: [`Budget::next_wait`] applies full
 /// jitter itself, since backon's jitter only ever adds to the step).

@@ -126,21 +126,7 @@ impl ZoomError {
     }
 }
 
-/// An error and its sources, `: `-joined (reqwest's own Display stops at
-/// "error sending request").
-pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use zds_http_client::with_causes;
 
 /// `url` fit for a message: no user info, query or fragment (they may
 /// hold secrets). A URL without a host is not shown at all: written without
@@ -174,11 +160,11 @@ impl ZoomError {
 }
 
 /// Zoom's message, one line, at most [`MAX_MESSAGE_CHARS`], with what a
-/// terminal would act on escaped ([`crate::printable`]): it reaches logs,
+/// terminal would act on escaped ([`zds_core::printable`]): it reaches logs,
 /// `/readyz`, dead letters and the toolbox's output.
 fn truncate(message: String) -> String {
     let one_line = message.trim().replace(['\n', '\r'], " ");
-    let mut message = crate::printable::printable(&one_line);
+    let mut message = zds_core::printable::printable(&one_line);
     if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
         message.truncate(cut);
     }
@@ -187,8 +173,8 @@ fn truncate(message: String) -> String {
 
 impl ZoomError {
     /// The answer in the domain's terms, for a dead letter.
-    pub fn answer(&self) -> crate::outcome::ZoomAnswer {
-        crate::outcome::ZoomAnswer {
+    pub fn answer(&self) -> zds_core::outcome::ZoomAnswer {
+        zds_core::outcome::ZoomAnswer {
             status: self.status,
             code: self.code,
             message: self.message.clone(),
@@ -197,7 +183,7 @@ impl ZoomError {
     }
 }
 
-/// Shown as the domain's [`crate::outcome::ZoomAnswer`] is: one format.
+/// Shown as the domain's [`zds_core::outcome::ZoomAnswer`] is: one format.
 /// No `source`: the cause (a reqwest error) is already in `message`.
 impl std::error::Error for ZoomError {}
 

@@ -15,8 +15,8 @@ use time::{OffsetDateTime, UtcOffset};
 use url::Url;
 
 use super::api_url;
-use crate::event::*;
-use crate::mapping::{GroupId, Mapping};
+use zds_core::event::*;
+use zds_core::mapping::{GroupId, Mapping};
 
 /// `zoom.api_base_url` as configured: with and without a trailing slash,
 /// a deeper prefix, and no path at all.
