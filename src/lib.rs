@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod mapping;
 pub mod metrics;
 pub mod ordering;
+pub mod people;
 pub mod outcome;
 pub mod outcomes;
 pub mod printable;

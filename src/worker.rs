@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use moka::sync::Cache;
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -20,30 +19,21 @@ use crate::event::{DepartmentChange, Email, EventId, UserRef, ZoomUserId};
 use crate::mapping::{GroupId, Mapping, Plan};
 use crate::metrics::Metrics;
 use crate::ordering::{KeyedOrder, Turn};
+use crate::people::{People, PersonKey};
 use crate::outcome::{CallStep, FailureReason, Outcome, RequeueCause};
 use crate::zoom::rate::RateBudgets;
 use crate::zoom::{Attempts, Client, Failure, UserPath, ZoomUser};
-
-/// The recent history the stale check consults: bounded, in memory (a
-/// restart forgets it), long enough for any sender's retries.
-const APPLIED_HISTORY_CAPACITY: u64 = 100_000;
-const APPLIED_HISTORY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// How long an email → Zoom id answer is trusted.
-const EMAIL_CACHE_TTL: Duration = Duration::from_secs(3600);
-const EMAIL_CACHE_CAPACITY: u64 = 10_000;
 
 pub struct Worker {
     zoom: Client,
     mapping: Mapping,
     unmapped: Unmapped,
     slots: Arc<Semaphore>,
-    order: Arc<KeyedOrder>,
-    ids_by_email: Cache<String, ZoomUserId>,
-    /// Which ordering keys name one person (`id:U` ↔ `email:e`), learned
-    /// from events that carry both and from lookups, so every event of that
-    /// person joins one line whatever it carries.
-    identities: Cache<String, String>,
+    order: Arc<KeyedOrder<PersonKey>>,
+    /// The email → id answers, which keys name one person (`id:U` ↔
+    /// `email:e`, so every event of that person joins one line whatever it
+    /// carries) and the stale check's history of applied events.
+    people: People,
     max_elapsed: Duration,
     /// Asked before every write to Zoom.
     brake: Arc<Brake>,
@@ -51,9 +41,6 @@ pub struct Worker {
     max_future_skew: time::Duration,
     metrics: Arc<Metrics>,
     set_primary: bool,
-    /// When the newest applied event of each person occurred (by every key
-    /// that names them), so an older one arriving later is skipped as stale.
-    applied_at: Cache<String, OffsetDateTime>,
 }
 
 /// One message, parsed and queued behind its user's earlier events.
@@ -175,14 +162,7 @@ impl Worker {
             unmapped: settings.worker.unmapped,
             slots: Arc::new(Semaphore::new(settings.worker.concurrency)),
             order: Arc::new(KeyedOrder::default()),
-            ids_by_email: Cache::builder()
-                .max_capacity(EMAIL_CACHE_CAPACITY)
-                .time_to_live(EMAIL_CACHE_TTL)
-                .build(),
-            identities: Cache::builder()
-                .max_capacity(2 * EMAIL_CACHE_CAPACITY)
-                .time_to_live(EMAIL_CACHE_TTL)
-                .build(),
+            people: People::default(),
             max_elapsed: settings.retry.max_elapsed(),
             brake: Arc::new(Brake::new(settings.brake.clone())),
             max_future_skew: time::Duration::seconds(
@@ -190,10 +170,6 @@ impl Worker {
             ),
             metrics,
             set_primary: settings.worker.set_primary,
-            applied_at: Cache::builder()
-                .max_capacity(APPLIED_HISTORY_CAPACITY)
-                .time_to_live(APPLIED_HISTORY_TTL)
-                .build(),
         })
     }
 
@@ -219,29 +195,8 @@ impl Worker {
 
     /// Every key that names this event's person: its id and email, and the
     /// other half of either when an earlier event or lookup paired them.
-    fn ordering_keys(&self, change: &DepartmentChange) -> Vec<String> {
-        let id_key = change
-            .zoom_user_id()
-            .map(|id| format!("id:{}", id.as_str()));
-        let email_key = change
-            .email()
-            .map(|e| format!("email:{}", e.as_str().to_lowercase()));
-        if let (Some(id), Some(email)) = (&id_key, &email_key) {
-            self.identities.insert(id.clone(), email.clone());
-            self.identities.insert(email.clone(), id.clone());
-        }
-        let mut keys: Vec<String> = id_key.into_iter().chain(email_key).collect();
-        let learned: Vec<String> = keys.iter().filter_map(|k| self.identities.get(k)).collect();
-        keys.extend(learned);
-        keys
-    }
-
-    /// Remembers that a lookup found `email` to be `id`.
-    fn learn_identity(&self, email: &Email, id: &ZoomUserId) {
-        let id_key = format!("id:{}", id.as_str());
-        let email_key = format!("email:{}", email.as_str().to_lowercase());
-        self.identities.insert(id_key.clone(), email_key.clone());
-        self.identities.insert(email_key, id_key);
+    fn ordering_keys(&self, change: &DepartmentChange) -> Vec<PersonKey> {
+        self.people.keys(change.zoom_user_id(), change.email())
     }
 
     /// Takes a slot once the message's turn has come
@@ -370,11 +325,8 @@ impl Worker {
     /// applied already. Events without `occurred_at` are not judged.
     fn newer_applied(&self, change: &DepartmentChange) -> Option<OffsetDateTime> {
         let occurred = change.occurred_at?;
-        self.ordering_keys(change)
-            .iter()
-            .filter_map(|key| self.applied_at.get(key))
-            .filter(|applied| *applied > occurred)
-            .max()
+        self.people
+            .newer_applied(&self.ordering_keys(change), occurred)
     }
 
     /// Remembers when an applied event occurred, under every key of its
@@ -395,14 +347,8 @@ impl Worker {
             return;
         };
         let mut keys = self.ordering_keys(change);
-        keys.extend(resolved.map(|id| format!("id:{}", id.as_str())));
-        for key in keys {
-            let newest = self
-                .applied_at
-                .get(&key)
-                .map_or(occurred, |known| known.max(occurred));
-            self.applied_at.insert(key, newest);
-        }
+        keys.extend(resolved.map(PersonKey::id));
+        self.people.remember_applied(&keys, occurred);
     }
 
     /// What the event needs, for the calls-per-event metric.
@@ -519,8 +465,7 @@ impl Worker {
             UserRef::Id(id) | UserRef::Both { id, .. } => return Ok((id.clone(), None)),
             UserRef::Email(email) => email,
         };
-        let key = email.as_str().to_lowercase();
-        if let Some(id) = self.ids_by_email.get(&key) {
+        if let Some(id) = self.people.id_by_email(email) {
             return Ok((id, None));
         }
         let user = self
@@ -528,8 +473,7 @@ impl Worker {
             .get_user(UserPath::Email(email), &run.attempts)
             .await?;
         let id = ZoomUserId::parse(&user.id).map_err(|e| unreadable_user(email, e))?;
-        self.ids_by_email.insert(key, id.clone());
-        self.learn_identity(email, &id);
+        self.people.found_by_email(email, &id);
         Ok((id, Some(user)))
     }
 
@@ -542,7 +486,7 @@ impl Worker {
                 // The record's email pairs the person's keys, so a later
                 // email-only event joins their line and their stale check.
                 if let Some(email) = user.email.as_deref().and_then(|e| Email::parse(e).ok()) {
-                    self.learn_identity(&email, &id);
+                    self.people.learn(&email, &id);
                 }
                 Ok((id, user))
             }
@@ -698,7 +642,7 @@ impl Worker {
             Failure::Rejected(e) => {
                 if let UserRef::Email(email) = &run.change.user {
                     // The cached id may be what Zoom no longer knows.
-                    self.ids_by_email.invalidate(&email.as_str().to_lowercase());
+                    self.people.forget_email(email);
                 }
                 Outcome::zoom_failure(FailureReason::ZoomRejected, e.answer())
             }
