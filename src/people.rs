@@ -2,19 +2,23 @@
 //! check's history (when each person's newest applied event occurred), the
 //! identity pairs (`id:U` ↔ `email:e`) and the email → Zoom id answers.
 //!
-//! Why not moka with `String` keys: the history holds up to 100,000 people,
+//! Why not moka with `String` keys: the history holds up to 100,000 keys,
 //! and an owned key plus moka's per-entry bookkeeping cost a few hundred
 //! bytes each, so peak RSS grew with the number of distinct people. Here a
 //! person key is two hashes of the key text ([`PersonKey`]: 64 + 32 bits,
 //! from two randomly keyed SipHash states built once per process), a time is
-//! 12 bytes, and each map is a few `Mutex<HashMap>` shards with an
-//! insertion-order queue: about 50 bytes per remembered person.
+//! 12 bytes, and each map is 8 `Mutex<HashMap>` shards, allocated whole at
+//! start: 32 bytes a bucket for the history and the identity pairs (about
+//! 4 MiB for the history's 100,000).
 //!
-//! Capacities and TTLs are those the moka caches had. When a shard is full
-//! the entry written longest ago goes first (oldest-first, not moka's
-//! TinyLFU); a rewrite counts as a new write, so a person whose events keep
-//! arriving stays. Expired entries are dropped when read or when they reach
-//! the front of the queue.
+//! Capacities and TTLs are those the moka caches had (history 100,000 keys
+//! for 30 days; identity pairs 20,000 and email answers 10,000, for an
+//! hour), split evenly over the shards. When a shard goes over its share it
+//! drops its expired entries and then its oldest writes, 1/64 of its share
+//! at once (oldest-first by last write, not moka's TinyLFU; a rewrite counts
+//! as a new write, so a person whose events keep arriving stays). A full map
+//! so holds between 98 % and 100 % of its capacity. Expired entries are also
+//! dropped when read.
 //!
 //! Collisions: a lookup hits only when both the 64-bit map key and the
 //! 32-bit check agree. Two keys that share the 64 bits but not the check
@@ -24,7 +28,7 @@
 //! match (about 10^-19 at 100,000 entries) could make one person's event look
 //! stale because of another's.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -43,9 +47,14 @@ const EMAIL_CAPACITY: usize = 10_000;
 const IDENTITY_CAPACITY: usize = 2 * EMAIL_CAPACITY;
 /// Shards per map, so concurrent events rarely wait on one lock.
 const SHARDS: usize = 8;
+/// A full shard drops its oldest 1/64 in one pass (the map then holds at
+/// least 98 % of its capacity; the pass costs one scan per 1/64 of inserts).
+const EVICT_FRACTION: usize = 64;
 
 /// One ordering key (`id:U` or `email:e`, the email lowercased), hashed.
+/// Packed to 12 bytes: the identity pairs hold one per entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(C, packed(4))]
 pub struct PersonKey {
     hash: u64,
     check: u32,
@@ -91,8 +100,10 @@ impl PersonKey {
 }
 
 /// An instant as whole seconds and nanoseconds since the Unix epoch: every
-/// `OffsetDateTime`, ordered the same way, in 12 bytes.
+/// `OffsetDateTime`, ordered the same way, in 12 bytes (packed: the
+/// history holds one per entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(C, packed(4))]
 struct Moment {
     secs: i64,
     nanos: u32,
@@ -117,7 +128,7 @@ impl From<Moment> for OffsetDateTime {
 struct Slot<V> {
     value: V,
     check: u32,
-    /// Which write this is, to tell the queue's live entry from old ones.
+    /// Which write of its shard this is: the oldest go first.
     seq: u32,
     /// When it was written, in seconds since the map was made.
     born: u32,
@@ -125,9 +136,6 @@ struct Slot<V> {
 
 struct Shard<V> {
     map: HashMap<u64, Slot<V>>,
-    /// Writes, oldest first: (key, seq). An entry whose seq no longer
-    /// matches its slot was rewritten or removed since.
-    queue: VecDeque<(u64, u32)>,
     next_seq: u32,
 }
 
@@ -135,23 +143,28 @@ struct Shard<V> {
 pub(crate) struct Bounded<V> {
     shards: Vec<Mutex<Shard<V>>>,
     per_shard: usize,
+    /// How many of the oldest writes a full shard drops at once.
+    batch: usize,
     ttl_secs: u32,
 }
 
 impl<V: Clone> Bounded<V> {
     pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
+        let per_shard = (capacity / SHARDS).max(1);
+        // Allocated whole at once: growing would hold the old table and
+        // the new one together, and leave the old one's hole behind.
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
-                    map: HashMap::new(),
-                    queue: VecDeque::new(),
+                    map: HashMap::with_capacity(per_shard + 1),
                     next_seq: 0,
                 })
             })
             .collect();
         Self {
             shards,
-            per_shard: (capacity / SHARDS).max(1),
+            per_shard,
+            batch: (per_shard / EVICT_FRACTION).max(1),
             ttl_secs: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
         }
     }
@@ -169,18 +182,18 @@ impl<V: Clone> Bounded<V> {
     /// The live value under `key` at `now` (seconds since the map was made).
     pub(crate) fn get_at(&self, key: PersonKey, now: u32) -> Option<V> {
         let mut shard = self.shard(key);
-        let slot = shard.map.get(&key.hash)?;
+        let slot = shard.map.get(&{ key.hash })?;
         if slot.check != key.check {
             return None;
         }
         if self.expired(slot.born, now) {
-            shard.map.remove(&key.hash);
+            shard.map.remove(&{ key.hash });
             return None;
         }
         Some(slot.value.clone())
     }
 
-    /// Writes `value` under `key` (a full shard drops its oldest write).
+    /// Writes `value` under `key` (a full shard drops its oldest writes).
     pub(crate) fn insert_at(&self, key: PersonKey, value: V, now: u32) {
         let mut shard = self.shard(key);
         let seq = shard.next_seq;
@@ -192,39 +205,39 @@ impl<V: Clone> Bounded<V> {
             born: now,
         };
         shard.map.insert(key.hash, slot);
-        shard.queue.push_back((key.hash, seq));
-        self.trim(&mut shard, now);
+        if shard.map.len() > self.per_shard {
+            self.evict(&mut shard, now);
+        }
     }
 
     /// Removes `key`'s entry, if it is `key`'s.
     pub(crate) fn remove(&self, key: PersonKey) {
         let mut shard = self.shard(key);
-        if shard.map.get(&key.hash).is_some_and(|s| s.check == key.check) {
-            shard.map.remove(&key.hash);
+        if shard.map.get(&{ key.hash }).is_some_and(|s| s.check == key.check) {
+            shard.map.remove(&{ key.hash });
         }
     }
 
-    /// Drops expired and over-capacity entries from the front of the queue,
-    /// and the queue's dead entries when they outnumber the live ones.
-    fn trim(&self, shard: &mut Shard<V>, now: u32) {
-        while let Some(&(hash, seq)) = shard.queue.front() {
-            let live = shard.map.get(&hash).filter(|slot| slot.seq == seq);
-            let drop_it = match live {
-                None => true,
-                Some(slot) => shard.map.len() > self.per_shard || self.expired(slot.born, now),
-            };
-            if !drop_it {
-                break;
-            }
-            shard.queue.pop_front();
-            if live_is(shard, hash, seq) {
-                shard.map.remove(&hash);
-            }
+    /// Drops the expired entries, then, if the shard is still over its
+    /// capacity, its `batch` oldest writes: one pass for many inserts.
+    fn evict(&self, shard: &mut Shard<V>, now: u32) {
+        shard.map.retain(|_, slot| !self.expired(slot.born, now));
+        let over = (shard.map.len() + self.batch).saturating_sub(self.per_shard);
+        if shard.map.len() <= self.per_shard || over == 0 {
+            return;
         }
-        if shard.queue.len() > 2 * shard.map.len() + 16 {
-            let Shard { map, queue, .. } = shard;
-            queue.retain(|(hash, seq)| map.get(hash).is_some_and(|s| s.seq == *seq));
-        }
+        // Age in writes, so that the counter's wrapping does not matter.
+        let next = shard.next_seq;
+        let mut ages: Vec<u32> = shard
+            .map
+            .values()
+            .map(|slot| next.wrapping_sub(slot.seq))
+            .collect();
+        let (_, youngest_dropped, _) = ages.select_nth_unstable_by(over - 1, |a, b| b.cmp(a));
+        let cutoff = *youngest_dropped;
+        shard
+            .map
+            .retain(|_, slot| next.wrapping_sub(slot.seq) < cutoff);
     }
 
     /// Entries held (live or expired but not yet dropped).
@@ -234,10 +247,6 @@ impl<V: Clone> Bounded<V> {
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).map.len())
             .sum()
     }
-}
-
-fn live_is<V>(shard: &Shard<V>, hash: u64, seq: u32) -> bool {
-    shard.map.get(&hash).is_some_and(|slot| slot.seq == seq)
 }
 
 /// The worker's memory of people: see the module's doc.
@@ -282,6 +291,8 @@ impl People {
             .filter_map(|k| self.identities.get_at(*k, now))
             .collect();
         keys.extend(learned);
+        keys.sort_unstable();
+        keys.dedup();
         keys
     }
 
@@ -336,7 +347,10 @@ impl People {
     pub fn remember_applied(&self, keys: &[PersonKey], occurred: OffsetDateTime) {
         let occurred = Moment::from(occurred);
         let now = self.now();
-        for key in keys {
+        let mut keys = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in &keys {
             let newest = self
                 .history
                 .get_at(*key, now)
@@ -372,17 +386,28 @@ mod tests {
     }
 
     #[test]
-    fn a_rewrite_keeps_a_person_and_the_queue_stays_small() {
+    fn a_rewrite_keeps_a_person() {
         let map = Bounded::new(8 * SHARDS, Duration::from_secs(60));
         for n in 0..10_000 {
             map.insert_at(key(0), n, 0);
             map.insert_at(key(n + 1), n, 0);
         }
         assert_eq!(map.get_at(key(0), 0), Some(9_999));
-        for shard in &map.shards {
-            let shard = shard.lock().unwrap();
-            assert!(shard.queue.len() <= 2 * shard.map.len() + 17);
+        assert!(map.len() <= 8 * SHARDS);
+    }
+
+    #[test]
+    fn a_full_map_keeps_at_least_all_but_a_batch_of_its_newest() {
+        let capacity = 64 * SHARDS * 4;
+        let map = Bounded::new(capacity, Duration::from_secs(60));
+        for n in 0..(3 * capacity as u32) {
+            map.insert_at(key(n), n, 0);
+            assert!(map.len() <= capacity);
         }
+        assert!(map.len() >= capacity - 4 * SHARDS, "{}", map.len());
+        // Whatever was dropped is older than whatever was kept, per shard:
+        // the newest write of all is there.
+        assert!(map.get_at(key(3 * capacity as u32 - 1), 0).is_some());
     }
 
     #[test]
@@ -391,15 +416,14 @@ mod tests {
         map.insert_at(key(1), 1, 10);
         assert_eq!(map.get_at(key(1), 3609), Some(1));
         assert_eq!(map.get_at(key(1), 3610), None);
-        // Unread, expired entries leave as new writes reach their shard
-        // (200 writes miss one of 8 shards with odds of 10^-11).
-        for n in 2..202 {
+        // Unread, expired entries go first when a shard is full.
+        for n in 2..2_000 {
             map.insert_at(key(n), n, 10);
         }
-        for n in 1_000..1_200 {
+        for n in 10_000..10_500 {
             map.insert_at(key(n), n, 3_610);
         }
-        assert_eq!(map.len(), 200);
+        assert!((10_000..10_500).all(|n| map.get_at(key(n), 3_610).is_some()));
     }
 
     #[test]
@@ -435,6 +459,12 @@ mod tests {
         assert_eq!(people.newer_applied(&keys, older), Some(at));
         let other = people.keys(Some(&ZoomUserId::parse("u2").unwrap()), None);
         assert_eq!(people.newer_applied(&other, older), None);
+    }
+
+    #[test]
+    fn a_bucket_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<(u64, Slot<Moment>)>(), 32);
+        assert_eq!(std::mem::size_of::<(u64, Slot<PersonKey>)>(), 32);
     }
 
     #[test]
