@@ -213,7 +213,11 @@ impl<V: Clone> Bounded<V> {
     /// Removes `key`'s entry, if it is `key`'s.
     pub(crate) fn remove(&self, key: PersonKey) {
         let mut shard = self.shard(key);
-        if shard.map.get(&{ key.hash }).is_some_and(|s| s.check == key.check) {
+        if shard
+            .map
+            .get(&{ key.hash })
+            .is_some_and(|s| s.check == key.check)
+        {
             shard.map.remove(&{ key.hash });
         }
     }
@@ -318,7 +322,8 @@ impl People {
 
     /// The Zoom id a lookup found for `email`, while it is trusted.
     pub fn id_by_email(&self, email: &Email) -> Option<ZoomUserId> {
-        self.ids_by_email.get_at(PersonKey::email(email), self.now())
+        self.ids_by_email
+            .get_at(PersonKey::email(email), self.now())
     }
 
     /// Forgets `email`'s id (Zoom no longer knows it).
@@ -453,7 +458,10 @@ mod tests {
         let older = datetime!(2026-01-02 03:04:05.123456788 UTC);
         assert_eq!(people.newer_applied(&keys, older), Some(at));
         assert_eq!(people.newer_applied(&keys, at), None);
-        assert_eq!(people.newer_applied(&keys, datetime!(2027-01-01 0:00 UTC)), None);
+        assert_eq!(
+            people.newer_applied(&keys, datetime!(2027-01-01 0:00 UTC)),
+            None
+        );
         // An older event applied later does not move the history back.
         people.remember_applied(&keys, older);
         assert_eq!(people.newer_applied(&keys, older), Some(at));

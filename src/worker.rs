@@ -19,8 +19,8 @@ use crate::event::{DepartmentChange, Email, EventId, UserRef, ZoomUserId};
 use crate::mapping::{GroupId, Mapping, Plan};
 use crate::metrics::Metrics;
 use crate::ordering::{KeyedOrder, Turn};
-use crate::people::{People, PersonKey};
 use crate::outcome::{CallStep, FailureReason, Outcome, RequeueCause};
+use crate::people::{People, PersonKey};
 use crate::zoom::rate::RateBudgets;
 use crate::zoom::{Attempts, Client, Failure, UserPath, ZoomUser};
 

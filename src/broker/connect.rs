@@ -426,7 +426,10 @@ mod frame_max_tests {
             with_default_frame_max("amqps://h/v?heartbeat=30"),
             "amqps://h/v?heartbeat=30&frame_max=65536"
         );
-        assert_eq!(with_default_frame_max("amqp://h/v?"), "amqp://h/v?frame_max=65536");
+        assert_eq!(
+            with_default_frame_max("amqp://h/v?"),
+            "amqp://h/v?frame_max=65536"
+        );
     }
 
     #[test]
