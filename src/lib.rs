@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod ordering;
 pub mod outcomes;
 pub use zds_http_client::retry;
+pub mod people;
 pub mod server;
 pub mod shutdown;
 pub mod startup;

@@ -10,18 +10,30 @@
 //! nobody queued behind. Memory is bounded by what is in flight.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-#[derive(Default)]
-pub struct KeyedOrder {
-    state: Mutex<State>,
+/// The lines, by key: the worker's keys are hashed person keys
+/// ([`crate::people::PersonKey`]), so an event in flight holds no key text.
+pub struct KeyedOrder<K = String> {
+    state: Mutex<State<K>>,
 }
 
-#[derive(Default)]
-struct State {
-    tails: HashMap<String, Tail>,
+impl<K> Default for KeyedOrder<K> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State {
+                tails: HashMap::new(),
+                next_id: 0,
+            }),
+        }
+    }
+}
+
+struct State<K> {
+    tails: HashMap<K, Tail>,
     next_id: u64,
 }
 
@@ -32,19 +44,19 @@ struct Tail {
 }
 
 /// One event's place in its keys' lines. Dropping it lets the next one go.
-pub struct Turn {
-    order: Arc<KeyedOrder>,
-    keys: Vec<String>,
+pub struct Turn<K: Hash + Eq = crate::people::PersonKey> {
+    order: Arc<KeyedOrder<K>>,
+    keys: Vec<K>,
     id: u64,
     previous: Vec<watch::Receiver<()>>,
     _done: watch::Sender<()>,
 }
 
-impl KeyedOrder {
+impl<K: Hash + Eq + Ord + Clone> KeyedOrder<K> {
     /// Queues an event behind the last one of each of its keys. Must be
     /// called in consumption order (it is synchronous, so the consumer loop
     /// does).
-    pub fn enqueue(self: &Arc<Self>, mut keys: Vec<String>) -> Turn {
+    pub fn enqueue(self: &Arc<Self>, mut keys: Vec<K>) -> Turn<K> {
         keys.sort();
         keys.dedup();
         let (done_tx, done_rx) = watch::channel(());
@@ -81,7 +93,7 @@ impl KeyedOrder {
     }
 }
 
-impl Turn {
+impl<K: Hash + Eq> Turn<K> {
     /// Waits until every earlier event sharing a key with this one has
     /// finished. Cancel-safe: what was waited for stays waited for.
     pub async fn wait(&mut self) {
@@ -93,7 +105,7 @@ impl Turn {
     }
 }
 
-impl Drop for Turn {
+impl<K: Hash + Eq> Drop for Turn<K> {
     fn drop(&mut self) {
         let mut state = self.order.state.lock().unwrap_or_else(|e| e.into_inner());
         for key in &self.keys {

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use moka::sync::Cache;
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -14,35 +13,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::brake::Brake;
 use crate::config::{Settings, Unmapped};
-use crate::event::{DepartmentChange, Email, EventId, UserRef, ZoomUserId};
+use crate::event::{DepartmentChange, EventId, UserRef, ZoomUserId};
 use crate::mapping::{GroupId, Mapping};
 use crate::metrics::Metrics;
 use crate::ordering::{KeyedOrder, Turn};
 use crate::outcome::{CallStep, FailureReason, Outcome};
+use crate::people::{People, PersonKey};
 use crate::sync;
 use crate::zoom::rate::RateBudgets;
 use crate::zoom::{Attempts, Client, Session};
-
-/// The recent history the stale check consults: bounded, in memory (a
-/// restart forgets it), long enough for any sender's retries.
-const APPLIED_HISTORY_CAPACITY: u64 = 100_000;
-const APPLIED_HISTORY_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// How long an email → Zoom id answer is trusted.
-const EMAIL_CACHE_TTL: Duration = Duration::from_secs(3600);
-const EMAIL_CACHE_CAPACITY: u64 = 10_000;
 
 pub struct Worker {
     zoom: Client,
     mapping: Mapping,
     unmapped: Unmapped,
     slots: Arc<Semaphore>,
-    order: Arc<KeyedOrder>,
-    ids_by_email: Cache<String, ZoomUserId>,
-    /// Which ordering keys name one person (`id:U` ↔ `email:e`), learned
-    /// from events that carry both and from lookups, so every event of that
-    /// person joins one line whatever it carries.
-    identities: Cache<String, String>,
+    order: Arc<KeyedOrder<PersonKey>>,
+    /// The email → id answers, which keys name one person (`id:U` ↔
+    /// `email:e`, so every event of that person joins one line whatever it
+    /// carries) and the stale check's history of applied events.
+    people: People,
     max_elapsed: Duration,
     /// Asked before every write to Zoom.
     brake: Arc<Brake>,
@@ -50,9 +40,6 @@ pub struct Worker {
     max_future_skew: time::Duration,
     metrics: Arc<Metrics>,
     set_primary: bool,
-    /// When the newest applied event of each person occurred (by every key
-    /// that names them), so an older one arriving later is skipped as stale.
-    applied_at: Cache<String, OffsetDateTime>,
 }
 
 /// One message, parsed and queued behind its user's earlier events.
@@ -144,14 +131,7 @@ impl Worker {
             unmapped: settings.worker.unmapped,
             slots: Arc::new(Semaphore::new(settings.worker.concurrency)),
             order: Arc::new(KeyedOrder::default()),
-            ids_by_email: Cache::builder()
-                .max_capacity(EMAIL_CACHE_CAPACITY)
-                .time_to_live(EMAIL_CACHE_TTL)
-                .build(),
-            identities: Cache::builder()
-                .max_capacity(2 * EMAIL_CACHE_CAPACITY)
-                .time_to_live(EMAIL_CACHE_TTL)
-                .build(),
+            people: People::default(),
             max_elapsed: settings.retry.max_elapsed(),
             brake: Arc::new(Brake::new(settings.brake.clone())),
             max_future_skew: time::Duration::seconds(
@@ -159,10 +139,6 @@ impl Worker {
             ),
             metrics,
             set_primary: settings.worker.set_primary,
-            applied_at: Cache::builder()
-                .max_capacity(APPLIED_HISTORY_CAPACITY)
-                .time_to_live(APPLIED_HISTORY_TTL)
-                .build(),
         })
     }
 
@@ -188,29 +164,8 @@ impl Worker {
 
     /// Every key that names this event's person: its id and email, and the
     /// other half of either when an earlier event or lookup paired them.
-    fn ordering_keys(&self, change: &DepartmentChange) -> Vec<String> {
-        let id_key = change
-            .zoom_user_id()
-            .map(|id| format!("id:{}", id.as_str()));
-        let email_key = change
-            .email()
-            .map(|e| format!("email:{}", e.as_str().to_lowercase()));
-        if let (Some(id), Some(email)) = (&id_key, &email_key) {
-            self.identities.insert(id.clone(), email.clone());
-            self.identities.insert(email.clone(), id.clone());
-        }
-        let mut keys: Vec<String> = id_key.into_iter().chain(email_key).collect();
-        let learned: Vec<String> = keys.iter().filter_map(|k| self.identities.get(k)).collect();
-        keys.extend(learned);
-        keys
-    }
-
-    /// Remembers that a lookup found `email` to be `id`.
-    fn learn_identity(&self, email: &Email, id: &ZoomUserId) {
-        let id_key = format!("id:{}", id.as_str());
-        let email_key = format!("email:{}", email.as_str().to_lowercase());
-        self.identities.insert(id_key.clone(), email_key.clone());
-        self.identities.insert(email_key, id_key);
+    fn ordering_keys(&self, change: &DepartmentChange) -> Vec<PersonKey> {
+        self.people.keys(change.zoom_user_id(), change.email())
     }
 
     /// Takes a slot once the message's turn has come
@@ -326,26 +281,25 @@ impl Worker {
             brake: &self.brake,
             set_primary: self.set_primary,
         };
-        let email_key = match &change.user {
-            UserRef::Email(email) => Some(email.as_str().to_lowercase()),
+        let email = match &change.user {
+            UserRef::Email(email) => Some(email),
             _ => None,
         };
         let known = sync::Known {
-            cached_id: email_key.as_ref().and_then(|k| self.ids_by_email.get(k)),
+            cached_id: email.and_then(|e| self.people.id_by_email(e)),
             brake_exempt,
         };
         let session = Session::new(&self.zoom, attempts);
         let synced = sync::apply(&policy, &session, change, known).await;
         for (email, id) in &synced.learned {
-            self.learn_identity(email, id);
+            self.people.learn(email, id);
         }
         if let Some((email, id)) = &synced.resolved {
-            self.ids_by_email
-                .insert(email.as_str().to_lowercase(), id.clone());
+            self.people.found_by_email(email, id);
         }
-        if let (true, Some(key)) = (synced.forget_email, email_key) {
+        if let (true, Some(email)) = (synced.forget_email, email) {
             // The cached id may be what Zoom no longer knows.
-            self.ids_by_email.invalidate(&key);
+            self.people.forget_email(email);
         }
         synced
     }
@@ -369,11 +323,8 @@ impl Worker {
     /// applied already. Events without `occurred_at` are not judged.
     fn newer_applied(&self, change: &DepartmentChange) -> Option<OffsetDateTime> {
         let occurred = change.occurred_at?;
-        self.ordering_keys(change)
-            .iter()
-            .filter_map(|key| self.applied_at.get(key))
-            .filter(|applied| *applied > occurred)
-            .max()
+        self.people
+            .newer_applied(&self.ordering_keys(change), occurred)
     }
 
     /// Remembers when an applied event occurred, under every key of its
@@ -394,14 +345,8 @@ impl Worker {
             return;
         };
         let mut keys = self.ordering_keys(change);
-        keys.extend(resolved.map(|id| format!("id:{}", id.as_str())));
-        for key in keys {
-            let newest = self
-                .applied_at
-                .get(&key)
-                .map_or(occurred, |known| known.max(occurred));
-            self.applied_at.insert(key, newest);
-        }
+        keys.extend(resolved.map(PersonKey::id));
+        self.people.remember_applied(&keys, occurred);
     }
 
     /// The brake every write asks, for the daemon and the HTTP server.

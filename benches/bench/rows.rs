@@ -373,7 +373,7 @@ pub fn footprint(count: usize, run: &DaemonRun) -> Row {
             run.stats.cpu.as_secs_f64() * 1000.0 / count as f64
         ),
         target: "≤ 32 MiB".into(),
-        limited_by: "lapin's frame buffers: 2 per connection, 32 frames of frame_max (128 KiB) each, zero-filled; 2 connections (consume, publish) = 16 MiB".into(),
+        limited_by: "lapin's frame buffers: 2 per connection, 32 frames of frame_max (64 KiB, the daemon's default) each, zero-filled; 2 connections (consume, publish) = 8 MiB".into(),
     }
 }
 

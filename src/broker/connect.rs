@@ -8,6 +8,7 @@
 //! retrying cannot help, so the daemon stops at start-up with the key to
 //! change instead of retrying in silence.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
@@ -164,6 +165,34 @@ pub enum TlsFileError {
 /// The largest TLS file read: certificates and keys are a few KiB.
 const MAX_FILE: u64 = 1 << 20;
 
+/// The `frame_max` asked for when `amqp.url` names none. lapin gives each
+/// connection a receive and a send buffer of 32 frames of the negotiated
+/// size, zero-filled: at RabbitMQ's default (128 KiB) that is 8 MiB a
+/// connection, 16 MiB for the daemon's two. 64 KiB halves it. The cost: a
+/// message's content header must fit in one frame, so a producer's headers
+/// over about 64 KiB could no longer be consumed or dead-lettered;
+/// `?frame_max=131072` on `amqp.url` restores the broker's default.
+pub const DEFAULT_FRAME_MAX: u32 = 65_536;
+
+/// `url` with `frame_max=`[`DEFAULT_FRAME_MAX`] added to its query, unless
+/// it sets `frame_max` itself.
+pub fn with_default_frame_max(url: &str) -> Cow<'_, str> {
+    let query = url.split_once('?').map(|(_, query)| query);
+    let named = query.is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair.split('=').next() == Some("frame_max"))
+    });
+    if named {
+        return Cow::Borrowed(url);
+    }
+    let separator = match query {
+        None => "?",
+        Some("") => "",
+        Some(_) => "&",
+    };
+    Cow::Owned(format!("{url}{separator}frame_max={DEFAULT_FRAME_MAX}"))
+}
+
 /// Opens a connection named `name` (shown in the management UI).
 pub async fn connect(amqp: &AmqpSettings, name: String) -> Result<Connection, ConnectError> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
@@ -173,7 +202,8 @@ pub async fn connect(amqp: &AmqpSettings, name: String) -> Result<Connection, Co
         .await
         .map_err(|e| lapin::Error::from(std::io::Error::other(e)))??;
     let runtime = lapin::runtime::default_runtime()?;
-    Connection::connect_with_config(amqp.url.expose_secret(), properties, tls, runtime)
+    let url = with_default_frame_max(amqp.url.expose_secret());
+    Connection::connect_with_config(&url, properties, tls, runtime)
         .await
         .map_err(|e| classify(e, BrokerAddress::of(amqp)))
 }
@@ -380,6 +410,44 @@ fn rustls_error(io: &std::io::Error) -> Option<rustls::Error> {
         source = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod frame_max_tests {
+    use super::*;
+
+    #[test]
+    fn a_url_without_frame_max_asks_for_64_kib() {
+        assert_eq!(
+            with_default_frame_max("amqp://u:p@h:5672/%2f"),
+            "amqp://u:p@h:5672/%2f?frame_max=65536"
+        );
+        assert_eq!(
+            with_default_frame_max("amqps://h/v?heartbeat=30"),
+            "amqps://h/v?heartbeat=30&frame_max=65536"
+        );
+        assert_eq!(
+            with_default_frame_max("amqp://h/v?"),
+            "amqp://h/v?frame_max=65536"
+        );
+    }
+
+    #[test]
+    fn a_url_that_sets_frame_max_keeps_it() {
+        for url in [
+            "amqp://h/v?frame_max=131072",
+            "amqp://h/v?heartbeat=30&frame_max=32768",
+        ] {
+            assert!(matches!(with_default_frame_max(url), Cow::Borrowed(u) if u == url));
+        }
+    }
+
+    #[test]
+    fn lapin_reads_the_default() {
+        let url = with_default_frame_max("amqp://guest:guest@127.0.0.1:5672/%2f");
+        let uri: lapin::uri::AMQPUri = url.parse().expect("a valid URI");
+        assert_eq!(uri.query.frame_max, Some(DEFAULT_FRAME_MAX));
+    }
 }
 
 #[cfg(test)]
