@@ -103,6 +103,16 @@ impl OutcomeRecord {
     }
 }
 
+/// The audit trail's publisher sends it as it is.
+impl zds_amqp::outcomes::TrailRecord for OutcomeRecord {
+    fn message_id(&self) -> &str {
+        &self.id
+    }
+    fn routing_key(&self) -> &'static str {
+        self.result
+    }
+}
+
 fn result(outcome: &Outcome) -> Option<&'static str> {
     Some(match outcome {
         Outcome::Applied | Outcome::Added => "applied",

@@ -7,19 +7,17 @@
 //! deliveries have dead ackers and the broker redelivers them, so its work
 //! must stop rather than carry on.
 
-pub mod admin;
-mod confirm;
-pub mod connect;
+// The AMQP transport is its own crate (crates/amqp); its modules keep
+// their paths here.
+pub use zds_amqp::{
+    admin, confirm, connect, dead_letters, event_publisher, management, outcomes, redelivery,
+    topology,
+};
+
 mod consumer;
-mod dead_letters;
 mod delivery;
-pub mod event_publisher;
-pub mod management;
-pub mod outcomes;
 mod pause;
-pub mod redelivery;
 pub mod settle;
-pub mod topology;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -43,13 +43,7 @@ pub enum Settled {
     NotSettled(String),
 }
 
-/// Why a dead letter or an outcome record was not published, and whether
-/// the cause (a deleted dead-letter queue) was put right already.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishError {
-    pub why: String,
-    pub repaired: bool,
-}
+pub use zds_amqp::confirm::PublishError;
 
 pub struct Settler {
     publisher: Channel,

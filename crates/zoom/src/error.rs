@@ -128,22 +128,7 @@ impl ZoomError {
 
 pub use zds_http_client::with_causes;
 
-/// `url` fit for a message: no user info, query or fragment (they may
-/// hold secrets). A URL without a host is not shown at all: written without
-/// its scheme, `user:password@host` parses as scheme `user` with the
-/// password in its path.
-pub fn safe_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut url) if url.has_host() && !url.cannot_be_a_base() => {
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            url.set_query(None);
-            url.set_fragment(None);
-            url.to_string()
-        }
-        _ => "(not a URL)".into(),
-    }
-}
+pub use zds_http_client::safe_url;
 
 impl ZoomError {
     pub fn is_retryable(&self) -> bool {

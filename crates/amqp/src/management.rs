@@ -9,7 +9,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use crate::config::AmqpSettings;
+use crate::settings::AmqpSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagementError {
@@ -79,7 +79,7 @@ pub async fn queue_details(
     );
     // Named without the path (the vhost and queue) and never with the
     // credentials; with the cause (a name that does not resolve).
-    let at = crate::zoom::error::safe_url(base);
+    let at = zds_http_client::safe_url(base);
     let http = |e: reqwest::Error| {
         ManagementError::Http(format!(
             "{at}: {}",

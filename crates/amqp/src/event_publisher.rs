@@ -30,9 +30,9 @@ use tokio::sync::Mutex;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-use super::confirm::publish_confirmed;
-use super::connect::{ConnectError, connect};
-use crate::config::AmqpSettings;
+use crate::confirm::publish_confirmed;
+use crate::connect::{ConnectError, connect};
+use crate::settings::AmqpSettings;
 
 /// Why an event was not published; each means "try again later".
 #[derive(Debug, thiserror::Error)]

@@ -27,10 +27,10 @@ use lapin::{BasicProperties, Channel, Connection};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::confirm::publish_confirmed;
-use super::topology::Topology;
-use crate::config::AmqpSettings;
-use crate::triage::{HeaderEdit, HeaderValue, LISTED_BODY_BYTES, StoredMessage};
+use crate::confirm::publish_confirmed;
+use crate::settings::AmqpSettings;
+use crate::topology::Topology;
+use zds_core::triage::{HeaderEdit, HeaderValue, LISTED_BODY_BYTES, StoredMessage};
 
 /// How long one broker operation of a command may take.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
@@ -95,7 +95,7 @@ pub struct Admin {
 
 impl Admin {
     pub async fn connect(amqp: &AmqpSettings, command: &str) -> Result<Self, AdminError> {
-        let connect = super::connect::connect(amqp, format!("zoom-dept-sync {command}"));
+        let connect = crate::connect::connect(amqp, format!("zoom-dept-sync {command}"));
         let connection = tokio::time::timeout(OPERATION_TIMEOUT, connect)
             .await
             .map_err(|_| AdminError::Timeout)?

@@ -15,7 +15,7 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, ExchangeKind};
 
-use crate::config::{AmqpSettings, QueueType};
+use crate::settings::{AmqpSettings, QueueType};
 
 /// Escapes the characters a RabbitMQ pattern (a policy's, a permission's:
 /// a regular expression) treats specially, so it names exactly one resource.

@@ -13,10 +13,16 @@ use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
-use super::confirm::publish_confirmed;
-use super::settle::PublishError;
-use crate::config::OutcomesSettings;
-use crate::outcomes::OutcomeRecord;
+use crate::confirm::PublishError;
+use crate::confirm::publish_confirmed;
+use crate::settings::OutcomesSettings;
+
+/// What the audit trail carries: the record (the domain's JSON), its id and
+/// the topic it is routed by.
+pub trait TrailRecord: serde::Serialize {
+    fn message_id(&self) -> &str;
+    fn routing_key(&self) -> &'static str;
+}
 
 /// Persistent delivery mode.
 const PERSISTENT: u8 = 2;
@@ -50,7 +56,7 @@ impl OutcomeTopology {
     /// stream with a policy).
     pub async fn ensure(&self, connection: &Connection) -> Result<(), lapin::Error> {
         let channel = connection.create_channel().await?;
-        super::topology::declare_exchange(
+        crate::topology::declare_exchange(
             &channel,
             &self.exchange,
             ExchangeKind::Topic,
@@ -157,7 +163,7 @@ impl OutcomeTopology {
     pub async fn publish(
         &self,
         channel: &Channel,
-        record: &OutcomeRecord,
+        record: &impl TrailRecord,
         confirm_timeout: Duration,
     ) -> Result<(), PublishError> {
         let failed = |why: String| PublishError {
@@ -168,7 +174,7 @@ impl OutcomeTopology {
         let properties = BasicProperties::default()
             .with_delivery_mode(PERSISTENT)
             .with_content_type("application/json".into())
-            .with_message_id(record.id.as_str().into());
+            .with_message_id(record.message_id().into());
         // A record the exchange routes nowhere is confirmed and dropped:
         // `mandatory` makes it come back.
         let publish = async {

@@ -17,7 +17,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::ExposeSecret;
 
-use crate::config::AmqpSettings;
+use crate::settings::AmqpSettings;
 
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]

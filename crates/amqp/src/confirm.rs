@@ -32,3 +32,11 @@ pub async fn publish_confirmed(
         .await?
         .await
 }
+
+/// Why a dead letter or an outcome record was not published, and whether
+/// the cause (a deleted dead-letter queue) was put right already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishError {
+    pub why: String,
+    pub repaired: bool,
+}
