@@ -22,7 +22,11 @@ pub use zds_amqp::settings::{AmqpSettings, OutcomesSettings, QueueType};
 pub use zds_http_client::RetrySettings;
 pub use zds_zoom::settings::{RateLimits, RateLimitsFile, ZoomCredentials, ZoomPlan, ZoomSettings};
 
-pub mod http_limits;
+pub use zds_receiver::settings::{
+    BAMBOOHR_API_KEY_VAR, BAMBOOHR_WEBHOOK_KEY_VAR, BambooHrSettings, INGEST_SECRET_VAR,
+    IngestSettings, OnDelete,
+};
+pub use zds_server::limits as http_limits;
 pub mod keys;
 mod redact;
 mod secret_var;
@@ -114,117 +118,6 @@ impl HttpSettings {
         self.limit_keys().limits()
     }
 }
-
-/// `[ingest]`: the webhook receiver (`ingest`, `run --with-ingest`). Its
-/// secret is not here: it comes from `ZDS_INGEST_SECRET` (see
-/// `ingest::signature::Secrets`), so a config file never holds it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IngestSettings {
-    pub listen: SocketAddr,
-    /// `/healthz`, `/readyz` and `/metrics` of the receiver: never on the
-    /// public webhook port.
-    pub probe_listen: SocketAddr,
-    pub header_read_timeout_secs: u64,
-    pub idle_timeout_secs: u64,
-    pub request_timeout_secs: u64,
-    pub max_connections: u32,
-    /// `[ingest.bamboohr]`: present turns on `POST /v1/bamboohr` (its two
-    /// secrets then must be set; see [`BAMBOOHR_WEBHOOK_KEY_VAR`]).
-    pub bamboohr: Option<BambooHrSettings>,
-}
-
-impl Default for IngestSettings {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
-            probe_listen: SocketAddr::from(([127, 0, 0, 1], 9466)),
-            header_read_timeout_secs: http_limits::HEADER_READ_TIMEOUT_SECS,
-            idle_timeout_secs: http_limits::IDLE_TIMEOUT_SECS,
-            request_timeout_secs: http_limits::REQUEST_TIMEOUT_SECS,
-            max_connections: http_limits::MAX_CONNECTIONS,
-            bamboohr: None,
-        }
-    }
-}
-
-impl IngestSettings {
-    fn limit_keys(&self) -> http_limits::Keys<'static> {
-        http_limits::Keys {
-            section: "ingest",
-            header_read_timeout_secs: self.header_read_timeout_secs,
-            idle_timeout_secs: self.idle_timeout_secs,
-            request_timeout_secs: self.request_timeout_secs,
-            max_connections: self.max_connections,
-        }
-    }
-
-    /// The limits of each of the receiver's two listeners.
-    pub fn limits(&self) -> crate::server::Limits {
-        self.limit_keys().limits()
-    }
-}
-
-/// `[ingest.bamboohr]`: where the BambooHR API is, to read an employee's
-/// current department and work email when a webhook says it changed.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BambooHrSettings {
-    /// The `<company>` of `<company>.bamboohr.com`.
-    pub company_domain: String,
-    #[serde(default = "default_bamboohr_api")]
-    pub api_base_url: String,
-    /// What `employee.deleted` does: nothing (the default), or a `leave`.
-    #[serde(default)]
-    pub on_delete: OnDelete,
-}
-
-/// `[ingest.bamboohr] on_delete`: what a deleted employee means here.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnDelete {
-    /// Answered 202 `ignored`: removal stays with `reconcile
-    /// --remove-unlisted` or an explicit `leave` event.
-    #[default]
-    Ignore,
-    /// A `leave` event: the person leaves every managed group.
-    Leave,
-}
-
-fn default_bamboohr_api() -> String {
-    "https://api.bamboohr.com/api/gateway.php".to_owned()
-}
-
-impl BambooHrSettings {
-    fn check(&self, allow_insecure_http: bool) -> Result<(), ConfigError> {
-        let domain = self.company_domain.trim();
-        if domain.is_empty()
-            || !domain
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(ConfigError(format!(
-                "ingest.bamboohr.company_domain must be the <company> of <company>.bamboohr.com, got {:?}",
-                self.company_domain
-            )));
-        }
-        check_http_url(
-            "ingest.bamboohr.api_base_url",
-            &self.api_base_url,
-            allow_insecure_http,
-        )
-    }
-}
-
-/// The BambooHR webhook's HMAC key (its text bytes). Like the API key, not
-/// `ZDS_`-prefixed, so figment's overrides never see it.
-pub const BAMBOOHR_WEBHOOK_KEY_VAR: &str = "BAMBOOHR_WEBHOOK_KEY";
-/// The BambooHR API key (HTTP Basic user, password `x`).
-pub const BAMBOOHR_API_KEY_VAR: &str = "BAMBOOHR_API_KEY";
-
-/// The environment variable holding the webhook secrets. Excluded from the
-/// `ZDS_` overrides: it is a secret, not a config key.
-pub const INGEST_SECRET_VAR: &str = "ZDS_INGEST_SECRET";
 
 /// The file as written; sections default, the mapping does not.
 #[derive(Deserialize)]
@@ -549,12 +442,12 @@ impl Settings {
             check_http_url(key, value, insecure)?;
         }
         if let Some(bamboohr) = &self.ingest.bamboohr {
-            bamboohr.check(insecure)?;
+            check_bamboohr(bamboohr, insecure)?;
         }
         self.amqp.url_scheme().map_err(ConfigError::from_section)?;
         self.amqp.check_tls().map_err(ConfigError::from_section)?;
-        self.http.limit_keys().check()?;
-        self.ingest.limit_keys().check()?;
+        (self.http.limit_keys().check()).map_err(ConfigError::from_section)?;
+        (self.ingest.limit_keys().check()).map_err(ConfigError::from_section)?;
         (self.zoom.check_rate_limits()).map_err(ConfigError::from_section)?;
         self.outcomes.check().map_err(ConfigError::from_section)?;
         check_brake(&self.brake)?;
@@ -648,6 +541,29 @@ fn check_brake(brake: &BrakeSettings) -> Result<(), ConfigError> {
         )));
     }
     Ok(())
+}
+
+/// `[ingest.bamboohr]`: a company domain and an API URL that can be used.
+fn check_bamboohr(
+    bamboohr: &BambooHrSettings,
+    allow_insecure_http: bool,
+) -> Result<(), ConfigError> {
+    let domain = bamboohr.company_domain.trim();
+    if domain.is_empty()
+        || !domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ConfigError(format!(
+            "ingest.bamboohr.company_domain must be the <company> of <company>.bamboohr.com, got {:?}",
+            bamboohr.company_domain
+        )));
+    }
+    check_http_url(
+        "ingest.bamboohr.api_base_url",
+        &bamboohr.api_base_url,
+        allow_insecure_http,
+    )
 }
 
 #[cfg(test)]

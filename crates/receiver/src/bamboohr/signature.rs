@@ -11,7 +11,7 @@ use std::fmt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-pub use crate::ingest::signature::TOLERANCE_SECS;
+pub use crate::signature::TOLERANCE_SECS;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -111,7 +111,7 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::signature::tests::{ANY_BYTE, edit};
+    use crate::signature::tests::{ANY_BYTE, edit};
     use proptest::prelude::*;
 
     const NOW: i64 = 1_700_000_000;

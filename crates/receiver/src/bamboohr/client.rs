@@ -17,7 +17,8 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::config::{BambooHrSettings, RetrySettings};
+use crate::settings::BambooHrSettings;
+use zds_http_client::RetrySettings;
 use zds_http_client::retry::{self, Budget};
 use zds_http_client::{HttpClientError, wait};
 

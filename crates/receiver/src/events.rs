@@ -18,7 +18,7 @@ use super::idempotency::Once;
 use super::metrics::Answer;
 use super::signature::{self, Headers};
 use super::{ANSWER_WITHIN, Ingest};
-use crate::event::{DepartmentChange, FIELDS, MAX_PAYLOAD_BYTES};
+use zds_core::event::{DepartmentChange, FIELDS, MAX_PAYLOAD_BYTES};
 
 /// What a sender is told to wait before retrying a 503, in seconds.
 const RETRY_AFTER_SECS: u32 = 5;

@@ -45,11 +45,12 @@ use super::events::{accepted, error_response, now, read_body, text, unavailable}
 use super::idempotency::{self, Once, Seen};
 use super::metrics::Answer;
 use super::{ANSWER_WITHIN, Ingest};
-use crate::config::{BambooHrSettings, OnDelete, RetrySettings};
-use crate::event::{DepartmentChange, MAX_PAYLOAD_BYTES};
+use crate::settings::{BambooHrSettings, OnDelete};
 use client::{Client, Employee, LookupError};
 use payload::{Kind, Notice};
 use signature::{Headers, WebhookKey};
+use zds_core::event::{DepartmentChange, MAX_PAYLOAD_BYTES};
+use zds_http_client::RetrySettings;
 
 /// The metrics' `source` label.
 const SOURCE: &str = "bamboohr";

@@ -16,6 +16,7 @@ pub mod bamboohr;
 mod events;
 pub mod idempotency;
 pub mod metrics;
+pub mod settings;
 pub mod signature;
 
 use std::net::SocketAddr;
@@ -29,12 +30,13 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::event_publisher::EventPublisher;
-use crate::config::{AmqpSettings, IngestSettings};
-use crate::server::{Limits, ListenError, bind};
+use crate::settings::IngestSettings;
 use idempotency::Seen;
 use metrics::IngestMetrics;
 use signature::Secrets;
+use zds_amqp::event_publisher::EventPublisher;
+use zds_amqp::settings::AmqpSettings;
+use zds_server::{Limits, ListenError, bind};
 
 /// Every answer is sent within this, below the 3 s some senders wait.
 pub const ANSWER_WITHIN: Duration = Duration::from_millis(1800);
@@ -137,8 +139,8 @@ pub async fn serve_with(
         let (ingest, shutdown) = (Arc::clone(&ingest), shutdown.clone());
         async move { ingest.publisher.keep(shutdown).await }
     });
-    let webhooks = crate::server::spawn(webhooks, app, listen.limits, shutdown.clone());
-    let probes = crate::server::spawn(probes, probe_app, listen.limits, shutdown);
+    let webhooks = zds_server::spawn(webhooks, app, listen.limits, shutdown.clone());
+    let probes = zds_server::spawn(probes, probe_app, listen.limits, shutdown);
     let task = tokio::spawn(async move {
         let _ = tokio::join!(webhooks, probes, keeper);
         ingest.publisher.close().await;

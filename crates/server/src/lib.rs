@@ -20,6 +20,7 @@
 //! the process alive.
 
 mod conn;
+pub mod limits;
 mod registry;
 
 use std::convert::Infallible;
@@ -83,7 +84,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const MAX_BUF: usize = 64 * 1024;
 
 /// One listener's limits (config: `[http]` and `[ingest]`, see
-/// [`crate::config::HttpLimits`]).
+/// [`limits::Keys`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub header_read_timeout: Duration,

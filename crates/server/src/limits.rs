@@ -1,12 +1,11 @@
 //! The limits of an HTTP listener: the same four keys in `[http]` (the
 //! daemon's `http.listen`) and in `[ingest]` (the receiver's `listen` and
-//! `probe_listen`, each with its own cap). See [`crate::server`] for what
+//! `probe_listen`, each with its own cap). See [`crate`] for what
 //! each one does.
 
 use std::time::Duration;
 
-use super::ConfigError;
-use crate::server::Limits;
+use crate::Limits;
 
 /// The first byte of a request to its last header: generous for a sender
 /// on a slow link, short enough that a client dribbling its headers holds a
@@ -23,6 +22,19 @@ pub const REQUEST_TIMEOUT_SECS: u64 = 15;
 /// descriptors (the systemd units set `LimitNOFILE=4096`).
 pub const MAX_CONNECTIONS: u32 = 256;
 
+/// A listener's limit out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("{section}.{key} is {value}: write 1 to 3600 (seconds)")]
+    Timeout {
+        section: String,
+        key: &'static str,
+        value: u64,
+    },
+    #[error("{section}.max_connections is {value}: write 1 to 65535")]
+    MaxConnections { section: String, value: u32 },
+}
+
 /// The four keys as read from one section.
 pub struct Keys<'a> {
     pub section: &'a str,
@@ -34,24 +46,25 @@ pub struct Keys<'a> {
 
 impl Keys<'_> {
     /// Each timeout 1 s to 1 hour, the cap 1 to 65,535.
-    pub fn check(&self) -> Result<(), ConfigError> {
+    pub fn check(&self) -> Result<(), LimitError> {
         for (key, value) in [
             ("header_read_timeout_secs", self.header_read_timeout_secs),
             ("idle_timeout_secs", self.idle_timeout_secs),
             ("request_timeout_secs", self.request_timeout_secs),
         ] {
             if !(1..=3600).contains(&value) {
-                return Err(ConfigError(format!(
-                    "{}.{key} is {value}: write 1 to 3600 (seconds)",
-                    self.section
-                )));
+                return Err(LimitError::Timeout {
+                    section: self.section.to_owned(),
+                    key,
+                    value,
+                });
             }
         }
         if !(1..=65_535).contains(&self.max_connections) {
-            return Err(ConfigError(format!(
-                "{}.max_connections is {}: write 1 to 65535",
-                self.section, self.max_connections
-            )));
+            return Err(LimitError::MaxConnections {
+                section: self.section.to_owned(),
+                value: self.max_connections,
+            });
         }
         Ok(())
     }
