@@ -10,24 +10,18 @@ pub use zds_core::{
     brake, event, mapping, outcome, printable, quarantine, reconcile, sync, triage,
 };
 
-pub mod broker;
-pub mod clients;
-pub mod commands;
-pub mod config;
-pub mod control;
-pub mod health;
-pub mod http;
-pub use zds_receiver as ingest;
-pub mod metrics;
-pub mod ordering;
-pub mod outcomes;
+// The daemon (configuration, pipeline, health, metrics) is crates/daemon;
+// the adapters and the domain are crates of their own. Their modules keep
+// their paths here, for the commands and the integration tests.
+pub use zds_daemon::{
+    broker, clients, config, health, http, metrics, ordering, outcomes, people, shutdown, startup,
+    systemd, token_gate, worker,
+};
 pub use zds_http_client::retry;
-pub mod people;
+pub use zds_receiver as ingest;
 pub use zds_server as server;
-pub mod shutdown;
-pub mod startup;
-pub mod systemd;
 pub use zds_telemetry as telemetry;
-pub mod token_gate;
-pub mod worker;
 pub use zds_zoom as zoom;
+
+pub mod commands;
+pub mod control;

@@ -9,9 +9,9 @@ use crate::broker::{self, Daemon};
 use crate::config::Settings;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::quarantine::Quarantines;
 use crate::systemd::Systemd;
 use crate::worker::Worker;
+use zds_core::quarantine::Quarantines;
 
 /// Why the daemon stopped other than on a signal.
 #[derive(Debug, thiserror::Error)]
@@ -22,9 +22,9 @@ pub enum StartError {
     #[error("cannot connect to the broker: {0}")]
     Misconfigured(broker::ConnectError),
     #[error("{0}")]
-    Client(#[from] crate::zoom::HttpClientError),
+    Client(#[from] zds_zoom::HttpClientError),
     #[error("{0}")]
-    Listen(#[from] crate::server::ListenError),
+    Listen(#[from] zds_server::ListenError),
 }
 
 /// Runs the daemon until `shutdown` is cancelled and in-flight work is

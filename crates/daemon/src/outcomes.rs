@@ -7,8 +7,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::outcome::{CallStep, DeadLetter, FailureReason, Outcome, StepKind};
 use crate::worker::Processed;
+use zds_core::outcome::{CallStep, DeadLetter, FailureReason, Outcome, StepKind};
 
 /// One outcome message. `result` is also its routing key.
 #[derive(Debug, Clone, Serialize)]
@@ -248,9 +248,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::event::DepartmentChange;
-    use crate::mapping::GroupId;
-    use crate::outcome::ZoomAnswer;
+    use zds_core::event::DepartmentChange;
+    use zds_core::mapping::GroupId;
+    use zds_core::outcome::ZoomAnswer;
 
     fn processed(outcome: Outcome, steps: Vec<CallStep>) -> Processed {
         let event = DepartmentChange::parse(

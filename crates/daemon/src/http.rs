@@ -11,12 +11,12 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
-use crate::brake::Brake;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::quarantine::Quarantines;
-use crate::server::Limits;
-use crate::zoom::rate::RateBudgets;
+use zds_core::brake::Brake;
+use zds_core::quarantine::Quarantines;
+use zds_server::Limits;
+use zds_zoom::rate::RateBudgets;
 
 #[derive(Clone)]
 struct AppState {
@@ -35,7 +35,7 @@ pub struct Holds {
 }
 
 /// Binds now (so a taken port fails start-up), serves until `shutdown`
-/// within `limits` (see [`crate::server`]).
+/// within `limits` (see [`zds_server`]).
 pub async fn serve(
     listen: SocketAddr,
     limits: Limits,
@@ -44,8 +44,8 @@ pub async fn serve(
     holds: Holds,
     rates: Arc<RateBudgets>,
     shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, crate::server::ListenError> {
-    let (listener, _) = crate::server::bind(listen, "http.listen").await?;
+) -> Result<tokio::task::JoinHandle<()>, zds_server::ListenError> {
+    let (listener, _) = zds_server::bind(listen, "http.listen").await?;
     tracing::info!(%listen, "serving /healthz, /readyz, /metrics and POST /resume");
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -61,7 +61,7 @@ pub async fn serve(
             rates,
             listen,
         });
-    Ok(crate::server::spawn(listener, app, limits, shutdown))
+    Ok(zds_server::spawn(listener, app, limits, shutdown))
 }
 
 /// The first line says ready or why not; the second, each Zoom category's

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::delivery::{self, SessionCtx};
 use super::pause::{DrainRequest, wait_for_brake, wait_for_resume, wait_out_pause};
 use super::{Daemon, Session};
-use crate::outcome::RequeueCause;
+use zds_core::outcome::RequeueCause;
 
 const CONSUMER_TAG: &str = "zoom-dept-sync";
 /// After the grace, how long handed-back events get to reach the broker.

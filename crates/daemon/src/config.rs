@@ -14,11 +14,11 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-pub use crate::brake::BrakeSettings;
-use crate::mapping::Mapping;
-pub use crate::mapping::Unmapped;
 use redact::figment_error_line;
 pub use zds_amqp::settings::{AmqpSettings, OutcomesSettings, QueueType};
+pub use zds_core::brake::BrakeSettings;
+use zds_core::mapping::Mapping;
+pub use zds_core::mapping::Unmapped;
 pub use zds_http_client::RetrySettings;
 pub use zds_zoom::settings::{RateLimits, RateLimitsFile, ZoomCredentials, ZoomPlan, ZoomSettings};
 
@@ -114,7 +114,7 @@ impl HttpSettings {
     }
 
     /// `http.listen`'s limits.
-    pub fn limits(&self) -> crate::server::Limits {
+    pub fn limits(&self) -> zds_server::Limits {
         self.limit_keys().limits()
     }
 }
@@ -650,8 +650,8 @@ mod tests {
     #[test]
     fn http_limits_default_and_can_be_set_per_section() {
         let s = Settings::load(file(MINIMAL).path(), &env_with_secrets).unwrap();
-        assert_eq!(s.http.limits(), crate::server::Limits::default());
-        assert_eq!(s.ingest.limits(), crate::server::Limits::default());
+        assert_eq!(s.http.limits(), zds_server::Limits::default());
+        assert_eq!(s.ingest.limits(), zds_server::Limits::default());
         assert_eq!(
             s.ingest.probe_listen,
             SocketAddr::from(([127, 0, 0, 1], 9466))
@@ -925,7 +925,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_config_loads() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml");
         let s = Settings::load(&path, &env_with_secrets).unwrap();
         assert_eq!(
             s.mapping.group_of("engineering").unwrap().as_str(),

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use crate::event::{Email, ZoomUserId};
+use zds_core::event::{Email, ZoomUserId};
 
 /// The stale check's history: bounded, in memory (a restart forgets it),
 /// long enough for any sender's retries.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::zoom::{CallMetrics, Client, HttpClientError};
+use zds_zoom::{CallMetrics, Client, HttpClientError};
 
 /// The Zoom client for these settings, reporting into `metrics`.
 pub fn zoom(settings: &Settings, metrics: Arc<dyn CallMetrics>) -> Result<Client, HttpClientError> {

@@ -31,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::quarantine::Quarantines;
 use crate::systemd::Systemd;
 use crate::worker::Worker;
 pub use connect::ConnectError;
@@ -42,6 +41,7 @@ use outcomes::OutcomeTopology;
 use redelivery::Redeliveries;
 use settle::Settler;
 use topology::Topology;
+use zds_core::quarantine::Quarantines;
 
 /// How long closing a channel or connection may take: a broker that blocks
 /// the connection (an alarm) never answers.

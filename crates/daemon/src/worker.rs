@@ -11,17 +11,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::brake::Brake;
 use crate::config::{Settings, Unmapped};
-use crate::event::{DepartmentChange, EventId, UserRef, ZoomUserId};
-use crate::mapping::{GroupId, Mapping};
 use crate::metrics::Metrics;
 use crate::ordering::{KeyedOrder, Turn};
-use crate::outcome::{CallStep, FailureReason, Outcome};
 use crate::people::{People, PersonKey};
-use crate::sync;
-use crate::zoom::rate::RateBudgets;
-use crate::zoom::{Attempts, Client, Session};
+use zds_core::brake::Brake;
+use zds_core::event::{DepartmentChange, EventId, UserRef, ZoomUserId};
+use zds_core::mapping::{GroupId, Mapping};
+use zds_core::outcome::{CallStep, FailureReason, Outcome};
+use zds_core::sync;
+use zds_zoom::rate::RateBudgets;
+use zds_zoom::{Attempts, Client, Session};
 
 pub struct Worker {
     zoom: Client,
@@ -44,7 +44,7 @@ pub struct Worker {
 
 /// One message, parsed and queued behind its user's earlier events.
 pub struct Prepared {
-    parsed: Result<DepartmentChange, crate::event::InvalidPayload>,
+    parsed: Result<DepartmentChange, zds_core::event::InvalidPayload>,
     turn: Option<Turn>,
     received: Instant,
 }
@@ -53,7 +53,7 @@ impl Prepared {
     /// What is left of a prepared message once it was admitted.
     fn taken() -> Self {
         Self {
-            parsed: Err(crate::event::InvalidPayload {
+            parsed: Err(zds_core::event::InvalidPayload {
                 detail: "admitted".into(),
                 event_id: None,
                 too_large: false,
@@ -83,7 +83,7 @@ impl Prepared {
 /// A message whose turn has come, holding its user's place and a slot
 /// until it is dropped (after settling).
 pub struct Admitted {
-    parsed: Result<DepartmentChange, crate::event::InvalidPayload>,
+    parsed: Result<DepartmentChange, zds_core::event::InvalidPayload>,
     _turn: Option<Turn>,
     _slot: Option<OwnedSemaphorePermit>,
     received: Instant,
@@ -124,7 +124,7 @@ impl Worker {
     pub fn new(
         settings: &Settings,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, crate::zoom::HttpClientError> {
+    ) -> Result<Self, zds_zoom::HttpClientError> {
         Ok(Self {
             zoom: crate::clients::zoom(settings, metrics.clone())?,
             mapping: settings.mapping.clone(),
@@ -356,13 +356,13 @@ impl Worker {
 
     /// Asks the token endpoint for a new token: `Ok` once the credentials
     /// work again, so a pause for auth failures can end.
-    pub async fn probe_credentials(&self) -> Result<(), crate::zoom::ZoomError> {
+    pub async fn probe_credentials(&self) -> Result<(), zds_zoom::ZoomError> {
         self.zoom.refresh_token().await
     }
 
     /// As [`Worker::probe_credentials`], with Zoom's answer classified
     /// (refused credentials or an endpoint that is away), for start-up.
-    pub async fn fetch_token(&self) -> Result<(), crate::zoom::ZoomError> {
+    pub async fn fetch_token(&self) -> Result<(), zds_zoom::ZoomError> {
         self.zoom.refresh_token().await
     }
 }

@@ -7,7 +7,7 @@
 //! 5xx, a 429) is said apart from refused credentials. Zoom answers wrong
 //! credentials with a 4xx ("Invalid client", "Invalid client secret", codes
 //! 4702/4704, or a missing account: <https://developers.zoom.us/docs/integrations/oauth-error-messages/>),
-//! which [`crate::zoom::auth`] classifies as `Credentials`.
+//! which [`zds_zoom::auth`] classifies as `Credentials`.
 //!
 //! The credentials are read at start-up only: after fixing a variable or a
 //! `*_FILE` secret, restart the daemon. Retrying still helps when the fix
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::health::Health;
 use crate::systemd::Systemd;
 use crate::worker::Worker;
-use crate::zoom::{ErrorKind, ZoomError};
+use zds_zoom::{ErrorKind, ZoomError};
 
 /// What to check when Zoom refuses the credentials.
 pub const CHECK_CREDENTIALS: &str = "check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET \

@@ -9,7 +9,7 @@
 //! one event probes (half-open) before consuming resumes fully, and every
 //! failed probe doubles the next wait.
 //!
-//! A *quarantine* ([`crate::quarantine`]) stops consuming the same way, but
+//! A *quarantine* ([`zds_core::quarantine`]) stops consuming the same way, but
 //! with no timer: most recent events failed with one Zoom code, which only
 //! an operator can put right. It waits for `resume` (or shutdown), then one
 //! event probes as after a pause.
@@ -24,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 use super::Daemon;
 use super::consumer::SessionEnd;
 use super::delivery::SessionCtx;
-use crate::brake::Engaged;
-use crate::outcome::RequeueCause;
-use crate::quarantine::Quarantine;
+use zds_core::brake::Engaged;
+use zds_core::outcome::RequeueCause;
+use zds_core::quarantine::Quarantine;
 
 /// A request to drain, with the pause it needs (if any).
 #[derive(Debug, Clone)]

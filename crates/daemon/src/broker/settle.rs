@@ -20,9 +20,9 @@ use time::format_description::well_known::Rfc3339;
 use super::confirm::publish_confirmed;
 use super::outcomes::OutcomeTopology;
 use super::topology::Topology;
-use crate::outcome::{DeadLetter, FailureReason, Outcome};
 use crate::outcomes::OutcomeRecord;
 use crate::worker::Processed;
+use zds_core::outcome::{DeadLetter, FailureReason, Outcome};
 
 /// Persistent delivery mode.
 const PERSISTENT: u8 = 2;
@@ -402,7 +402,7 @@ mod tests {
     /// `triage` (no AMQP) spells the header itself: the two names are one.
     #[test]
     fn a_replay_removes_the_exemption_under_its_own_name() {
-        let edit = crate::triage::replay_edit(
+        let edit = zds_core::triage::replay_edit(
             &serde_json::Map::new(),
             "r1",
             time::OffsetDateTime::UNIX_EPOCH,

@@ -20,8 +20,8 @@ use tracing::Instrument;
 use super::Daemon;
 use super::pause::{DrainSignal, show_quarantine};
 use super::settle::{Settled, Settler};
-use crate::outcome::{FailureReason, Outcome, RequeueCause};
 use crate::worker::{Admitted, Prepared, Processed, RunLimits};
+use zds_core::outcome::{FailureReason, Outcome, RequeueCause};
 
 /// What the tasks of one session share.
 pub(super) struct SessionCtx {

@@ -12,8 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::outcome::Outcome;
-use crate::zoom::category::LimitType;
+use zds_core::outcome::Outcome;
+use zds_zoom::category::LimitType;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -83,7 +83,7 @@ pub struct Metrics {
     quarantined: Family<QuarantineLabels, Gauge>,
     /// The labels set to 1 now, so lifting sets the same series to 0.
     quarantine_labels: Mutex<Option<QuarantineLabels>>,
-    /// 1 while the brake holds a burst of writes (see [`crate::brake`]).
+    /// 1 while the brake holds a burst of writes (see [`zds_core::brake`]).
     pub brake_engaged: Gauge,
     /// 1 while `/readyz` answers 200; set from the health state at each
     /// scrape ([`Metrics::set_ready`]), so it never lags it.
@@ -368,7 +368,7 @@ impl zds_zoom::CallMetrics for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::FailureReason;
+    use zds_core::outcome::FailureReason;
 
     #[test]
     fn encodes_outcomes_and_dead_letters() {
