@@ -220,7 +220,7 @@ impl Faults {
             return Some(Fault::Answer {
                 status: 429,
                 code: 429,
-                message: super::routes::QPS_MESSAGE.to_owned(),
+                message: super::limits::QPS_MESSAGE.to_owned(),
                 category: None,
             });
         }
@@ -250,7 +250,7 @@ impl Faults {
         }
         let message = match (&s.message, s.status) {
             (Some(m), _) => m.clone(),
-            (None, 429) => super::routes::QPS_MESSAGE.to_owned(),
+            (None, 429) => super::limits::QPS_MESSAGE.to_owned(),
             (None, status) => format!("Scripted failure {status} (zoom-fake)."),
         };
         Some(Fault::Answer {

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime};
 
+/// Zoom's body for a per-second 429 (fixture `zoom/error.429.qps.json`).
+pub const QPS_MESSAGE: &str =
+    "You have reached the maximum per-second rate limit for this API. Try again later.";
 /// Zoom's rate-limit categories, as its API reference labels each endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -22,12 +22,8 @@ use super::Shared;
 use super::account::{Answer, Reply};
 use super::auth::TokenRequest;
 use super::endpoint::ApiCall;
-use super::limits::Category;
+use super::limits::{Category, QPS_MESSAGE};
 use super::state::{MemberView, UserView};
-
-/// Zoom's body for a per-second 429 (fixture `zoom/error.429.qps.json`).
-pub const QPS_MESSAGE: &str =
-    "You have reached the maximum per-second rate limit for this API. Try again later.";
 
 /// Zoom's body for a daily-limit 429 (fixture `zoom/error.429.daily.json`).
 pub const DAILY_MESSAGE: &str = "You have reached the maximum daily rate limit for this API. \

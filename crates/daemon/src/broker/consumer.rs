@@ -18,8 +18,10 @@ use lapin::types::FieldTable;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use super::delivery::{self, SessionCtx};
-use super::pause::{DrainRequest, wait_for_brake, wait_for_resume, wait_out_pause};
+use super::delivery;
+use super::pause::{wait_for_brake, wait_for_resume, wait_out_pause};
+pub use super::session::SessionEnd;
+use super::session::{DrainRequest, SessionCtx};
 use super::{Daemon, Session};
 use zds_core::outcome::RequeueCause;
 
@@ -28,15 +30,6 @@ const CONSUMER_TAG: &str = "zoom-dept-sync";
 const HAND_BACK_TIME: Duration = Duration::from_secs(2);
 /// How long buffered deliveries are awaited after a consumer is cancelled.
 const BUFFERED_WAIT: Duration = Duration::from_millis(200);
-
-/// Why a session's loop ended.
-#[derive(Debug)]
-pub enum SessionEnd {
-    /// Shutdown was asked for; in-flight work is settled or requeued.
-    Shutdown,
-    /// The connection or the consumer is gone; the supervisor reconnects.
-    Lost(String),
-}
 
 pub(super) async fn consume(
     session: &Session,

@@ -5,125 +5,20 @@
 //! goes back to the broker only after the earlier events of its person have
 //! been settled or handed back, so they come back in their order.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use lapin::message::Delivery;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::Daemon;
-use super::pause::{DrainSignal, show_quarantine};
-use super::settle::{Settled, Settler};
+use super::pause::show_quarantine;
+use super::session::{Refusal, SessionCtx};
+use super::settle::Settled;
 use crate::worker::{Admitted, Prepared, Processed, RunLimits};
 use zds_core::outcome::{FailureReason, Outcome, RequeueCause};
-
-/// What the tasks of one session share.
-pub(super) struct SessionCtx {
-    /// Cancelled when the connection or a channel is lost: deliveries of this
-    /// session that have not called Zoom must not (their acker is dead and
-    /// the broker redelivers them); running calls do not retry.
-    pub(super) lost: CancellationToken,
-    lost_reason: Mutex<String>,
-    pub(super) shutdown: CancellationToken,
-    /// The shutdown grace is over: running events go back too.
-    pub(super) abandon: CancellationToken,
-    pub(super) drain: DrainSignal,
-    pub(super) settler: Settler,
-    /// Generations up to this one are drained: their unstarted tasks go back.
-    drained: AtomicU64,
-    /// Dispatched tasks that have neither started nor given up.
-    waiting: AtomicUsize,
-    waiting_changed: Notify,
-    /// How long a delivery may stay unacknowledged (the consumer timeout,
-    /// less a margin), and how long an event may take once started.
-    hold_limit: Duration,
-    run_time: Duration,
-}
-
-/// Why a delivery does not start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    /// The session is gone: nothing can settle it; the broker redelivers.
-    Lost,
-    /// Shutdown, a drain, or too little time left: hand it back.
-    HandBack(&'static str),
-}
-
-impl SessionCtx {
-    pub(super) fn new(settler: Settler, daemon: &Daemon, shutdown: CancellationToken) -> Self {
-        Self {
-            lost: CancellationToken::new(),
-            lost_reason: Mutex::new(String::new()),
-            shutdown,
-            abandon: CancellationToken::new(),
-            drain: DrainSignal::new(daemon.pause_first, daemon.pause_max),
-            settler,
-            drained: AtomicU64::new(0),
-            waiting: AtomicUsize::new(0),
-            waiting_changed: Notify::new(),
-            hold_limit: daemon.hold_limit,
-            run_time: daemon.run_time,
-        }
-    }
-
-    /// Marks the session lost (first reason wins).
-    pub(super) fn lose(&self, why: String) {
-        let mut reason = self.lost_reason.lock().unwrap_or_else(|e| e.into_inner());
-        if reason.is_empty() {
-            *reason = why;
-        }
-        self.lost.cancel();
-    }
-
-    pub(super) fn lost_reason(&self) -> String {
-        let reason = self.lost_reason.lock().unwrap_or_else(|e| e.into_inner());
-        if reason.is_empty() {
-            "the broker session was lost".into()
-        } else {
-            reason.clone()
-        }
-    }
-
-    pub(super) fn end_generation(&self, generation: u64) {
-        self.drained.fetch_max(generation, Ordering::SeqCst);
-    }
-
-    /// Resolves when no dispatched task is still waiting to start.
-    pub(super) async fn all_started(&self) {
-        loop {
-            let changed = self.waiting_changed.notified();
-            if self.waiting.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            changed.await;
-        }
-    }
-
-    fn started_or_gave_up(&self) {
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        self.waiting_changed.notify_waiters();
-    }
-
-    fn refusal(&self, generation: u64) -> Option<Refusal> {
-        if self.lost.is_cancelled() {
-            Some(Refusal::Lost)
-        } else if self.shutdown.is_cancelled() {
-            Some(Refusal::HandBack("shutting down: event not started"))
-        } else if generation <= self.drained.load(Ordering::SeqCst) {
-            Some(Refusal::HandBack(
-                "an earlier event went back: this one follows it",
-            ))
-        } else {
-            None
-        }
-    }
-}
 
 /// Spawns one delivery's task. Parsing and taking a place in line happen
 /// here, synchronously, so they follow delivery order.
@@ -140,7 +35,7 @@ pub(super) fn dispatch(
     let over_limit = event_id
         .as_deref()
         .and_then(|id| daemon.redeliveries.over_limit(id, delivery.redelivered));
-    ctx.waiting.fetch_add(1, Ordering::SeqCst);
+    ctx.dispatched();
     let span = tracing::info_span!(
         "event",
         event_id = event_id.as_deref().unwrap_or("-"),

@@ -17,6 +17,7 @@ pub use zds_amqp::{
 mod consumer;
 mod delivery;
 mod pause;
+mod session;
 pub mod settle;
 
 use std::sync::Arc;
@@ -36,9 +37,9 @@ use crate::worker::Worker;
 pub use connect::ConnectError;
 pub use consumer::SessionEnd;
 pub use dead_letters::dead_letter_reason;
-use delivery::SessionCtx;
 use outcomes::OutcomeTopology;
 use redelivery::Redeliveries;
+use session::SessionCtx;
 use settle::Settler;
 use topology::Topology;
 use zds_core::quarantine::Quarantines;

@@ -14,112 +14,14 @@
 //! an operator can put right. It waits for `resume` (or shutdown), then one
 //! event probes as after a pause.
 
-use std::sync::Mutex;
-use std::time::Duration;
-
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Daemon;
-use super::consumer::SessionEnd;
-use super::delivery::SessionCtx;
+use super::session::{DrainSignal, SessionCtx, SessionEnd};
 use zds_core::brake::Engaged;
 use zds_core::outcome::RequeueCause;
 use zds_core::quarantine::Quarantine;
-
-/// A request to drain, with the pause it needs (if any).
-#[derive(Debug, Clone)]
-pub(super) struct DrainRequest {
-    pub(super) pause: Option<(RequeueCause, String)>,
-}
-
-/// Set by tasks, taken by the consume loop. Pauses win over plain drains,
-/// and a later rate-limit end over an earlier one.
-pub(super) struct DrainSignal {
-    slot: Mutex<Option<DrainRequest>>,
-    requested: Notify,
-    /// Consecutive pauses whose probe failed: each doubles the wait.
-    failures: Mutex<u32>,
-    first_wait: Duration,
-    max_wait: Duration,
-}
-
-impl DrainSignal {
-    pub(super) fn new(first_wait: Duration, max_wait: Duration) -> Self {
-        Self {
-            slot: Mutex::default(),
-            requested: Notify::new(),
-            failures: Mutex::new(0),
-            first_wait,
-            max_wait,
-        }
-    }
-
-    /// Asks for a drain; `pause` says why consuming must also wait.
-    pub(super) fn request(&self, pause: Option<(RequeueCause, String)>) {
-        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        let merged = match (slot.take(), pause) {
-            (Some(old), None) => old,
-            (None, pause) => DrainRequest { pause },
-            (Some(old), Some(new)) => DrainRequest {
-                pause: Some(later_pause(old.pause, new)),
-            },
-        };
-        *slot = Some(merged);
-        self.requested.notify_one();
-    }
-
-    pub(super) fn take(&self) -> Option<DrainRequest> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
-    /// Resolves once a drain is requested.
-    pub(super) async fn wait(&self) {
-        loop {
-            let notified = self.requested.notified();
-            if self
-                .slot
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_some()
-            {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Zoom accepted a call: the next pause starts small again.
-    pub(super) fn zoom_worked(&self) {
-        *self.failures.lock().unwrap_or_else(|e| e.into_inner()) = 0;
-    }
-
-    /// The wait of the next pause; doubles it for the one after.
-    fn next_wait(&self) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let factor = 2u32.saturating_pow((*failures).min(20));
-        *failures = failures.saturating_add(1);
-        self.first_wait
-            .checked_mul(factor)
-            .unwrap_or(self.max_wait)
-            .min(self.max_wait)
-    }
-}
-
-/// Of two pauses, the one that lasts longer (a rate limit's end is known).
-fn later_pause(
-    old: Option<(RequeueCause, String)>,
-    new: (RequeueCause, String),
-) -> (RequeueCause, String) {
-    match (old, &new.0) {
-        (
-            Some(old @ (RequeueCause::RateLimited { until: a }, _)),
-            RequeueCause::RateLimited { until: b },
-        ) if a >= *b => old,
-        _ => new,
-    }
-}
 
 /// Waits until the pause is over. `false` if shutdown came first.
 pub(super) async fn wait_out_pause(
@@ -220,27 +122,4 @@ pub(super) async fn wait_for_resume(daemon: &Daemon, ctx: &SessionCtx) -> Result
     }
     daemon.health.paused("resumed: one event goes first", None);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn waits_double_up_to_the_maximum_and_reset_when_zoom_works() {
-        let signal = DrainSignal::new(Duration::from_millis(100), Duration::from_millis(350));
-        let waits: Vec<u128> = (0..4).map(|_| signal.next_wait().as_millis()).collect();
-        assert_eq!(waits, [100, 200, 350, 350]);
-        signal.zoom_worked();
-        assert_eq!(signal.next_wait().as_millis(), 100);
-    }
-
-    #[test]
-    fn a_pause_is_not_lost_to_a_later_plain_drain() {
-        let signal = DrainSignal::new(Duration::from_millis(1), Duration::from_millis(1));
-        signal.request(Some((RequeueCause::Auth, "403".into())));
-        signal.request(None);
-        assert!(signal.take().unwrap().pause.is_some());
-        assert!(signal.take().is_none());
-    }
 }
