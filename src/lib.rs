@@ -7,15 +7,16 @@
 
 // The domain lives in crates/core (zds-core); its modules keep their paths here.
 pub use zds_core::{
-    brake, event, mapping, outcome, printable, quarantine, reconcile, sync, triage,
+    brake, event, mapping, outcome, printable, quarantine, reconcile, sync, trail as outcomes,
+    triage,
 };
 
 // The daemon (configuration, pipeline, health, metrics) is crates/daemon;
 // the adapters and the domain are crates of their own. Their modules keep
 // their paths here, for the commands and the integration tests.
 pub use zds_daemon::{
-    broker, clients, config, health, http, metrics, ordering, outcomes, people, shutdown, startup,
-    systemd, token_gate, worker,
+    broker, clients, config, health, http, metrics, ordering, people, shutdown, startup, systemd,
+    token_gate, worker,
 };
 pub use zds_http_client::retry;
 pub use zds_receiver as ingest;

@@ -14,7 +14,7 @@ use super::{Exit, full_settings};
 use crate::broker::admin::{Admin, AdminError};
 use crate::broker::topology::Topology;
 use crate::config::Settings;
-use crate::metrics::Metrics;
+use crate::zoom::NoMetrics;
 use crate::zoom::{Attempts, Failure, ZoomGroup};
 
 /// Scopes the daemon needs, each as (what for, classic scope, granular scopes).
@@ -175,7 +175,7 @@ async fn check_outcomes(settings: &Settings, admin: &Admin, report: &mut Report)
 }
 
 async fn check_zoom(settings: &Settings, report: &mut Report) {
-    let client = match crate::clients::zoom(settings, Arc::new(Metrics::new())) {
+    let client = match crate::clients::zoom(settings, Arc::new(NoMetrics)) {
         Ok(client) => client,
         Err(e) => return report.fail("zoom", e.to_string()),
     };

@@ -22,7 +22,7 @@ use crate::broker::admin::Admin;
 use crate::config::Settings;
 use crate::event::{DepartmentChange, Email, ZoomUserId};
 use crate::mapping::GroupId;
-use crate::metrics::Metrics;
+use crate::zoom::NoMetrics;
 use crate::zoom::{Attempts, UserPath, ZoomUser};
 
 #[derive(Args)]
@@ -132,7 +132,7 @@ enum ExplainError {
 /// `GET /users/{id or email}` through the daemon's own client (its rate
 /// limits and token rules); the only call made.
 async fn look_up(settings: &Settings, args: &ExplainArgs) -> Result<ZoomUser, ExplainError> {
-    let client = crate::clients::zoom(settings, Arc::new(Metrics::new()))?;
+    let client = crate::clients::zoom(settings, Arc::new(NoMetrics))?;
     let attempts = Attempts::new(
         Instant::now() + Duration::from_secs(30),
         CancellationToken::new(),

@@ -17,13 +17,6 @@ use crate::confirm::PublishError;
 use crate::confirm::publish_confirmed;
 use crate::settings::OutcomesSettings;
 
-/// What the audit trail carries: the record (the domain's JSON), its id and
-/// the topic it is routed by.
-pub trait TrailRecord: serde::Serialize {
-    fn message_id(&self) -> &str;
-    fn routing_key(&self) -> &'static str;
-}
-
 /// Persistent delivery mode.
 const PERSISTENT: u8 = 2;
 
@@ -159,11 +152,12 @@ impl OutcomeTopology {
         arguments
     }
 
-    /// Publishes one record and waits for the broker's confirm.
+    /// Publishes one record (the audit trail's JSON, `id` its message id,
+    /// routed by `routing_key`) and waits for the broker's confirm.
     pub async fn publish(
         &self,
         channel: &Channel,
-        record: &impl TrailRecord,
+        (record, id, routing_key): (&impl serde::Serialize, &str, &str),
         confirm_timeout: Duration,
     ) -> Result<(), PublishError> {
         let failed = |why: String| PublishError {
@@ -174,19 +168,13 @@ impl OutcomeTopology {
         let properties = BasicProperties::default()
             .with_delivery_mode(PERSISTENT)
             .with_content_type("application/json".into())
-            .with_message_id(record.message_id().into());
+            .with_message_id(id.into());
         // A record the exchange routes nowhere is confirmed and dropped:
         // `mandatory` makes it come back.
         let publish = async {
-            publish_confirmed(
-                channel,
-                &self.exchange,
-                record.routing_key(),
-                &body,
-                properties,
-            )
-            .await
-            .map_err(|e| failed(format!("publish failed: {e}")))
+            publish_confirmed(channel, &self.exchange, routing_key, &body, properties)
+                .await
+                .map_err(|e| failed(format!("publish failed: {e}")))
         };
         let confirmation = tokio::time::timeout(confirm_timeout, publish)
             .await

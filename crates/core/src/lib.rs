@@ -14,4 +14,5 @@ pub mod printable;
 pub mod quarantine;
 pub mod reconcile;
 pub mod sync;
+pub mod trail;
 pub mod triage;

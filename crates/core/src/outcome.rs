@@ -3,8 +3,11 @@
 
 use std::fmt;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
+
+use crate::event::{DepartmentChange, EventId, ZoomUserId};
+use crate::mapping::GroupId;
 
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -215,4 +218,21 @@ impl fmt::Display for Outcome {
             other => f.write_str(other.label()),
         }
     }
+}
+/// What became of one message, with what the log line and the dead letter
+/// need to know.
+#[derive(Debug)]
+pub struct Processed {
+    pub outcome: Outcome,
+    pub event: Option<DepartmentChange>,
+    pub event_id: Option<EventId>,
+    /// The group the user was moved from and the target, when known.
+    pub from_group: Option<GroupId>,
+    pub to_group: Option<GroupId>,
+    pub attempts: u32,
+    /// Each Zoom call the event made, in order (the audit trail's steps).
+    pub steps: Vec<CallStep>,
+    /// The user's Zoom id, once known (from the event or a lookup).
+    pub zoom_user_id: Option<ZoomUserId>,
+    pub elapsed: Duration,
 }

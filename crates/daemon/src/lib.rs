@@ -12,7 +12,6 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod ordering;
-pub mod outcomes;
 pub mod people;
 pub mod shutdown;
 pub mod startup;

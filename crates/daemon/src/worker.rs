@@ -17,8 +17,9 @@ use crate::ordering::{KeyedOrder, Turn};
 use crate::people::{People, PersonKey};
 use zds_core::brake::Brake;
 use zds_core::event::{DepartmentChange, EventId, UserRef, ZoomUserId};
-use zds_core::mapping::{GroupId, Mapping};
-use zds_core::outcome::{CallStep, FailureReason, Outcome};
+use zds_core::mapping::Mapping;
+pub use zds_core::outcome::Processed;
+use zds_core::outcome::{FailureReason, Outcome};
 use zds_core::sync;
 use zds_zoom::rate::RateBudgets;
 use zds_zoom::{Attempts, Client, Session};
@@ -87,24 +88,6 @@ pub struct Admitted {
     _turn: Option<Turn>,
     _slot: Option<OwnedSemaphorePermit>,
     received: Instant,
-}
-
-/// What became of one message, with what the log line and the dead letter
-/// need to know.
-#[derive(Debug)]
-pub struct Processed {
-    pub outcome: Outcome,
-    pub event: Option<DepartmentChange>,
-    pub event_id: Option<EventId>,
-    /// The group the user was moved from and the target, when known.
-    pub from_group: Option<GroupId>,
-    pub to_group: Option<GroupId>,
-    pub attempts: u32,
-    /// Each Zoom call the event made, in order (the audit trail's steps).
-    pub steps: Vec<CallStep>,
-    /// The user's Zoom id, once known (from the event or a lookup).
-    pub zoom_user_id: Option<ZoomUserId>,
-    pub elapsed: Duration,
 }
 
 /// Why an admitted event should not run after all, and how long it may.

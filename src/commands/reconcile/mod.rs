@@ -20,9 +20,9 @@ use super::output_file::OutputFile;
 use super::{ConfigArg, Exit, full_settings, output};
 use crate::broker::admin::Admin;
 use crate::config::Settings;
-use crate::metrics::Metrics;
 use crate::reconcile::{self, Event, Plan, Planner, Snapshot};
 use crate::zoom::Client;
+use crate::zoom::NoMetrics;
 use export::{Columns, Export};
 use print::{EventLine, Report};
 
@@ -88,7 +88,7 @@ async fn reconcile(args: ReconcileArgs) -> Result<Exit, Exit> {
     let settings = full_settings(&args.config.config).map_err(super::config_error)?;
     let mut plan_out = plan_file(&args)?;
     let export = read_export(&args)?;
-    let client = crate::clients::zoom(&settings, Arc::new(Metrics::new())).map_err(|e| {
+    let client = crate::clients::zoom(&settings, Arc::new(NoMetrics)).map_err(|e| {
         eprintln!("zoom-dept-sync reconcile: {e}");
         Exit::Usage
     })?;

@@ -20,9 +20,9 @@ use time::format_description::well_known::Rfc3339;
 use super::confirm::publish_confirmed;
 use super::outcomes::OutcomeTopology;
 use super::topology::Topology;
-use crate::outcomes::OutcomeRecord;
 use crate::worker::Processed;
 use zds_core::outcome::{DeadLetter, FailureReason, Outcome};
+use zds_core::trail::{OutcomeRecord, Stamp};
 
 /// Persistent delivery mode.
 const PERSISTENT: u8 = 2;
@@ -178,11 +178,15 @@ impl Settler {
         let Some(outcomes) = &self.outcomes else {
             return Ok(());
         };
-        let Some(record) = OutcomeRecord::of(processed, run_id(delivery)) else {
+        let Some(record) = OutcomeRecord::of(processed, run_id(delivery), stamp_now()) else {
             return Ok(());
         };
         outcomes
-            .publish(&self.publisher, &record, self.confirm_timeout)
+            .publish(
+                &self.publisher,
+                (&record, &record.id, record.routing_key()),
+                self.confirm_timeout,
+            )
             .await
     }
 
@@ -393,6 +397,14 @@ pub fn dead_letter_headers(
     headers.insert("failed-at".into(), text(&now));
     headers.insert("source-queue".into(), text(source_queue));
     headers
+}
+
+/// The record's time and id nonce: now, and a random number.
+fn stamp_now() -> Stamp {
+    Stamp {
+        at: time::OffsetDateTime::now_utc(),
+        nonce: fastrand::u64(..),
+    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::worker::Processed;
-use zds_core::outcome::{CallStep, DeadLetter, FailureReason, Outcome, StepKind};
+use crate::outcome::Processed;
+use crate::outcome::{CallStep, DeadLetter, FailureReason, Outcome, StepKind};
 
 /// One outcome message. `result` is also its routing key.
 #[derive(Debug, Clone, Serialize)]
@@ -60,16 +60,25 @@ pub struct ErrorRecord {
     pub recommended_action: &'static str,
 }
 
+/// When a record is made, and a random number that makes its id unique:
+/// given by the caller, so the domain reads no clock and draws no random
+/// numbers (and tests are repeatable).
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    pub at: OffsetDateTime,
+    pub nonce: u64,
+}
+
 impl OutcomeRecord {
     /// The record of a settled event; `None` for an event that was not
     /// settled (its session was lost, the daemon is stopping): it comes back
     /// and gets its record then.
-    pub fn of(processed: &Processed, run_id: Option<String>) -> Option<Self> {
+    pub fn of(processed: &Processed, run_id: Option<String>, stamp: Stamp) -> Option<Self> {
         let result = result(&processed.outcome)?;
         let event = processed.event.as_ref();
-        let now = OffsetDateTime::now_utc();
+        let now = stamp.at;
         Some(Self {
-            id: format!("{}-{:016x}", now.unix_timestamp_nanos(), fastrand::u64(..)),
+            id: format!("{}-{:016x}", now.unix_timestamp_nanos(), stamp.nonce),
             event_id: processed.event_id.as_ref().map(|id| id.as_str().to_owned()),
             run_id,
             // The resolved id when known, so `history --user` finds
@@ -99,16 +108,6 @@ impl OutcomeRecord {
     }
 
     pub fn routing_key(&self) -> &'static str {
-        self.result
-    }
-}
-
-/// The audit trail's publisher sends it as it is.
-impl zds_amqp::outcomes::TrailRecord for OutcomeRecord {
-    fn message_id(&self) -> &str {
-        &self.id
-    }
-    fn routing_key(&self) -> &'static str {
         self.result
     }
 }
@@ -248,9 +247,16 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use zds_core::event::DepartmentChange;
-    use zds_core::mapping::GroupId;
-    use zds_core::outcome::ZoomAnswer;
+
+    fn stamp() -> Stamp {
+        Stamp {
+            at: OffsetDateTime::now_utc(),
+            nonce: 7,
+        }
+    }
+    use crate::event::DepartmentChange;
+    use crate::mapping::GroupId;
+    use crate::outcome::ZoomAnswer;
 
     fn processed(outcome: Outcome, steps: Vec<CallStep>) -> Processed {
         let event = DepartmentChange::parse(
@@ -286,7 +292,7 @@ mod tests {
             Outcome::Applied,
             vec![step(StepKind::Move, "grp_eng", 204, None)],
         );
-        let record = OutcomeRecord::of(&p, Some("run-1".into())).unwrap();
+        let record = OutcomeRecord::of(&p, Some("run-1".into()), stamp()).unwrap();
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["result"], "applied");
         assert_eq!(json["action"], "move");
@@ -314,7 +320,7 @@ mod tests {
             Outcome::zoom_failure(FailureReason::ZoomRejected, answer),
             vec![step(StepKind::Move, "grp_eng", 404, Some(4130))],
         );
-        let json = serde_json::to_value(OutcomeRecord::of(&p, None).unwrap()).unwrap();
+        let json = serde_json::to_value(OutcomeRecord::of(&p, None, stamp()).unwrap()).unwrap();
         assert_eq!(json["result"], "dead_lettered");
         assert_eq!(json["action"], "move");
         assert_eq!(json["error"]["code"], 4130);
@@ -335,7 +341,7 @@ mod tests {
                 step(StepKind::Delete, "grp_support", 204, None),
             ],
         );
-        let record = OutcomeRecord::of(&p, None).unwrap();
+        let record = OutcomeRecord::of(&p, None, stamp()).unwrap();
         assert_eq!(
             (record.result, record.action),
             ("already_applied", "remove")
@@ -346,6 +352,6 @@ mod tests {
     #[test]
     fn an_abandoned_event_has_no_record_yet() {
         let p = processed(Outcome::Abandoned { why: "stopping" }, vec![]);
-        assert!(OutcomeRecord::of(&p, None).is_none());
+        assert!(OutcomeRecord::of(&p, None, stamp()).is_none());
     }
 }
