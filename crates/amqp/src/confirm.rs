@@ -35,7 +35,8 @@ pub async fn publish_confirmed(
 
 /// Why a dead letter or an outcome record was not published, and whether
 /// the cause (a deleted dead-letter queue) was put right already.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{why}")]
 pub struct PublishError {
     pub why: String,
     pub repaired: bool,
