@@ -744,3 +744,54 @@ pub async fn declare_input_exchange(amqp: &AmqpSettings) {
         .await;
     let _ = connection.close(200, "declared".into()).await;
 }
+
+/// What the code under test logs on this test's thread, for waiting on a
+/// log line instead of a fixed sleep. `#[tokio::test]` runs on one thread,
+/// so tasks the test spawns log here too; other tests' lines do not.
+pub struct LogCapture {
+    lines: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl LogCapture {
+    /// Captures every level until dropped.
+    pub fn start() -> Self {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let lines = Arc::clone(&lines);
+            move || CaptureWriter(Arc::clone(&lines))
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(writer)
+            .finish();
+        Self {
+            lines,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    /// How many captured lines contain `text`.
+    pub fn count(&self, text: &str) -> usize {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&lines)
+            .lines()
+            .filter(|l| l.contains(text))
+            .count()
+    }
+}
+
+struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        lines.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -312,6 +312,7 @@ async fn ingest_a_closed_port_answers_503_in_time() {
 /// each time the background check reconnects), until it is back.
 #[tokio::test]
 async fn ingest_without_its_exchange_readyz_names_it_until_it_is_back() {
+    let logs = crate::helpers::LogCapture::start();
     let r = Receiver::start().await;
     let exchange = format!("{}.in", r.queue);
     r.channel
@@ -321,16 +322,26 @@ async fn ingest_without_its_exchange_readyz_names_it_until_it_is_back() {
     let (status, _, text) = r.post_signed("msg_x", &event("e-x")).await;
     assert_eq!(status, 503, "{text}");
     let named = format!("exchange {exchange} does not exist");
-    // Past one round of the background check (every 5 s): every read names it.
-    let until = Instant::now() + Duration::from_secs(6);
+    // Until one round of the background check (every 5 s) has looked for
+    // the exchange and logged that it failed: every read names it.
+    let round = "trying again in 5 s";
+    let rounds_before = logs.count(round);
+    let started = Instant::now();
     let mut reads = 0;
-    while Instant::now() < until {
+    while logs.count(round) == rounds_before {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "no background check logged within 8 s"
+        );
         let (status, body) = r.get("/readyz").await;
         assert_eq!(status, 503, "read {reads}: {body}");
         assert!(body.contains(&named), "read {reads}: {body}");
         reads += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let (status, body) = r.get("/readyz").await;
+    assert_eq!(status, 503, "after the round: {body}");
+    assert!(body.contains(&named), "after the round: {body}");
 
     // Back (declared and bound): the background check sees it.
     let amqp = AmqpSettings {

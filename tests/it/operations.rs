@@ -120,7 +120,20 @@ async fn a_connection_that_does_not_recover_in_time_is_rebuilt() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Past the recovery timeout: the supervisor has given up on the lost
+    // session and tried to open new ones, which the outage refused.
+    let attempts_at_outage = proxy.attempts();
+    eventually(
+        "two refused attempts to open a new session",
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = app.http_get("/readyz").await;
+            status == 503
+                && body.contains("cannot open a session")
+                && proxy.attempts() >= attempts_at_outage + 2
+        },
+    )
+    .await;
     proxy.block(false);
 
     app.publish_json(event("e-after", "U1", Some("Engineering"), "Sales"))

@@ -511,7 +511,25 @@ async fn without_configure_the_daemon_cannot_declare_its_queues() {
     app.publish_json(good_event("priv-c-ok")).await;
 
     let daemon = Daemon::spawn(&as_user(&app, &user));
-    let until = Instant::now() + Duration::from_secs(3);
+    eventually(
+        "/readyz names the refusal",
+        Duration::from_secs(10),
+        || async {
+            // The daemon may not listen yet: that is "not yet", not a failure.
+            let url = format!("http://{}/readyz", app.http);
+            match reqwest::get(url).await {
+                Ok(r) => r
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .contains("ACCESS_REFUSED"),
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+    // Refused, and a second long for a consumer or a Zoom call to appear.
+    let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {
         assert_eq!(
             app.queue_state(&app.queue).await,

@@ -66,13 +66,14 @@ impl Manager {
         }
     }
 
-    /// How many datagrams with `WATCHDOG=1` arrive in `window`.
-    async fn watchdog_pings(&self, window: Duration) -> usize {
+    /// How many datagrams with `WATCHDOG=1` arrive in `window`, counting
+    /// no further than `enough` (the wait ends as soon as that many came).
+    async fn watchdog_pings(&self, enough: usize, window: Duration) -> usize {
         let deadline = Instant::now() + window;
         let mut pings = 0;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || pings >= enough {
                 return pings;
             }
             if let Some(message) = self.next(left).await {
@@ -116,14 +117,14 @@ async fn systemd_hears_ready_once_consuming_then_watchdog_pings_idle_and_busy_th
     );
 
     // Idle: no messages at all.
-    let idle = manager.watchdog_pings(Duration::from_secs(1)).await;
+    let idle = manager.watchdog_pings(3, Duration::from_secs(1)).await;
     assert!(idle >= 3, "{idle} WATCHDOG=1 in 1 s while idle");
 
     // Busy: one event's Zoom call takes 3 s, in its own task.
     app.publish_json(event("sd-1", "U1", Some("Engineering"), "Sales"))
         .await;
     app.wait_for_api_requests(1).await;
-    let busy = manager.watchdog_pings(Duration::from_millis(1500)).await;
+    let busy = manager.watchdog_pings(3, Duration::from_millis(1500)).await;
     assert!(
         busy >= 3,
         "{busy} WATCHDOG=1 in 1.5 s during a slow Zoom call"
@@ -152,12 +153,17 @@ async fn systemd_hears_watchdog_pings_and_why_while_the_broker_is_down_but_no_re
         ],
     );
 
+    // Until six pings and a reason came (at most 3 s): no READY=1 among them.
     let deadline = Instant::now() + Duration::from_secs(3);
-    let (mut pings, mut statuses) = (0, Vec::new());
-    while let Some(message) = manager
-        .next(deadline.saturating_duration_since(Instant::now()))
-        .await
-    {
+    let (mut pings, mut statuses) = (0, Vec::<String>::new());
+    let why = |s: &String| s.starts_with("broker unavailable: ");
+    while pings < 6 || !statuses.iter().any(why) {
+        let Some(message) = manager
+            .next(deadline.saturating_duration_since(Instant::now()))
+            .await
+        else {
+            break;
+        };
         assert!(
             !message.lines().any(|l| l == "READY=1"),
             "READY=1 without a broker: {message:?}"
@@ -170,12 +176,7 @@ async fn systemd_hears_watchdog_pings_and_why_while_the_broker_is_down_but_no_re
         "{pings} WATCHDOG=1 in 3 s with the broker down; log:\n{}",
         daemon.log()
     );
-    assert!(
-        statuses
-            .iter()
-            .any(|s| s.starts_with("broker unavailable: ")),
-        "STATUS says why: {statuses:?}"
-    );
+    assert!(statuses.iter().any(why), "STATUS says why: {statuses:?}");
 
     daemon.signal("TERM");
     manager
@@ -200,7 +201,7 @@ async fn systemd_hears_no_watchdog_pings_meant_for_another_process() {
         ],
     );
     let (_, before) = manager.until_line("READY=1", Duration::from_secs(20)).await;
-    let after = manager.watchdog_pings(Duration::from_secs(1)).await;
+    let after = manager.watchdog_pings(1, Duration::from_secs(1)).await;
     let early = before
         .iter()
         .filter(|m| m.lines().any(|l| l == "WATCHDOG=1"))
