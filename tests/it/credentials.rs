@@ -8,7 +8,9 @@ use std::time::Duration;
 use base64::Engine;
 use wiremock::ResponseTemplate;
 
-use crate::helpers::{ACCOUNT_ID, CLIENT_ID, TOKEN_PATH, TestApp, amqp_url, event, eventually};
+use crate::helpers::{
+    ACCOUNT_ID, CLIENT_ID, TOKEN_PATH, TestApp, amqp_url, event, eventually, free_local_port,
+};
 use crate::process::DaemonProcess;
 
 #[tokio::test]
@@ -23,9 +25,10 @@ async fn credentials_from_files_reach_the_broker_and_zoom() {
     std::fs::write(&url_file, format!("{}\r\n", amqp_url())).expect("write");
     // The file's amqp.url leads nowhere: consuming proves the URL came from
     // AMQP_URL_FILE.
+    let nowhere = free_local_port();
     let config = app.config_toml().replacen(
         "[amqp]\n",
-        "[amqp]\nurl = \"amqp://guest:guest@127.0.0.1:1/%2f\"\n",
+        &format!("[amqp]\nurl = \"amqp://guest:guest@{nowhere}/%2f\"\n"),
         1,
     );
     let mut daemon = DaemonProcess::start_with_env(

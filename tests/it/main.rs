@@ -35,6 +35,7 @@ mod rate_limit;
 mod reconcile;
 mod retries;
 mod stale;
+mod suite_rules;
 mod systemd;
 mod tls;
 mod toolbox;
