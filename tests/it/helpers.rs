@@ -745,6 +745,103 @@ pub async fn declare_input_exchange(amqp: &AmqpSettings) {
     let _ = connection.close(200, "declared".into()).await;
 }
 
+/// The queue an in-process ingest receiver publishes to, with the
+/// receiver's exchange (`<queue>.in`) bound to it, read and deleted through
+/// a connection of the test's.
+pub struct ReceiverQueue {
+    pub queue: String,
+    pub channel: Channel,
+    _connection: Connection,
+}
+
+impl ReceiverQueue {
+    /// `queue` when given (a daemon's, declared by its test app), else a
+    /// new durable one named after `prefix`.
+    pub async fn open(prefix: &str, queue: Option<String>) -> Self {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let channel = connection.create_channel().await.expect("channel");
+        let queue = match queue {
+            Some(queue) => queue,
+            None => {
+                let queue = unique_name(prefix);
+                channel
+                    .queue_declare(
+                        queue.as_str().into(),
+                        QueueDeclareOptions::durable(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .expect("declare");
+                queue
+            }
+        };
+        Self {
+            queue,
+            channel,
+            _connection: connection,
+        }
+    }
+
+    /// The receiver's settings, publishing through `url`; declares and
+    /// binds its exchange.
+    pub async fn receiver_settings(&self, url: String) -> AmqpSettings {
+        let amqp = AmqpSettings {
+            url: url.into(),
+            queue: self.queue.clone(),
+            ..AmqpSettings::default()
+        };
+        declare_input_exchange(&amqp).await;
+        amqp
+    }
+
+    /// Messages ready in the queue.
+    pub async fn ready_messages(&self) -> u32 {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        self.channel
+            .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
+            .await
+            .expect("queue exists")
+            .message_count()
+    }
+
+    /// Deletes the queue and the receiver's exchange.
+    pub async fn delete(&self) {
+        let _ = self
+            .channel
+            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        let exchange = format!("{}.in", self.queue);
+        let _ = self
+            .channel
+            .exchange_delete(exchange.as_str().into(), Default::default())
+            .await;
+    }
+}
+
+/// Sends SIGTERM to a child process (a binary the test started).
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success(), "kill -TERM {pid}");
+}
+
+/// The child's exit code; fails the test if it does not exit `within`.
+pub async fn exit_code_within(child: &mut tokio::process::Child, within: Duration) -> Option<i32> {
+    tokio::time::timeout(within, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the process did not exit within {within:?}"))
+        .expect("wait")
+        .code()
+}
+
 /// What the code under test logs on this test's thread, for waiting on a
 /// log line instead of a fixed sleep. `#[tokio::test]` runs on one thread,
 /// so tasks the test spawns log here too; other tests' lines do not.

@@ -251,20 +251,15 @@ async fn systemd_hears_ready_from_the_receiver_once_it_listens_with_its_secret_f
         .await
         .expect("it listens once READY=1 came");
 
-    let pid = child.id().expect("pid").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    crate::helpers::sigterm(&child);
     manager
         .until_line("STOPPING=1", Duration::from_secs(5))
         .await;
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("ingest stops on SIGTERM")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        crate::helpers::exit_code_within(&mut child, Duration::from_secs(10)).await,
+        Some(0),
+        "ingest stops on SIGTERM"
+    );
 }
 
 /// Each unit's `LimitNOFILE=` covers the connection caps of the listeners
