@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -891,4 +893,89 @@ impl std::io::Write for CaptureWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// The binary's environment in a test: nothing inherited but the broker at
+/// `amqp` and the test's Zoom credentials; no standard input.
+pub fn clean_env<'a>(command: &'a mut Command, amqp: &str) -> &'a mut Command {
+    command
+        .env_clear()
+        .env("AMQP_URL", amqp)
+        .env("ZOOM_ACCOUNT_ID", ACCOUNT_ID)
+        .env("ZOOM_CLIENT_ID", CLIENT_ID)
+        .env("ZOOM_CLIENT_SECRET", CLIENT_SECRET)
+        .stdin(Stdio::null())
+}
+
+/// The config file of `app`, written to a temp dir that lives as long as it.
+pub struct Tool {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Tool {
+    pub fn new(app: &TestApp, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("config.toml");
+        let toml = app
+            .config_toml()
+            .replacen("[amqp]\n", &format!("[amqp]\n{extra}"), 1);
+        std::fs::write(&config, toml).expect("write config");
+        Self { dir, config }
+    }
+
+    /// The temp dir the config is in, for the test's other files.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> &std::path::Path {
+        &self.config
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"));
+        command.args(args).arg("--config").arg(&self.config);
+        clean_env(&mut command, &amqp_url());
+        command
+    }
+
+    /// Runs a command to its end: (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        output(self.command(args).output().expect("run zoom-dept-sync"))
+    }
+
+    /// As [`Tool::run`], without blocking the runtime (for commands that
+    /// talk to an in-process daemon).
+    pub async fn run_async(&self, args: &[&str]) -> (i32, String, String) {
+        let mut command = tokio::process::Command::from(self.command(args));
+        output(command.output().await.expect("run zoom-dept-sync"))
+    }
+}
+
+pub fn output(output: Output) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = output;
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// Takes every message of `queue` (emptying it), head first.
+pub async fn drain(app: &TestApp, queue: &str) -> Vec<Delivery> {
+    let mut messages = Vec::new();
+    while let Some(got) = app
+        .channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+    {
+        messages.push(got.delivery);
+    }
+    messages
 }

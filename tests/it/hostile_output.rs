@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::io::AsyncReadExt;
 
 use crate::helpers::{TestApp, mapped_zoom, spawn_zoom, use_zoom};
-use crate::toolbox::{Tool, output};
+use crate::helpers::{Tool, output};
 
 /// A window-title change (OSC 0, ended by BEL) and a screen clear.
 const TITLE: &str = "\u{1b}]0;pwned\u{7}";

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 use zoom_fake::{self as fake, FakeConfig, FakeHandle};
 
+use crate::helpers::Tool;
 use crate::helpers::{TestApp, event, eventually};
-use crate::toolbox::Tool;
 use crate::trail::{Trail, of};
 
 /// u1 in Engineering (will move), u2 already in Sales, u4 in Engineering.

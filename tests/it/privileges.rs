@@ -9,7 +9,7 @@
 //! (`RABBITMQ_MANAGEMENT_URL`, else port 15672 of `AMQP_URL`'s host, with
 //! `AMQP_URL`'s credentials) and deleted at the end, failed or not.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
@@ -28,8 +28,7 @@ use zoom_dept_sync::broker::topology::{Topology, regex_escape};
 use zoom_dept_sync::config::{AmqpSettings, Settings};
 
 use crate::helpers::{
-    ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp, amqp_url, event, eventually, header_int,
-    header_str, unique_name,
+    TestApp, Tool, amqp_url, event, eventually, header_int, header_str, unique_name,
 };
 use crate::trail::{self, Trail};
 
@@ -650,22 +649,14 @@ async fn put_dead_letter(app: &TestApp, id: &str) {
 
 /// The binary, configured for `app` and connecting as `user`.
 struct Commands {
-    dir: tempfile::TempDir,
-    config: std::path::PathBuf,
+    tool: Tool,
     url: String,
 }
 
 impl Commands {
     fn new(app: &TestApp, user: &BrokerUser, extra: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("config.toml");
-        let toml = app
-            .config_toml()
-            .replacen("[amqp]\n", &format!("[amqp]\n{extra}"), 1);
-        std::fs::write(&config, toml).expect("write config");
         Self {
-            dir,
-            config,
+            tool: Tool::new(app, extra),
             url: user.url(),
         }
     }
@@ -673,16 +664,8 @@ impl Commands {
     /// (exit code, stdout, stderr).
     async fn run(&self, args: &[&str]) -> (i32, String, String) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"));
-        command
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .env_clear()
-            .env("AMQP_URL", &self.url)
-            .env("ZOOM_ACCOUNT_ID", ACCOUNT_ID)
-            .env("ZOOM_CLIENT_ID", CLIENT_ID)
-            .env("ZOOM_CLIENT_SECRET", CLIENT_SECRET)
-            .stdin(Stdio::null());
+        command.args(args).arg("--config").arg(self.tool.config());
+        crate::helpers::clean_env(&mut command, &self.url);
         let Output {
             status,
             stdout,
@@ -767,7 +750,7 @@ async fn the_operator_commands_need_only_the_documented_permissions() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0, "purged");
 
-    let file = commands.dir.path().join("events.jsonl");
+    let file = commands.tool.dir().join("events.jsonl");
     std::fs::write(&file, good_event("priv-e-3").to_string()).unwrap();
     let (code, out, err) = commands
         .run(&["publish", "--file", file.to_str().unwrap()])

@@ -4,13 +4,15 @@
 //! threshold, and paging through a large group.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use lapin::options::BasicGetOptions;
 use serde_json::{Value, json};
 use zoom_fake::{self as fake, FakeConfig, FakeHandle};
 
-use crate::helpers::{ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp, amqp_url, header_str};
+use crate::helpers::{
+    ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp, amqp_url, clean_env, header_str,
+};
 
 /// A config file for `app` and an export, in a temp dir.
 struct Run {
@@ -42,13 +44,8 @@ impl Run {
             .arg("--hr-export")
             .arg(self.dir.path().join("export.csv"))
             .arg("--json")
-            .args(args)
-            .env_clear()
-            .env("AMQP_URL", amqp_url())
-            .env("ZOOM_ACCOUNT_ID", ACCOUNT_ID)
-            .env("ZOOM_CLIENT_ID", CLIENT_ID)
-            .env("ZOOM_CLIENT_SECRET", CLIENT_SECRET)
-            .stdin(Stdio::null());
+            .args(args);
+        clean_env(&mut command, &amqp_url());
         let out = tokio::process::Command::from(command)
             .output()
             .await
