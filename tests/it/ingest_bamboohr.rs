@@ -496,7 +496,7 @@ async fn ingest_bamboohr_a_new_hire_publishes_and_a_deletion_leaves_only_when_as
 /// "leave"`) takes the person out of every managed group.
 #[tokio::test]
 async fn ingest_bamboohr_documented_webhooks_move_add_and_remove_people_in_zoom() {
-    use zoom_fake::{self as fake, FakeConfig};
+    use zoom_fake::FakeConfig;
 
     let seed = FakeConfig::default()
         .group("grp_eng", "Engineering")
@@ -505,12 +505,9 @@ async fn ingest_bamboohr_documented_webhooks_move_add_and_remove_people_in_zoom(
         .user("U1", "ann@example.com", &["grp_eng", "grp_all"])
         .user("U2", "new@example.com", &[])
         .user("U3", "gone@example.com", &["grp_sales", "grp_all"]);
-    let zoom = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake starts");
+    let zoom = crate::helpers::spawn_zoom(seed).await;
     let mut app = crate::helpers::TestApp::spawn_with(|s| {
-        s.zoom.api_base_url = zoom.api_base_url();
-        s.zoom.oauth_token_url = zoom.token_url();
+        crate::helpers::use_zoom(s, &zoom);
     })
     .await;
     let r = Receiver::start_with(Some(app.queue.clone()), OnDelete::Leave).await;
