@@ -806,3 +806,45 @@ async fn zoom_fake_errors_are_zooms_documented_ones() {
         )
     );
 }
+
+/// The request log: what a test asserts Zoom received (method, path,
+/// query, `Authorization`, body, status), the token call included, in
+/// arrival order; `reset` empties it.
+#[tokio::test]
+async fn the_fake_logs_each_request_with_its_auth_body_and_answer() {
+    let api = Api::start(seed()).await;
+    assert_eq!(
+        api.move_user("grp_eng", "u1", "grp_sales").await.status(),
+        204
+    );
+    assert_eq!(api.get("/v2/users/nobody@example.com").await.status(), 404);
+
+    let all = api.fake.requests();
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(
+        (all[0].method.as_str(), all[0].path.as_str()),
+        ("POST", "/oauth/token")
+    );
+    assert_eq!(
+        all[0].query.as_deref(),
+        Some("grant_type=account_credentials&account_id=acct")
+    );
+    let calls = api.fake.api_requests();
+    assert_eq!(calls.len(), 2);
+    let patch = &calls[0];
+    assert_eq!(patch.method, "PATCH");
+    assert_eq!(patch.path, "/v2/groups/grp_eng/members/u1");
+    let bearer = format!("Bearer {}", api.token);
+    assert_eq!(patch.header("Authorization"), Some(bearer.as_str()));
+    assert_eq!(patch.header("content-type"), Some("application/json"));
+    assert_eq!(
+        patch.json(),
+        Some(json!({"action": "move", "target_group_id": "grp_sales"}))
+    );
+    assert_eq!(patch.status, Some(204));
+    assert_eq!(calls[1].status, Some(404));
+    assert_eq!(api.fake.requests_not_kept(), 0);
+
+    api.fake.reset();
+    assert!(api.fake.requests().is_empty(), "reset empties the log");
+}

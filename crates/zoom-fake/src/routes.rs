@@ -23,6 +23,7 @@ use super::account::{Answer, Reply};
 use super::auth::TokenRequest;
 use super::endpoint::ApiCall;
 use super::limits::Category;
+use super::requests::ReceivedRequest;
 use super::state::{MemberView, UserView};
 
 /// Zoom's body for a per-second 429 (fixture `zoom/error.429.qps.json`).
@@ -45,7 +46,51 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_reset_counters", post(reset_counters))
         .fallback(api)
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            record_request,
+        ))
         .with_state(shared)
+}
+
+/// The largest body the fake reads (axum's own default for a body).
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Every request into the log on arrival, its status once answered: the
+/// body is read here and handed on unchanged.
+async fn record_request(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+        return empty(StatusCode::PAYLOAD_TOO_LARGE);
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let received = ReceivedRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers,
+        body: body.to_vec(),
+        status: None,
+    };
+    let slot = shared.requests().record(received);
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    if let Some(slot) = slot {
+        shared.requests().answered(slot, response.status().as_u16());
+    }
+    response
 }
 
 /// One info line per request; the category comes from the answer's header,
