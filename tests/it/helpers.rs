@@ -600,6 +600,46 @@ pub fn use_zoom(settings: &mut Settings, zoom: &FakeHandle) {
     settings.zoom.oauth_token_url = zoom.token_url();
 }
 
+/// TestApp on zoom-fake seeded with `seed`: the daemon talks to the fake
+/// only.
+pub async fn spawn_on_fake(seed: FakeConfig) -> (TestApp, FakeHandle) {
+    let zoom = spawn_zoom(seed).await;
+    let app = TestApp::spawn_with(|s| use_zoom(s, &zoom)).await;
+    (app, zoom)
+}
+
+/// The API calls zoom-fake received, once there are `count`; fails the test
+/// after 30 s.
+pub async fn wait_for_calls(zoom: &FakeHandle, count: usize) -> Vec<fake::ReceivedRequest> {
+    eventually(
+        &format!("zoom-fake receives {count} API calls"),
+        Duration::from_secs(30),
+        || async { zoom.api_requests().len() >= count },
+    )
+    .await;
+    zoom.api_requests()
+}
+
+/// How many times the daemon asked zoom-fake for a token.
+pub fn token_calls(zoom: &FakeHandle) -> usize {
+    zoom.requests()
+        .iter()
+        .filter(|r| r.path == TOKEN_PATH)
+        .count()
+}
+
+/// The call carried `Authorization: Bearer <a token zoom-fake issued>`.
+pub fn assert_bearer_from(zoom: &FakeHandle, call: &fake::ReceivedRequest) {
+    let token = call
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_else(|| panic!("no bearer token: {call:?}"));
+    assert!(
+        zoom.issued(token),
+        "a token the fake did not issue: {call:?}"
+    );
+}
+
 /// A user's groups in zoom-fake now, sorted; none for an unknown user.
 pub fn groups_of(zoom: &FakeHandle, user: &str) -> Vec<String> {
     zoom.state()

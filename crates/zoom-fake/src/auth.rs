@@ -125,6 +125,11 @@ impl Tokens {
         })
     }
 
+    /// Whether `token` was issued here (expired or not).
+    pub fn was_issued(&self, token: &str) -> bool {
+        self.issued.contains_key(token)
+    }
+
     /// Checks an API call's `Authorization` header.
     pub fn check(&self, authorization: Option<&str>, now: Instant) -> Result<(), TokenInvalid> {
         let token = authorization
@@ -178,6 +183,8 @@ mod tests {
             Err(TokenInvalid::Invalid)
         );
         assert_eq!(tokens.check(None, now), Err(TokenInvalid::Invalid));
+        assert!(tokens.was_issued(&grant.access_token));
+        assert!(!tokens.was_issued("nope"));
     }
 
     #[test]

@@ -219,6 +219,12 @@ impl FakeHandle {
         self.shared.requests().not_kept()
     }
 
+    /// Whether the fake issued `token` (`Authorization: Bearer <token>`),
+    /// expired or not: a test asserts a call carried a token from here.
+    pub fn issued(&self, token: &str) -> bool {
+        self.shared.lock().tokens.was_issued(token)
+    }
+
     /// Empties the request log (the directory and counters stay).
     pub fn clear_requests(&self) {
         self.shared.requests().clear();
