@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use tokio::net::UnixDatagram;
 use tokio::time::Instant;
-use wiremock::ResponseTemplate;
+use zoom_fake::FaultsConfig;
 
-use crate::helpers::{TestApp, event, free_local_port};
+use crate::helpers::{
+    TestApp, event, free_local_port, mapped_zoom, spawn_zoom, use_zoom, wait_for_calls,
+};
 use crate::process::DaemonProcess;
 
 /// 400 ms: the daemon pings every 200 ms.
@@ -89,10 +91,14 @@ fn status(message: &str) -> Option<&str> {
 
 #[tokio::test]
 async fn systemd_hears_ready_once_consuming_then_watchdog_pings_idle_and_busy_then_stopping() {
-    let app = TestApp::prepare_with(|_| {}).await;
     // One slow Zoom call: the loop must go on pinging while it runs.
-    app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_secs(3)))
-        .await;
+    let mut seed = mapped_zoom().user("U1", "u1@example.com", &["grp_eng"]);
+    seed.faults = FaultsConfig {
+        latency_ms: 3000,
+        ..FaultsConfig::default()
+    };
+    let zoom = spawn_zoom(seed).await;
+    let app = TestApp::prepare_with(|s| use_zoom(s, &zoom)).await;
     let manager = Manager::bind();
     let mut daemon = DaemonProcess::start_with_env(
         &app.config_toml(),
@@ -123,7 +129,7 @@ async fn systemd_hears_ready_once_consuming_then_watchdog_pings_idle_and_busy_th
     // Busy: one event's Zoom call takes 3 s, in its own task.
     app.publish_json(event("sd-1", "U1", Some("Engineering"), "Sales"))
         .await;
-    app.wait_for_api_requests(1).await;
+    wait_for_calls(&zoom, 1).await;
     let busy = manager.watchdog_pings(3, Duration::from_millis(1500)).await;
     assert!(
         busy >= 3,
