@@ -8,10 +8,9 @@ use lapin::BasicProperties;
 use lapin::message::Delivery;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 use zoom_dept_sync::broker::admin::Admin;
 use zoom_dept_sync::config::QueueType;
+use zoom_fake::FakeConfig;
 
 use crate::helpers::{
     CLIENT_SECRET, TestApp, Tool, drain, eventually, groups_of, header_int, header_str,
@@ -362,19 +361,20 @@ async fn purge_exports_then_drops_the_selected_ones() {
 /// the output names it; every other step passes.
 #[tokio::test]
 async fn check_names_a_mapped_group_missing_in_zoom() {
-    let app = TestApp::prepare_with(|_| {}).await;
-    let groups = serde_json::json!({"groups": [
-        {"id": "grp_eng", "name": "Engineering", "total_members": 3},
-        {"id": "grp_sales", "name": "Sales", "total_members": 2},
-        {"id": "grp_support", "name": "Support", "total_members": 0},
-    ], "next_page_token": ""});
-    Mock::given(method("GET"))
-        .and(path("/v2/groups"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(groups))
-        .mount(&app.zoom)
-        .await;
+    let seed = FakeConfig::default()
+        .group("grp_eng", "Engineering")
+        .group("grp_sales", "Sales")
+        .group("grp_support", "Support")
+        .user("E1", "e1@example.com", &["grp_eng"])
+        .user("E2", "e2@example.com", &["grp_eng"])
+        .user("E3", "e3@example.com", &["grp_eng"])
+        .user("S1", "s1@example.com", &["grp_sales"])
+        .user("S2", "s2@example.com", &["grp_sales"]);
+    let zoom = spawn_zoom(seed).await;
+    let app = TestApp::prepare_with(|s| use_zoom(s, &zoom)).await;
     let tool = Tool::new(&app, "");
-    let (code, out, err) = tool.run(&["check"]);
+    // Not blocking: zoom-fake answers on this test's runtime.
+    let (code, out, err) = tool.run_async(&["check"]).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         out.contains("[FAIL] groups: grp_mkt (for marketing) does not exist in Zoom"),
