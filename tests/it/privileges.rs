@@ -20,12 +20,11 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 use zoom_dept_sync::broker::admin::Admin;
 use zoom_dept_sync::broker::event_publisher::EventPublisher;
 use zoom_dept_sync::broker::topology::{Topology, regex_escape};
 use zoom_dept_sync::config::{AmqpSettings, Settings};
+use zoom_fake::FakeHandle;
 
 use crate::helpers::{
     TestApp, Tool, amqp_url, event, eventually, header_int, header_str, unique_name,
@@ -303,14 +302,14 @@ async fn wait_until_consuming(app: &TestApp) {
 const GOOD_USER: &str = "PrivOk1";
 const GOOD_PATCH: &str = "/v2/groups/grp_eng/members/PrivOk1";
 
-/// Zoom takes `GOOD_USER`'s move and knows no `nobody@example.com`.
-async fn mount_zoom(app: &TestApp) {
-    Mock::given(method("PATCH"))
-        .and(path(GOOD_PATCH))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&app.zoom)
-        .await;
-    app.mount_unknown_user("nobody@example.com").await;
+/// zoom-fake with `GOOD_USER` in Engineering, and no `nobody@example.com`.
+async fn privileged_zoom() -> FakeHandle {
+    crate::helpers::spawn_zoom(crate::helpers::mapped_zoom().user(
+        GOOD_USER,
+        "privok1@example.com",
+        &["grp_eng"],
+    ))
+    .await
 }
 
 fn good_event(id: &str) -> serde_json::Value {
@@ -324,21 +323,22 @@ fn unknown_person(id: &str) -> serde_json::Value {
     })
 }
 
-async fn patches(app: &TestApp) -> usize {
-    app.api_requests()
-        .await
+/// `GOOD_USER`'s moves zoom-fake took.
+fn patches(zoom: &FakeHandle) -> usize {
+    zoom.api_requests()
         .iter()
-        .filter(|r| r.method.as_str() == "PATCH" && r.url.path() == GOOD_PATCH)
+        .filter(|r| r.method == "PATCH" && r.path == GOOD_PATCH && r.status == Some(204))
         .count()
 }
 
 /// The good event was applied (Zoom got its PATCH) and the other one is
 /// in the dead-letter queue, rejected by Zoom.
-async fn assert_applied_and_dead_lettered(app: &TestApp, bad_id: &str) {
+async fn assert_applied_and_dead_lettered(app: &TestApp, zoom: &FakeHandle, bad_id: &str) {
     eventually("Zoom gets the PATCH", Duration::from_secs(20), || async {
-        patches(app).await == 1
+        patches(zoom) == 1
     })
     .await;
+    assert_eq!(crate::helpers::groups_of(zoom, GOOD_USER), ["grp_sales"]);
     let letters = app.dead_letters(1).await;
     assert_eq!(
         letters[0]
@@ -361,7 +361,12 @@ async fn assert_applied_and_dead_lettered(app: &TestApp, bad_id: &str) {
 /// documented regexes.
 #[tokio::test]
 async fn the_daemon_that_declares_its_queues_needs_only_the_documented_permissions() {
-    let app = TestApp::prepare_with(|s| s.amqp.declare_topology = true).await;
+    let zoom = privileged_zoom().await;
+    let app = TestApp::prepare_with(|s| {
+        s.amqp.declare_topology = true;
+        crate::helpers::use_zoom(s, &zoom);
+    })
+    .await;
     // A fresh deployment: the daemon creates the queues itself.
     app.delete_queue(&app.queue).await;
     app.delete_queue(&app.dead_letter_queue).await;
@@ -370,14 +375,13 @@ async fn the_daemon_that_declares_its_queues_needs_only_the_documented_permissio
         .exchange_delete(exchange.as_str().into(), Default::default())
         .await
         .expect("delete the receiver's exchange");
-    mount_zoom(&app).await;
     let user = BrokerUser::create("daemon", "", &daemon(&app.queue, true)).await;
 
     let daemon = Daemon::spawn(&as_user(&app, &user));
     wait_until_consuming(&app).await;
     app.publish_json(good_event("priv-a-ok")).await;
     app.publish_json(unknown_person("priv-a-bad")).await;
-    assert_applied_and_dead_lettered(&app, "priv-a-bad").await;
+    assert_applied_and_dead_lettered(&app, &zoom, "priv-a-bad").await;
     daemon.stop().await;
 
     assert_eq!(app.queue_state(&app.queue).await.0, 0, "input queue empty");
@@ -466,8 +470,12 @@ async fn without_its_exchange_the_receiver_says_which_is_missing() {
 /// default exchange.
 #[tokio::test]
 async fn the_daemon_on_an_existing_topology_needs_only_write_and_read() {
-    let app = TestApp::prepare_with(|s| s.amqp.declare_topology = false).await;
-    mount_zoom(&app).await;
+    let zoom = privileged_zoom().await;
+    let app = TestApp::prepare_with(|s| {
+        s.amqp.declare_topology = false;
+        crate::helpers::use_zoom(s, &zoom);
+    })
+    .await;
     let user = BrokerUser::create("daemon", "", &daemon(&app.queue, false)).await;
     let receiver = BrokerUser::create("ingest", "", &receiver(&app.settings.amqp)).await;
 
@@ -485,7 +493,7 @@ async fn the_daemon_on_an_existing_topology_needs_only_write_and_read() {
             .unwrap_or_else(|e| panic!("the receiver publishes {id}: {e}"));
     }
     publish.close().await;
-    assert_applied_and_dead_lettered(&app, "priv-b-bad").await;
+    assert_applied_and_dead_lettered(&app, &zoom, "priv-b-bad").await;
     daemon.stop().await;
     assert_eq!(app.queue_state(&app.queue).await.0, 0, "input queue empty");
 }
@@ -498,9 +506,13 @@ async fn the_daemon_on_an_existing_topology_needs_only_write_and_read() {
 /// without a restart.
 #[tokio::test]
 async fn without_configure_the_daemon_cannot_declare_its_queues() {
-    let app = TestApp::prepare_with(|s| s.amqp.declare_topology = true).await;
+    let zoom = privileged_zoom().await;
+    let app = TestApp::prepare_with(|s| {
+        s.amqp.declare_topology = true;
+        crate::helpers::use_zoom(s, &zoom);
+    })
+    .await;
     app.delete_queue(&app.dead_letter_queue).await;
-    mount_zoom(&app).await;
     let documented = daemon(&app.queue, true);
     let refused = Permissions {
         configure: String::new(),
@@ -535,7 +547,7 @@ async fn without_configure_the_daemon_cannot_declare_its_queues() {
             (1, 0),
             "the event stays in the queue and nobody consumes it"
         );
-        assert_eq!(patches(&app).await, 0, "Zoom gets nothing");
+        assert_eq!(patches(&zoom), 0, "Zoom gets nothing");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (status, body) = app.http_get("/readyz").await;
@@ -570,7 +582,7 @@ async fn without_configure_the_daemon_cannot_declare_its_queues() {
     eventually(
         "the daemon consumes once it may declare",
         Duration::from_secs(20),
-        || async { patches(&app).await == 1 },
+        || async { patches(&zoom) == 1 },
     )
     .await;
     daemon.stop().await;
@@ -583,11 +595,17 @@ async fn without_configure_the_daemon_cannot_declare_its_queues() {
 #[tokio::test]
 async fn the_audit_trail_and_history_need_only_the_documented_permissions() {
     let trail = Trail::new();
-    let app = TestApp::prepare_with(|s| s.outcomes = trail.settings("1h")).await;
-    mount_zoom(&app).await;
+    let zoom = privileged_zoom().await;
+    let app = TestApp::prepare_with(|s| {
+        s.outcomes = trail.settings("1h");
+        crate::helpers::use_zoom(s, &zoom);
+    })
+    .await;
 
     let runs = [(true, "priv-d-declared"), (false, "priv-d-checked")];
-    for (done, (declare, id)) in runs.into_iter().enumerate() {
+    for (declare, id) in runs {
+        // Each run moves GOOD_USER out of Engineering again.
+        zoom.reset();
         let permissions = daemon_with_trail(&app.queue, &trail.exchange, &trail.stream, declare);
         let user = BrokerUser::create("daemon", "", &permissions).await;
         let mut settings = as_user(&app, &user);
@@ -596,7 +614,7 @@ async fn the_audit_trail_and_history_need_only_the_documented_permissions() {
         wait_until_consuming(&app).await;
         app.publish_json(good_event(id)).await;
         eventually("the event is settled", Duration::from_secs(20), || async {
-            app.queue_state(&app.queue).await.0 == 0 && patches(&app).await == done + 1
+            app.queue_state(&app.queue).await.0 == 0 && patches(&zoom) == 1
         })
         .await;
         daemon.stop().await;
@@ -832,8 +850,12 @@ async fn forge(
 #[tokio::test]
 async fn the_receiver_publishes_events_but_can_forge_no_dead_letter_and_no_trail_record() {
     let trail = Trail::new();
-    let mut app = TestApp::prepare_with(|s| s.outcomes = trail.settings("1h")).await;
-    mount_zoom(&app).await;
+    let zoom = privileged_zoom().await;
+    let mut app = TestApp::prepare_with(|s| {
+        s.outcomes = trail.settings("1h");
+        crate::helpers::use_zoom(s, &zoom);
+    })
+    .await;
     app.start().await;
     let receiver = BrokerUser::create("ingest", "", &receiver(&app.settings.amqp)).await;
 
@@ -846,7 +868,7 @@ async fn the_receiver_publishes_events_but_can_forge_no_dead_letter_and_no_trail
         .unwrap_or_else(|e| panic!("the receiver publishes an event: {e}"));
     publish.close().await;
     eventually("Zoom gets the PATCH", Duration::from_secs(20), || async {
-        patches(&app).await == 1
+        patches(&zoom) == 1
     })
     .await;
 
