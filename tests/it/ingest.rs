@@ -503,8 +503,10 @@ async fn ingest_the_binary_receives_without_zoom_secrets_and_stops_on_sigterm() 
 
 #[tokio::test]
 async fn ingest_run_with_ingest_receives_and_consumes_in_one_process() {
-    use crate::helpers::{ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp};
-    let app = TestApp::prepare_with(|_| {}).await;
+    use crate::helpers::{ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp, groups_of, mapped_zoom};
+    let seed = mapped_zoom().user("ANN1", "ann@example.com", &["grp_eng"]);
+    let zoom = crate::helpers::spawn_zoom(seed).await;
+    let app = TestApp::prepare_with(|s| crate::helpers::use_zoom(s, &zoom)).await;
     let listen = crate::helpers::free_local_port();
     let probes = crate::helpers::free_local_port();
     let config = format!(
@@ -543,8 +545,11 @@ async fn ingest_run_with_ingest_receives_and_consumes_in_one_process() {
     }
     let (status, _, text) = post_signed_to(&client, &base, "msg_run", &event("e-run")).await;
     assert_eq!(status, 202, "{text}");
-    // The consumer in the same process takes it and asks Zoom.
-    app.wait_for_api_requests(1).await;
+    // The consumer in the same process takes it and Ann moves in Zoom.
+    crate::helpers::eventually("Ann is in Sales", Duration::from_secs(20), || async {
+        groups_of(&zoom, "ANN1") == ["grp_sales"]
+    })
+    .await;
     sigterm(&child);
     assert_eq!(
         exit_code_within(&mut child, Duration::from_secs(40)).await,
