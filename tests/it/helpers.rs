@@ -365,30 +365,6 @@ impl TestApp {
             .await;
     }
 
-    /// `GET /users/{lookup}` answers with a user record.
-    pub async fn mount_user(&self, lookup: &str, id: &str, groups: &[&str]) {
-        Mock::given(method("GET"))
-            .and(path(format!("/v2/users/{lookup}")))
-            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-                "id": id, "email": "jane.doe@example.com", "group_ids": groups,
-            })))
-            .mount(&self.zoom)
-            .await;
-    }
-
-    /// Zoom knows no user `lookup`: 404, code 1001, as Zoom answers.
-    pub async fn mount_unknown_user(&self, lookup: &str) {
-        Mock::given(method("GET"))
-            .and(path(format!("/v2/users/{lookup}")))
-            .respond_with(zoom_error(
-                404,
-                1001,
-                &format!("User does not exist: {lookup}."),
-            ))
-            .mount(&self.zoom)
-            .await;
-    }
-
     /// How many different API paths Zoom was called on (a replayed event
     /// repeats its path).
     pub async fn distinct_api_paths(&self) -> usize {
