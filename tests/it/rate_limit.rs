@@ -8,7 +8,15 @@ use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{Script, TestApp, event, eventually};
+use zoom_fake::{Category, ScriptedFault};
+
+use crate::helpers::{
+    Script, TestApp, engineers, event, eventually, groups_of, spawn_zoom, use_zoom, wait_for_calls,
+};
+
+/// Zoom's body for a per-second 429.
+const QPS_MESSAGE: &str =
+    "You have reached the maximum per-second rate limit for this API. Try again later.";
 
 /// Zoom's per-second 429 for one category, as Zoom sends it.
 fn per_second_429(category: &str) -> ResponseTemplate {
@@ -23,23 +31,27 @@ fn per_second_429(category: &str) -> ResponseTemplate {
 
 #[tokio::test]
 async fn no_one_second_window_sees_more_than_the_configured_rate() {
-    let mut app = TestApp::spawn_with(|s| s.zoom.rate_limits.medium = Some(20)).await;
-    let script = Script::new(vec![ResponseTemplate::new(204)]);
-    app.answer_patches(script.clone()).await;
+    let zoom = spawn_zoom(engineers(60)).await;
+    let mut app = TestApp::spawn_with(|s| {
+        use_zoom(s, &zoom);
+        s.zoom.rate_limits.medium = Some(20);
+    })
+    .await;
 
     app.publish_moves(60).await;
-    app.wait_for_api_requests(60).await;
+    wait_for_calls(&zoom, 60).await;
     app.stop_and_assert_queues_empty().await;
 
-    let times = script.times();
+    let times: Vec<_> = zoom.api_requests().iter().map(|r| r.at).collect();
+    assert_eq!(times.len(), 60);
     let busiest = times
         .iter()
         .map(|start| {
             times
                 .iter()
                 .filter(|t| {
-                    t.duration_since(*start)
-                        .is_ok_and(|d| d < Duration::from_secs(1))
+                    t.checked_duration_since(*start)
+                        .is_some_and(|d| d < Duration::from_secs(1))
                 })
                 .count()
         })
@@ -47,6 +59,7 @@ async fn no_one_second_window_sees_more_than_the_configured_rate() {
         .unwrap();
     println!("busiest one-second window: {busiest} calls");
     assert!(busiest <= 21, "{busiest} calls in one second");
+    assert_eq!(groups_of(&zoom, "U59"), ["grp_sales"]);
 }
 
 #[tokio::test]
@@ -141,15 +154,23 @@ async fn a_light_429_does_not_hold_back_group_writes() {
 
 #[tokio::test]
 async fn a_per_second_429_within_our_limit_lowers_that_categorys_rate() {
-    let mut app = TestApp::spawn_with(|s| s.zoom.rate_limits.medium = Some(20)).await;
-    let script = Script::new(vec![per_second_429("Medium"), ResponseTemplate::new(204)]);
-    app.answer_patches(script.clone()).await;
+    let zoom = spawn_zoom(engineers(1)).await;
+    // One per-second 429 (Zoom's body and headers), though the fake's own
+    // limit is far off.
+    let mut qps = ScriptedFault::new("PATCH", 429, 429, QPS_MESSAGE);
+    qps.category = Some(Category::Medium);
+    zoom.script(qps);
+    let mut app = TestApp::spawn_with(|s| {
+        use_zoom(s, &zoom);
+        s.zoom.rate_limits.medium = Some(20);
+    })
+    .await;
     let (status, ready) = app.http_get("/readyz").await;
     assert_eq!(status, 200);
     assert!(ready.contains("medium 20/20"), "{ready}");
 
     app.publish_moves(1).await;
-    app.wait_for_api_requests(2).await;
+    wait_for_calls(&zoom, 2).await;
     // Cut to 16/s by the 429, and one step (a hundredth of 20) won back by
     // the retry's success.
     eventually(
@@ -172,5 +193,7 @@ async fn a_per_second_429_within_our_limit_lowers_that_categorys_rate() {
         assert!(metrics.contains(expected), "{expected} in {metrics}");
     }
     app.stop_and_assert_queues_empty().await;
-    assert_eq!(script.times().len(), 2, "the 429, then the move");
+    let statuses: Vec<_> = zoom.api_requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [Some(429), Some(204)], "the 429, then the move");
+    assert_eq!(groups_of(&zoom, "U0"), ["grp_sales"]);
 }

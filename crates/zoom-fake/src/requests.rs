@@ -17,6 +17,8 @@ pub struct ReceivedRequest {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub status: Option<u16>,
+    /// When it arrived: a test measures a client's pace from these.
+    pub at: std::time::Instant,
 }
 
 impl ReceivedRequest {
@@ -108,6 +110,7 @@ mod tests {
             headers: vec![("authorization".into(), "Bearer t".into())],
             body: br#"{"action":"move"}"#.to_vec(),
             status: None,
+            at: std::time::Instant::now(),
         }
     }
 

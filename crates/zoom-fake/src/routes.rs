@@ -84,6 +84,7 @@ async fn record_request(
         headers,
         body: body.to_vec(),
         status: None,
+        at: Instant::now(),
     };
     let slot = shared.requests().record(received);
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
