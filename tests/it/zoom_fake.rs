@@ -445,6 +445,7 @@ async fn zoom_fake_scripted_fault_fires_exactly_times() {
                 code: None,
                 message: None,
                 category: None,
+                retry_after: None,
             },
             ScriptedFault {
                 method: Some("PATCH".into()),
@@ -454,6 +455,7 @@ async fn zoom_fake_scripted_fault_fires_exactly_times() {
                 code: None,
                 message: None,
                 category: Some(Category::Heavy),
+                retry_after: Some("3".into()),
             },
         ],
         ..FaultsConfig::default()
@@ -461,7 +463,9 @@ async fn zoom_fake_scripted_fault_fires_exactly_times() {
     let api = Api::start(config).await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        statuses.push(api.get("/v2/users/u1").await.status().as_u16());
+        let answer = api.get("/v2/users/u1").await;
+        assert_eq!(header(&answer, "retry-after"), None, "none unless scripted");
+        statuses.push(answer.status().as_u16());
     }
     assert_eq!(statuses, [503, 503, 200, 200]);
     assert_eq!(api.get("/v2/users/u2").await.status(), StatusCode::OK);
@@ -471,6 +475,7 @@ async fn zoom_fake_scripted_fault_fires_exactly_times() {
     assert_eq!(header(&limited, "x-ratelimit-category"), Some("Heavy"));
     assert_eq!(header(&limited, "x-ratelimit-type"), Some("QPS"));
     assert_eq!(header(&limited, "x-ratelimit-limit"), Some("10"));
+    assert_eq!(header(&limited, "retry-after"), Some("3"), "as scripted");
     assert_eq!(
         api.fake.state().users[0].groups,
         ["grp_eng"],

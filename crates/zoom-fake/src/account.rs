@@ -51,6 +51,8 @@ pub enum Answer {
     Qps {
         category: Category,
         limit: Option<u32>,
+        /// Only a scripted 429 has one.
+        retry_after: Option<String>,
     },
     Daily {
         limit: u32,
@@ -62,6 +64,7 @@ pub enum Answer {
         code: u32,
         message: String,
         category: Category,
+        retry_after: Option<String>,
     },
     /// An injected hang: 504 after the delay.
     Hung,
@@ -154,6 +157,7 @@ impl Account {
                 let answer = Answer::Qps {
                     category: call.category,
                     limit: Some(limit),
+                    retry_after: None,
                 };
                 return (answer, Tally::LimitedQps);
             }
@@ -173,22 +177,29 @@ impl Account {
             Fault::Answer {
                 status: 429,
                 category,
+                retry_after,
                 ..
             } => {
                 let category = category.unwrap_or(route);
                 let limit = self.limiter.limits().per_second(category);
-                Answer::Qps { category, limit }
+                Answer::Qps {
+                    category,
+                    limit,
+                    retry_after,
+                }
             }
             Fault::Answer {
                 status,
                 code,
                 message,
                 category,
+                retry_after,
             } => Answer::Fault {
                 status,
                 code,
                 message,
                 category: category.unwrap_or(route),
+                retry_after,
             },
         }
     }

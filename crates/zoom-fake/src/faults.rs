@@ -76,6 +76,10 @@ pub struct ScriptedFault {
     pub message: Option<String>,
     /// The `X-RateLimit-Category` of a 429; the route's by default.
     pub category: Option<Category>,
+    /// A `Retry-After` header, sent as given (Zoom sends none with a
+    /// per-second 429; a test of how a client waits needs one).
+    #[serde(default)]
+    pub retry_after: Option<String>,
 }
 
 fn one() -> u32 {
@@ -95,6 +99,15 @@ impl ScriptedFault {
             code: Some(code),
             message: Some(message.to_owned()),
             category: None,
+            retry_after: None,
+        }
+    }
+
+    /// With `Retry-After: value`.
+    pub fn retry_after(self, value: &str) -> Self {
+        Self {
+            retry_after: Some(value.to_owned()),
+            ..self
         }
     }
 
@@ -132,6 +145,7 @@ pub enum Fault {
         message: String,
         /// For a 429: the category its headers name.
         category: Option<Category>,
+        retry_after: Option<String>,
     },
     /// Hang this long, then answer 504.
     Hang(Duration),
@@ -222,6 +236,7 @@ impl Faults {
                 code: 429,
                 message: super::routes::QPS_MESSAGE.to_owned(),
                 category: None,
+                retry_after: None,
             });
         }
         if roll < c.rate_limit_rate + c.server_error_rate {
@@ -231,6 +246,7 @@ impl Faults {
                 code: 500,
                 message: "Internal server error (injected by zoom-fake).".to_owned(),
                 category: None,
+                retry_after: None,
             });
         }
         if roll < c.rate_limit_rate + c.server_error_rate + c.timeout_rate {
@@ -258,6 +274,7 @@ impl Faults {
             code: s.code.unwrap_or(u32::from(s.status)),
             message,
             category: s.category,
+            retry_after: s.retry_after.clone(),
         })
     }
 }
@@ -275,6 +292,7 @@ mod tests {
             code: None,
             message: None,
             category: None,
+            retry_after: None,
         }
     }
 

@@ -226,24 +226,39 @@ async fn api(
 /// An answer as Zoom would send it, with the category headers every API
 /// answer carries.
 fn render(answer: Answer, route: Category) -> Response {
+    let mut retry_after = None;
     let (mut response, category) = match answer {
         Answer::Reply(reply) => (render_reply(reply), route),
         Answer::Rejected(r) => (error(r.status(), r.code(), &r.to_string()), route),
         Answer::Unauthorized(invalid) => (error(401, 124, &invalid.to_string()), route),
-        Answer::Qps { category, limit } => (too_many(QPS_MESSAGE, limit), category),
+        Answer::Qps {
+            category,
+            limit,
+            retry_after: after,
+        } => {
+            retry_after = after;
+            (too_many(QPS_MESSAGE, limit), category)
+        }
         Answer::Daily { limit, resets_at } => return daily_limited(limit, resets_at, route),
         Answer::Fault {
             status,
             code,
             message,
             category,
-        } => (error(status, code, &message), category),
+            retry_after: after,
+        } => {
+            retry_after = after;
+            (error(status, code, &message), category)
+        }
         Answer::Hung => (
             error(504, 504, "Gateway timeout (zoom-fake held this call)."),
             route,
         ),
     };
     let headers = response.headers_mut();
+    if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(header::RETRY_AFTER, value);
+    }
     headers.insert(CATEGORY, HeaderValue::from_static(category.header_value()));
     headers
         .entry(LIMIT_TYPE)
