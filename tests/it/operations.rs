@@ -10,9 +10,25 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 use zoom_dept_sync::mapping::Mapping;
 
-use crate::helpers::{Script, TOKEN_PATH, TestApp, amqp_url, event, eventually, zoom_error};
+use zoom_fake::{FakeConfig, ScriptedFault};
+
+use crate::helpers::{
+    Script, TOKEN_PATH, TestApp, amqp_url, engineers, event, eventually, groups_of, mapped_zoom,
+    spawn_on_fake, spawn_zoom, use_zoom, wait_for_calls, zoom_error,
+};
 use crate::process::DaemonProcess;
 use crate::proxy::{self, Proxy};
+
+/// U1 in Engineering.
+fn one_engineer() -> FakeConfig {
+    mapped_zoom().user("U1", "u1@example.com", &["grp_eng"])
+}
+
+/// `seed` with every API answer `latency_ms` late.
+fn slow(mut seed: FakeConfig, latency_ms: u64) -> FakeConfig {
+    seed.faults.latency_ms = latency_ms;
+    seed
+}
 
 /// Departments `D0`..`D{n}` mapped to groups `g0`..`g{n}`, so each move's
 /// source group names the event it came from.
@@ -101,12 +117,13 @@ async fn connection_cuts_lose_nothing_and_keep_per_user_order() {
 async fn a_connection_that_does_not_recover_in_time_is_rebuilt() {
     let proxy = Proxy::start(proxy::broker_addr(&amqp_url())).await;
     let via = proxy::url_via(&amqp_url(), proxy.addr);
+    let zoom = spawn_zoom(one_engineer()).await;
     let mut app = TestApp::spawn_with(|s| {
         s.amqp.url = via.into();
         s.amqp.recovery_timeout_secs = 2;
+        use_zoom(s, &zoom);
     })
     .await;
-    app.answer_patches(ResponseTemplate::new(204)).await;
 
     // The "broker" goes away for longer than the recovery timeout.
     proxy.block(true);
@@ -138,8 +155,10 @@ async fn a_connection_that_does_not_recover_in_time_is_rebuilt() {
 
     app.publish_json(event("e-after", "U1", Some("Engineering"), "Sales"))
         .await;
-    app.wait_for_api_requests_within(1, Duration::from_secs(60))
-        .await;
+    eventually("U1 moved", Duration::from_secs(60), || async {
+        groups_of(&zoom, "U1") == ["grp_sales"]
+    })
+    .await;
     eventually("ready again", Duration::from_secs(10), || async {
         app.http_get("/readyz").await.0 == 200
     })
@@ -159,8 +178,7 @@ async fn a_connection_that_does_not_recover_in_time_is_rebuilt() {
 
 #[tokio::test]
 async fn a_deleted_input_queue_is_declared_again_and_consumed() {
-    let mut app = TestApp::spawn().await;
-    app.answer_patches(ResponseTemplate::new(204)).await;
+    let (mut app, zoom) = spawn_on_fake(one_engineer()).await;
     app.delete_queue(&app.queue).await;
     eventually(
         "the daemon declared the queue again and consumes it",
@@ -176,27 +194,28 @@ async fn a_deleted_input_queue_is_declared_again_and_consumed() {
     assert_eq!(app.http_get("/healthz").await, (200, "ok\n".to_owned()));
     app.publish_json(event("e-after", "U1", Some("Engineering"), "Sales"))
         .await;
-    app.wait_for_api_requests(1).await;
+    wait_for_calls(&zoom, 1).await;
     app.stop_and_assert_queues_empty().await;
+    assert_eq!(groups_of(&zoom, "U1"), ["grp_sales"]);
 }
 
 #[tokio::test]
 async fn sigterm_finishes_in_flight_events_and_a_restart_does_the_rest() {
+    let zoom = spawn_zoom(slow(engineers(20), 2000)).await;
     let app = TestApp::prepare_with(|s| {
         s.worker.concurrency = 10;
         s.amqp.prefetch = 20;
+        use_zoom(s, &zoom);
     })
     .await;
-    app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_secs(2)))
-        .await;
     app.publish_moves(20).await;
 
     let mut first = DaemonProcess::start(&app.config_toml());
-    app.wait_for_api_requests(10).await;
+    wait_for_calls(&zoom, 10).await;
     first.signal("TERM");
     let code = first.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(code, Some(0), "clean exit; log:\n{}", first.log());
-    let after_first = app.api_requests().await.len();
+    let after_first = zoom.api_requests().len();
     assert_eq!(after_first, 10, "only the in-flight ten were sent");
     assert_eq!(
         app.queue_state(&app.queue).await.0,
@@ -205,7 +224,7 @@ async fn sigterm_finishes_in_flight_events_and_a_restart_does_the_rest() {
     );
 
     let mut second = DaemonProcess::start(&app.config_toml());
-    app.wait_for_api_requests(20).await;
+    wait_for_calls(&zoom, 20).await;
     eventually(
         "the second daemon settles everything",
         Duration::from_secs(20),
@@ -215,24 +234,35 @@ async fn sigterm_finishes_in_flight_events_and_a_restart_does_the_rest() {
     second.signal("TERM");
     assert_eq!(second.wait_exit(Duration::from_secs(30)).await, Some(0));
 
-    assert_eq!(
-        app.distinct_api_paths().await,
-        20,
-        "each event applied exactly once"
-    );
-    assert_eq!(app.api_requests().await.len(), 20);
+    let calls = zoom.api_requests();
+    let mut paths: Vec<_> = calls.iter().map(|r| r.path.as_str()).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    assert_eq!(paths.len(), 20, "each event applied exactly once");
+    assert_eq!(calls.len(), 20);
+    assert!(calls.iter().all(|r| r.status == Some(204)), "{calls:?}");
+    for i in 0..20 {
+        assert_eq!(groups_of(&zoom, &format!("U{i}")), ["grp_sales"], "U{i}");
+    }
     assert_eq!(app.queue_state(&app.queue).await, (0, 0));
     assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0);
 }
 
 #[tokio::test]
 async fn json_logs_carry_the_event_and_never_a_secret() {
-    let app = TestApp::prepare_with(|_| {}).await;
-    app.answer_patches(ResponseTemplate::new(204)).await;
+    let zoom = spawn_zoom(one_engineer()).await;
+    let app = TestApp::prepare_with(|s| use_zoom(s, &zoom)).await;
     let mut daemon = DaemonProcess::start_with_args(&app.config_toml(), &["--log-format", "json"]);
     app.publish_json(event("hr-json-1", "U1", Some("Engineering"), "Sales"))
         .await;
-    app.wait_for_api_requests(1).await;
+    let calls = wait_for_calls(&zoom, 1).await;
+    // The token zoom-fake issued, as the daemon sent it.
+    let token = calls[0]
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .expect("a bearer token")
+        .to_owned();
+    assert!(zoom.issued(&token));
     eventually("the outcome is logged", Duration::from_secs(10), || async {
         daemon.log().contains("event processed")
     })
@@ -265,22 +295,21 @@ async fn json_logs_carry_the_event_and_never_a_secret() {
     for line in in_event {
         assert_eq!(line["span"]["event_id"], "hr-json-1", "{line}");
     }
-    for secret in [
-        crate::helpers::CLIENT_SECRET,
-        crate::helpers::TOKEN,
-        "guest:guest",
-    ] {
+    for secret in [crate::helpers::CLIENT_SECRET, token.as_str(), "guest:guest"] {
         assert!(!log.contains(secret), "{secret:?} appears in the log");
     }
 }
 
 #[tokio::test]
 async fn events_still_running_after_the_grace_go_back_to_the_queue() {
-    let mut app = TestApp::spawn_with(|s| s.worker.shutdown_grace_secs = 1).await;
-    app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_secs(10)))
-        .await;
+    let zoom = spawn_zoom(slow(engineers(3), 10_000)).await;
+    let mut app = TestApp::spawn_with(|s| {
+        s.worker.shutdown_grace_secs = 1;
+        use_zoom(s, &zoom);
+    })
+    .await;
     app.publish_moves(3).await;
-    app.wait_for_api_requests(3).await;
+    wait_for_calls(&zoom, 3).await;
     app.stop().await;
     assert_eq!(
         app.queue_state(&app.queue).await,
@@ -379,13 +408,12 @@ async fn refused_credentials_pause_without_dead_letters_until_fixed() {
 
 #[tokio::test]
 async fn metrics_count_each_outcome() {
-    let mut app = TestApp::spawn().await;
-    Mock::given(method("PATCH"))
-        .and(path("/v2/groups/grp_eng/members/UGONE"))
-        .respond_with(zoom_error(404, 4130, "Group does not exist"))
-        .mount(&app.zoom)
-        .await;
-    app.answer_patches(ResponseTemplate::new(204)).await;
+    let zoom = spawn_zoom(engineers(3).user("UGONE", "gone@example.com", &["grp_eng"])).await;
+    zoom.script_until_cleared(
+        ScriptedFault::new("PATCH", 404, 4130, "Group does not exist")
+            .path_prefix("/v2/groups/grp_eng/members/UGONE"),
+    );
+    let mut app = TestApp::spawn_with(|s| use_zoom(s, &zoom)).await;
     app.publish_json(event("ok1", "U1", Some("Engineering"), "Sales"))
         .await;
     app.publish_json(event("ok2", "U2", Some("Engineering"), "Sales"))
@@ -428,15 +456,16 @@ async fn metrics_count_each_outcome() {
 
 #[tokio::test]
 async fn quorum_queues_with_a_single_active_consumer_work_end_to_end() {
+    let zoom = spawn_zoom(engineers(3)).await;
     let mut app = TestApp::spawn_with(|s| {
         s.amqp.queue_type = zoom_dept_sync::config::QueueType::Quorum;
         s.amqp.single_active_consumer = true;
+        use_zoom(s, &zoom);
     })
     .await;
-    app.answer_patches(ResponseTemplate::new(204)).await;
     app.publish_moves(3).await;
     app.publish(b"{not json").await;
-    app.wait_for_api_requests(3).await;
+    wait_for_calls(&zoom, 3).await;
     let letters = app.dead_letters(1).await;
     assert_eq!(letters[0].data, b"{not json");
     app.stop().await;
@@ -454,6 +483,9 @@ async fn quorum_queues_with_a_single_active_consumer_work_end_to_end() {
         classic.is_err(),
         "the input queue was declared as a quorum queue"
     );
+    for user in ["U0", "U1", "U2"] {
+        assert_eq!(groups_of(&zoom, user), ["grp_sales"], "{user}");
+    }
 }
 
 #[tokio::test]
