@@ -365,20 +365,6 @@ impl TestApp {
             .await;
     }
 
-    /// How many different API paths Zoom was called on (a replayed event
-    /// repeats its path).
-    pub async fn distinct_api_paths(&self) -> usize {
-        let mut paths: Vec<String> = self
-            .api_requests()
-            .await
-            .iter()
-            .map(|r| r.url.path().to_owned())
-            .collect();
-        paths.sort();
-        paths.dedup();
-        paths.len()
-    }
-
     pub async fn publish_with(&self, body: &[u8], properties: BasicProperties) {
         self.channel
             .basic_publish(

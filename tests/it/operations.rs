@@ -30,6 +30,31 @@ fn slow(mut seed: FakeConfig, latency_ms: u64) -> FakeConfig {
     seed
 }
 
+/// Groups `g0`..`g{n}`, those of [`numbered_mapping`].
+fn numbered_zoom(n: usize) -> FakeConfig {
+    let seed = FakeConfig {
+        limits: zoom_fake::Limits::unlimited(),
+        ..FakeConfig::default()
+    };
+    (0..=n).fold(seed, |seed, i| {
+        seed.group(&format!("g{i}"), &format!("D{i}"))
+    })
+}
+
+/// How many different paths zoom-fake took a `PATCH` on (a replayed event
+/// repeats its path).
+fn distinct_patch_paths(zoom: &zoom_fake::FakeHandle) -> usize {
+    let mut paths: Vec<String> = zoom
+        .api_requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.path)
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths.len()
+}
+
 /// Departments `D0`..`D{n}` mapped to groups `g0`..`g{n}`, so each move's
 /// source group names the event it came from.
 fn numbered_mapping(n: usize) -> Mapping {
@@ -45,14 +70,17 @@ async fn connection_cuts_lose_nothing_and_keep_per_user_order() {
     const PER_USER: usize = 10;
     let proxy = Proxy::start(proxy::broker_addr(&amqp_url())).await;
     let via = proxy::url_via(&amqp_url(), proxy.addr);
+    let seed = (0..USERS).fold(numbered_zoom(PER_USER), |seed, u| {
+        seed.user(&format!("U{u}"), &format!("u{u}@example.com"), &["g0"])
+    });
+    let zoom = spawn_zoom(slow(seed, 20)).await;
     let mut app = TestApp::spawn_with(|s| {
         s.amqp.url = via.into();
         s.mapping = numbered_mapping(PER_USER);
         s.zoom.rate_limits.medium = Some(100);
+        use_zoom(s, &zoom);
     })
     .await;
-    app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_millis(20)))
-        .await;
 
     for k in 0..PER_USER {
         for u in 0..USERS {
@@ -69,7 +97,7 @@ async fn connection_cuts_lose_nothing_and_keep_per_user_order() {
     }
     let total = USERS * PER_USER;
     for cut_at in [total / 3, 2 * total / 3] {
-        app.wait_for_api_requests(cut_at).await;
+        wait_for_calls(&zoom, cut_at).await;
         let connections = proxy.connections();
         proxy.cut();
         eventually("the daemon reconnects", Duration::from_secs(60), || async {
@@ -77,17 +105,18 @@ async fn connection_cuts_lose_nothing_and_keep_per_user_order() {
         })
         .await;
     }
-    // Every event's move, at least once (a cut can replay an unacked one).
+    // Every event's move, at least once (a cut can replay an unacked one;
+    // the replay finds the user moved already, and a lookup confirms it).
     eventually("every event applied", Duration::from_secs(90), || async {
-        app.distinct_api_paths().await == total
+        distinct_patch_paths(&zoom) == total
     })
     .await;
     app.stop_and_assert_queues_empty().await;
 
     // Per user: first applications in event order; the last move targets D10.
     let mut per_user: HashMap<String, Vec<usize>> = HashMap::new();
-    for r in app.api_requests().await {
-        let parts: Vec<&str> = r.url.path().split('/').collect();
+    for r in zoom.api_requests().iter().filter(|r| r.method == "PATCH") {
+        let parts: Vec<&str> = r.path.split('/').collect();
         // /v2/groups/g{k}/members/U{u}
         let k: usize = parts[3].trim_start_matches('g').parse().unwrap();
         per_user.entry(parts[5].to_owned()).or_default().push(k);
@@ -110,6 +139,7 @@ async fn connection_cuts_lose_nothing_and_keep_per_user_order() {
             PER_USER - 1,
             "{user} ends in the last target: {ks:?}"
         );
+        assert_eq!(groups_of(&zoom, &user), [format!("g{PER_USER}")], "{user}");
     }
 }
 
@@ -490,13 +520,13 @@ async fn quorum_queues_with_a_single_active_consumer_work_end_to_end() {
 
 #[tokio::test]
 async fn a_standby_replica_takes_over_when_the_active_one_dies() {
+    let zoom = spawn_zoom(slow(engineers(100), 20)).await;
     let app = TestApp::prepare_with(|s| {
         s.amqp.single_active_consumer = true;
         s.zoom.rate_limits.medium = Some(50);
+        use_zoom(s, &zoom);
     })
     .await;
-    app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_millis(20)))
-        .await;
     let config = app.config_toml();
     let active = DaemonProcess::start(&config);
     eventually(
@@ -519,11 +549,11 @@ async fn a_standby_replica_takes_over_when_the_active_one_dies() {
     .await;
 
     app.publish_moves(100).await;
-    app.wait_for_api_requests(30).await;
+    wait_for_calls(&zoom, 30).await;
     active.signal("KILL");
     drop(active);
     eventually("every event applied", Duration::from_secs(60), || async {
-        app.distinct_api_paths().await == 100
+        distinct_patch_paths(&zoom) == 100
     })
     .await;
     eventually("the queue drained", Duration::from_secs(20), || async {
@@ -538,4 +568,7 @@ async fn a_standby_replica_takes_over_when_the_active_one_dies() {
     );
     assert_eq!(app.queue_state(&app.queue).await, (0, 0));
     assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0);
+    for i in 0..100 {
+        assert_eq!(groups_of(&zoom, &format!("U{i}")), ["grp_sales"], "U{i}");
+    }
 }
