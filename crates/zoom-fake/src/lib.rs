@@ -225,6 +225,17 @@ impl FakeHandle {
         self.shared.lock().tokens.was_issued(token)
     }
 
+    /// Revokes the app's credentials, as an admin deactivating it: issued
+    /// tokens get 401 (code 124) and the token endpoint refuses the client.
+    pub fn revoke_credentials(&self) {
+        self.shared.lock().tokens.revoke();
+    }
+
+    /// The credentials work again (new tokens are granted).
+    pub fn restore_credentials(&self) {
+        self.shared.lock().tokens.restore();
+    }
+
     /// Empties the request log (the directory and counters stay).
     pub fn clear_requests(&self) {
         self.shared.requests().clear();
