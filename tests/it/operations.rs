@@ -6,15 +6,13 @@ use std::time::Duration;
 
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 use zoom_dept_sync::mapping::Mapping;
 
 use zoom_fake::{FakeConfig, ScriptedFault};
 
 use crate::helpers::{
-    Script, TOKEN_PATH, TestApp, amqp_url, engineers, event, eventually, groups_of, mapped_zoom,
-    spawn_on_fake, spawn_zoom, use_zoom, wait_for_calls, zoom_error,
+    TOKEN_PATH, TestApp, amqp_url, engineers, event, eventually, groups_of, mapped_zoom,
+    spawn_on_fake, spawn_zoom, use_zoom, wait_for_calls,
 };
 use crate::process::DaemonProcess;
 use crate::proxy::{self, Proxy};
@@ -351,18 +349,27 @@ async fn events_still_running_after_the_grace_go_back_to_the_queue() {
 
 #[tokio::test]
 async fn a_daily_rate_limit_requeues_and_pauses_instead_of_dead_lettering() {
-    let mut app = TestApp::spawn_with(|s| s.retry.max_elapsed_secs = 1).await;
-    let script = Script::new(vec![
-        ResponseTemplate::new(429)
-            .insert_header("retry-after", "4")
-            .set_body_json(serde_json::json!({"code": 429, "message": "daily limit"})),
-        ResponseTemplate::new(204),
-    ]);
-    app.answer_patches(script.clone()).await;
+    let zoom = spawn_zoom(one_engineer()).await;
+    // Zoom's daily-limit 429, whose reset (an ISO 8601 time, 5 s ahead) is
+    // far past the retry budget (1 s).
+    let reset = time::OffsetDateTime::now_utc() + Duration::from_secs(5);
+    let reset = reset
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339");
+    zoom.script(
+        ScriptedFault::new("PATCH", 429, 429, "daily limit")
+            .daily()
+            .retry_after(&reset),
+    );
+    let mut app = TestApp::spawn_with(|s| {
+        s.retry.max_elapsed_secs = 1;
+        use_zoom(s, &zoom);
+    })
+    .await;
 
     app.publish_json(event("e-daily", "U1", Some("Engineering"), "Sales"))
         .await;
-    app.wait_for_api_requests(1).await;
+    wait_for_calls(&zoom, 1).await;
     eventually(
         "the event is back in the queue, nobody consuming",
         Duration::from_secs(10),
@@ -377,33 +384,26 @@ async fn a_daily_rate_limit_requeues_and_pauses_instead_of_dead_lettering() {
     );
     assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0);
 
-    app.wait_for_api_requests_within(2, Duration::from_secs(30))
-        .await;
-    let times = script.times();
-    assert!(times[1].duration_since(times[0]).unwrap() >= Duration::from_secs(4));
+    let calls = wait_for_calls(&zoom, 2).await;
+    assert_eq!(
+        calls.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [Some(429), Some(204)]
+    );
+    assert!(calls[1].at.duration_since(calls[0].at) >= Duration::from_secs(4));
     eventually("ready again", Duration::from_secs(10), || async {
         app.http_get("/readyz").await.0 == 200
     })
     .await;
     app.stop_and_assert_queues_empty().await;
+    assert_eq!(groups_of(&zoom, "U1"), ["grp_sales"]);
 }
 
 #[tokio::test]
 async fn refused_credentials_pause_without_dead_letters_until_fixed() {
-    let mut app = TestApp::spawn().await;
+    let (mut app, zoom) = spawn_on_fake(engineers(3)).await;
     // Revoked while running: the token fetched at start-up is refused, and
     // so is every new one.
-    Mock::given(method("POST"))
-        .and(path(TOKEN_PATH))
-        .respond_with(zoom_error(401, 0, "Invalid client_id or client_secret"))
-        .with_priority(1)
-        .mount(&app.zoom)
-        .await;
-    Mock::given(method("PATCH"))
-        .respond_with(zoom_error(401, 124, "Invalid access token."))
-        .with_priority(1)
-        .mount(&app.zoom)
-        .await;
+    zoom.revoke_credentials();
     app.publish_moves(3).await;
     eventually(
         "/readyz reports the auth failure",
@@ -416,19 +416,24 @@ async fn refused_credentials_pause_without_dead_letters_until_fixed() {
     .await;
     assert_eq!(app.http_get("/healthz").await.0, 200);
     assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0);
+    let refused = zoom.requests();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.path == TOKEN_PATH && r.status == Some(401)),
+        "a refused token request: {refused:?}"
+    );
+    assert!(
+        refused.iter().all(|r| r.status != Some(204)),
+        "nothing applied while revoked: {refused:?}"
+    );
 
     // The operator fixes the credentials.
-    app.zoom.reset().await;
-    Mock::given(method("POST"))
-        .and(path(TOKEN_PATH))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(serde_json::json!({"access_token": "fixed", "expires_in": 3600})),
-        )
-        .mount(&app.zoom)
-        .await;
-    app.answer_patches(ResponseTemplate::new(204)).await;
-    app.wait_for_api_requests(3).await;
+    zoom.restore_credentials();
+    eventually("every move applied", Duration::from_secs(30), || async {
+        (0..3).all(|i| groups_of(&zoom, &format!("U{i}")) == ["grp_sales"])
+    })
+    .await;
     eventually("ready again", Duration::from_secs(10), || async {
         app.http_get("/readyz").await.0 == 200
     })

@@ -446,6 +446,7 @@ async fn zoom_fake_scripted_fault_fires_exactly_times() {
                 message: None,
                 category: None,
                 retry_after: None,
+                limit_type: None,
             },
             ScriptedFault {
                 method: Some("PATCH".into()),
@@ -456,6 +457,7 @@ async fn zoom_fake_scripted_fault_fires_exactly_times() {
                 message: None,
                 category: Some(Category::Heavy),
                 retry_after: Some("3".into()),
+                limit_type: None,
             },
         ],
         ..FaultsConfig::default()
@@ -852,4 +854,25 @@ async fn the_fake_logs_each_request_with_its_auth_body_and_answer() {
 
     api.fake.reset();
     assert!(api.fake.requests().is_empty(), "reset empties the log");
+}
+
+/// A scripted 429 may be a daily-limit one, with the `Retry-After` asked.
+#[tokio::test]
+async fn a_scripted_429_can_be_daily_with_its_retry_after() {
+    let api = Api::start(seed()).await;
+    let reset = "2026-12-04T00:00:00Z";
+    api.fake.script(
+        ScriptedFault::new("PATCH", 429, 429, "daily")
+            .daily()
+            .retry_after(reset),
+    );
+    let limited = api.move_user("grp_eng", "u1", "grp_sales").await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&limited, "x-ratelimit-type"), Some("Daily-limit"));
+    assert_eq!(header(&limited, "retry-after"), Some(reset));
+    assert_eq!(
+        api.fake.state().users[0].groups,
+        ["grp_eng"],
+        "nothing changed"
+    );
 }

@@ -51,8 +51,9 @@ pub enum Answer {
     Qps {
         category: Category,
         limit: Option<u32>,
-        /// Only a scripted 429 has one.
+        /// Only a scripted 429 has these.
         retry_after: Option<String>,
+        limit_type: Option<String>,
     },
     Daily {
         limit: u32,
@@ -65,6 +66,7 @@ pub enum Answer {
         message: String,
         category: Category,
         retry_after: Option<String>,
+        limit_type: Option<String>,
     },
     /// An injected hang: 504 after the delay.
     Hung,
@@ -158,6 +160,7 @@ impl Account {
                     category: call.category,
                     limit: Some(limit),
                     retry_after: None,
+                    limit_type: None,
                 };
                 return (answer, Tally::LimitedQps);
             }
@@ -178,6 +181,7 @@ impl Account {
                 status: 429,
                 category,
                 retry_after,
+                limit_type,
                 ..
             } => {
                 let category = category.unwrap_or(route);
@@ -186,6 +190,7 @@ impl Account {
                     category,
                     limit,
                     retry_after,
+                    limit_type,
                 }
             }
             Fault::Answer {
@@ -194,12 +199,14 @@ impl Account {
                 message,
                 category,
                 retry_after,
+                limit_type,
             } => Answer::Fault {
                 status,
                 code,
                 message,
                 category: category.unwrap_or(route),
                 retry_after,
+                limit_type,
             },
         }
     }

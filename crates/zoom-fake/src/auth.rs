@@ -218,7 +218,9 @@ mod tests {
             Err(TokenRefusal::BadClient)
         ));
         tokens.restore();
-        let again = tokens.grant(&request(Some(BASIC)), now).expect("token again");
+        let again = tokens
+            .grant(&request(Some(BASIC)), now)
+            .expect("token again");
         let bearer = format!("Bearer {}", again.access_token);
         assert_eq!(tokens.check(Some(&bearer), now), Ok(()));
     }

@@ -80,6 +80,10 @@ pub struct ScriptedFault {
     /// per-second 429; a test of how a client waits needs one).
     #[serde(default)]
     pub retry_after: Option<String>,
+    /// The `X-RateLimit-Type` of a 429 (`QPS`, `Daily-limit`); `QPS` by
+    /// default.
+    #[serde(default)]
+    pub limit_type: Option<String>,
 }
 
 fn one() -> u32 {
@@ -100,6 +104,15 @@ impl ScriptedFault {
             message: Some(message.to_owned()),
             category: None,
             retry_after: None,
+            limit_type: None,
+        }
+    }
+
+    /// A daily-limit 429 (`X-RateLimit-Type: Daily-limit`).
+    pub fn daily(self) -> Self {
+        Self {
+            limit_type: Some("Daily-limit".to_owned()),
+            ..self
         }
     }
 
@@ -146,6 +159,7 @@ pub enum Fault {
         /// For a 429: the category its headers name.
         category: Option<Category>,
         retry_after: Option<String>,
+        limit_type: Option<String>,
     },
     /// Hang this long, then answer 504.
     Hang(Duration),
@@ -237,6 +251,7 @@ impl Faults {
                 message: super::routes::QPS_MESSAGE.to_owned(),
                 category: None,
                 retry_after: None,
+                limit_type: None,
             });
         }
         if roll < c.rate_limit_rate + c.server_error_rate {
@@ -247,6 +262,7 @@ impl Faults {
                 message: "Internal server error (injected by zoom-fake).".to_owned(),
                 category: None,
                 retry_after: None,
+                limit_type: None,
             });
         }
         if roll < c.rate_limit_rate + c.server_error_rate + c.timeout_rate {
@@ -275,6 +291,7 @@ impl Faults {
             message,
             category: s.category,
             retry_after: s.retry_after.clone(),
+            limit_type: s.limit_type.clone(),
         })
     }
 }
@@ -293,6 +310,7 @@ mod tests {
             message: None,
             category: None,
             retry_after: None,
+            limit_type: None,
         }
     }
 

@@ -226,7 +226,7 @@ async fn api(
 /// An answer as Zoom would send it, with the category headers every API
 /// answer carries.
 fn render(answer: Answer, route: Category) -> Response {
-    let mut retry_after = None;
+    let (mut retry_after, mut limit_type) = (None, None);
     let (mut response, category) = match answer {
         Answer::Reply(reply) => (render_reply(reply), route),
         Answer::Rejected(r) => (error(r.status(), r.code(), &r.to_string()), route),
@@ -235,8 +235,9 @@ fn render(answer: Answer, route: Category) -> Response {
             category,
             limit,
             retry_after: after,
+            limit_type: named,
         } => {
-            retry_after = after;
+            (retry_after, limit_type) = (after, named);
             (too_many(QPS_MESSAGE, limit), category)
         }
         Answer::Daily { limit, resets_at } => return daily_limited(limit, resets_at, route),
@@ -246,8 +247,9 @@ fn render(answer: Answer, route: Category) -> Response {
             message,
             category,
             retry_after: after,
+            limit_type: named,
         } => {
-            retry_after = after;
+            (retry_after, limit_type) = (after, named);
             (error(status, code, &message), category)
         }
         Answer::Hung => (
@@ -258,6 +260,9 @@ fn render(answer: Answer, route: Category) -> Response {
     let headers = response.headers_mut();
     if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
         headers.insert(header::RETRY_AFTER, value);
+    }
+    if let Some(value) = limit_type.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(LIMIT_TYPE, value);
     }
     headers.insert(CATEGORY, HeaderValue::from_static(category.header_value()));
     headers
