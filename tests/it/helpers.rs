@@ -549,10 +549,23 @@ pub fn engineers(count: usize) -> FakeConfig {
     })
 }
 
-/// zoom-fake, in-process, on a free port.
+/// zoom-fake, in-process, on a free port. It runs on a runtime of its own
+/// (as wiremock did), so a test that waits on the binary with a blocking
+/// call does not starve the stand-in Zoom the binary talks to.
 pub async fn spawn_zoom(seed: FakeConfig) -> FakeHandle {
-    fake::spawn(seed, "127.0.0.1:0".parse().expect("address"))
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("zoom-fake")
+            .enable_all()
+            .build()
+            .expect("zoom-fake's runtime")
+    });
+    runtime
+        .spawn(fake::spawn(seed, "127.0.0.1:0".parse().expect("address")))
         .await
+        .expect("zoom-fake's start task")
         .expect("zoom-fake starts")
 }
 
