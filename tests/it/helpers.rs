@@ -1,5 +1,6 @@
-//! `TestApp`: one daemon, in-process, against the real broker and a wiremock
-//! Zoom, with its own queue pair. Every integration test starts here.
+//! The integration tests' one support module. `TestApp`: one daemon,
+//! in-process, against the real broker and zoom-fake (the one stand-in
+//! Zoom), with its own queue pair. Every integration test starts here.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -7,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{
@@ -18,8 +19,6 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 use zoom_dept_sync::broker::topology::Topology;
 use zoom_dept_sync::config::{
     AmqpSettings, HttpSettings, OutcomesSettings, RateLimitsFile, RetrySettings, Settings,
@@ -28,7 +27,6 @@ use zoom_dept_sync::config::{
 use zoom_dept_sync::mapping::Mapping;
 use zoom_fake::{self as fake, FakeConfig, FakeHandle, Limits};
 
-pub const TOKEN: &str = "test-access-token-1";
 pub const TOKEN_PATH: &str = "/oauth/token";
 pub const CLIENT_ID: &str = "test-client-id";
 pub const CLIENT_SECRET: &str = "test-client-secret";
@@ -102,7 +100,7 @@ pub fn free_local_port() -> std::net::SocketAddr {
 }
 
 /// Settings for a test: fast retries, no real rate limit, the test mapping.
-pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) -> Settings {
+pub fn test_settings(zoom: &FakeHandle, queue: &str, dead_letter_queue: &str) -> Settings {
     let departments: BTreeMap<String, String> = DEPARTMENTS
         .iter()
         .map(|(d, g)| ((*d).to_owned(), (*g).to_owned()))
@@ -116,8 +114,8 @@ pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) ->
             ..AmqpSettings::default()
         },
         zoom: ZoomSettings {
-            api_base_url: format!("{}/v2", zoom.uri()),
-            oauth_token_url: format!("{}{TOKEN_PATH}", zoom.uri()),
+            api_base_url: zoom.api_base_url(),
+            oauth_token_url: zoom.token_url(),
             rate_limits: RateLimitsFile {
                 light: Some(1000),
                 medium: Some(1000),
@@ -157,7 +155,9 @@ pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) ->
 }
 
 pub struct TestApp {
-    pub zoom: MockServer,
+    /// zoom-fake with the mapped groups and no users; a test that needs
+    /// users starts its own ([`spawn_on_fake`]) and points the daemon there.
+    pub zoom: FakeHandle,
     /// The daemon's /healthz, /readyz, /metrics address.
     pub http: std::net::SocketAddr,
     pub queue: String,
@@ -206,8 +206,7 @@ impl TestApp {
     /// Queues, mock and settings, but no daemon: for tests that run the
     /// binary instead ([`TestApp::config_toml`]).
     pub async fn prepare_with(configure: impl FnOnce(&mut Settings)) -> Self {
-        let zoom = MockServer::start().await;
-        mount_token_endpoint(&zoom).await;
+        let zoom = spawn_zoom(mapped_zoom()).await;
         let queue = unique_name("in");
         let dead_letter_queue = format!("{queue}.dead");
         let mut settings = test_settings(&zoom, &queue, &dead_letter_queue);
@@ -357,14 +356,6 @@ impl TestApp {
         }
     }
 
-    /// Answers every `PATCH` with `response`.
-    pub async fn answer_patches(&self, response: impl Respond + 'static) {
-        Mock::given(method("PATCH"))
-            .respond_with(response)
-            .mount(&self.zoom)
-            .await;
-    }
-
     pub async fn publish_with(&self, body: &[u8], properties: BasicProperties) {
         self.channel
             .basic_publish(
@@ -450,45 +441,9 @@ impl TestApp {
         (status, response.text().await.unwrap_or_default())
     }
 
-    /// Requests Zoom received, less the token endpoint.
-    pub async fn api_requests(&self) -> Vec<Request> {
-        self.zoom
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.url.path() != TOKEN_PATH)
-            .collect()
-    }
-
-    pub async fn token_requests(&self) -> usize {
-        self.zoom
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r.url.path() == TOKEN_PATH)
-            .count()
-    }
-
-    /// Waits until Zoom received `count` API requests and returns them.
-    pub async fn wait_for_api_requests(&self, count: usize) -> Vec<Request> {
-        self.wait_for_api_requests_within(count, Duration::from_secs(30))
-            .await
-    }
-
-    pub async fn wait_for_api_requests_within(
-        &self,
-        count: usize,
-        within: Duration,
-    ) -> Vec<Request> {
-        eventually(
-            &format!("Zoom receives {count} API requests"),
-            within,
-            || async { self.api_requests().await.len() >= count },
-        )
-        .await;
-        self.api_requests().await
+    /// How many times the daemon asked its Zoom for a token.
+    pub fn token_requests(&self) -> usize {
+        token_calls(&self.zoom)
     }
 }
 
@@ -638,19 +593,6 @@ where
     }
 }
 
-async fn mount_token_endpoint(zoom: &MockServer) {
-    Mock::given(method("POST"))
-        .and(path(TOKEN_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "access_token": TOKEN,
-            "token_type": "bearer",
-            "expires_in": 3600,
-            "scope": "group:write:admin user:read:admin",
-        })))
-        .mount(zoom)
-        .await;
-}
-
 /// A valid event; `user` is a Zoom user id.
 pub fn event(id: &str, user: &str, previous: Option<&str>, new: &str) -> serde_json::Value {
     serde_json::json!({
@@ -661,43 +603,6 @@ pub fn event(id: &str, user: &str, previous: Option<&str>, new: &str) -> serde_j
         "new_department": new,
         "occurred_at": "2026-11-26T09:00:00Z",
     })
-}
-
-/// Answers with a script of responses, one per request (the last repeats),
-/// and records when each request came.
-#[derive(Clone)]
-pub struct Script {
-    responses: Arc<Vec<ResponseTemplate>>,
-    pub times: Arc<Mutex<Vec<SystemTime>>>,
-}
-
-impl Script {
-    pub fn new(responses: Vec<ResponseTemplate>) -> Self {
-        assert!(!responses.is_empty());
-        Self {
-            responses: Arc::new(responses),
-            times: Arc::default(),
-        }
-    }
-
-    pub fn times(&self) -> Vec<SystemTime> {
-        self.times.lock().unwrap().clone()
-    }
-}
-
-impl Respond for Script {
-    fn respond(&self, _request: &Request) -> ResponseTemplate {
-        let mut times = self.times.lock().unwrap();
-        times.push(SystemTime::now());
-        let i = (times.len() - 1).min(self.responses.len() - 1);
-        self.responses[i].clone()
-    }
-}
-
-/// A Zoom error body.
-pub fn zoom_error(status: u16, code: i64, message: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status)
-        .set_body_json(serde_json::json!({"code": code, "message": message}))
 }
 
 /// A header of a delivered message, as text (strings) or as an integer.
