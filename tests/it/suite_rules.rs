@@ -1,7 +1,8 @@
 //! Rules the test suite keeps for itself (the item 6): no
 //! hard-coded port (tests run side by side on one machine; a fixed port
-//! collides), and no fixed sleep of more than a second (to prove something
-//! did not happen, wait on what would show it, or a second at most).
+//! collides), no fixed sleep of more than a second (to prove something
+//! did not happen, wait on what would show it, or a second at most), and
+//! one stand-in Zoom (zoom-fake; wiremock only for BambooHR's API).
 
 use std::path::{Path, PathBuf};
 
@@ -98,6 +99,23 @@ fn no_test_sleeps_a_fixed_second_or_more() {
     assert!(
         offending.is_empty(),
         "fixed sleeps over a second (wait on a condition instead):\n{}",
+        offending.join("\n")
+    );
+}
+
+#[test]
+fn zoom_fake_is_the_one_stand_in_zoom() {
+    // BambooHR's API is not Zoom: its stand-in is the only wiremock one.
+    let allowed = "tests/it/ingest_bamboohr.rs:";
+    let needle = ["wire", "mock::"].concat();
+    let offending: Vec<String> = test_code_lines(&ROOTS)
+        .into_iter()
+        .filter(|(at, line)| line.contains(&needle) && !at.starts_with(allowed))
+        .map(|(at, line)| format!("{at}: {}", line.trim()))
+        .collect();
+    assert!(
+        offending.is_empty(),
+        "wiremock outside BambooHR's tests (use zoom-fake):\n{}",
         offending.join("\n")
     );
 }
