@@ -9,16 +9,11 @@ use zoom_dept_sync::config::QueueType;
 use zoom_fake::{FakeConfig, FakeHandle, ScriptedFault};
 
 use crate::helpers::{
-    TestApp, amqp_url, event, eventually, free_local_port, header_str, mapped_zoom, spawn_zoom,
+    TestApp, amqp_url, event, eventually, free_local_port, header_str, one_engineer, spawn_zoom,
     use_zoom, wait_for_calls,
 };
 use crate::process::DaemonProcess;
 use crate::proxy::{self, Proxy};
-
-/// U1 in Engineering.
-fn one_engineer() -> FakeConfig {
-    mapped_zoom().user("U1", "u1@example.com", &["grp_eng"])
-}
 
 /// zoom-fake where every `PATCH` answers `status`/`code` until cleared.
 async fn zoom_refusing_moves(

@@ -504,6 +504,11 @@ pub fn engineers(count: usize) -> FakeConfig {
     })
 }
 
+/// U1 (`u1@example.com`) in Engineering, on [`mapped_zoom`].
+pub fn one_engineer() -> FakeConfig {
+    mapped_zoom().user("U1", "u1@example.com", &["grp_eng"])
+}
+
 /// zoom-fake, in-process, on a free port. It runs on a runtime of its own
 /// (as wiremock did), so a test that waits on the binary with a blocking
 /// call does not starve the stand-in Zoom the binary talks to.

@@ -11,16 +11,11 @@ use zoom_dept_sync::mapping::Mapping;
 use zoom_fake::{FakeConfig, ScriptedFault};
 
 use crate::helpers::{
-    TOKEN_PATH, TestApp, amqp_url, engineers, event, eventually, groups_of, mapped_zoom,
+    TOKEN_PATH, TestApp, amqp_url, engineers, event, eventually, groups_of, one_engineer,
     spawn_on_fake, spawn_zoom, use_zoom, wait_for_calls,
 };
 use crate::process::DaemonProcess;
 use crate::proxy::{self, Proxy};
-
-/// U1 in Engineering.
-fn one_engineer() -> FakeConfig {
-    mapped_zoom().user("U1", "u1@example.com", &["grp_eng"])
-}
 
 /// `seed` with every API answer `latency_ms` late.
 fn slow(mut seed: FakeConfig, latency_ms: u64) -> FakeConfig {

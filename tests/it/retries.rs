@@ -5,17 +5,12 @@ use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use zoom_fake::{FakeConfig, FakeHandle, ScriptedFault};
+use zoom_fake::{FakeHandle, ScriptedFault};
 
 use crate::helpers::{
     TOKEN_PATH, TestApp, assert_bearer_from, event, eventually, groups_of, header_int, header_str,
-    mapped_zoom, spawn_on_fake, spawn_zoom, use_zoom, wait_for_calls,
+    one_engineer, spawn_on_fake, spawn_zoom, use_zoom, wait_for_calls,
 };
-
-/// U1 in Engineering.
-fn one_engineer() -> FakeConfig {
-    mapped_zoom().user("U1", "u1@example.com", &["grp_eng"])
-}
 
 /// The next `PATCH` answers `status` with Zoom's error body.
 fn patch_fails(status: u16, message: &str) -> ScriptedFault {
