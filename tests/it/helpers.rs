@@ -750,6 +750,21 @@ impl ReceiverQueue {
     }
 }
 
+/// A webhook answer as a test reads it: status, `Retry-After`, body.
+pub async fn status_retry_after_body(response: reqwest::Response) -> (u16, Option<String>, String) {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (
+        status,
+        retry_after,
+        response.text().await.unwrap_or_default(),
+    )
+}
+
 /// Sends SIGTERM to a child process (a binary the test started).
 pub fn sigterm(child: &tokio::process::Child) {
     let pid = child.id().expect("pid").to_string();

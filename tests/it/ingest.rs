@@ -125,17 +125,7 @@ async fn post_to(
         .send()
         .await
         .expect("request");
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    (
-        status,
-        retry_after,
-        response.text().await.unwrap_or_default(),
-    )
+    crate::helpers::status_retry_after_body(response).await
 }
 
 fn event(id: &str) -> Vec<u8> {

@@ -144,17 +144,7 @@ impl Receiver {
             .send()
             .await
             .expect("request");
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        (
-            status,
-            retry_after,
-            response.text().await.unwrap_or_default(),
-        )
+        crate::helpers::status_retry_after_body(response).await
     }
 
     async fn metrics(&self) -> String {
