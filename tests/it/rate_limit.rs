@@ -51,7 +51,12 @@ async fn no_one_second_window_sees_more_than_the_configured_rate() {
 #[tokio::test]
 async fn a_429_holds_back_every_call_until_its_wait_is_over() {
     let zoom = spawn_zoom(engineers(10)).await;
-    zoom.script(ScriptedFault::new("PATCH", 429, 429, QPS_MESSAGE).retry_after("1"));
+    // Untyped, as the answer this test was written against.
+    zoom.script(
+        ScriptedFault::new("PATCH", 429, 429, QPS_MESSAGE)
+            .untyped()
+            .retry_after("1"),
+    );
     let mut app = TestApp::spawn_with(|s| {
         use_zoom(s, &zoom);
         s.zoom.rate_limits.medium = Some(20);

@@ -77,7 +77,11 @@ async fn server_errors_are_retried_until_the_move_applies() {
 #[tokio::test]
 async fn a_huge_retry_after_neither_panics_nor_loses_the_event() {
     let (mut app, zoom) = on_fake(|_| {}).await;
-    zoom.script(patch_fails(429, "Too many").retry_after("18446744073709551615"));
+    zoom.script(
+        patch_fails(429, "Too many")
+            .untyped()
+            .retry_after("18446744073709551615"),
+    );
 
     app.publish_json(event("e-huge", "U1", Some("Engineering"), "Sales"))
         .await;
@@ -129,7 +133,7 @@ async fn a_zero_retry_after_still_backs_off() {
 #[tokio::test]
 async fn a_429_retry_is_not_sent_before_retry_after_in_seconds() {
     let (mut app, zoom) = on_fake(|_| {}).await;
-    zoom.script(patch_fails(429, "Too many").retry_after("2"));
+    zoom.script(patch_fails(429, "Too many").untyped().retry_after("2"));
 
     app.publish_json(event("e-429", "U1", Some("Engineering"), "Sales"))
         .await;
@@ -155,7 +159,7 @@ async fn a_429_retry_is_not_sent_before_an_iso_8601_retry_after() {
     let at_instant = now_instant + Duration::try_from(at - now).expect("ahead");
     zoom.script(
         patch_fails(429, "You have reached the maximum daily rate limit")
-            .daily()
+            .untyped()
             .retry_after(&at.format(&Rfc3339).unwrap()),
     );
 

@@ -875,4 +875,14 @@ async fn a_scripted_429_can_be_daily_with_its_retry_after() {
         ["grp_eng"],
         "nothing changed"
     );
+
+    api.fake.script(
+        ScriptedFault::new("PATCH", 429, 429, "busy")
+            .untyped()
+            .retry_after("1"),
+    );
+    let untyped = api.move_user("grp_eng", "u1", "grp_sales").await;
+    assert_eq!(untyped.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&untyped, "x-ratelimit-type"), None, "no type at all");
+    assert_eq!(header(&untyped, "retry-after"), Some("1"));
 }

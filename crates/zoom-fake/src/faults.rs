@@ -80,8 +80,8 @@ pub struct ScriptedFault {
     /// per-second 429; a test of how a client waits needs one).
     #[serde(default)]
     pub retry_after: Option<String>,
-    /// The `X-RateLimit-Type` of a 429 (`QPS`, `Daily-limit`); `QPS` by
-    /// default.
+    /// The `X-RateLimit-Type` of an answer (`QPS`, `Daily-limit`); `QPS`
+    /// by default; empty: none at all.
     #[serde(default)]
     pub limit_type: Option<String>,
 }
@@ -112,6 +112,14 @@ impl ScriptedFault {
     pub fn daily(self) -> Self {
         Self {
             limit_type: Some("Daily-limit".to_owned()),
+            ..self
+        }
+    }
+
+    /// Without `X-RateLimit-Type`, as a gateway's 429 would come.
+    pub fn untyped(self) -> Self {
+        Self {
+            limit_type: Some(String::new()),
             ..self
         }
     }

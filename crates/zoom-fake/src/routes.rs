@@ -261,13 +261,23 @@ fn render(answer: Answer, route: Category) -> Response {
     if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
         headers.insert(header::RETRY_AFTER, value);
     }
-    if let Some(value) = limit_type.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        headers.insert(LIMIT_TYPE, value);
-    }
     headers.insert(CATEGORY, HeaderValue::from_static(category.header_value()));
-    headers
-        .entry(LIMIT_TYPE)
-        .or_insert(HeaderValue::from_static("QPS"));
+    match limit_type.as_deref() {
+        // No type at all: a 429 from a gateway in front of Zoom.
+        Some("") => {
+            headers.remove(LIMIT_TYPE);
+        }
+        Some(named) => {
+            if let Ok(value) = HeaderValue::from_str(named) {
+                headers.insert(LIMIT_TYPE, value);
+            }
+        }
+        None => {
+            headers
+                .entry(LIMIT_TYPE)
+                .or_insert(HeaderValue::from_static("QPS"));
+        }
+    }
     response
 }
 
