@@ -9,8 +9,8 @@ use zoom_dept_sync::config::QueueType;
 use zoom_dept_sync::event::MAX_PAYLOAD_BYTES;
 use zoom_dept_sync::triage::DeadLetterRow;
 
+use crate::helpers::Tool;
 use crate::helpers::{TestApp, event, groups_of, header_str, mapped_zoom, spawn_zoom, use_zoom};
-use crate::toolbox::Tool;
 
 /// A valid event padded with a `pad` field to exactly `size` bytes.
 fn padded_event(id: &str, size: usize) -> Vec<u8> {
@@ -192,7 +192,7 @@ async fn a_peek_keeps_a_bounded_part_of_each_body_and_its_length() {
         row.message.as_deref(),
         Some("message is 1048576 bytes, over the 65536-byte limit")
     );
-    let whole = crate::toolbox::drain(&app, &app.queue).await;
+    let whole = crate::helpers::drain(&app, &app.queue).await;
     assert_eq!(whole.len(), 1);
     assert_eq!(whole[0].data, padded_event("huge", size), "left whole");
 }

@@ -10,8 +10,8 @@ use zoom_dept_sync::config::BrakeSettings;
 use zoom_dept_sync::control::request_resume;
 use zoom_fake::FakeHandle;
 
+use crate::helpers::Tool;
 use crate::helpers::{TestApp, engineers, eventually, groups_of, header_str, spawn_zoom, use_zoom};
-use crate::toolbox::Tool;
 
 /// A daemon on `zoom` with `concurrency` and the brake at `max_changes` /
 /// `max_removals` within an hour.

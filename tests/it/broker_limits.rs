@@ -3,23 +3,17 @@
 use std::time::Duration;
 
 use lapin::types::{AMQPValue, FieldTable};
-use wiremock::ResponseTemplate;
 use zoom_dept_sync::broker::dead_letter_reason;
 use zoom_dept_sync::broker::topology::Topology;
 use zoom_dept_sync::config::QueueType;
 use zoom_fake::{FakeConfig, FakeHandle, ScriptedFault};
 
 use crate::helpers::{
-    TestApp, amqp_url, event, eventually, free_local_port, header_str, mapped_zoom, spawn_zoom,
-    use_zoom,
+    TestApp, amqp_url, event, eventually, free_local_port, header_str, one_engineer, spawn_zoom,
+    use_zoom, wait_for_calls,
 };
 use crate::process::DaemonProcess;
 use crate::proxy::{self, Proxy};
-
-/// U1 in Engineering.
-fn one_engineer() -> FakeConfig {
-    mapped_zoom().user("U1", "u1@example.com", &["grp_eng"])
-}
 
 /// zoom-fake where every `PATCH` answers `status`/`code` until cleared.
 async fn zoom_refusing_moves(
@@ -73,17 +67,20 @@ async fn a_quorum_delivery_limit_dead_letters_instead_of_dropping() {
 async fn past_max_redeliveries_an_event_is_dead_lettered() {
     let proxy = Proxy::start(proxy::broker_addr(&amqp_url())).await;
     let via = proxy::url_via(&amqp_url(), proxy.addr);
+    // Every call is slow: the connection is cut while one is in flight.
+    let mut seed = one_engineer();
+    seed.faults.latency_ms = 800;
+    let zoom = spawn_zoom(seed).await;
     let mut app = TestApp::spawn_with(|s| {
         s.amqp.url = via.into();
         s.worker.max_redeliveries = 1;
+        use_zoom(s, &zoom);
     })
     .await;
-    app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_millis(800)))
-        .await;
     app.publish_json(event("poison", "U1", Some("Engineering"), "Sales"))
         .await;
     for n in 1..=2 {
-        app.wait_for_api_requests(n).await;
+        wait_for_calls(&zoom, n).await;
         proxy.cut();
     }
     let letters = app.dead_letters(1).await;
@@ -96,7 +93,8 @@ async fn past_max_redeliveries_an_event_is_dead_lettered() {
         dead_letter_reason(letters[0].properties.headers().as_ref()).as_deref(),
         Some("redelivery_limit")
     );
-    assert_eq!(app.api_requests().await.len(), 2, "no third call");
+    let calls = zoom.api_requests();
+    assert_eq!(calls.len(), 2, "no third call: {calls:?}");
     assert_eq!(app.queue_state(&app.queue).await.0, 0);
 }
 
@@ -104,13 +102,13 @@ async fn past_max_redeliveries_an_event_is_dead_lettered() {
 /// and the log gives the policy command that adds them.
 #[tokio::test]
 async fn an_input_queue_without_dead_lettering_works_and_the_log_says_how_to_add_it() {
-    let app = TestApp::prepare_with(|_| {}).await;
+    let zoom = spawn_zoom(one_engineer()).await;
+    let app = TestApp::prepare_with(|s| use_zoom(s, &zoom)).await;
     app.redeclare_input_queue(FieldTable::default()).await;
-    app.answer_patches(ResponseTemplate::new(204)).await;
     let mut daemon = DaemonProcess::start(&app.config_toml());
     app.publish_json(event("old-queue", "U1", Some("Engineering"), "Sales"))
         .await;
-    app.wait_for_api_requests(1).await;
+    wait_for_calls(&zoom, 1).await;
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(30)).await, Some(0));
     let log = daemon.log();
@@ -119,6 +117,7 @@ async fn an_input_queue_without_dead_lettering_works_and_the_log_says_how_to_add
         "{log}"
     );
     assert_eq!(app.queue_state(&app.queue).await.0, 0);
+    assert_eq!(crate::helpers::groups_of(&zoom, "U1"), ["grp_sales"]);
 }
 
 /// Point 7: with no broker to reach, the daemon says so, and SIGTERM ends
@@ -180,8 +179,8 @@ fn connection_pid(name: &str) -> Option<String> {
 /// and moves flow again.
 #[tokio::test]
 async fn a_closed_publishing_connection_is_noticed_and_rebuilt() {
-    let mut app = TestApp::spawn().await;
-    app.answer_patches(ResponseTemplate::new(204)).await;
+    let zoom = spawn_zoom(one_engineer()).await;
+    let mut app = TestApp::spawn_with(|s| use_zoom(s, &zoom)).await;
     let publishing = format!("{} (publish)", app.queue);
     let consuming = format!("{} (consume)", app.queue);
     assert!(
@@ -206,7 +205,7 @@ async fn a_closed_publishing_connection_is_noticed_and_rebuilt() {
         .await;
     let letters = app.dead_letters(1).await;
     assert_eq!(letters[0].data, b"not json");
-    app.wait_for_api_requests(1).await;
+    wait_for_calls(&zoom, 1).await;
     let (_, metrics) = app.http_get("/metrics").await;
     assert!(
         metrics.contains("zoom_dept_sync_broker_reconnects_total 1"),

@@ -4,9 +4,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::helpers::Tool;
 use crate::helpers::{TestApp, eventually};
 use crate::process::DaemonProcess;
-use crate::toolbox::Tool;
 
 /// A pipe whose reader has already left, as after `| head -1` has read its
 /// line: every write to it fails with `EPIPE` (Rust ignores `SIGPIPE`).

@@ -5,16 +5,17 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use base64::Engine;
-use wiremock::ResponseTemplate;
-
-use crate::helpers::{ACCOUNT_ID, CLIENT_ID, TOKEN_PATH, TestApp, amqp_url, event, eventually};
+use crate::helpers::{
+    ACCOUNT_ID, CLIENT_ID, TOKEN_PATH, TestApp, amqp_url, event, eventually, free_local_port,
+    groups_of, mapped_zoom, spawn_zoom, use_zoom, wait_for_calls,
+};
 use crate::process::DaemonProcess;
+use base64::Engine;
 
 #[tokio::test]
 async fn credentials_from_files_reach_the_broker_and_zoom() {
-    let app = TestApp::prepare_with(|_| {}).await;
-    app.answer_patches(ResponseTemplate::new(204)).await;
+    let zoom = spawn_zoom(mapped_zoom().user("U1", "u1@example.com", &["grp_eng"])).await;
+    let app = TestApp::prepare_with(|s| use_zoom(s, &zoom)).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let secret_file = dir.path().join("zoom_client_secret");
     // Written as `echo` or an editor would: with a trailing newline.
@@ -23,9 +24,10 @@ async fn credentials_from_files_reach_the_broker_and_zoom() {
     std::fs::write(&url_file, format!("{}\r\n", amqp_url())).expect("write");
     // The file's amqp.url leads nowhere: consuming proves the URL came from
     // AMQP_URL_FILE.
+    let nowhere = free_local_port();
     let config = app.config_toml().replacen(
         "[amqp]\n",
-        "[amqp]\nurl = \"amqp://guest:guest@127.0.0.1:1/%2f\"\n",
+        &format!("[amqp]\nurl = \"amqp://guest:guest@{nowhere}/%2f\"\n"),
         1,
     );
     let mut daemon = DaemonProcess::start_with_env(
@@ -47,14 +49,13 @@ async fn credentials_from_files_reach_the_broker_and_zoom() {
 
     app.publish_json(event("cred-1", "U1", Some("Engineering"), "Sales"))
         .await;
-    app.wait_for_api_requests(1).await;
-    let tokens: Vec<_> = app
-        .zoom
-        .received_requests()
-        .await
-        .unwrap_or_default()
+    let calls = wait_for_calls(&zoom, 1).await;
+    assert_eq!(calls[0].status, Some(204), "the token worked: {calls:?}");
+    assert_eq!(groups_of(&zoom, "U1"), ["grp_sales"]);
+    let tokens: Vec<_> = zoom
+        .requests()
         .into_iter()
-        .filter(|r| r.url.path() == TOKEN_PATH)
+        .filter(|r| r.path == TOKEN_PATH)
         .collect();
     assert_eq!(tokens.len(), 1, "one token request");
     let expected = format!(
@@ -62,16 +63,13 @@ async fn credentials_from_files_reach_the_broker_and_zoom() {
         base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:secret-from-a-file"))
     );
     assert_eq!(
-        tokens[0]
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok()),
+        tokens[0].header("authorization"),
         Some(expected.as_str()),
         "the token request carries the secret from the file, newline stripped"
     );
     let sent = format!(
         "{}{}",
-        tokens[0].url.query().unwrap_or_default(),
+        tokens[0].query.as_deref().unwrap_or_default(),
         String::from_utf8_lossy(&tokens[0].body)
     );
     assert!(sent.contains(ACCOUNT_ID), "account id sent: {sent}");

@@ -8,27 +8,29 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
+use zoom_fake::ScriptedFault;
 
-use crate::helpers::{TestApp, event, eventually, header_int, header_str, zoom_error};
+use crate::helpers::{
+    TestApp, event, eventually, groups_of, header_int, header_str, mapped_zoom, spawn_on_fake,
+    wait_for_calls,
+};
 
 #[tokio::test]
 async fn zoom_400_and_404_are_dead_lettered_with_code_and_message() {
-    let mut app = TestApp::spawn().await;
-    Mock::given(method("PATCH"))
-        .and(path("/v2/groups/grp_eng/members/U400"))
-        .respond_with(zoom_error(400, 300, "Invalid target group."))
-        .mount(&app.zoom)
-        .await;
-    Mock::given(method("PATCH"))
-        .and(path("/v2/groups/grp_eng/members/U404"))
-        .respond_with(zoom_error(404, 4130, "Group does not exist: grp_eng."))
-        .mount(&app.zoom)
-        .await;
     // The duplicate check finds neither user in the target group.
-    app.mount_user("U400", "U400", &["grp_eng"]).await;
-    app.mount_user("U404", "U404", &["grp_eng"]).await;
+    let seed = mapped_zoom()
+        .user("U400", "u400@example.com", &["grp_eng"])
+        .user("U404", "u404@example.com", &["grp_eng"]);
+    let (mut app, zoom) = spawn_on_fake(seed).await;
+    for (user, status, code, message) in [
+        ("U400", 400, 300, "Invalid target group."),
+        ("U404", 404, 4130, "Group does not exist: grp_eng."),
+    ] {
+        zoom.script_until_cleared(
+            ScriptedFault::new("PATCH", status, code, message)
+                .path_prefix(&format!("/v2/groups/grp_eng/members/{user}")),
+        );
+    }
 
     let body400 =
         serde_json::to_vec_pretty(&event("e-400", "U400", Some("Engineering"), "Sales")).unwrap();
@@ -90,11 +92,13 @@ async fn zoom_400_and_404_are_dead_lettered_with_code_and_message() {
         Some("application/vnd.hr+json")
     );
     app.stop_and_assert_queues_empty().await;
+    assert_eq!(groups_of(&zoom, "U400"), ["grp_eng"], "unchanged");
+    assert_eq!(groups_of(&zoom, "U404"), ["grp_eng"], "unchanged");
 }
 
 #[tokio::test]
 async fn an_unmapped_department_is_dead_lettered() {
-    let mut app = TestApp::spawn().await;
+    let (mut app, zoom) = spawn_on_fake(mapped_zoom()).await;
     app.publish_json(event("e-unmapped", "U1", Some("Engineering"), "Legal"))
         .await;
     let letters = app.dead_letters(1).await;
@@ -106,20 +110,31 @@ async fn an_unmapped_department_is_dead_lettered() {
     assert_eq!(header_int(&letters[0], "failure-attempts"), Some(0));
     assert_eq!(header_int(&letters[0], "zoom-http-status"), None);
     app.stop_and_assert_queues_empty().await;
-    assert!(app.api_requests().await.is_empty());
+    assert!(zoom.api_requests().is_empty(), "{:?}", zoom.api_requests());
 }
 
 #[tokio::test]
 async fn an_unmapped_department_is_skipped_when_configured() {
-    let mut app =
-        TestApp::spawn_with(|s| s.worker.unmapped = zoom_dept_sync::config::Unmapped::Skip).await;
+    let zoom =
+        crate::helpers::spawn_zoom(mapped_zoom().user("U1", "u1@example.com", &["grp_eng"])).await;
+    let mut app = TestApp::spawn_with(|s| {
+        crate::helpers::use_zoom(s, &zoom);
+        s.worker.unmapped = zoom_dept_sync::config::Unmapped::Skip;
+    })
+    .await;
     app.publish_json(event("e-unmapped", "U1", Some("Engineering"), "Legal"))
         .await;
-    app.answer_patches(ResponseTemplate::new(204)).await;
     app.publish_json(event("e-after", "U1", Some("Engineering"), "Sales"))
         .await;
-    app.wait_for_api_requests(1).await;
+    wait_for_calls(&zoom, 1).await;
     app.stop_and_assert_queues_empty().await;
+    let paths: Vec<String> = zoom.api_requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        ["/v2/groups/grp_eng/members/U1"],
+        "only the mapped one"
+    );
+    assert_eq!(groups_of(&zoom, "U1"), ["grp_sales"]);
 }
 
 #[tokio::test]

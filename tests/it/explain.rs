@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::helpers::Tool;
 use crate::helpers::{TestApp, eventually, groups_of, mapped_zoom, spawn_zoom, use_zoom};
-use crate::toolbox::Tool;
 
 async fn explain(tool: &Tool, args: &[&str]) -> Value {
     let mut all = vec!["explain"];

@@ -1,11 +1,14 @@
-//! `TestApp`: one daemon, in-process, against the real broker and a wiremock
-//! Zoom, with its own queue pair. Every integration test starts here.
+//! The integration tests' one support module. `TestApp`: one daemon,
+//! in-process, against the real broker and zoom-fake (the one stand-in
+//! Zoom), with its own queue pair. Every integration test starts here.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{
@@ -16,8 +19,6 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 use zoom_dept_sync::broker::topology::Topology;
 use zoom_dept_sync::config::{
     AmqpSettings, HttpSettings, OutcomesSettings, RateLimitsFile, RetrySettings, Settings,
@@ -26,7 +27,6 @@ use zoom_dept_sync::config::{
 use zoom_dept_sync::mapping::Mapping;
 use zoom_fake::{self as fake, FakeConfig, FakeHandle, Limits};
 
-pub const TOKEN: &str = "test-access-token-1";
 pub const TOKEN_PATH: &str = "/oauth/token";
 pub const CLIENT_ID: &str = "test-client-id";
 pub const CLIENT_SECRET: &str = "test-client-secret";
@@ -100,7 +100,7 @@ pub fn free_local_port() -> std::net::SocketAddr {
 }
 
 /// Settings for a test: fast retries, no real rate limit, the test mapping.
-pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) -> Settings {
+pub fn test_settings(zoom: &FakeHandle, queue: &str, dead_letter_queue: &str) -> Settings {
     let departments: BTreeMap<String, String> = DEPARTMENTS
         .iter()
         .map(|(d, g)| ((*d).to_owned(), (*g).to_owned()))
@@ -114,8 +114,8 @@ pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) ->
             ..AmqpSettings::default()
         },
         zoom: ZoomSettings {
-            api_base_url: format!("{}/v2", zoom.uri()),
-            oauth_token_url: format!("{}{TOKEN_PATH}", zoom.uri()),
+            api_base_url: zoom.api_base_url(),
+            oauth_token_url: zoom.token_url(),
             rate_limits: RateLimitsFile {
                 light: Some(1000),
                 medium: Some(1000),
@@ -155,7 +155,9 @@ pub fn test_settings(zoom: &MockServer, queue: &str, dead_letter_queue: &str) ->
 }
 
 pub struct TestApp {
-    pub zoom: MockServer,
+    /// zoom-fake with the mapped groups and no users; a test that needs
+    /// users starts its own ([`spawn_on_fake`]) and points the daemon there.
+    pub zoom: FakeHandle,
     /// The daemon's /healthz, /readyz, /metrics address.
     pub http: std::net::SocketAddr,
     pub queue: String,
@@ -204,8 +206,7 @@ impl TestApp {
     /// Queues, mock and settings, but no daemon: for tests that run the
     /// binary instead ([`TestApp::config_toml`]).
     pub async fn prepare_with(configure: impl FnOnce(&mut Settings)) -> Self {
-        let zoom = MockServer::start().await;
-        mount_token_endpoint(&zoom).await;
+        let zoom = spawn_zoom(mapped_zoom()).await;
         let queue = unique_name("in");
         let dead_letter_queue = format!("{queue}.dead");
         let mut settings = test_settings(&zoom, &queue, &dead_letter_queue);
@@ -355,52 +356,6 @@ impl TestApp {
         }
     }
 
-    /// Answers every `PATCH` with `response`.
-    pub async fn answer_patches(&self, response: impl Respond + 'static) {
-        Mock::given(method("PATCH"))
-            .respond_with(response)
-            .mount(&self.zoom)
-            .await;
-    }
-
-    /// `GET /users/{lookup}` answers with a user record.
-    pub async fn mount_user(&self, lookup: &str, id: &str, groups: &[&str]) {
-        Mock::given(method("GET"))
-            .and(path(format!("/v2/users/{lookup}")))
-            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-                "id": id, "email": "jane.doe@example.com", "group_ids": groups,
-            })))
-            .mount(&self.zoom)
-            .await;
-    }
-
-    /// Zoom knows no user `lookup`: 404, code 1001, as Zoom answers.
-    pub async fn mount_unknown_user(&self, lookup: &str) {
-        Mock::given(method("GET"))
-            .and(path(format!("/v2/users/{lookup}")))
-            .respond_with(zoom_error(
-                404,
-                1001,
-                &format!("User does not exist: {lookup}."),
-            ))
-            .mount(&self.zoom)
-            .await;
-    }
-
-    /// How many different API paths Zoom was called on (a replayed event
-    /// repeats its path).
-    pub async fn distinct_api_paths(&self) -> usize {
-        let mut paths: Vec<String> = self
-            .api_requests()
-            .await
-            .iter()
-            .map(|r| r.url.path().to_owned())
-            .collect();
-        paths.sort();
-        paths.dedup();
-        paths.len()
-    }
-
     pub async fn publish_with(&self, body: &[u8], properties: BasicProperties) {
         self.channel
             .basic_publish(
@@ -486,45 +441,9 @@ impl TestApp {
         (status, response.text().await.unwrap_or_default())
     }
 
-    /// Requests Zoom received, less the token endpoint.
-    pub async fn api_requests(&self) -> Vec<Request> {
-        self.zoom
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.url.path() != TOKEN_PATH)
-            .collect()
-    }
-
-    pub async fn token_requests(&self) -> usize {
-        self.zoom
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .iter()
-            .filter(|r| r.url.path() == TOKEN_PATH)
-            .count()
-    }
-
-    /// Waits until Zoom received `count` API requests and returns them.
-    pub async fn wait_for_api_requests(&self, count: usize) -> Vec<Request> {
-        self.wait_for_api_requests_within(count, Duration::from_secs(30))
-            .await
-    }
-
-    pub async fn wait_for_api_requests_within(
-        &self,
-        count: usize,
-        within: Duration,
-    ) -> Vec<Request> {
-        eventually(
-            &format!("Zoom receives {count} API requests"),
-            within,
-            || async { self.api_requests().await.len() >= count },
-        )
-        .await;
-        self.api_requests().await
+    /// How many times the daemon asked its Zoom for a token.
+    pub fn token_requests(&self) -> usize {
+        token_calls(&self.zoom)
     }
 }
 
@@ -585,10 +504,28 @@ pub fn engineers(count: usize) -> FakeConfig {
     })
 }
 
-/// zoom-fake, in-process, on a free port.
+/// U1 (`u1@example.com`) in Engineering, on [`mapped_zoom`].
+pub fn one_engineer() -> FakeConfig {
+    mapped_zoom().user("U1", "u1@example.com", &["grp_eng"])
+}
+
+/// zoom-fake, in-process, on a free port. It runs on a runtime of its own
+/// (as wiremock did), so a test that waits on the binary with a blocking
+/// call does not starve the stand-in Zoom the binary talks to.
 pub async fn spawn_zoom(seed: FakeConfig) -> FakeHandle {
-    fake::spawn(seed, "127.0.0.1:0".parse().expect("address"))
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("zoom-fake")
+            .enable_all()
+            .build()
+            .expect("zoom-fake's runtime")
+    });
+    runtime
+        .spawn(fake::spawn(seed, "127.0.0.1:0".parse().expect("address")))
         .await
+        .expect("zoom-fake's start task")
         .expect("zoom-fake starts")
 }
 
@@ -596,6 +533,46 @@ pub async fn spawn_zoom(seed: FakeConfig) -> FakeHandle {
 pub fn use_zoom(settings: &mut Settings, zoom: &FakeHandle) {
     settings.zoom.api_base_url = zoom.api_base_url();
     settings.zoom.oauth_token_url = zoom.token_url();
+}
+
+/// TestApp on zoom-fake seeded with `seed`: the daemon talks to the fake
+/// only.
+pub async fn spawn_on_fake(seed: FakeConfig) -> (TestApp, FakeHandle) {
+    let zoom = spawn_zoom(seed).await;
+    let app = TestApp::spawn_with(|s| use_zoom(s, &zoom)).await;
+    (app, zoom)
+}
+
+/// The API calls zoom-fake received, once there are `count`; fails the test
+/// after 30 s.
+pub async fn wait_for_calls(zoom: &FakeHandle, count: usize) -> Vec<fake::ReceivedRequest> {
+    eventually(
+        &format!("zoom-fake receives {count} API calls"),
+        Duration::from_secs(30),
+        || async { zoom.api_requests().len() >= count },
+    )
+    .await;
+    zoom.api_requests()
+}
+
+/// How many times the daemon asked zoom-fake for a token.
+pub fn token_calls(zoom: &FakeHandle) -> usize {
+    zoom.requests()
+        .iter()
+        .filter(|r| r.path == TOKEN_PATH)
+        .count()
+}
+
+/// The call carried `Authorization: Bearer <a token zoom-fake issued>`.
+pub fn assert_bearer_from(zoom: &FakeHandle, call: &fake::ReceivedRequest) {
+    let token = call
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_else(|| panic!("no bearer token: {call:?}"));
+    assert!(
+        zoom.issued(token),
+        "a token the fake did not issue: {call:?}"
+    );
 }
 
 /// A user's groups in zoom-fake now, sorted; none for an unknown user.
@@ -621,19 +598,6 @@ where
     }
 }
 
-async fn mount_token_endpoint(zoom: &MockServer) {
-    Mock::given(method("POST"))
-        .and(path(TOKEN_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "access_token": TOKEN,
-            "token_type": "bearer",
-            "expires_in": 3600,
-            "scope": "group:write:admin user:read:admin",
-        })))
-        .mount(zoom)
-        .await;
-}
-
 /// A valid event; `user` is a Zoom user id.
 pub fn event(id: &str, user: &str, previous: Option<&str>, new: &str) -> serde_json::Value {
     serde_json::json!({
@@ -644,43 +608,6 @@ pub fn event(id: &str, user: &str, previous: Option<&str>, new: &str) -> serde_j
         "new_department": new,
         "occurred_at": "2026-11-26T09:00:00Z",
     })
-}
-
-/// Answers with a script of responses, one per request (the last repeats),
-/// and records when each request came.
-#[derive(Clone)]
-pub struct Script {
-    responses: Arc<Vec<ResponseTemplate>>,
-    pub times: Arc<Mutex<Vec<SystemTime>>>,
-}
-
-impl Script {
-    pub fn new(responses: Vec<ResponseTemplate>) -> Self {
-        assert!(!responses.is_empty());
-        Self {
-            responses: Arc::new(responses),
-            times: Arc::default(),
-        }
-    }
-
-    pub fn times(&self) -> Vec<SystemTime> {
-        self.times.lock().unwrap().clone()
-    }
-}
-
-impl Respond for Script {
-    fn respond(&self, _request: &Request) -> ResponseTemplate {
-        let mut times = self.times.lock().unwrap();
-        times.push(SystemTime::now());
-        let i = (times.len() - 1).min(self.responses.len() - 1);
-        self.responses[i].clone()
-    }
-}
-
-/// A Zoom error body.
-pub fn zoom_error(status: u16, code: i64, message: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status)
-        .set_body_json(serde_json::json!({"code": code, "message": message}))
 }
 
 /// A header of a delivered message, as text (strings) or as an integer.
@@ -743,4 +670,252 @@ pub async fn declare_input_exchange(amqp: &AmqpSettings) {
         .ensure_input_exchange(&connection)
         .await;
     let _ = connection.close(200, "declared".into()).await;
+}
+
+/// The queue an in-process ingest receiver publishes to, with the
+/// receiver's exchange (`<queue>.in`) bound to it, read and deleted through
+/// a connection of the test's.
+pub struct ReceiverQueue {
+    pub queue: String,
+    pub channel: Channel,
+    _connection: Connection,
+}
+
+impl ReceiverQueue {
+    /// `queue` when given (a daemon's, declared by its test app), else a
+    /// new durable one named after `prefix`.
+    pub async fn open(prefix: &str, queue: Option<String>) -> Self {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let channel = connection.create_channel().await.expect("channel");
+        let queue = match queue {
+            Some(queue) => queue,
+            None => {
+                let queue = unique_name(prefix);
+                channel
+                    .queue_declare(
+                        queue.as_str().into(),
+                        QueueDeclareOptions::durable(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .expect("declare");
+                queue
+            }
+        };
+        Self {
+            queue,
+            channel,
+            _connection: connection,
+        }
+    }
+
+    /// The receiver's settings, publishing through `url`; declares and
+    /// binds its exchange.
+    pub async fn receiver_settings(&self, url: String) -> AmqpSettings {
+        let amqp = AmqpSettings {
+            url: url.into(),
+            queue: self.queue.clone(),
+            ..AmqpSettings::default()
+        };
+        declare_input_exchange(&amqp).await;
+        amqp
+    }
+
+    /// Messages ready in the queue.
+    pub async fn ready_messages(&self) -> u32 {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        self.channel
+            .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
+            .await
+            .expect("queue exists")
+            .message_count()
+    }
+
+    /// Deletes the queue and the receiver's exchange.
+    pub async fn delete(&self) {
+        let _ = self
+            .channel
+            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        let exchange = format!("{}.in", self.queue);
+        let _ = self
+            .channel
+            .exchange_delete(exchange.as_str().into(), Default::default())
+            .await;
+    }
+}
+
+/// A webhook answer as a test reads it: status, `Retry-After`, body.
+pub async fn status_retry_after_body(response: reqwest::Response) -> (u16, Option<String>, String) {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (
+        status,
+        retry_after,
+        response.text().await.unwrap_or_default(),
+    )
+}
+
+/// Sends SIGTERM to a child process (a binary the test started).
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success(), "kill -TERM {pid}");
+}
+
+/// The child's exit code; fails the test if it does not exit `within`.
+pub async fn exit_code_within(child: &mut tokio::process::Child, within: Duration) -> Option<i32> {
+    tokio::time::timeout(within, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the process did not exit within {within:?}"))
+        .expect("wait")
+        .code()
+}
+
+/// What the code under test logs on this test's thread, for waiting on a
+/// log line instead of a fixed sleep. `#[tokio::test]` runs on one thread,
+/// so tasks the test spawns log here too; other tests' lines do not.
+pub struct LogCapture {
+    lines: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl LogCapture {
+    /// Captures every level until dropped.
+    pub fn start() -> Self {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let writer = {
+            let lines = Arc::clone(&lines);
+            move || CaptureWriter(Arc::clone(&lines))
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(writer)
+            .finish();
+        Self {
+            lines,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    /// How many captured lines contain `text`.
+    pub fn count(&self, text: &str) -> usize {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&lines)
+            .lines()
+            .filter(|l| l.contains(text))
+            .count()
+    }
+}
+
+struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        lines.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The binary's environment in a test: nothing inherited but the broker at
+/// `amqp` and the test's Zoom credentials; no standard input.
+pub fn clean_env<'a>(command: &'a mut Command, amqp: &str) -> &'a mut Command {
+    command
+        .env_clear()
+        .env("AMQP_URL", amqp)
+        .env("ZOOM_ACCOUNT_ID", ACCOUNT_ID)
+        .env("ZOOM_CLIENT_ID", CLIENT_ID)
+        .env("ZOOM_CLIENT_SECRET", CLIENT_SECRET)
+        .stdin(Stdio::null())
+}
+
+/// The config file of `app`, written to a temp dir that lives as long as it.
+pub struct Tool {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Tool {
+    pub fn new(app: &TestApp, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("config.toml");
+        let toml = app
+            .config_toml()
+            .replacen("[amqp]\n", &format!("[amqp]\n{extra}"), 1);
+        std::fs::write(&config, toml).expect("write config");
+        Self { dir, config }
+    }
+
+    /// The temp dir the config is in, for the test's other files.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> &std::path::Path {
+        &self.config
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"));
+        command.args(args).arg("--config").arg(&self.config);
+        clean_env(&mut command, &amqp_url());
+        command
+    }
+
+    /// Runs a command to its end: (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        output(self.command(args).output().expect("run zoom-dept-sync"))
+    }
+
+    /// As [`Tool::run`], without blocking the runtime (for commands that
+    /// talk to an in-process daemon).
+    pub async fn run_async(&self, args: &[&str]) -> (i32, String, String) {
+        let mut command = tokio::process::Command::from(self.command(args));
+        output(command.output().await.expect("run zoom-dept-sync"))
+    }
+}
+
+pub fn output(output: Output) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = output;
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// Takes every message of `queue` (emptying it), head first.
+pub async fn drain(app: &TestApp, queue: &str) -> Vec<Delivery> {
+    let mut messages = Vec::new();
+    while let Some(got) = app
+        .channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+    {
+        messages.push(got.delivery);
+    }
+    messages
 }

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::io::AsyncReadExt;
 
 use crate::helpers::{TestApp, mapped_zoom, spawn_zoom, use_zoom};
-use crate::toolbox::{Tool, output};
+use crate::helpers::{Tool, output};
 
 /// A window-title change (OSC 0, ended by BEL) and a screen clear.
 const TITLE: &str = "\u{1b}]0;pwned\u{7}";
@@ -359,7 +359,7 @@ async fn an_http_zoom_url_is_never_asked_through_a_proxy() {
         panic!("the proxy was sent: {}", String::from_utf8_lossy(&sent));
     }
     assert!(
-        app.token_requests().await >= 1,
+        app.token_requests() >= 1,
         "Zoom was asked directly: {out}{err}"
     );
 }

@@ -439,15 +439,10 @@ async fn sigterm_with_a_half_sent_request_ends_the_receiver_promptly() {
     half.write_all(HALF_HEADERS).await.expect("write");
     let _silent = connect_when_listening(probes).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let pid = child.id().expect("pid").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(8), child.wait())
-        .await
-        .expect("the receiver exits within 8 s of SIGTERM")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
+    crate::helpers::sigterm(&child);
+    assert_eq!(
+        crate::helpers::exit_code_within(&mut child, Duration::from_secs(8)).await,
+        Some(0),
+        "the receiver exits within 8 s of SIGTERM"
+    );
 }

@@ -5,15 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::options::BasicGetOptions;
 use tokio_util::sync::CancellationToken;
 use zoom_dept_sync::config::AmqpSettings;
 use zoom_dept_sync::ingest::signature::{Secrets, sign};
 use zoom_dept_sync::ingest::{self, Ingest};
 
-use crate::helpers::{amqp_url, unique_name, unix_now};
+use crate::helpers::{ReceiverQueue, amqp_url, exit_code_within, sigterm, unix_now};
 use crate::proxy::Proxy;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -23,9 +21,7 @@ struct Receiver {
     base: String,
     /// `/healthz`, `/readyz`, `/metrics` (`ingest.probe_listen`).
     probes: String,
-    queue: String,
-    channel: Channel,
-    _connection: Connection,
+    target: ReceiverQueue,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     client: reqwest::Client,
@@ -37,25 +33,8 @@ impl Receiver {
     }
 
     async fn start_via(url: String) -> Self {
-        let queue = unique_name("ingest");
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let channel = connection.create_channel().await.expect("channel");
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare");
-        let amqp = AmqpSettings {
-            url: url.into(),
-            queue: queue.clone(),
-            ..AmqpSettings::default()
-        };
-        crate::helpers::declare_input_exchange(&amqp).await;
+        let target = ReceiverQueue::open("ingest", None).await;
+        let amqp = target.receiver_settings(url).await;
         let secrets = Secrets::parse(SECRET).expect("secret");
         let shutdown = CancellationToken::new();
         let server = ingest::serve(
@@ -68,9 +47,7 @@ impl Receiver {
         Self {
             base: format!("http://{}", server.local_addr),
             probes: format!("http://{}", server.probe_addr),
-            queue,
-            channel,
-            _connection: connection,
+            target,
             shutdown,
             task: server.task,
             client: reqwest::Client::new(),
@@ -106,30 +83,13 @@ impl Receiver {
     }
 
     async fn ready_messages(&self) -> u32 {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        self.channel
-            .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
-            .await
-            .expect("queue exists")
-            .message_count()
+        self.target.ready_messages().await
     }
 
     async fn stop(self) {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
-        let _ = self
-            .channel
-            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
-        // The receiver's exchange (`<queue>.in`, the default name).
-        let exchange = format!("{}.in", self.queue);
-        let _ = self
-            .channel
-            .exchange_delete(exchange.as_str().into(), Default::default())
-            .await;
+        self.target.delete().await;
     }
 }
 
@@ -165,17 +125,7 @@ async fn post_to(
         .send()
         .await
         .expect("request");
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    (
-        status,
-        retry_after,
-        response.text().await.unwrap_or_default(),
-    )
+    crate::helpers::status_retry_after_body(response).await
 }
 
 fn event(id: &str) -> Vec<u8> {
@@ -191,8 +141,12 @@ async fn ingest_a_signed_event_is_published_as_sent() {
     let (status, _, text) = r.post_signed("msg_one", body).await;
     assert_eq!(status, 202, "{text}");
     let got = r
+        .target
         .channel
-        .basic_get(r.queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .basic_get(
+            r.target.queue.as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
         .await
         .expect("get")
         .expect("a message");
@@ -312,29 +266,41 @@ async fn ingest_a_closed_port_answers_503_in_time() {
 /// each time the background check reconnects), until it is back.
 #[tokio::test]
 async fn ingest_without_its_exchange_readyz_names_it_until_it_is_back() {
+    let logs = crate::helpers::LogCapture::start();
     let r = Receiver::start().await;
-    let exchange = format!("{}.in", r.queue);
-    r.channel
+    let exchange = format!("{}.in", r.target.queue);
+    r.target
+        .channel
         .exchange_delete(exchange.as_str().into(), Default::default())
         .await
         .expect("delete the receiver's exchange");
     let (status, _, text) = r.post_signed("msg_x", &event("e-x")).await;
     assert_eq!(status, 503, "{text}");
     let named = format!("exchange {exchange} does not exist");
-    // Past one round of the background check (every 5 s): every read names it.
-    let until = Instant::now() + Duration::from_secs(6);
+    // Until one round of the background check (every 5 s) has looked for
+    // the exchange and logged that it failed: every read names it.
+    let round = "trying again in 5 s";
+    let rounds_before = logs.count(round);
+    let started = Instant::now();
     let mut reads = 0;
-    while Instant::now() < until {
+    while logs.count(round) == rounds_before {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "no background check logged within 8 s"
+        );
         let (status, body) = r.get("/readyz").await;
         assert_eq!(status, 503, "read {reads}: {body}");
         assert!(body.contains(&named), "read {reads}: {body}");
         reads += 1;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let (status, body) = r.get("/readyz").await;
+    assert_eq!(status, 503, "after the round: {body}");
+    assert!(body.contains(&named), "after the round: {body}");
 
     // Back (declared and bound): the background check sees it.
     let amqp = AmqpSettings {
-        queue: r.queue.clone(),
+        queue: r.target.queue.clone(),
         ..AmqpSettings::default()
     };
     crate::helpers::declare_input_exchange(&amqp).await;
@@ -494,7 +460,7 @@ async fn ingest_the_binary_receives_without_zoom_secrets_and_stops_on_sigterm() 
     let r = Receiver::start().await;
     let config = format!(
         "[amqp]\nqueue = \"{}\"\n[ingest]\nlisten = \"{listen}\"\n[departments]\nSales = \"grp_sales\"\n",
-        r.queue
+        r.target.queue
     );
     let url = amqp_url();
     let env = [("ZDS_INGEST_SECRET", SECRET), ("AMQP_URL", url.as_str())];
@@ -516,24 +482,21 @@ async fn ingest_the_binary_receives_without_zoom_secrets_and_stops_on_sigterm() 
     let (status, _, text) = post_signed_to(&client, &base, "msg_bin", &event("e-bin")).await;
     assert_eq!(status, 202, "{text}");
     assert_eq!(r.ready_messages().await, 1);
-    let pid = child.id().expect("pid").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("ingest stops on SIGTERM")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
+    sigterm(&child);
+    assert_eq!(
+        exit_code_within(&mut child, Duration::from_secs(10)).await,
+        Some(0),
+        "ingest stops on SIGTERM"
+    );
     r.stop().await;
 }
 
 #[tokio::test]
 async fn ingest_run_with_ingest_receives_and_consumes_in_one_process() {
-    use crate::helpers::{ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp};
-    let app = TestApp::prepare_with(|_| {}).await;
+    use crate::helpers::{ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp, groups_of, mapped_zoom};
+    let seed = mapped_zoom().user("ANN1", "ann@example.com", &["grp_eng"]);
+    let zoom = crate::helpers::spawn_zoom(seed).await;
+    let app = TestApp::prepare_with(|s| crate::helpers::use_zoom(s, &zoom)).await;
     let listen = crate::helpers::free_local_port();
     let probes = crate::helpers::free_local_port();
     let config = format!(
@@ -572,19 +535,17 @@ async fn ingest_run_with_ingest_receives_and_consumes_in_one_process() {
     }
     let (status, _, text) = post_signed_to(&client, &base, "msg_run", &event("e-run")).await;
     assert_eq!(status, 202, "{text}");
-    // The consumer in the same process takes it and asks Zoom.
-    app.wait_for_api_requests(1).await;
-    let pid = child.id().expect("pid").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
-        .await
-        .expect("run --with-ingest stops on SIGTERM")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
+    // The consumer in the same process takes it and Ann moves in Zoom.
+    crate::helpers::eventually("Ann is in Sales", Duration::from_secs(20), || async {
+        groups_of(&zoom, "ANN1") == ["grp_sales"]
+    })
+    .await;
+    sigterm(&child);
+    assert_eq!(
+        exit_code_within(&mut child, Duration::from_secs(40)).await,
+        Some(0),
+        "run --with-ingest stops on SIGTERM"
+    );
     assert!(
         client.get(format!("{base}/healthz")).send().await.is_err(),
         "the receiver stopped too"

@@ -6,22 +6,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::options::BasicGetOptions;
 use secrecy::SecretString;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wiremock::matchers::{basic_auth, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 use zds_vendor_fixtures::Fixture;
-use zoom_dept_sync::config::{AmqpSettings, BambooHrSettings, OnDelete, RetrySettings};
+use zoom_dept_sync::config::{BambooHrSettings, OnDelete, RetrySettings};
 use zoom_dept_sync::ingest::bamboohr::BambooHr;
 use zoom_dept_sync::ingest::bamboohr::signature::{WebhookKey, sign};
 use zoom_dept_sync::ingest::signature::Secrets;
 use zoom_dept_sync::ingest::{self, Ingest};
 
-use crate::helpers::{amqp_url, unique_name, unix_now};
+use crate::helpers::{ReceiverQueue, amqp_url, unix_now};
 
 const KEY: &str = "bamboo-webhook-key";
 const API_KEY: &str = "bamboo-api-key";
@@ -32,9 +30,7 @@ struct Receiver {
     base: String,
     /// `/metrics` (`ingest.probe_listen`).
     probes: String,
-    queue: String,
-    channel: Channel,
-    _connection: Connection,
+    target: ReceiverQueue,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     client: reqwest::Client,
@@ -52,32 +48,9 @@ impl Receiver {
     /// `on_delete` says.
     async fn start_with(queue: Option<String>, on_delete: OnDelete) -> Self {
         let api = MockServer::start().await;
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
-            .await
-            .expect("connect");
-        let channel = connection.create_channel().await.expect("channel");
         // A daemon's queue is declared by its test app, with its arguments.
-        let queue = match queue {
-            Some(queue) => queue,
-            None => {
-                let queue = unique_name("ingest-bamboohr");
-                channel
-                    .queue_declare(
-                        queue.as_str().into(),
-                        QueueDeclareOptions::durable(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .expect("declare");
-                queue
-            }
-        };
-        let amqp = AmqpSettings {
-            url: amqp_url().into(),
-            queue: queue.clone(),
-            ..AmqpSettings::default()
-        };
-        crate::helpers::declare_input_exchange(&amqp).await;
+        let target = ReceiverQueue::open("ingest-bamboohr", queue).await;
+        let amqp = target.receiver_settings(amqp_url()).await;
         let settings = BambooHrSettings {
             company_domain: "acme".into(),
             api_base_url: format!("{}/api/gateway.php", api.uri()),
@@ -108,9 +81,7 @@ impl Receiver {
         Self {
             base: format!("http://{}", server.local_addr),
             probes: format!("http://{}", server.probe_addr),
-            queue,
-            channel,
-            _connection: connection,
+            target,
             shutdown,
             task: server.task,
             client: reqwest::Client::new(),
@@ -173,17 +144,7 @@ impl Receiver {
             .send()
             .await
             .expect("request");
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        (
-            status,
-            retry_after,
-            response.text().await.unwrap_or_default(),
-        )
+        crate::helpers::status_retry_after_body(response).await
     }
 
     async fn metrics(&self) -> String {
@@ -193,15 +154,7 @@ impl Receiver {
     }
 
     async fn ready_messages(&self) -> u32 {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        self.channel
-            .queue_declare(self.queue.as_str().into(), passive, FieldTable::default())
-            .await
-            .expect("queue exists")
-            .message_count()
+        self.target.ready_messages().await
     }
 
     async fn api_calls(&self) -> usize {
@@ -211,16 +164,7 @@ impl Receiver {
     async fn stop(self) {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
-        let _ = self
-            .channel
-            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
-        // The receiver's exchange (`<queue>.in`, the default name).
-        let exchange = format!("{}.in", self.queue);
-        let _ = self
-            .channel
-            .exchange_delete(exchange.as_str().into(), Default::default())
-            .await;
+        self.target.delete().await;
     }
 }
 
@@ -258,8 +202,12 @@ fn employee_answer(department: &str, email: &str) -> ResponseTemplate {
 
 async fn next_event(r: &Receiver) -> serde_json::Value {
     let got = r
+        .target
         .channel
-        .basic_get(r.queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .basic_get(
+            r.target.queue.as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
         .await
         .expect("get")
         .expect("a message");
@@ -277,8 +225,12 @@ async fn ingest_bamboohr_a_department_change_publishes_the_api_state_once() {
     assert_eq!(status, 202, "{text}");
     assert!(text.contains("accepted"), "{text}");
     let got = r
+        .target
         .channel
-        .basic_get(r.queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .basic_get(
+            r.target.queue.as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
         .await
         .expect("get")
         .expect("a message");
@@ -534,7 +486,7 @@ async fn ingest_bamboohr_a_new_hire_publishes_and_a_deletion_leaves_only_when_as
 /// "leave"`) takes the person out of every managed group.
 #[tokio::test]
 async fn ingest_bamboohr_documented_webhooks_move_add_and_remove_people_in_zoom() {
-    use zoom_fake::{self as fake, FakeConfig};
+    use zoom_fake::FakeConfig;
 
     let seed = FakeConfig::default()
         .group("grp_eng", "Engineering")
@@ -543,12 +495,9 @@ async fn ingest_bamboohr_documented_webhooks_move_add_and_remove_people_in_zoom(
         .user("U1", "ann@example.com", &["grp_eng", "grp_all"])
         .user("U2", "new@example.com", &[])
         .user("U3", "gone@example.com", &["grp_sales", "grp_all"]);
-    let zoom = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake starts");
+    let zoom = crate::helpers::spawn_zoom(seed).await;
     let mut app = crate::helpers::TestApp::spawn_with(|s| {
-        s.zoom.api_base_url = zoom.api_base_url();
-        s.zoom.oauth_token_url = zoom.token_url();
+        crate::helpers::use_zoom(s, &zoom);
     })
     .await;
     let r = Receiver::start_with(Some(app.queue.clone()), OnDelete::Leave).await;

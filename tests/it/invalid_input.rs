@@ -1,14 +1,14 @@
 //! Bad input is dead-lettered as `invalid_payload` without any Zoom call, and
 //! the daemon goes on with the next event.
 
-use wiremock::ResponseTemplate;
-
-use crate::helpers::{TestApp, event, header_int, header_str};
+use crate::helpers::{
+    event, groups_of, header_int, header_str, mapped_zoom, spawn_on_fake, wait_for_calls,
+};
 
 #[tokio::test]
 async fn invalid_messages_are_dead_lettered_and_the_next_event_is_processed() {
-    let mut app = TestApp::spawn().await;
-    app.answer_patches(ResponseTemplate::new(204)).await;
+    let seed = mapped_zoom().user("U1", "u1@example.com", &["grp_eng"]);
+    let (mut app, zoom) = spawn_on_fake(seed).await;
 
     let bad: Vec<(&str, Vec<u8>)> = vec![
         ("malformed", b"{\"event_id\": \"e1\", ".to_vec()),
@@ -60,10 +60,12 @@ async fn invalid_messages_are_dead_lettered_and_the_next_event_is_processed() {
             .contains("zoom_user_id")
     );
 
-    let requests = app.wait_for_api_requests(1).await;
+    wait_for_calls(&zoom, 1).await;
     app.stop_and_assert_queues_empty().await;
+    let requests = zoom.api_requests();
     assert_eq!(requests.len(), 1, "only the valid event reached Zoom");
-    assert_eq!(requests[0].url.path(), "/v2/groups/grp_eng/members/U1");
+    assert_eq!(requests[0].path, "/v2/groups/grp_eng/members/U1");
+    assert_eq!(groups_of(&zoom, "U1"), ["grp_sales"]);
 }
 
 /// `me` (in any case) and Zoom's other reserved words are no user id: the
@@ -71,8 +73,8 @@ async fn invalid_messages_are_dead_lettered_and_the_next_event_is_processed() {
 /// for `/users/me` (the token's own user) or acts on it.
 #[tokio::test]
 async fn reserved_user_id_words_are_invalid_and_never_reach_zoom() {
-    let mut app = TestApp::spawn().await;
-    app.answer_patches(ResponseTemplate::new(204)).await;
+    let seed = mapped_zoom().user("U1", "u1@example.com", &["grp_eng"]);
+    let (mut app, zoom) = spawn_on_fake(seed).await;
     let words = ["me", "ME", "Me", "email", "summary", "vanity_name"];
     for word in words {
         let id = format!("e-{word}");
@@ -90,9 +92,10 @@ async fn reserved_user_id_words_are_invalid_and_never_reach_zoom() {
         let detail = header_str(letter, "detail").unwrap_or_default();
         assert!(detail.contains("reserves"), "{detail}");
     }
-    let requests = app.wait_for_api_requests(1).await;
+    wait_for_calls(&zoom, 1).await;
     app.stop_and_assert_queues_empty().await;
-    let paths: Vec<&str> = requests.iter().map(|r| r.url.path()).collect();
+    let requests = zoom.api_requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(
         paths,
         ["/v2/groups/grp_eng/members/U1"],

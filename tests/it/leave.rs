@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use zoom_fake::{self as fake, FakeConfig};
+use zoom_fake::FakeConfig;
 
 use crate::helpers::{TestApp, eventually};
 
@@ -15,12 +15,9 @@ async fn leavers_leave_every_managed_group_and_unknown_ones_are_already_out() {
         .group("grp_all", "Everyone")
         .user("U1", "u1@example.com", &["grp_eng", "grp_sales", "grp_all"])
         .user("U2", "u2@example.com", &["grp_all"]);
-    let zoom = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake starts");
+    let zoom = crate::helpers::spawn_zoom(seed).await;
     let mut app = TestApp::spawn_with(|s| {
-        s.zoom.api_base_url = zoom.api_base_url();
-        s.zoom.oauth_token_url = zoom.token_url();
+        crate::helpers::use_zoom(s, &zoom);
     })
     .await;
     let leave = |id: &str, who: serde_json::Value| {
@@ -46,16 +43,7 @@ async fn leavers_leave_every_managed_group_and_unknown_ones_are_already_out() {
     })
     .await;
     app.stop_and_assert_queues_empty().await;
-    let groups = |id: &str| {
-        let state = zoom.state();
-        state
-            .users
-            .iter()
-            .find(|u| u.id == id)
-            .unwrap()
-            .groups
-            .clone()
-    };
+    let groups = |id: &str| crate::helpers::groups_of(&zoom, id);
     assert_eq!(groups("U1"), ["grp_all"], "left both managed groups");
     assert_eq!(groups("U2"), ["grp_all"], "untouched");
 }

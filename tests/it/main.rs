@@ -1,5 +1,6 @@
 //! Integration tests: the daemon against the real broker (`AMQP_URL`, or a
-//! RabbitMQ container) and a wiremock Zoom. One crate so it links once.
+//! RabbitMQ container) and zoom-fake, the one stand-in Zoom (wiremock stands
+//! in only for BambooHR's API). One crate so it links once.
 
 mod big_messages;
 mod brake;
@@ -35,6 +36,7 @@ mod rate_limit;
 mod reconcile;
 mod retries;
 mod stale;
+mod suite_rules;
 mod systemd;
 mod tls;
 mod toolbox;

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use zoom_fake::{self as fake, FakeConfig, FakeHandle};
+use zoom_fake::{FakeConfig, FakeHandle};
 
+use crate::helpers::Tool;
 use crate::helpers::{TestApp, event, eventually};
-use crate::toolbox::Tool;
 use crate::trail::{Trail, of};
 
 /// u1 in Engineering (will move), u2 already in Sales, u4 in Engineering.
@@ -19,9 +19,7 @@ async fn zoom() -> FakeHandle {
         .user("U1", "u1@example.com", &["grp_eng"])
         .user("U2", "u2@example.com", &["grp_sales"])
         .user("U4", "u4@example.com", &["grp_eng"]);
-    fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake starts")
+    crate::helpers::spawn_zoom(seed).await
 }
 
 #[tokio::test]
@@ -30,8 +28,7 @@ async fn every_settled_event_has_its_outcome_and_none_is_acked_without_it() {
     let trail = Trail::new();
     let (exchange, stream) = (trail.exchange.clone(), trail.stream.clone());
     let mut app = TestApp::spawn_with(|s| {
-        s.zoom.api_base_url = zoom.api_base_url();
-        s.zoom.oauth_token_url = zoom.token_url();
+        crate::helpers::use_zoom(s, &zoom);
         s.worker.pause_initial_ms = 200;
         s.outcomes = trail.settings("90D");
     })

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use zoom_fake::{self as fake, FakeConfig, FakeHandle};
+use zoom_fake::{FakeConfig, FakeHandle};
 
 use crate::helpers::{TestApp, event, eventually};
 
@@ -27,12 +27,9 @@ async fn the_target_becomes_the_primary_group_after_every_move_or_add() {
         .user("U1", "u1@example.com", &["grp_lic", "grp_eng"])
         .user("U2", "u2@example.com", &["grp_sales"])
         .user("U3", "u3@example.com", &[]);
-    let zoom = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake starts");
+    let zoom = crate::helpers::spawn_zoom(seed).await;
     let mut app = TestApp::spawn_with(|s| {
-        s.zoom.api_base_url = zoom.api_base_url();
-        s.zoom.oauth_token_url = zoom.token_url();
+        crate::helpers::use_zoom(s, &zoom);
         s.worker.set_primary = true;
     })
     .await;

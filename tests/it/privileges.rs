@@ -9,7 +9,7 @@
 //! (`RABBITMQ_MANAGEMENT_URL`, else port 15672 of `AMQP_URL`'s host, with
 //! `AMQP_URL`'s credentials) and deleted at the end, failed or not.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
@@ -20,16 +20,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use url::Url;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 use zoom_dept_sync::broker::admin::Admin;
 use zoom_dept_sync::broker::event_publisher::EventPublisher;
 use zoom_dept_sync::broker::topology::{Topology, regex_escape};
 use zoom_dept_sync::config::{AmqpSettings, Settings};
+use zoom_fake::FakeHandle;
 
 use crate::helpers::{
-    ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp, amqp_url, event, eventually, header_int,
-    header_str, unique_name,
+    TestApp, Tool, amqp_url, event, eventually, header_int, header_str, unique_name,
 };
 use crate::trail::{self, Trail};
 
@@ -304,14 +302,14 @@ async fn wait_until_consuming(app: &TestApp) {
 const GOOD_USER: &str = "PrivOk1";
 const GOOD_PATCH: &str = "/v2/groups/grp_eng/members/PrivOk1";
 
-/// Zoom takes `GOOD_USER`'s move and knows no `nobody@example.com`.
-async fn mount_zoom(app: &TestApp) {
-    Mock::given(method("PATCH"))
-        .and(path(GOOD_PATCH))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&app.zoom)
-        .await;
-    app.mount_unknown_user("nobody@example.com").await;
+/// zoom-fake with `GOOD_USER` in Engineering, and no `nobody@example.com`.
+async fn privileged_zoom() -> FakeHandle {
+    crate::helpers::spawn_zoom(crate::helpers::mapped_zoom().user(
+        GOOD_USER,
+        "privok1@example.com",
+        &["grp_eng"],
+    ))
+    .await
 }
 
 fn good_event(id: &str) -> serde_json::Value {
@@ -325,21 +323,22 @@ fn unknown_person(id: &str) -> serde_json::Value {
     })
 }
 
-async fn patches(app: &TestApp) -> usize {
-    app.api_requests()
-        .await
+/// `GOOD_USER`'s moves zoom-fake took.
+fn patches(zoom: &FakeHandle) -> usize {
+    zoom.api_requests()
         .iter()
-        .filter(|r| r.method.as_str() == "PATCH" && r.url.path() == GOOD_PATCH)
+        .filter(|r| r.method == "PATCH" && r.path == GOOD_PATCH && r.status == Some(204))
         .count()
 }
 
 /// The good event was applied (Zoom got its PATCH) and the other one is
 /// in the dead-letter queue, rejected by Zoom.
-async fn assert_applied_and_dead_lettered(app: &TestApp, bad_id: &str) {
+async fn assert_applied_and_dead_lettered(app: &TestApp, zoom: &FakeHandle, bad_id: &str) {
     eventually("Zoom gets the PATCH", Duration::from_secs(20), || async {
-        patches(app).await == 1
+        patches(zoom) == 1
     })
     .await;
+    assert_eq!(crate::helpers::groups_of(zoom, GOOD_USER), ["grp_sales"]);
     let letters = app.dead_letters(1).await;
     assert_eq!(
         letters[0]
@@ -362,7 +361,12 @@ async fn assert_applied_and_dead_lettered(app: &TestApp, bad_id: &str) {
 /// documented regexes.
 #[tokio::test]
 async fn the_daemon_that_declares_its_queues_needs_only_the_documented_permissions() {
-    let app = TestApp::prepare_with(|s| s.amqp.declare_topology = true).await;
+    let zoom = privileged_zoom().await;
+    let app = TestApp::prepare_with(|s| {
+        s.amqp.declare_topology = true;
+        crate::helpers::use_zoom(s, &zoom);
+    })
+    .await;
     // A fresh deployment: the daemon creates the queues itself.
     app.delete_queue(&app.queue).await;
     app.delete_queue(&app.dead_letter_queue).await;
@@ -371,14 +375,13 @@ async fn the_daemon_that_declares_its_queues_needs_only_the_documented_permissio
         .exchange_delete(exchange.as_str().into(), Default::default())
         .await
         .expect("delete the receiver's exchange");
-    mount_zoom(&app).await;
     let user = BrokerUser::create("daemon", "", &daemon(&app.queue, true)).await;
 
     let daemon = Daemon::spawn(&as_user(&app, &user));
     wait_until_consuming(&app).await;
     app.publish_json(good_event("priv-a-ok")).await;
     app.publish_json(unknown_person("priv-a-bad")).await;
-    assert_applied_and_dead_lettered(&app, "priv-a-bad").await;
+    assert_applied_and_dead_lettered(&app, &zoom, "priv-a-bad").await;
     daemon.stop().await;
 
     assert_eq!(app.queue_state(&app.queue).await.0, 0, "input queue empty");
@@ -467,8 +470,12 @@ async fn without_its_exchange_the_receiver_says_which_is_missing() {
 /// default exchange.
 #[tokio::test]
 async fn the_daemon_on_an_existing_topology_needs_only_write_and_read() {
-    let app = TestApp::prepare_with(|s| s.amqp.declare_topology = false).await;
-    mount_zoom(&app).await;
+    let zoom = privileged_zoom().await;
+    let app = TestApp::prepare_with(|s| {
+        s.amqp.declare_topology = false;
+        crate::helpers::use_zoom(s, &zoom);
+    })
+    .await;
     let user = BrokerUser::create("daemon", "", &daemon(&app.queue, false)).await;
     let receiver = BrokerUser::create("ingest", "", &receiver(&app.settings.amqp)).await;
 
@@ -486,7 +493,7 @@ async fn the_daemon_on_an_existing_topology_needs_only_write_and_read() {
             .unwrap_or_else(|e| panic!("the receiver publishes {id}: {e}"));
     }
     publish.close().await;
-    assert_applied_and_dead_lettered(&app, "priv-b-bad").await;
+    assert_applied_and_dead_lettered(&app, &zoom, "priv-b-bad").await;
     daemon.stop().await;
     assert_eq!(app.queue_state(&app.queue).await.0, 0, "input queue empty");
 }
@@ -499,9 +506,13 @@ async fn the_daemon_on_an_existing_topology_needs_only_write_and_read() {
 /// without a restart.
 #[tokio::test]
 async fn without_configure_the_daemon_cannot_declare_its_queues() {
-    let app = TestApp::prepare_with(|s| s.amqp.declare_topology = true).await;
+    let zoom = privileged_zoom().await;
+    let app = TestApp::prepare_with(|s| {
+        s.amqp.declare_topology = true;
+        crate::helpers::use_zoom(s, &zoom);
+    })
+    .await;
     app.delete_queue(&app.dead_letter_queue).await;
-    mount_zoom(&app).await;
     let documented = daemon(&app.queue, true);
     let refused = Permissions {
         configure: String::new(),
@@ -511,14 +522,32 @@ async fn without_configure_the_daemon_cannot_declare_its_queues() {
     app.publish_json(good_event("priv-c-ok")).await;
 
     let daemon = Daemon::spawn(&as_user(&app, &user));
-    let until = Instant::now() + Duration::from_secs(3);
+    eventually(
+        "/readyz names the refusal",
+        Duration::from_secs(10),
+        || async {
+            // The daemon may not listen yet: that is "not yet", not a failure.
+            let url = format!("http://{}/readyz", app.http);
+            match reqwest::get(url).await {
+                Ok(r) => r
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .contains("ACCESS_REFUSED"),
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+    // Refused, and a second long for a consumer or a Zoom call to appear.
+    let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {
         assert_eq!(
             app.queue_state(&app.queue).await,
             (1, 0),
             "the event stays in the queue and nobody consumes it"
         );
-        assert_eq!(patches(&app).await, 0, "Zoom gets nothing");
+        assert_eq!(patches(&zoom), 0, "Zoom gets nothing");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (status, body) = app.http_get("/readyz").await;
@@ -553,7 +582,7 @@ async fn without_configure_the_daemon_cannot_declare_its_queues() {
     eventually(
         "the daemon consumes once it may declare",
         Duration::from_secs(20),
-        || async { patches(&app).await == 1 },
+        || async { patches(&zoom) == 1 },
     )
     .await;
     daemon.stop().await;
@@ -566,11 +595,17 @@ async fn without_configure_the_daemon_cannot_declare_its_queues() {
 #[tokio::test]
 async fn the_audit_trail_and_history_need_only_the_documented_permissions() {
     let trail = Trail::new();
-    let app = TestApp::prepare_with(|s| s.outcomes = trail.settings("1h")).await;
-    mount_zoom(&app).await;
+    let zoom = privileged_zoom().await;
+    let app = TestApp::prepare_with(|s| {
+        s.outcomes = trail.settings("1h");
+        crate::helpers::use_zoom(s, &zoom);
+    })
+    .await;
 
     let runs = [(true, "priv-d-declared"), (false, "priv-d-checked")];
-    for (done, (declare, id)) in runs.into_iter().enumerate() {
+    for (declare, id) in runs {
+        // Each run moves GOOD_USER out of Engineering again.
+        zoom.reset();
         let permissions = daemon_with_trail(&app.queue, &trail.exchange, &trail.stream, declare);
         let user = BrokerUser::create("daemon", "", &permissions).await;
         let mut settings = as_user(&app, &user);
@@ -579,7 +614,7 @@ async fn the_audit_trail_and_history_need_only_the_documented_permissions() {
         wait_until_consuming(&app).await;
         app.publish_json(good_event(id)).await;
         eventually("the event is settled", Duration::from_secs(20), || async {
-            app.queue_state(&app.queue).await.0 == 0 && patches(&app).await == done + 1
+            app.queue_state(&app.queue).await.0 == 0 && patches(&zoom) == 1
         })
         .await;
         daemon.stop().await;
@@ -632,22 +667,14 @@ async fn put_dead_letter(app: &TestApp, id: &str) {
 
 /// The binary, configured for `app` and connecting as `user`.
 struct Commands {
-    dir: tempfile::TempDir,
-    config: std::path::PathBuf,
+    tool: Tool,
     url: String,
 }
 
 impl Commands {
     fn new(app: &TestApp, user: &BrokerUser, extra: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("config.toml");
-        let toml = app
-            .config_toml()
-            .replacen("[amqp]\n", &format!("[amqp]\n{extra}"), 1);
-        std::fs::write(&config, toml).expect("write config");
         Self {
-            dir,
-            config,
+            tool: Tool::new(app, extra),
             url: user.url(),
         }
     }
@@ -655,16 +682,8 @@ impl Commands {
     /// (exit code, stdout, stderr).
     async fn run(&self, args: &[&str]) -> (i32, String, String) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"));
-        command
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .env_clear()
-            .env("AMQP_URL", &self.url)
-            .env("ZOOM_ACCOUNT_ID", ACCOUNT_ID)
-            .env("ZOOM_CLIENT_ID", CLIENT_ID)
-            .env("ZOOM_CLIENT_SECRET", CLIENT_SECRET)
-            .stdin(Stdio::null());
+        command.args(args).arg("--config").arg(self.tool.config());
+        crate::helpers::clean_env(&mut command, &self.url);
         let Output {
             status,
             stdout,
@@ -749,7 +768,7 @@ async fn the_operator_commands_need_only_the_documented_permissions() {
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(app.queue_state(&app.dead_letter_queue).await.0, 0, "purged");
 
-    let file = commands.dir.path().join("events.jsonl");
+    let file = commands.tool.dir().join("events.jsonl");
     std::fs::write(&file, good_event("priv-e-3").to_string()).unwrap();
     let (code, out, err) = commands
         .run(&["publish", "--file", file.to_str().unwrap()])
@@ -831,8 +850,12 @@ async fn forge(
 #[tokio::test]
 async fn the_receiver_publishes_events_but_can_forge_no_dead_letter_and_no_trail_record() {
     let trail = Trail::new();
-    let mut app = TestApp::prepare_with(|s| s.outcomes = trail.settings("1h")).await;
-    mount_zoom(&app).await;
+    let zoom = privileged_zoom().await;
+    let mut app = TestApp::prepare_with(|s| {
+        s.outcomes = trail.settings("1h");
+        crate::helpers::use_zoom(s, &zoom);
+    })
+    .await;
     app.start().await;
     let receiver = BrokerUser::create("ingest", "", &receiver(&app.settings.amqp)).await;
 
@@ -845,7 +868,7 @@ async fn the_receiver_publishes_events_but_can_forge_no_dead_letter_and_no_trail
         .unwrap_or_else(|e| panic!("the receiver publishes an event: {e}"));
     publish.close().await;
     eventually("Zoom gets the PATCH", Duration::from_secs(20), || async {
-        patches(&app).await == 1
+        patches(&zoom) == 1
     })
     .await;
 

@@ -5,41 +5,39 @@
 
 use std::time::Duration;
 
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
+use zoom_fake::{Category, ScriptedFault};
 
-use crate::helpers::{Script, TestApp, event, eventually};
+use crate::helpers::{
+    TestApp, engineers, event, eventually, groups_of, spawn_zoom, use_zoom, wait_for_calls,
+};
 
-/// Zoom's per-second 429 for one category, as Zoom sends it.
-fn per_second_429(category: &str) -> ResponseTemplate {
-    ResponseTemplate::new(429)
-        .insert_header("x-ratelimit-category", category)
-        .insert_header("x-ratelimit-type", "QPS")
-        .set_body_json(serde_json::json!({
-            "code": 429,
-            "message": "You have reached the maximum per-second rate limit for this API. Try again later."
-        }))
-}
+/// Zoom's body for a per-second 429.
+const QPS_MESSAGE: &str =
+    "You have reached the maximum per-second rate limit for this API. Try again later.";
 
 #[tokio::test]
 async fn no_one_second_window_sees_more_than_the_configured_rate() {
-    let mut app = TestApp::spawn_with(|s| s.zoom.rate_limits.medium = Some(20)).await;
-    let script = Script::new(vec![ResponseTemplate::new(204)]);
-    app.answer_patches(script.clone()).await;
+    let zoom = spawn_zoom(engineers(60)).await;
+    let mut app = TestApp::spawn_with(|s| {
+        use_zoom(s, &zoom);
+        s.zoom.rate_limits.medium = Some(20);
+    })
+    .await;
 
     app.publish_moves(60).await;
-    app.wait_for_api_requests(60).await;
+    wait_for_calls(&zoom, 60).await;
     app.stop_and_assert_queues_empty().await;
 
-    let times = script.times();
+    let times: Vec<_> = zoom.api_requests().iter().map(|r| r.at).collect();
+    assert_eq!(times.len(), 60);
     let busiest = times
         .iter()
         .map(|start| {
             times
                 .iter()
                 .filter(|t| {
-                    t.duration_since(*start)
-                        .is_ok_and(|d| d < Duration::from_secs(1))
+                    t.checked_duration_since(*start)
+                        .is_some_and(|d| d < Duration::from_secs(1))
                 })
                 .count()
         })
@@ -47,57 +45,59 @@ async fn no_one_second_window_sees_more_than_the_configured_rate() {
         .unwrap();
     println!("busiest one-second window: {busiest} calls");
     assert!(busiest <= 21, "{busiest} calls in one second");
+    assert_eq!(groups_of(&zoom, "U59"), ["grp_sales"]);
 }
 
 #[tokio::test]
 async fn a_429_holds_back_every_call_until_its_wait_is_over() {
-    let mut app = TestApp::spawn_with(|s| s.zoom.rate_limits.medium = Some(20)).await;
-    let script = Script::new(vec![
-        ResponseTemplate::new(429).insert_header("retry-after", "1"),
-        ResponseTemplate::new(204),
-    ]);
-    app.answer_patches(script.clone()).await;
+    let zoom = spawn_zoom(engineers(10)).await;
+    // Untyped, as the answer this test was written against.
+    zoom.script(
+        ScriptedFault::new("PATCH", 429, 429, QPS_MESSAGE)
+            .untyped()
+            .retry_after("1"),
+    );
+    let mut app = TestApp::spawn_with(|s| {
+        use_zoom(s, &zoom);
+        s.zoom.rate_limits.medium = Some(20);
+    })
+    .await;
 
     app.publish_moves(10).await;
-    app.wait_for_api_requests(11).await;
+    wait_for_calls(&zoom, 11).await;
     app.stop_and_assert_queues_empty().await;
 
-    let times = script.times();
-    assert_eq!(times.len(), 11, "ten events, one retried");
-    let limited = times[0];
-    for (i, t) in times.iter().enumerate().skip(1) {
-        let after = t.duration_since(limited).unwrap();
+    let calls = zoom.api_requests();
+    assert_eq!(calls.len(), 11, "ten events, one retried");
+    assert_eq!(calls[0].status, Some(429));
+    let limited = calls[0].at;
+    for (i, call) in calls.iter().enumerate().skip(1) {
+        let after = call.at.duration_since(limited);
         assert!(
             after >= Duration::from_secs(1),
             "call {i} went out {after:?} after the 429"
         );
     }
+    assert_eq!(groups_of(&zoom, "U9"), ["grp_sales"]);
 }
 
 #[tokio::test]
 async fn a_light_429_does_not_hold_back_group_writes() {
-    let mut app = TestApp::spawn().await;
-    let lookups = Script::new(vec![
-        per_second_429("Light").insert_header("retry-after", "2"),
-        ResponseTemplate::new(200)
-            .set_body_json(serde_json::json!({"id": "U0", "group_ids": ["grp_eng"]})),
-    ]);
-    Mock::given(method("GET"))
-        .and(path("/v2/users/U0"))
-        .respond_with(lookups.clone())
-        .mount(&app.zoom)
-        .await;
-    let moves = Script::new(vec![ResponseTemplate::new(204)]);
-    app.answer_patches(moves.clone()).await;
+    let zoom = spawn_zoom(engineers(11)).await;
+    let mut light = ScriptedFault::new("GET", 429, 429, QPS_MESSAGE)
+        .path_prefix("/v2/users/U0")
+        .retry_after("2");
+    light.category = Some(Category::Light);
+    zoom.script(light);
+    let mut app = TestApp::spawn_with(|s| use_zoom(s, &zoom)).await;
 
-    // U0's source is unknown (a Light lookup first); U1..U10 are plain moves.
     app.publish_json(event("e0", "U0", None, "Sales")).await;
     for i in 1..=10 {
         let user = format!("U{i}");
         app.publish_json(event(&format!("e{i}"), &user, Some("Engineering"), "Sales"))
             .await;
     }
-    app.wait_for_api_requests(13).await;
+    wait_for_calls(&zoom, 13).await;
     eventually(
         "every event is settled",
         Duration::from_secs(10),
@@ -114,11 +114,17 @@ async fn a_light_429_does_not_hold_back_group_writes() {
     let metrics = app.http_get("/metrics").await.1;
     app.stop_and_assert_queues_empty().await;
 
-    let lookup_times = lookups.times();
-    assert_eq!(lookup_times.len(), 2, "the 429, then the lookup again");
-    let patch_times = moves.times();
+    let calls = zoom.api_requests();
+    let lookups: Vec<_> = calls.iter().filter(|r| r.method == "GET").collect();
+    assert_eq!(lookups.len(), 2, "the 429, then the lookup again");
+    assert_eq!(lookups[0].status, Some(429));
+    let patch_times: Vec<_> = calls
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.at)
+        .collect();
     assert_eq!(patch_times.len(), 11);
-    let before_retry = patch_times.iter().filter(|t| **t < lookup_times[1]).count();
+    let before_retry = patch_times.iter().filter(|t| **t < lookups[1].at).count();
     assert_eq!(
         before_retry, 10,
         "the ten moves went out while the Light gate was closed"
@@ -141,15 +147,23 @@ async fn a_light_429_does_not_hold_back_group_writes() {
 
 #[tokio::test]
 async fn a_per_second_429_within_our_limit_lowers_that_categorys_rate() {
-    let mut app = TestApp::spawn_with(|s| s.zoom.rate_limits.medium = Some(20)).await;
-    let script = Script::new(vec![per_second_429("Medium"), ResponseTemplate::new(204)]);
-    app.answer_patches(script.clone()).await;
+    let zoom = spawn_zoom(engineers(1)).await;
+    // One per-second 429 (Zoom's body and headers), though the fake's own
+    // limit is far off.
+    let mut qps = ScriptedFault::new("PATCH", 429, 429, QPS_MESSAGE);
+    qps.category = Some(Category::Medium);
+    zoom.script(qps);
+    let mut app = TestApp::spawn_with(|s| {
+        use_zoom(s, &zoom);
+        s.zoom.rate_limits.medium = Some(20);
+    })
+    .await;
     let (status, ready) = app.http_get("/readyz").await;
     assert_eq!(status, 200);
     assert!(ready.contains("medium 20/20"), "{ready}");
 
     app.publish_moves(1).await;
-    app.wait_for_api_requests(2).await;
+    wait_for_calls(&zoom, 2).await;
     // Cut to 16/s by the 429, and one step (a hundredth of 20) won back by
     // the retry's success.
     eventually(
@@ -172,5 +186,7 @@ async fn a_per_second_429_within_our_limit_lowers_that_categorys_rate() {
         assert!(metrics.contains(expected), "{expected} in {metrics}");
     }
     app.stop_and_assert_queues_empty().await;
-    assert_eq!(script.times().len(), 2, "the 429, then the move");
+    let statuses: Vec<_> = zoom.api_requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [Some(429), Some(204)], "the 429, then the move");
+    assert_eq!(groups_of(&zoom, "U0"), ["grp_sales"]);
 }

@@ -4,13 +4,15 @@
 //! threshold, and paging through a large group.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use lapin::options::BasicGetOptions;
 use serde_json::{Value, json};
-use zoom_fake::{self as fake, FakeConfig, FakeHandle};
+use zoom_fake::{FakeConfig, FakeHandle};
 
-use crate::helpers::{ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp, amqp_url, header_str};
+use crate::helpers::{
+    ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp, amqp_url, clean_env, header_str,
+};
 
 /// A config file for `app` and an export, in a temp dir.
 struct Run {
@@ -42,13 +44,8 @@ impl Run {
             .arg("--hr-export")
             .arg(self.dir.path().join("export.csv"))
             .arg("--json")
-            .args(args)
-            .env_clear()
-            .env("AMQP_URL", amqp_url())
-            .env("ZOOM_ACCOUNT_ID", ACCOUNT_ID)
-            .env("ZOOM_CLIENT_ID", CLIENT_ID)
-            .env("ZOOM_CLIENT_SECRET", CLIENT_SECRET)
-            .stdin(Stdio::null());
+            .args(args);
+        clean_env(&mut command, &amqp_url());
         let out = tokio::process::Command::from(command)
             .output()
             .await
@@ -153,9 +150,7 @@ const FIRST_PLAN: [(&str, &str); 11] = [
 
 #[tokio::test]
 async fn reconcile_plans_every_action_and_changes_nothing_without_apply() {
-    let fake = fake::spawn(drifted(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake");
+    let fake = crate::helpers::spawn_zoom(drifted()).await;
     let before = groups_of(&fake);
     let app = app_on(&fake).await;
     let run = Run::new(&app, EXPORT);
@@ -198,9 +193,7 @@ async fn reconcile_plans_every_action_and_changes_nothing_without_apply() {
 
 #[tokio::test]
 async fn reconcile_apply_publishes_events_the_daemon_brings_zoom_to_the_plan() {
-    let fake = fake::spawn(drifted(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake");
+    let fake = crate::helpers::spawn_zoom(drifted()).await;
     let mut app = app_on(&fake).await;
     let run = Run::new(&app, EXPORT);
     let as_of = "2026-11-26T09:00:00Z";
@@ -319,9 +312,7 @@ async fn reconcile_apply_publishes_events_the_daemon_brings_zoom_to_the_plan() {
 
 #[tokio::test]
 async fn reconcile_refuses_a_plan_over_the_threshold_unless_allowed() {
-    let fake = fake::spawn(drifted(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake");
+    let fake = crate::helpers::spawn_zoom(drifted()).await;
     let app = app_on(&fake).await;
     let run = Run::new(&app, EXPORT);
 
@@ -362,9 +353,7 @@ async fn reconcile_lists_members_across_pages() {
             &["grp_eng"],
         );
     }
-    let fake = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake");
+    let fake = crate::helpers::spawn_zoom(seed).await;
     let app = app_on(&fake).await;
     let run = Run::new(&app, "email,department\np000@ex.com,Engineering\n");
 
@@ -382,9 +371,7 @@ async fn reconcile_lists_members_across_pages() {
 
 #[tokio::test]
 async fn reconcile_bad_header_is_a_usage_error() {
-    let fake = fake::spawn(drifted(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake");
+    let fake = crate::helpers::spawn_zoom(drifted()).await;
     let app = app_on(&fake).await;
     let run = Run::new(&app, "mail,dept\na@ex.com,Sales\n");
     let mut command = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"));
@@ -420,9 +407,7 @@ async fn reconcile_remove_unlisted_takes_leavers_out_of_the_managed_groups() {
         .group("grp_all", "Everyone")
         .user("u1", "stays@ex.com", &["grp_eng"])
         .user("u2", "left@ex.com", &["grp_sales", "grp_eng", "grp_all"]);
-    let fake = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake");
+    let fake = crate::helpers::spawn_zoom(seed).await;
     let mut app = app_on(&fake).await;
     let run = Run::new(&app, "email,department\nstays@ex.com,Engineering\n");
 
@@ -491,9 +476,7 @@ async fn reconcile_two_unreadable_rows_keep_both_people_where_they_are() {
         .user("u3", "mover@ex.com", &["grp_eng"])
         .user("u4", "left@ex.com", &["grp_support"])
         .user("u5", "stays@ex.com", &["grp_mkt"]);
-    let fake = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake");
+    let fake = crate::helpers::spawn_zoom(seed).await;
     let before = groups_of(&fake);
     let mut app = app_on(&fake).await;
     let export: &[u8] = b"email,name,department\n\
@@ -583,9 +566,7 @@ async fn reconcile_an_unidentifiable_row_stops_every_removal() {
         .group("grp_mkt", "Marketing")
         .user("u1", "jos\u{e9}@ex.com", &["grp_eng"])
         .user("u2", "mover@ex.com", &["grp_eng"]);
-    let fake = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake");
+    let fake = crate::helpers::spawn_zoom(seed).await;
     let app = app_on(&fake).await;
     let export: &[u8] = b"email,department\njos\xe9@ex.com,Engineering\nmover@ex.com,Sales\n";
     let run = Run::with_bytes(&app, export);
@@ -619,9 +600,7 @@ async fn reconcile_an_unidentifiable_row_stops_every_removal() {
 /// a device is refused (exit 2) without reading it.
 #[tokio::test]
 async fn reconcile_refuses_an_export_that_is_not_a_regular_file() {
-    let fake = fake::spawn(drifted(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake");
+    let fake = crate::helpers::spawn_zoom(drifted()).await;
     let app = app_on(&fake).await;
     let run = Run::new(&app, EXPORT);
     for path in [run.dir.path().to_owned(), PathBuf::from("/dev/zero")] {

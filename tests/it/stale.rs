@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use zoom_fake::{self as fake, FakeConfig};
+use zoom_fake::FakeConfig;
 
 use crate::helpers::{TestApp, eventually};
 use crate::trail::Trail;
@@ -24,13 +24,10 @@ async fn an_event_older_than_one_applied_for_the_person_is_skipped_as_stale() {
         .group("grp_sales", "Sales")
         .group("grp_support", "Support")
         .user("U1", "u1@example.com", &["grp_eng"]);
-    let zoom = fake::spawn(seed, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("zoom-fake starts");
+    let zoom = crate::helpers::spawn_zoom(seed).await;
     let trail = Trail::new();
     let mut app = TestApp::spawn_with(|s| {
-        s.zoom.api_base_url = zoom.api_base_url();
-        s.zoom.oauth_token_url = zoom.token_url();
+        crate::helpers::use_zoom(s, &zoom);
         s.outcomes = trail.settings("90D");
     })
     .await;

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use tokio::net::UnixDatagram;
 use tokio::time::Instant;
-use wiremock::ResponseTemplate;
+use zoom_fake::FaultsConfig;
 
-use crate::helpers::{TestApp, event, free_local_port};
+use crate::helpers::{
+    TestApp, event, free_local_port, mapped_zoom, spawn_zoom, use_zoom, wait_for_calls,
+};
 use crate::process::DaemonProcess;
 
 /// 400 ms: the daemon pings every 200 ms.
@@ -66,13 +68,14 @@ impl Manager {
         }
     }
 
-    /// How many datagrams with `WATCHDOG=1` arrive in `window`.
-    async fn watchdog_pings(&self, window: Duration) -> usize {
+    /// How many datagrams with `WATCHDOG=1` arrive in `window`, counting
+    /// no further than `enough` (the wait ends as soon as that many came).
+    async fn watchdog_pings(&self, enough: usize, window: Duration) -> usize {
         let deadline = Instant::now() + window;
         let mut pings = 0;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || pings >= enough {
                 return pings;
             }
             if let Some(message) = self.next(left).await {
@@ -88,10 +91,14 @@ fn status(message: &str) -> Option<&str> {
 
 #[tokio::test]
 async fn systemd_hears_ready_once_consuming_then_watchdog_pings_idle_and_busy_then_stopping() {
-    let app = TestApp::prepare_with(|_| {}).await;
     // One slow Zoom call: the loop must go on pinging while it runs.
-    app.answer_patches(ResponseTemplate::new(204).set_delay(Duration::from_secs(3)))
-        .await;
+    let mut seed = mapped_zoom().user("U1", "u1@example.com", &["grp_eng"]);
+    seed.faults = FaultsConfig {
+        latency_ms: 3000,
+        ..FaultsConfig::default()
+    };
+    let zoom = spawn_zoom(seed).await;
+    let app = TestApp::prepare_with(|s| use_zoom(s, &zoom)).await;
     let manager = Manager::bind();
     let mut daemon = DaemonProcess::start_with_env(
         &app.config_toml(),
@@ -116,14 +123,14 @@ async fn systemd_hears_ready_once_consuming_then_watchdog_pings_idle_and_busy_th
     );
 
     // Idle: no messages at all.
-    let idle = manager.watchdog_pings(Duration::from_secs(1)).await;
+    let idle = manager.watchdog_pings(3, Duration::from_secs(1)).await;
     assert!(idle >= 3, "{idle} WATCHDOG=1 in 1 s while idle");
 
     // Busy: one event's Zoom call takes 3 s, in its own task.
     app.publish_json(event("sd-1", "U1", Some("Engineering"), "Sales"))
         .await;
-    app.wait_for_api_requests(1).await;
-    let busy = manager.watchdog_pings(Duration::from_millis(1500)).await;
+    wait_for_calls(&zoom, 1).await;
+    let busy = manager.watchdog_pings(3, Duration::from_millis(1500)).await;
     assert!(
         busy >= 3,
         "{busy} WATCHDOG=1 in 1.5 s during a slow Zoom call"
@@ -152,12 +159,17 @@ async fn systemd_hears_watchdog_pings_and_why_while_the_broker_is_down_but_no_re
         ],
     );
 
+    // Until six pings and a reason came (at most 3 s): no READY=1 among them.
     let deadline = Instant::now() + Duration::from_secs(3);
-    let (mut pings, mut statuses) = (0, Vec::new());
-    while let Some(message) = manager
-        .next(deadline.saturating_duration_since(Instant::now()))
-        .await
-    {
+    let (mut pings, mut statuses) = (0, Vec::<String>::new());
+    let why = |s: &String| s.starts_with("broker unavailable: ");
+    while pings < 6 || !statuses.iter().any(why) {
+        let Some(message) = manager
+            .next(deadline.saturating_duration_since(Instant::now()))
+            .await
+        else {
+            break;
+        };
         assert!(
             !message.lines().any(|l| l == "READY=1"),
             "READY=1 without a broker: {message:?}"
@@ -170,12 +182,7 @@ async fn systemd_hears_watchdog_pings_and_why_while_the_broker_is_down_but_no_re
         "{pings} WATCHDOG=1 in 3 s with the broker down; log:\n{}",
         daemon.log()
     );
-    assert!(
-        statuses
-            .iter()
-            .any(|s| s.starts_with("broker unavailable: ")),
-        "STATUS says why: {statuses:?}"
-    );
+    assert!(statuses.iter().any(why), "STATUS says why: {statuses:?}");
 
     daemon.signal("TERM");
     manager
@@ -200,7 +207,7 @@ async fn systemd_hears_no_watchdog_pings_meant_for_another_process() {
         ],
     );
     let (_, before) = manager.until_line("READY=1", Duration::from_secs(20)).await;
-    let after = manager.watchdog_pings(Duration::from_secs(1)).await;
+    let after = manager.watchdog_pings(1, Duration::from_secs(1)).await;
     let early = before
         .iter()
         .filter(|m| m.lines().any(|l| l == "WATCHDOG=1"))
@@ -250,20 +257,15 @@ async fn systemd_hears_ready_from_the_receiver_once_it_listens_with_its_secret_f
         .await
         .expect("it listens once READY=1 came");
 
-    let pid = child.id().expect("pid").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    crate::helpers::sigterm(&child);
     manager
         .until_line("STOPPING=1", Duration::from_secs(5))
         .await;
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("ingest stops on SIGTERM")
-        .expect("wait");
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        crate::helpers::exit_code_within(&mut child, Duration::from_secs(10)).await,
+        Some(0),
+        "ingest stops on SIGTERM"
+    );
 }
 
 /// Each unit's `LimitNOFILE=` covers the connection caps of the listeners

@@ -223,20 +223,23 @@ async fn the_daemon_consumes_through_tls_with_a_private_ca_and_a_client_certific
         cert: Some(&client.cert_pem),
         key: Some(&client.key_pem),
     };
+    let seed = (0..3).fold(crate::helpers::mapped_zoom(), |seed, i| {
+        seed.user(&format!("u{i}"), &format!("u{i}@example.com"), &["grp_eng"])
+    });
+    let zoom = crate::helpers::spawn_zoom(seed).await;
     let mut app = TestApp::spawn_with(|s| {
         s.amqp.url = proxy.url().into();
         files.apply(dir.path(), &mut s.amqp);
+        crate::helpers::use_zoom(s, &zoom);
     })
     .await;
-    app.answer_patches(wiremock::ResponseTemplate::new(204))
-        .await;
     for i in 0..3 {
         let id = format!("t{i}");
         app.publish_json(event(&id, &format!("u{i}"), Some("Engineering"), "Sales"))
             .await;
     }
-    let requests = app.wait_for_api_requests(3).await;
-    let mut paths: Vec<_> = requests.iter().map(|r| r.url.path().to_owned()).collect();
+    let requests = crate::helpers::wait_for_calls(&zoom, 3).await;
+    let mut paths: Vec<_> = requests.iter().map(|r| r.path.clone()).collect();
     paths.sort();
     assert_eq!(
         paths,
@@ -249,6 +252,13 @@ async fn the_daemon_consumes_through_tls_with_a_private_ca_and_a_client_certific
     // The consuming and the publishing connection.
     assert_eq!(proxy.handshakes.load(Ordering::Relaxed), 2);
     app.stop_and_assert_queues_empty().await;
+    for user in ["u0", "u1", "u2"] {
+        assert_eq!(
+            crate::helpers::groups_of(&zoom, user),
+            ["grp_sales"],
+            "{user}"
+        );
+    }
 }
 
 /// A broker certificate from a CA the daemon was not given: it stops at

@@ -1,81 +1,21 @@
 //! The operator's toolbox, run as the binary against a real broker:
 //! `dead-letters list | show | replay | purge`, `check`, `publish`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lapin::BasicProperties;
 use lapin::message::Delivery;
-use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, ResponseTemplate};
 use zoom_dept_sync::broker::admin::Admin;
 use zoom_dept_sync::config::QueueType;
+use zoom_fake::FakeConfig;
 
 use crate::helpers::{
-    ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET, TestApp, amqp_url, eventually, groups_of, header_int,
-    header_str, mapped_zoom, spawn_zoom, use_zoom,
+    CLIENT_SECRET, TestApp, Tool, drain, eventually, groups_of, header_int, header_str,
+    mapped_zoom, output, spawn_zoom, use_zoom,
 };
-
-/// The config file of `app`, written to a temp dir that lives as long as it.
-pub struct Tool {
-    _dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Tool {
-    pub fn new(app: &TestApp, extra: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("config.toml");
-        let toml = app
-            .config_toml()
-            .replacen("[amqp]\n", &format!("[amqp]\n{extra}"), 1);
-        std::fs::write(&config, toml).expect("write config");
-        Self { _dir: dir, config }
-    }
-
-    pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_zoom-dept-sync"));
-        command
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .env_clear()
-            .env("AMQP_URL", amqp_url())
-            .env("ZOOM_ACCOUNT_ID", ACCOUNT_ID)
-            .env("ZOOM_CLIENT_ID", CLIENT_ID)
-            .env("ZOOM_CLIENT_SECRET", CLIENT_SECRET)
-            .stdin(Stdio::null());
-        command
-    }
-
-    /// Runs a command to its end: (exit code, stdout, stderr).
-    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
-        output(self.command(args).output().expect("run zoom-dept-sync"))
-    }
-
-    /// As [`Tool::run`], without blocking the runtime (for commands that
-    /// talk to an in-process daemon).
-    pub async fn run_async(&self, args: &[&str]) -> (i32, String, String) {
-        let mut command = tokio::process::Command::from(self.command(args));
-        output(command.output().await.expect("run zoom-dept-sync"))
-    }
-}
-
-pub fn output(output: Output) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = output;
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
-}
 
 /// A dead letter as the daemon writes it.
 struct Letter<'a> {
@@ -144,20 +84,6 @@ async fn ten_mixed(app: &TestApp) -> Vec<String> {
         ids.push(id);
     }
     ids
-}
-
-/// Takes every message of `queue` (emptying it), head first.
-pub async fn drain(app: &TestApp, queue: &str) -> Vec<Delivery> {
-    let mut messages = Vec::new();
-    while let Some(got) = app
-        .channel
-        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-        .await
-        .expect("basic.get")
-    {
-        messages.push(got.delivery);
-    }
-    messages
 }
 
 fn event_id(delivery: &Delivery) -> String {
@@ -381,7 +307,7 @@ async fn purge_exports_then_drops_the_selected_ones() {
     let app = TestApp::prepare_with(|_| {}).await;
     ten_mixed(&app).await;
     let tool = Tool::new(&app, "");
-    let export = tool._dir.path().join("f.jsonl");
+    let export = tool.dir().join("f.jsonl");
 
     let (code, _, err) = tool.run(&["dead-letters", "purge", "--reason", "unmapped_department"]);
     assert_eq!(code, 2, "no --yes, no --export: {err}");
@@ -435,19 +361,20 @@ async fn purge_exports_then_drops_the_selected_ones() {
 /// the output names it; every other step passes.
 #[tokio::test]
 async fn check_names_a_mapped_group_missing_in_zoom() {
-    let app = TestApp::prepare_with(|_| {}).await;
-    let groups = serde_json::json!({"groups": [
-        {"id": "grp_eng", "name": "Engineering", "total_members": 3},
-        {"id": "grp_sales", "name": "Sales", "total_members": 2},
-        {"id": "grp_support", "name": "Support", "total_members": 0},
-    ], "next_page_token": ""});
-    Mock::given(method("GET"))
-        .and(path("/v2/groups"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(groups))
-        .mount(&app.zoom)
-        .await;
+    let seed = FakeConfig::default()
+        .group("grp_eng", "Engineering")
+        .group("grp_sales", "Sales")
+        .group("grp_support", "Support")
+        .user("E1", "e1@example.com", &["grp_eng"])
+        .user("E2", "e2@example.com", &["grp_eng"])
+        .user("E3", "e3@example.com", &["grp_eng"])
+        .user("S1", "s1@example.com", &["grp_sales"])
+        .user("S2", "s2@example.com", &["grp_sales"]);
+    let zoom = spawn_zoom(seed).await;
+    let app = TestApp::prepare_with(|s| use_zoom(s, &zoom)).await;
     let tool = Tool::new(&app, "");
-    let (code, out, err) = tool.run(&["check"]);
+    // Not blocking: zoom-fake answers on this test's runtime.
+    let (code, out, err) = tool.run_async(&["check"]).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         out.contains("[FAIL] groups: grp_mkt (for marketing) does not exist in Zoom"),
@@ -476,7 +403,7 @@ async fn check_names_a_mapped_group_missing_in_zoom() {
 async fn publish_sends_valid_lines_and_reports_invalid_ones() {
     let app = TestApp::prepare_with(|_| {}).await;
     let tool = Tool::new(&app, "");
-    let file = tool._dir.path().join("events.jsonl");
+    let file = tool.dir().join("events.jsonl");
     let valid = |id: &str| {
         format!(
             r#"{{"event_id":"{id}","zoom_user_id":"U1","previous_department":"Engineering","new_department":"Sales"}}"#
@@ -557,7 +484,7 @@ async fn publish_stops_reading_an_endless_standard_input() {
 async fn publish_skips_an_overlong_line_and_sends_the_rest() {
     let app = TestApp::prepare_with(|_| {}).await;
     let tool = Tool::new(&app, "");
-    let file = tool._dir.path().join("events.jsonl");
+    let file = tool.dir().join("events.jsonl");
     let valid = |id: &str| {
         format!(
             r#"{{"event_id":"{id}","zoom_user_id":"U1","previous_department":"Engineering","new_department":"Sales"}}"#

@@ -445,6 +445,8 @@ async fn zoom_fake_scripted_fault_fires_exactly_times() {
                 code: None,
                 message: None,
                 category: None,
+                retry_after: None,
+                limit_type: None,
             },
             ScriptedFault {
                 method: Some("PATCH".into()),
@@ -454,6 +456,8 @@ async fn zoom_fake_scripted_fault_fires_exactly_times() {
                 code: None,
                 message: None,
                 category: Some(Category::Heavy),
+                retry_after: Some("3".into()),
+                limit_type: None,
             },
         ],
         ..FaultsConfig::default()
@@ -461,7 +465,9 @@ async fn zoom_fake_scripted_fault_fires_exactly_times() {
     let api = Api::start(config).await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        statuses.push(api.get("/v2/users/u1").await.status().as_u16());
+        let answer = api.get("/v2/users/u1").await;
+        assert_eq!(header(&answer, "retry-after"), None, "none unless scripted");
+        statuses.push(answer.status().as_u16());
     }
     assert_eq!(statuses, [503, 503, 200, 200]);
     assert_eq!(api.get("/v2/users/u2").await.status(), StatusCode::OK);
@@ -471,6 +477,7 @@ async fn zoom_fake_scripted_fault_fires_exactly_times() {
     assert_eq!(header(&limited, "x-ratelimit-category"), Some("Heavy"));
     assert_eq!(header(&limited, "x-ratelimit-type"), Some("QPS"));
     assert_eq!(header(&limited, "x-ratelimit-limit"), Some("10"));
+    assert_eq!(header(&limited, "retry-after"), Some("3"), "as scripted");
     assert_eq!(
         api.fake.state().users[0].groups,
         ["grp_eng"],
@@ -805,4 +812,77 @@ async fn zoom_fake_errors_are_zooms_documented_ones() {
             body["message"].as_str().unwrap()
         )
     );
+}
+
+/// The request log: what a test asserts Zoom received (method, path,
+/// query, `Authorization`, body, status), the token call included, in
+/// arrival order; `reset` empties it.
+#[tokio::test]
+async fn the_fake_logs_each_request_with_its_auth_body_and_answer() {
+    let api = Api::start(seed()).await;
+    assert_eq!(
+        api.move_user("grp_eng", "u1", "grp_sales").await.status(),
+        204
+    );
+    assert_eq!(api.get("/v2/users/nobody@example.com").await.status(), 404);
+
+    let all = api.fake.requests();
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(
+        (all[0].method.as_str(), all[0].path.as_str()),
+        ("POST", "/oauth/token")
+    );
+    assert_eq!(
+        all[0].query.as_deref(),
+        Some("grant_type=account_credentials&account_id=acct")
+    );
+    let calls = api.fake.api_requests();
+    assert_eq!(calls.len(), 2);
+    let patch = &calls[0];
+    assert_eq!(patch.method, "PATCH");
+    assert_eq!(patch.path, "/v2/groups/grp_eng/members/u1");
+    let bearer = format!("Bearer {}", api.token);
+    assert_eq!(patch.header("Authorization"), Some(bearer.as_str()));
+    assert_eq!(patch.header("content-type"), Some("application/json"));
+    assert_eq!(
+        patch.json(),
+        Some(json!({"action": "move", "target_group_id": "grp_sales"}))
+    );
+    assert_eq!(patch.status, Some(204));
+    assert_eq!(calls[1].status, Some(404));
+    assert_eq!(api.fake.requests_not_kept(), 0);
+
+    api.fake.reset();
+    assert!(api.fake.requests().is_empty(), "reset empties the log");
+}
+
+/// A scripted 429 may be a daily-limit one, with the `Retry-After` asked.
+#[tokio::test]
+async fn a_scripted_429_can_be_daily_with_its_retry_after() {
+    let api = Api::start(seed()).await;
+    let reset = "2026-12-04T00:00:00Z";
+    api.fake.script(
+        ScriptedFault::new("PATCH", 429, 429, "daily")
+            .daily()
+            .retry_after(reset),
+    );
+    let limited = api.move_user("grp_eng", "u1", "grp_sales").await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&limited, "x-ratelimit-type"), Some("Daily-limit"));
+    assert_eq!(header(&limited, "retry-after"), Some(reset));
+    assert_eq!(
+        api.fake.state().users[0].groups,
+        ["grp_eng"],
+        "nothing changed"
+    );
+
+    api.fake.script(
+        ScriptedFault::new("PATCH", 429, 429, "busy")
+            .untyped()
+            .retry_after("1"),
+    );
+    let untyped = api.move_user("grp_eng", "u1", "grp_sales").await;
+    assert_eq!(untyped.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&untyped, "x-ratelimit-type"), None, "no type at all");
+    assert_eq!(header(&untyped, "retry-after"), Some("1"));
 }

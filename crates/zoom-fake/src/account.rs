@@ -51,6 +51,9 @@ pub enum Answer {
     Qps {
         category: Category,
         limit: Option<u32>,
+        /// Only a scripted 429 has these.
+        retry_after: Option<String>,
+        limit_type: Option<String>,
     },
     Daily {
         limit: u32,
@@ -62,6 +65,8 @@ pub enum Answer {
         code: u32,
         message: String,
         category: Category,
+        retry_after: Option<String>,
+        limit_type: Option<String>,
     },
     /// An injected hang: 504 after the delay.
     Hung,
@@ -154,6 +159,8 @@ impl Account {
                 let answer = Answer::Qps {
                     category: call.category,
                     limit: Some(limit),
+                    retry_after: None,
+                    limit_type: None,
                 };
                 return (answer, Tally::LimitedQps);
             }
@@ -173,22 +180,33 @@ impl Account {
             Fault::Answer {
                 status: 429,
                 category,
+                retry_after,
+                limit_type,
                 ..
             } => {
                 let category = category.unwrap_or(route);
                 let limit = self.limiter.limits().per_second(category);
-                Answer::Qps { category, limit }
+                Answer::Qps {
+                    category,
+                    limit,
+                    retry_after,
+                    limit_type,
+                }
             }
             Fault::Answer {
                 status,
                 code,
                 message,
                 category,
+                retry_after,
+                limit_type,
             } => Answer::Fault {
                 status,
                 code,
                 message,
                 category: category.unwrap_or(route),
+                retry_after,
+                limit_type,
             },
         }
     }

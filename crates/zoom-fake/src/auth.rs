@@ -79,6 +79,8 @@ pub struct Tokens {
     config: AuthConfig,
     issued: HashMap<String, Instant>,
     rng: fastrand::Rng,
+    /// The app's credentials were revoked: no grant until restored.
+    revoked: bool,
 }
 
 impl Tokens {
@@ -87,7 +89,20 @@ impl Tokens {
             config,
             issued: HashMap::new(),
             rng: fastrand::Rng::new(),
+            revoked: false,
         }
+    }
+
+    /// As when an admin deactivates the app: every issued token stops
+    /// working and the token endpoint refuses the client.
+    pub fn revoke(&mut self) {
+        self.revoked = true;
+        self.issued.clear();
+    }
+
+    /// The app is active again: new grants succeed.
+    pub fn restore(&mut self) {
+        self.revoked = false;
     }
 
     pub fn grant(
@@ -99,6 +114,9 @@ impl Tokens {
             .authorization
             .and_then(basic_credentials)
             .ok_or(TokenRefusal::BadClient)?;
+        if self.revoked {
+            return Err(TokenRefusal::BadClient);
+        }
         let c = &self.config;
         let wrong = |want: &Option<String>, got: &str| want.as_deref().is_some_and(|w| w != got);
         if wrong(&c.client_id, &client_id) || wrong(&c.client_secret, &secret) {
@@ -123,6 +141,11 @@ impl Tokens {
             expires_in: self.config.token_lifetime_secs,
             scope: self.config.scopes.clone(),
         })
+    }
+
+    /// Whether `token` was issued here (expired or not).
+    pub fn was_issued(&self, token: &str) -> bool {
+        self.issued.contains_key(token)
     }
 
     /// Checks an API call's `Authorization` header.
@@ -178,6 +201,28 @@ mod tests {
             Err(TokenInvalid::Invalid)
         );
         assert_eq!(tokens.check(None, now), Err(TokenInvalid::Invalid));
+        assert!(tokens.was_issued(&grant.access_token));
+        assert!(!tokens.was_issued("nope"));
+    }
+
+    #[test]
+    fn revoked_credentials_refuse_every_token_until_restored() {
+        let mut tokens = Tokens::new(AuthConfig::default());
+        let now = Instant::now();
+        let grant = tokens.grant(&request(Some(BASIC)), now).expect("token");
+        let bearer = format!("Bearer {}", grant.access_token);
+        tokens.revoke();
+        assert_eq!(tokens.check(Some(&bearer), now), Err(TokenInvalid::Invalid));
+        assert!(matches!(
+            tokens.grant(&request(Some(BASIC)), now),
+            Err(TokenRefusal::BadClient)
+        ));
+        tokens.restore();
+        let again = tokens
+            .grant(&request(Some(BASIC)), now)
+            .expect("token again");
+        let bearer = format!("Bearer {}", again.access_token);
+        assert_eq!(tokens.check(Some(&bearer), now), Ok(()));
     }
 
     #[test]

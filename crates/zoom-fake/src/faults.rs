@@ -76,6 +76,14 @@ pub struct ScriptedFault {
     pub message: Option<String>,
     /// The `X-RateLimit-Category` of a 429; the route's by default.
     pub category: Option<Category>,
+    /// A `Retry-After` header, sent as given (Zoom sends none with a
+    /// per-second 429; a test of how a client waits needs one).
+    #[serde(default)]
+    pub retry_after: Option<String>,
+    /// The `X-RateLimit-Type` of an answer (`QPS`, `Daily-limit`); `QPS`
+    /// by default; empty: none at all.
+    #[serde(default)]
+    pub limit_type: Option<String>,
 }
 
 fn one() -> u32 {
@@ -95,6 +103,32 @@ impl ScriptedFault {
             code: Some(code),
             message: Some(message.to_owned()),
             category: None,
+            retry_after: None,
+            limit_type: None,
+        }
+    }
+
+    /// A daily-limit 429 (`X-RateLimit-Type: Daily-limit`).
+    pub fn daily(self) -> Self {
+        Self {
+            limit_type: Some("Daily-limit".to_owned()),
+            ..self
+        }
+    }
+
+    /// Without `X-RateLimit-Type`, as a gateway's 429 would come.
+    pub fn untyped(self) -> Self {
+        Self {
+            limit_type: Some(String::new()),
+            ..self
+        }
+    }
+
+    /// With `Retry-After: value`.
+    pub fn retry_after(self, value: &str) -> Self {
+        Self {
+            retry_after: Some(value.to_owned()),
+            ..self
         }
     }
 
@@ -132,6 +166,8 @@ pub enum Fault {
         message: String,
         /// For a 429: the category its headers name.
         category: Option<Category>,
+        retry_after: Option<String>,
+        limit_type: Option<String>,
     },
     /// Hang this long, then answer 504.
     Hang(Duration),
@@ -222,6 +258,8 @@ impl Faults {
                 code: 429,
                 message: super::limits::QPS_MESSAGE.to_owned(),
                 category: None,
+                retry_after: None,
+                limit_type: None,
             });
         }
         if roll < c.rate_limit_rate + c.server_error_rate {
@@ -231,6 +269,8 @@ impl Faults {
                 code: 500,
                 message: "Internal server error (injected by zoom-fake).".to_owned(),
                 category: None,
+                retry_after: None,
+                limit_type: None,
             });
         }
         if roll < c.rate_limit_rate + c.server_error_rate + c.timeout_rate {
@@ -258,6 +298,8 @@ impl Faults {
             code: s.code.unwrap_or(u32::from(s.status)),
             message,
             category: s.category,
+            retry_after: s.retry_after.clone(),
+            limit_type: s.limit_type.clone(),
         })
     }
 }
@@ -275,6 +317,8 @@ mod tests {
             code: None,
             message: None,
             category: None,
+            retry_after: None,
+            limit_type: None,
         }
     }
 

@@ -12,6 +12,7 @@ mod endpoint;
 mod faults;
 mod limits;
 mod paging;
+mod requests;
 mod routes;
 mod seed;
 mod state;
@@ -29,11 +30,13 @@ pub use account::FakeState;
 pub use counters::{Counters, Counts};
 pub use faults::{FaultsConfig, ScriptedFault};
 pub use limits::{Category, Limits, PerCategory};
+pub use requests::{KEPT as REQUESTS_KEPT, ReceivedRequest};
 pub use seed::{AuthConfig, FakeConfig, SeedError, SeedGroup, SeedProblem, SeedUser, TomlError};
 pub use state::{GroupState, UserState};
 
 use account::Account;
 use faults::Lasting;
+use requests::RequestLog;
 
 /// How long [`FakeHandle::shutdown`] lets open connections finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -42,6 +45,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// map operations and never across an await.
 struct Shared {
     account: Mutex<Account>,
+    /// Apart from the account: recording a request never waits on a
+    /// decision, nor a decision on the log.
+    requests: Mutex<RequestLog>,
     shutdown: CancellationToken,
 }
 
@@ -50,6 +56,10 @@ impl Shared {
     /// account is never left half-changed by the operations that hold it.
     fn lock(&self) -> MutexGuard<'_, Account> {
         self.account.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn requests(&self) -> MutexGuard<'_, RequestLog> {
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -77,6 +87,7 @@ pub async fn spawn(config: FakeConfig, listen: SocketAddr) -> Result<FakeHandle,
     let addr = listener.local_addr().map_err(bind)?;
     let shared = Arc::new(Shared {
         account: Mutex::new(Account::new(config, Instant::now())),
+        requests: Mutex::new(RequestLog::default()),
         shutdown: CancellationToken::new(),
     });
     let app = routes::router(Arc::clone(&shared));
@@ -183,9 +194,51 @@ impl FakeHandle {
     }
 
     /// Back to the seed (directory, limits, counters, rate windows, fault
-    /// script, call times); issued tokens stay valid.
+    /// script, call times, the request log); issued tokens stay valid.
     pub fn reset(&self) {
         self.shared.lock().reset();
+        self.shared.requests().clear();
+    }
+
+    /// Every request so far, in arrival order (the first
+    /// [`REQUESTS_KEPT`]), the token endpoint's included, unanswered ones
+    /// too.
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.shared.requests().kept()
+    }
+
+    /// The API calls so far (`/v2/...`), in arrival order.
+    pub fn api_requests(&self) -> Vec<ReceivedRequest> {
+        let mut requests = self.requests();
+        requests.retain(ReceivedRequest::is_api);
+        requests
+    }
+
+    /// Requests that came after the log was full.
+    pub fn requests_not_kept(&self) -> u64 {
+        self.shared.requests().not_kept()
+    }
+
+    /// Whether the fake issued `token` (`Authorization: Bearer <token>`),
+    /// expired or not: a test asserts a call carried a token from here.
+    pub fn issued(&self, token: &str) -> bool {
+        self.shared.lock().tokens.was_issued(token)
+    }
+
+    /// Revokes the app's credentials, as an admin deactivating it: issued
+    /// tokens get 401 (code 124) and the token endpoint refuses the client.
+    pub fn revoke_credentials(&self) {
+        self.shared.lock().tokens.revoke();
+    }
+
+    /// The credentials work again (new tokens are granted).
+    pub fn restore_credentials(&self) {
+        self.shared.lock().tokens.restore();
+    }
+
+    /// Empties the request log (the directory and counters stay).
+    pub fn clear_requests(&self) {
+        self.shared.requests().clear();
     }
 
     /// Time until the next one-second rate window opens, so a caller can

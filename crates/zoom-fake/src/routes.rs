@@ -23,6 +23,7 @@ use super::account::{Answer, Reply};
 use super::auth::TokenRequest;
 use super::endpoint::ApiCall;
 use super::limits::{Category, QPS_MESSAGE};
+use super::requests::ReceivedRequest;
 use super::state::{MemberView, UserView};
 
 /// Zoom's body for a daily-limit 429 (fixture `zoom/error.429.daily.json`).
@@ -41,7 +42,52 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_reset_counters", post(reset_counters))
         .fallback(api)
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            record_request,
+        ))
         .with_state(shared)
+}
+
+/// The largest body the fake reads (axum's own default for a body).
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Every request into the log on arrival, its status once answered: the
+/// body is read here and handed on unchanged.
+async fn record_request(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+        return empty(StatusCode::PAYLOAD_TOO_LARGE);
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let received = ReceivedRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers,
+        body: body.to_vec(),
+        status: None,
+        at: Instant::now(),
+    };
+    let slot = shared.requests().record(received);
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    if let Some(slot) = slot {
+        shared.requests().answered(slot, response.status().as_u16());
+    }
+    response
 }
 
 /// One info line per request; the category comes from the answer's header,
@@ -176,28 +222,58 @@ async fn api(
 /// An answer as Zoom would send it, with the category headers every API
 /// answer carries.
 fn render(answer: Answer, route: Category) -> Response {
+    let (mut retry_after, mut limit_type) = (None, None);
     let (mut response, category) = match answer {
         Answer::Reply(reply) => (render_reply(reply), route),
         Answer::Rejected(r) => (error(r.status(), r.code(), &r.to_string()), route),
         Answer::Unauthorized(invalid) => (error(401, 124, &invalid.to_string()), route),
-        Answer::Qps { category, limit } => (too_many(QPS_MESSAGE, limit), category),
+        Answer::Qps {
+            category,
+            limit,
+            retry_after: after,
+            limit_type: named,
+        } => {
+            (retry_after, limit_type) = (after, named);
+            (too_many(QPS_MESSAGE, limit), category)
+        }
         Answer::Daily { limit, resets_at } => return daily_limited(limit, resets_at, route),
         Answer::Fault {
             status,
             code,
             message,
             category,
-        } => (error(status, code, &message), category),
+            retry_after: after,
+            limit_type: named,
+        } => {
+            (retry_after, limit_type) = (after, named);
+            (error(status, code, &message), category)
+        }
         Answer::Hung => (
             error(504, 504, "Gateway timeout (zoom-fake held this call)."),
             route,
         ),
     };
     let headers = response.headers_mut();
+    if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(header::RETRY_AFTER, value);
+    }
     headers.insert(CATEGORY, HeaderValue::from_static(category.header_value()));
-    headers
-        .entry(LIMIT_TYPE)
-        .or_insert(HeaderValue::from_static("QPS"));
+    match limit_type.as_deref() {
+        // No type at all: a 429 from a gateway in front of Zoom.
+        Some("") => {
+            headers.remove(LIMIT_TYPE);
+        }
+        Some(named) => {
+            if let Ok(value) = HeaderValue::from_str(named) {
+                headers.insert(LIMIT_TYPE, value);
+            }
+        }
+        None => {
+            headers
+                .entry(LIMIT_TYPE)
+                .or_insert(HeaderValue::from_static("QPS"));
+        }
+    }
     response
 }
 
