@@ -46,7 +46,21 @@ async fn main() {
     let (row, ceiling) = rows::bare_loop(fast).await;
     report(&mut table, row);
     let (row, instant) = rows::daemon_instant(fast, ceiling).await;
+    let mut ratios = vec![fast as f64 / instant.span.seconds() / ceiling];
     report(&mut table, row);
+    for _ in 1..pairs() {
+        let (_, ceiling) = rows::bare_loop(fast).await;
+        let (_, run) = rows::daemon_instant(fast, ceiling).await;
+        ratios.push(fast as f64 / run.span.seconds() / ceiling);
+        eprintln!(
+            "pair {}: row 2 at {:.0} % of row 1",
+            ratios.len(),
+            100.0 * ratios[ratios.len() - 1]
+        );
+    }
+    if ratios.len() > 1 {
+        report(&mut table, rows::paired(fast, &mut ratios));
+    }
     if wanted.has(3) {
         for concurrency in [1, 16, 64] {
             report(&mut table, rows::latency(concurrency).await);
@@ -63,6 +77,17 @@ async fn main() {
     }
     report(&mut table, rows::footprint(fast, &instant));
     print_table(&table);
+}
+
+/// `BENCH_PAIRS=N` runs rows 1 and 2 N times, one after the other, and adds
+/// the median of row 2 / row 1: the bare loop's own rate swings between runs
+/// on a shared machine, so one pair proves little.
+fn pairs() -> usize {
+    std::env::var("BENCH_PAIRS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// `BENCH_ROWS=3,6` runs rows 1, 2 and 7 (always: the others compare with

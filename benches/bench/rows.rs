@@ -157,6 +157,26 @@ pub async fn bare_loop(count: usize) -> (Row, f64) {
     (row, rate)
 }
 
+/// Rows 1 and 2 run as `ratios.len()` pairs: the median and the lowest
+/// ratio of row 2 to row 1.
+pub fn paired(count: usize, ratios: &mut [f64]) -> Row {
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    let each: Vec<String> = ratios.iter().map(|r| format!("{:.0}", 100.0 * r)).collect();
+    Row {
+        name: "2 / 1, paired".into(),
+        inputs: format!("{} pairs of rows 1 and 2, {count} moves each", ratios.len()),
+        result: format!(
+            "median **{:.0} %**, lowest {:.0} % (sorted: {} %)",
+            100.0 * median,
+            100.0 * ratios[0],
+            each.join(", ")
+        ),
+        target: "median ≥ 60 %".into(),
+        limited_by: "the bare loop's rate swings between runs on 2 shared cores".into(),
+    }
+}
+
 /// Row 2: the daemon against an instant fake, no limits in its way.
 pub async fn daemon_instant(count: usize, ceiling: f64) -> (Row, DaemonRun) {
     let fake = fake_zoom(count, Limits::unlimited(), Duration::ZERO).await;
