@@ -18,7 +18,6 @@
 #[path = "support/daemon.rs"]
 mod daemon;
 
-use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -45,15 +44,6 @@ const ROWS: [(&str, usize, usize, u16); 5] = [
     ),
 ];
 
-fn binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("ZDS_BIN") {
-        return bin.into();
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let target = exe.ancestors().nth(3).expect("target dir");
-    target.join("release").join("zoom-dept-sync")
-}
-
 fn start_daemon(zoom: &FakeHandle, queue: &str, prefetch: u16, dir: &tempfile::TempDir) -> Child {
     let config = format!(
         "[amqp]\nqueue = {queue:?}\nprefetch = {prefetch}\n\
@@ -68,21 +58,13 @@ fn start_daemon(zoom: &FakeHandle, queue: &str, prefetch: u16, dir: &tempfile::T
         // check refuses more than two rounds of the retry budget.
         concurrency = prefetch / 2,
     );
-    daemon::start(&binary(), &config, &amqp_url(), dir.path(), queue)
-}
-
-fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+    daemon::start(
+        &daemon::release_binary(),
+        &config,
+        &daemon::amqp_url(),
+        dir.path(),
+        queue,
+    )
 }
 
 async fn ready(channel: &Channel, queue: &str) -> u32 {
@@ -154,7 +136,7 @@ async fn run_row(channel: &Channel, zoom: &FakeHandle, row: (&str, usize, usize,
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let peak_mib = peak_rss_mib(child.id());
+    let peak_mib = daemon::peak_rss_mib(child.id());
     let _ = std::process::Command::new("kill")
         .arg(child.id().to_string())
         .status();
@@ -169,7 +151,7 @@ async fn run_row(channel: &Channel, zoom: &FakeHandle, row: (&str, usize, usize,
 
 #[tokio::main]
 async fn main() {
-    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+    let connection = Connection::connect(&daemon::amqp_url(), ConnectionProperties::default())
         .await
         .expect("broker");
     let channel = connection.create_channel().await.expect("channel");

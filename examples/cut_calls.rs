@@ -24,7 +24,6 @@ mod daemon;
 mod proxy;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -111,15 +110,6 @@ impl Respond for FakeZoom {
     }
 }
 
-fn binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("ZDS_BIN") {
-        return bin.into();
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let target = exe.ancestors().nth(3).expect("target dir");
-    target.join("release").join("zoom-dept-sync")
-}
-
 fn start_daemon(zoom: &MockServer, queue: &str, amqp_url: &str, dir: &tempfile::TempDir) -> Child {
     let config = format!(
         "[amqp]\nqueue = {queue:?}\nprefetch = {prefetch}\n\
@@ -131,7 +121,13 @@ fn start_daemon(zoom: &MockServer, queue: &str, amqp_url: &str, dir: &tempfile::
         port = daemon::free_port(),
         prefetch = 2 * CONCURRENCY,
     );
-    daemon::start(&binary(), &config, amqp_url, dir.path(), "daemon")
+    daemon::start(
+        &daemon::release_binary(),
+        &config,
+        amqp_url,
+        dir.path(),
+        "daemon",
+    )
 }
 
 /// Messages of `queue`, ready and unacknowledged, as the broker counts them.
@@ -272,7 +268,7 @@ async fn main() {
     let connection = Connection::connect(&amqp_url, ConnectionProperties::default())
         .await
         .expect("broker");
-    println!("binary: {}", binary().display());
+    println!("binary: {}", daemon::release_binary().display());
     println!(
         "{EVENTS} moves, concurrency {CONCURRENCY}, Zoom answers after {} ms, one cut each run\n",
         ZOOM_DELAY.as_millis()

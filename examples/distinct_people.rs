@@ -18,8 +18,9 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/zoom.rs"]
+mod zoom_seed;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use lapin::options::{
@@ -27,20 +28,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use zoom_fake::{self as fake, FakeConfig, FakeHandle, Limits, SeedGroup, SeedUser};
-
-fn binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("ZDS_BIN") {
-        return bin.into();
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let target = exe.ancestors().nth(3).expect("target dir");
-    target.join("release").join("zoom-dept-sync")
-}
-
-fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
+use zoom_fake::{FakeHandle, Limits};
 
 /// `PEOPLE`, comma-separated (default 20000,150000).
 fn rows() -> Vec<usize> {
@@ -49,32 +37,6 @@ fn rows() -> Vec<usize> {
         .split(',')
         .map(|n| n.trim().parse().expect("PEOPLE: numbers, comma-separated"))
         .collect()
-}
-
-/// A fake with `people` users, `u0`…, all in Engineering.
-async fn fake_zoom(people: usize) -> FakeHandle {
-    let group = |id: &str, name: &str| SeedGroup {
-        id: id.into(),
-        name: name.into(),
-    };
-    let config = FakeConfig {
-        groups: vec![group("grp_eng", "Engineering"), group("grp_sales", "Sales")],
-        users: (0..people)
-            .map(|i| SeedUser {
-                id: format!("u{i}"),
-                email: format!("u{i}@example.com"),
-                first_name: String::new(),
-                last_name: String::new(),
-                groups: vec!["grp_eng".into()],
-                primary_group: Some("grp_eng".into()),
-            })
-            .collect(),
-        limits: Limits::unlimited(),
-        ..FakeConfig::default()
-    };
-    fake::spawn(config, "127.0.0.1:0".parse().expect("address"))
-        .await
-        .expect("zoom-fake starts")
 }
 
 /// Person `i`'s one event: id and email (so the two are paired), a time
@@ -148,26 +110,16 @@ fn config(zoom: &FakeHandle, queue: &str) -> String {
     )
 }
 
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
 /// (events a second, peak RSS in MiB) for `people` one-event people.
 async fn run_row(channel: &Channel, people: usize) -> (f64, f64) {
-    let zoom = fake_zoom(people).await;
+    let zoom = zoom_seed::fake_zoom(people, Limits::unlimited(), Duration::ZERO).await;
     let queue = format!("bench-people-{}", fastrand::u32(..));
     fill(channel, &queue, people).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut child = daemon::start(
-        &binary(),
+        &daemon::release_binary(),
         &config(&zoom, &queue),
-        &amqp_url(),
+        &daemon::amqp_url(),
         dir.path(),
         "people",
     );
@@ -186,7 +138,7 @@ async fn run_row(channel: &Channel, people: usize) -> (f64, f64) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let seconds = first.map_or(1e-3, |f| f.elapsed().as_secs_f64().max(1e-3));
-    let peak = peak_rss_mib(child.id());
+    let peak = daemon::peak_rss_mib(child.id());
     let _ = std::process::Command::new("kill")
         .arg(child.id().to_string())
         .status();
@@ -201,7 +153,7 @@ async fn run_row(channel: &Channel, people: usize) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
-    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+    let connection = Connection::connect(&daemon::amqp_url(), ConnectionProperties::default())
         .await
         .expect("RabbitMQ at AMQP_URL");
     let channel = connection.create_channel().await.expect("channel");
@@ -209,7 +161,7 @@ async fn main() {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .expect("confirms");
-    println!("binary: {}", binary().display());
+    println!("binary: {}", daemon::release_binary().display());
     println!("| distinct people (one event each) | events/s | peak RSS (VmHWM) |");
     println!("|---|---|---|");
     for people in rows() {

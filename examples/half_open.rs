@@ -17,7 +17,9 @@
 //! connections still held. Prints one Markdown table. `BENCH_OLD=1` runs a binary from before
 //! `ingest.probe_listen` (its `/readyz` on the webhook port), first row only.
 
-use std::path::PathBuf;
+#[path = "support/daemon.rs"]
+mod daemon;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -102,7 +104,7 @@ async fn scenario(amqp_url: &str, old: bool, reopen: bool) -> String {
         .await
         .expect("bind");
     let dir = tempfile::tempdir().expect("temp dir");
-    let (webhooks, probes) = (free_port(), free_port());
+    let (webhooks, probes) = (daemon::free_port(), daemon::free_port());
     let mut receiver = start(&dir, &queue, amqp_url, webhooks, probes, old);
     let pid = receiver.id();
     wait_ready(if old { webhooks } else { probes }).await;
@@ -135,7 +137,7 @@ async fn scenario(amqp_url: &str, old: bool, reopen: bool) -> String {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
-    let peak = peak_rss_mib(pid);
+    let peak = daemon::peak_rss_mib(pid);
     let term = Instant::now();
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -302,7 +304,7 @@ fn start(
     Command::new("sh")
         .arg("-c")
         .arg("ulimit -n 1024 && exec \"$0\" ingest --config \"$1\"")
-        .arg(binary())
+        .arg(daemon::release_binary())
         .arg(&config)
         .env_clear()
         .env("AMQP_URL", amqp_url)
@@ -349,27 +351,4 @@ async fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
     let _ = child.kill();
     let _ = child.wait();
     None
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
-fn binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("ZDS_BIN") {
-        return bin.into();
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let target = exe.ancestors().nth(3).expect("target dir");
-    target.join("release").join("zoom-dept-sync")
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
 }

@@ -18,6 +18,8 @@ mod setup;
 
 #[path = "../../examples/support/daemon.rs"]
 mod daemon;
+#[path = "../../examples/support/zoom.rs"]
+mod zoom_seed;
 
 use rows::Row;
 

@@ -1,48 +1,15 @@
 //! What every row needs: a fake Zoom seeded with the row's users, queues
 //! filled before the consumer starts, the daemon's config, and cleaning up.
 
-use std::time::Duration;
-
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use zoom_fake::{self as fake, FakeConfig, FakeHandle, FaultsConfig, Limits, SeedGroup, SeedUser};
+use zoom_fake::FakeHandle;
 
-pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// A fake Zoom with `users` users (`u0`, `u1`, …), all in Engineering.
-pub async fn fake_zoom(users: usize, limits: Limits, latency: Duration) -> FakeHandle {
-    let group = |id: &str, name: &str| SeedGroup {
-        id: id.into(),
-        name: name.into(),
-    };
-    let config = FakeConfig {
-        groups: vec![group("grp_eng", "Engineering"), group("grp_sales", "Sales")],
-        users: (0..users)
-            .map(|i| SeedUser {
-                id: format!("u{i}"),
-                email: format!("u{i}@example.com"),
-                first_name: String::new(),
-                last_name: String::new(),
-                groups: vec!["grp_eng".into()],
-                primary_group: Some("grp_eng".into()),
-            })
-            .collect(),
-        limits,
-        faults: FaultsConfig {
-            latency_ms: latency.as_millis() as u64,
-            ..FaultsConfig::default()
-        },
-        ..FakeConfig::default()
-    };
-    fake::spawn(config, "127.0.0.1:0".parse().expect("address"))
-        .await
-        .expect("zoom-fake starts")
-}
+pub use crate::daemon::amqp_url;
+pub use crate::zoom_seed::fake_zoom;
 
 /// What each event asks for.
 #[derive(Clone, Copy)]
