@@ -816,22 +816,13 @@ async fn forge(
     let connection = Connection::connect(&user.url(), ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
-    let options = BasicPublishOptions {
-        mandatory: true,
-        ..BasicPublishOptions::default()
-    };
-    let confirmed = async {
-        channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                options,
-                body,
-                properties,
-            )
-            .await?
-            .await
-    };
+    let confirmed = zoom_dept_sync::broker::confirm::publish_confirmed(
+        &channel,
+        exchange,
+        routing_key,
+        body,
+        properties,
+    );
     let answer = match tokio::time::timeout(Duration::from_secs(10), confirmed).await {
         Err(_) => Err(NotTaken::NoConfirm),
         Ok(Err(e)) => Err(NotTaken::Broker(e)),
