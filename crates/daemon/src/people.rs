@@ -370,6 +370,16 @@ impl People {
     }
 }
 
+/// The sync algorithm tells the daemon's memory what its lookups reveal.
+impl zds_core::sync::People for People {
+    fn learn(&self, email: &Email, id: &ZoomUserId) {
+        People::learn(self, email, id);
+    }
+    fn found_by_email(&self, email: &Email, id: &ZoomUserId) {
+        People::found_by_email(self, email, id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -260,6 +260,7 @@ impl Worker {
     ) -> sync::Synced {
         let policy = sync::Policy {
             mapping: &self.mapping,
+            people: &self.people,
             unmapped: self.unmapped,
             brake: &self.brake,
             set_primary: self.set_primary,
@@ -274,12 +275,6 @@ impl Worker {
         };
         let session = Session::new(&self.zoom, attempts);
         let synced = sync::apply(&policy, &session, change, known).await;
-        for (email, id) in &synced.learned {
-            self.people.learn(email, id);
-        }
-        if let Some((email, id)) = &synced.resolved {
-            self.people.found_by_email(email, id);
-        }
         if let (true, Some(email)) = (synced.forget_email, email) {
             // The cached id may be what Zoom no longer knows.
             self.people.forget_email(email);

@@ -26,9 +26,23 @@ use crate::outcome::{FailureReason, Outcome, RequeueCause};
 /// older accounts).
 const UNKNOWN_USER_CODES: [i64; 2] = [1001, 1010];
 
+/// What the caller remembers of people, told the moment a lookup reveals
+/// it: an event of the same person that carries the other key (only the id,
+/// only the email) joins this person's line at once, not only after this
+/// event has settled.
+pub trait People: Sync {
+    /// A user record paired this email and id.
+    fn learn(&self, email: &Email, id: &ZoomUserId);
+    /// `GET /users/{email}` found this id (an answer worth caching; the
+    /// pair is learned too).
+    fn found_by_email(&self, email: &Email, id: &ZoomUserId);
+}
+
 /// The daemon's settings the algorithm obeys.
 pub struct Policy<'a> {
     pub mapping: &'a Mapping,
+    /// Told what lookups reveal, as they reveal it.
+    pub people: &'a dyn People,
     pub unmapped: Unmapped,
     /// Asked before every write to Zoom.
     pub brake: &'a Brake,
@@ -55,7 +69,8 @@ pub struct Synced {
     pub to_group: Option<GroupId>,
     /// The user's Zoom id, once known.
     pub user: Option<ZoomUserId>,
-    /// Email ↔ id pairs the run's lookups revealed, in order.
+    /// Email ↔ id pairs the run's lookups revealed, in order (each already
+    /// told to [`Policy::people`]).
     pub learned: Vec<(Email, ZoomUserId)>,
     /// A `GET /users/{email}` answer worth caching.
     pub resolved: Option<(Email, ZoomUserId)>,
@@ -252,6 +267,7 @@ impl<D: ZoomDirectory> Run<'_, D> {
         }
         let user = self.zoom.get_user(UserPath::Email(email)).await?;
         let id = ZoomUserId::parse(&user.id).map_err(|e| unreadable_user(email, e))?;
+        self.policy.people.found_by_email(email, &id);
         self.synced.resolved = Some((email.clone(), id.clone()));
         self.synced.learned.push((email.clone(), id.clone()));
         Ok((id, Some(user)))
@@ -266,6 +282,7 @@ impl<D: ZoomDirectory> Run<'_, D> {
                 // The record's email pairs the person's keys, so a later
                 // email-only event joins their line and their stale check.
                 if let Some(email) = user.email.as_deref().and_then(|e| Email::parse(e).ok()) {
+                    self.policy.people.learn(&email, &id);
                     self.synced.learned.push((email, id.clone()));
                 }
                 Ok((id, user))

@@ -38,6 +38,31 @@ fn brake(max_changes: u32) -> Brake {
     })
 }
 
+/// Remembers nothing.
+struct Forgetful;
+
+impl People for Forgetful {
+    fn learn(&self, _: &Email, _: &ZoomUserId) {}
+    fn found_by_email(&self, _: &Email, _: &ZoomUserId) {}
+}
+
+/// Notes each pair it is told, with how many calls Zoom had seen by then.
+struct Told<'a> {
+    zoom: &'a InMemoryDirectory,
+    pairs: std::sync::Mutex<Vec<(&'static str, String, usize)>>,
+}
+
+impl People for Told<'_> {
+    fn learn(&self, email: &Email, _: &ZoomUserId) {
+        let calls = self.zoom.calls().len();
+        (self.pairs.lock().unwrap()).push(("learn", email.as_str().to_owned(), calls));
+    }
+    fn found_by_email(&self, email: &Email, _: &ZoomUserId) {
+        let calls = self.zoom.calls().len();
+        (self.pairs.lock().unwrap()).push(("found", email.as_str().to_owned(), calls));
+    }
+}
+
 struct Case {
     unmapped: Unmapped,
     set_primary: bool,
@@ -61,6 +86,7 @@ impl Case {
         let mapping = mapping();
         let policy = Policy {
             mapping: &mapping,
+            people: &Forgetful,
             unmapped: self.unmapped,
             brake: &self.brake,
             set_primary: self.set_primary,
@@ -447,4 +473,50 @@ async fn a_rate_limit_past_the_budget_goes_back_to_the_queue() {
             ..
         }
     ));
+}
+
+#[tokio::test]
+async fn what_a_lookup_reveals_is_told_before_the_next_call() {
+    // An id-only event of the same person, arriving while this one still
+    // runs (a slow or retried PATCH), must already find its line.
+    let zoom = InMemoryDirectory::default().with_user(U, MAIL, &["grp_eng"]);
+    let told = Told {
+        zoom: &zoom,
+        pairs: std::sync::Mutex::default(),
+    };
+    let change = event(&format!(r#""email": "{MAIL}", "new_department": "Sales""#));
+    let (mapping, brake) = (mapping(), brake(0));
+    let policy = Policy {
+        mapping: &mapping,
+        people: &told,
+        unmapped: Unmapped::DeadLetter,
+        brake: &brake,
+        set_primary: false,
+    };
+    let synced = apply(&policy, &zoom, &change, Known::default()).await;
+    assert!(matches!(synced.outcome, Outcome::Applied));
+    assert_eq!(
+        *told.pairs.lock().unwrap(),
+        [("found", MAIL.to_owned(), 1)],
+        "told after the GET by email, before the PATCH"
+    );
+
+    let by_id = InMemoryDirectory::default().with_user(U, MAIL, &["grp_sales"]);
+    let told = Told {
+        zoom: &by_id,
+        pairs: std::sync::Mutex::default(),
+    };
+    let policy = Policy {
+        people: &told,
+        ..policy
+    };
+    let change = event(&format!(
+        r#""zoom_user_id": "{U}", "new_department": "Engineering""#
+    ));
+    apply(&policy, &by_id, &change, Known::default()).await;
+    assert_eq!(
+        *told.pairs.lock().unwrap(),
+        [("learn", MAIL.to_owned(), 1)],
+        "the user record's email is told before the PATCH"
+    );
 }
