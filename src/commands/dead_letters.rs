@@ -16,7 +16,7 @@ use super::printable::Printable;
 use super::{ConfigArg, Exit, broker_settings};
 use crate::broker::admin::{Admin, AdminError, Step, SweepLimits};
 use crate::broker::topology::Topology;
-use crate::config::Settings;
+use crate::config::{QueueType, Settings};
 use crate::triage::{self, DeadLetterRow, Filter, GroupBy, StoredMessage};
 
 #[derive(Subcommand)]
@@ -151,8 +151,10 @@ pub async fn run(command: DeadLetterCommand) -> Exit {
 }
 
 /// Connects and makes sure reading the dead-letter queue cannot count
-/// toward a delivery limit (it must be the classic queue the daemon
-/// declares).
+/// toward a delivery limit: it must be declared as the daemon declares it
+/// (on a cluster, a quorum queue with an out-of-reach limit), or be a plain
+/// classic queue, which has no limit (one declared before the dead-letter
+/// queue followed `amqp.queue_type`).
 async fn open(config: &Path, command: &str) -> Result<(Settings, Admin), Exit> {
     let settings = broker_settings(config)?;
     let admin = Admin::connect(&settings.amqp, command)
@@ -175,10 +177,23 @@ async fn open(config: &Path, command: &str) -> Result<(Settings, Admin), Exit> {
             );
             return Err(Exit::Problems);
         }
+        if admin
+            .check_declared_with(&queue, Default::default())
+            .await
+            .is_ok()
+        {
+            if settings.amqp.queue_type != QueueType::Classic {
+                eprintln!(
+                    "zoom-dept-sync: warning: dead-letter queue {queue} is a classic queue: on a RabbitMQ cluster it \
+                     lives on one node and is lost with it (docs/deployment.md: Running on a RabbitMQ cluster)"
+                );
+            }
+            return Ok((settings, admin));
+        }
         eprintln!(
-            "zoom-dept-sync: dead-letter queue {queue} is not the classic queue the daemon declares ({why}). \
-             Reading it hands every message back, which a quorum queue's delivery limit counts; \
-             move its messages to a classic queue of that name first"
+            "zoom-dept-sync: dead-letter queue {queue} is not declared as the daemon declares it ({why}). \
+             Reading it hands every message back, which a quorum queue's delivery limit counts (RabbitMQ 4 \
+             drops a message read 20 times); move its messages to a queue declared as the daemon declares it first"
         );
         return Err(Exit::Problems);
     }

@@ -2,6 +2,7 @@
 //! RabbitMQ container) and zoom-fake, the one stand-in Zoom (wiremock stands
 //! in only for BambooHR's API). One crate so it links once.
 
+mod addresses;
 mod big_messages;
 mod brake;
 mod broker_limits;

@@ -1,7 +1,7 @@
 //! The operator's toolbox, run as the binary against a real broker:
 //! `dead-letters list | show | replay | purge`, `check`, `publish`.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use lapin::BasicProperties;
@@ -144,41 +144,77 @@ async fn listing_filters_and_groups_and_changes_nothing() {
     assert_eq!(ids(&drain(&app, &app.dead_letter_queue).await), all);
 }
 
-/// Reading never counts toward a delivery limit: RabbitMQ 4's default
-/// quorum limit, simulated with a policy of 1, would drop a message handed
-/// back twice. The dead-letter queue is classic, even for a quorum input
-/// queue, so listing it three times keeps every message.
+/// On a cluster (`queue_type = "quorum"`) the dead-letter queue is a
+/// quorum queue too, replicated, declared with an explicit delivery limit
+/// so RabbitMQ 4.0-4.2's default of 20 (which counts every hand-back) does
+/// not apply: read 25 times, it keeps every message, in order.
 #[tokio::test]
-async fn reading_does_not_count_toward_a_delivery_limit() {
+async fn on_a_cluster_the_dead_letter_queue_is_quorum_and_reading_it_loses_nothing() {
     let app = TestApp::prepare_with(|s| s.amqp.queue_type = QueueType::Quorum).await;
-    let policy = format!("zds-test-limit-{}", app.queue);
-    let pattern = format!("^{}$", app.dead_letter_queue.replace('.', "\\."));
-    let set = Command::new("rabbitmqctl")
-        .args([
-            "set_policy",
-            &policy,
-            &pattern,
-            r#"{"delivery-limit":1}"#,
-            "--apply-to",
-            "queues",
-        ])
-        .output()
-        .expect("rabbitmqctl");
-    assert!(
-        set.status.success(),
-        "{}",
-        String::from_utf8_lossy(&set.stderr)
+    let channel = app.connection.create_channel().await.unwrap();
+    let mut classic = FieldTable::default();
+    classic.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("classic")),
+    );
+    let redeclared = channel
+        .queue_declare(
+            app.dead_letter_queue.as_str().into(),
+            lapin::options::QueueDeclareOptions::durable(),
+            classic,
+        )
+        .await;
+    let refused = redeclared.expect_err("a quorum queue refuses a classic redeclaration");
+    assert!(refused.to_string().contains("x-queue-type"), "{refused}");
+    let topology = zoom_dept_sync::broker::topology::Topology::new(&app.settings.amqp);
+    let limit = topology.arguments(&app.dead_letter_queue);
+    assert_eq!(
+        limit.inner().get("x-delivery-limit"),
+        Some(&AMQPValue::LongInt(i32::MAX))
     );
     let all = ten_mixed(&app).await;
     let tool = Tool::new(&app, "queue_type = \"quorum\"\n");
-    for _ in 0..3 {
-        let (code, _, err) = tool.run(&["dead-letters", "list", "--json"]);
+    for _ in 0..25 {
+        let (code, _, err) = tool.run_async(&["dead-letters", "list", "--json"]).await;
         assert_eq!(code, 0, "{err}");
     }
-    let _ = Command::new("rabbitmqctl")
-        .args(["clear_policy", &policy])
-        .output();
     assert_eq!(ids(&drain(&app, &app.dead_letter_queue).await), all);
+}
+
+/// A quorum queue puts what is handed back behind what it still holds, so
+/// a read that stops early (a capped peek, a sweep told to stop) would
+/// rotate the queue. Both take the rest before handing anything back.
+#[tokio::test]
+async fn a_read_that_stops_early_keeps_a_quorum_queue_in_order() {
+    use zoom_dept_sync::broker::admin::{Step, SweepLimits};
+    let app = TestApp::prepare_with(|s| s.amqp.queue_type = QueueType::Quorum).await;
+    let published: Vec<String> = (0..6).map(|i| format!("p{i}")).collect();
+    for (i, id) in published.iter().enumerate() {
+        let event = crate::helpers::event(id, &format!("U{i}"), None, "Sales");
+        app.publish_json(event).await;
+    }
+    let admin = Admin::connect(&app.settings.amqp, "test").await.unwrap();
+    // A whole read first: everything is now among the handed-back, and a
+    // head handed back again goes behind the others.
+    assert_eq!(admin.peek(&app.queue).await.unwrap().len(), 6);
+    let (head, capped) = admin.peek_at_most(&app.queue, 2).await.unwrap();
+    assert!(capped && head.len() == 2);
+    let limits = SweepLimits {
+        rate: None,
+        stop: tokio_util::sync::CancellationToken::new(),
+        hold_for: Duration::from_secs(30),
+    };
+    let mut seen = 0;
+    let summary = admin
+        .sweep(&app.queue, &limits, |_| {
+            seen += 1;
+            if seen < 2 { Step::Keep } else { Step::Stop }
+        })
+        .await
+        .unwrap();
+    assert!(summary.stopped);
+    admin.close().await;
+    assert_eq!(ids(&drain(&app, &app.queue).await), published);
 }
 
 /// Tests 2 and 3: `replay --code 4130` puts those back on the input queue

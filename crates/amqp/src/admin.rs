@@ -3,10 +3,15 @@
 //!
 //! Reading takes every message with `basic.get` (unacknowledged) and hands
 //! them all back at the end with one `basic.nack` (requeue). A classic queue
-//! puts requeued messages back in their original positions, so the queue
-//! keeps every message in order; classic queues have no delivery limit, so
-//! reading never counts toward one (the dead-letter queue is declared
-//! classic for this reason, see `topology`).
+//! puts requeued messages back in their original positions; a quorum queue
+//! serves what was handed back first, in the order handed back. Either way
+//! the queue keeps its order, provided a read takes the *whole* queue before
+//! handing anything back: a quorum queue would put a head handed back early
+//! behind the rest. So a read that stops early (a cap, a sweep told to stop)
+//! still takes the rest first ([`take_the_rest`]). `basic.nack` is what
+//! RabbitMQ 4.3 does not count toward a delivery limit (`basic.reject`
+//! would be); before 4.3 every hand-back counts, hence the quorum
+//! dead-letter queue's out-of-reach limit (see `topology`).
 //!
 //! A sweep (replay, purge) decides message by message. A message that moves
 //! is published to its new queue with `mandatory` and a publisher confirm,
@@ -94,11 +99,11 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// Connects to the first of the broker addresses that answers; each
+    /// attempt is bounded ([`crate::connect::ATTEMPT_TIMEOUT`]).
     pub async fn connect(amqp: &AmqpSettings, command: &str) -> Result<Self, AdminError> {
-        let connect = crate::connect::connect(amqp, format!("zoom-dept-sync {command}"));
-        let connection = tokio::time::timeout(OPERATION_TIMEOUT, connect)
+        let connection = crate::connect::connect(amqp, format!("zoom-dept-sync {command}"))
             .await
-            .map_err(|_| AdminError::Timeout)?
             .map_err(|e| AdminError::Connect(e.to_string()))?;
         Ok(Self { connection })
     }
@@ -213,6 +218,17 @@ impl Admin {
         topology: &Topology,
         queue: &str,
     ) -> Result<(), AdminError> {
+        self.check_declared_with(queue, topology.arguments(queue))
+            .await
+    }
+
+    /// `Ok(())` when `queue` exists and a redeclaration with `arguments`
+    /// matches it (a classic queue: no arguments at all).
+    pub async fn check_declared_with(
+        &self,
+        queue: &str,
+        arguments: FieldTable,
+    ) -> Result<(), AdminError> {
         if self.counts(queue).await?.is_none() {
             return Err(AdminError::MissingQueue {
                 queue: queue.to_owned(),
@@ -224,7 +240,7 @@ impl Admin {
             ..QueueDeclareOptions::default()
         };
         let declared = channel
-            .queue_declare(queue.into(), options, topology.arguments(queue))
+            .queue_declare(queue.into(), options, arguments)
             .await;
         let _ = channel.close(200, "checked".into()).await;
         Ok(declared.map(drop)?)
@@ -252,6 +268,7 @@ impl Admin {
             last_tag = Some(got.delivery.delivery_tag);
             if messages.len() == cap {
                 capped = true;
+                last_tag = take_the_rest(&channel, queue, last_tag).await?;
                 break;
             }
             messages.push(stored(messages.len(), &got, LISTED_BODY_BYTES));
@@ -315,6 +332,9 @@ impl Admin {
                 Err(e) => break Err(e),
             }
         };
+        if summary.stopped && result.is_ok() {
+            last_kept = take_the_rest(&channel, queue, last_kept).await?;
+        }
         hand_back(&channel, last_kept).await?;
         result.map(|()| summary)
     }
@@ -426,6 +446,20 @@ async fn ack(got: &BasicGetMessage) -> Result<(), AdminError> {
         .await
         .map_err(|_| AdminError::Timeout)??;
     Ok(())
+}
+
+/// Takes (holds) every message left in `queue`, so that the hand-back that
+/// follows returns the whole queue in order (see the module's comment).
+/// Returns the last tag held: `last_held`, or a later one.
+async fn take_the_rest(
+    channel: &Channel,
+    queue: &str,
+    mut last_held: Option<u64>,
+) -> Result<Option<u64>, AdminError> {
+    while let Some(got) = get(channel, queue).await? {
+        last_held = Some(got.delivery.delivery_tag);
+    }
+    Ok(last_held)
 }
 
 /// Hands back every message still held on `channel` (up to `last_held`,

@@ -10,12 +10,13 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::{Connection, ConnectionProperties};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::settings::AmqpSettings;
 
@@ -77,16 +78,53 @@ pub enum ConnectError {
         at: BrokerAddress,
         source: lapin::Error,
     },
+    /// The broker accepted the connection but did not finish the
+    /// handshake in time (a node hung, or an address that drops packets).
+    #[error("the broker at {at} did not answer within {} s", ATTEMPT_TIMEOUT.as_secs())]
+    NoAnswer { at: BrokerAddress },
+    /// Every address of `amqp.urls` failed, each for its own reason.
+    #[error("no broker address answered: {}", list(.0))]
+    NoneAnswered(Vec<ConnectError>),
     #[error("{0}")]
     Broker(#[from] lapin::Error),
 }
 
+fn list(failures: &[ConnectError]) -> String {
+    let each: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    each.join("; ")
+}
+
 impl ConnectError {
-    /// True when trying again cannot succeed without an operator.
+    /// True when trying again cannot succeed without an operator. Of
+    /// several addresses, only when every one gave such a verdict: a node
+    /// that is merely away may come back.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, Self::Broker(_) | Self::Unreachable { .. })
+        match self {
+            Self::Broker(_) | Self::Unreachable { .. } | Self::NoAnswer { .. } => false,
+            Self::NoneAnswered(failures) => failures.iter().all(Self::is_permanent),
+            _ => true,
+        }
+    }
+
+    /// Several failures as one: the failure itself when there is one, or
+    /// when all are the same verdict (a refused login is the cluster's,
+    /// not a node's); else all of them.
+    fn of_all(mut failures: Vec<ConnectError>) -> Self {
+        let same = failures.windows(2).all(|pair| {
+            std::mem::discriminant(&pair[0]) == std::mem::discriminant(&pair[1])
+                && pair[0].is_permanent()
+        });
+        if failures.len() == 1 || same {
+            return failures.swap_remove(0);
+        }
+        Self::NoneAnswered(failures)
     }
 }
+
+/// How long one address may take to connect: the connection, TLS and the
+/// AMQP handshake. Bounded so that an address that drops packets (a node
+/// cut off, not dead) cannot keep the next address from being tried.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the daemon connects and as whom, for messages: host and port,
 /// user and vhost from the broker URL, never the password.
@@ -101,13 +139,8 @@ pub struct BrokerAddress {
 impl BrokerAddress {
     /// Read with lapin's own URL parser, so the defaults (port 5672 or
     /// 5671, user `guest`, vhost `/`) are the ones it connects with.
-    pub fn of(amqp: &AmqpSettings) -> Self {
-        match amqp
-            .url
-            .expose_secret()
-            .trim()
-            .parse::<lapin::uri::AMQPUri>()
-        {
+    pub fn of(url: &SecretString) -> Self {
+        match url.expose_secret().trim().parse::<lapin::uri::AMQPUri>() {
             Ok(uri) => Self {
                 host: uri.authority.host,
                 port: uri.authority.port,
@@ -193,8 +226,60 @@ pub fn with_default_frame_max(url: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{url}{separator}frame_max={DEFAULT_FRAME_MAX}"))
 }
 
-/// Opens a connection named `name` (shown in the management UI).
+/// An open connection, and which of the addresses it went to.
+pub struct Connected {
+    pub connection: Connection,
+    /// Its place in [`AmqpSettings::addresses`].
+    pub index: usize,
+    pub address: BrokerAddress,
+}
+
+/// Opens a connection named `name` (shown in the management UI) to the
+/// first address that answers, trying them in order.
 pub async fn connect(amqp: &AmqpSettings, name: String) -> Result<Connection, ConnectError> {
+    connect_from(amqp, name, 0).await.map(|c| c.connection)
+}
+
+/// Like [`connect`], trying the addresses from `start` on, round: a daemon
+/// that lost its session starts with the address after the one it had, so
+/// a node that died is tried last, not first.
+pub async fn connect_from(
+    amqp: &AmqpSettings,
+    name: String,
+    start: usize,
+) -> Result<Connected, ConnectError> {
+    let addresses = amqp.addresses();
+    let mut failures = Vec::new();
+    for k in 0..addresses.len() {
+        let index = (start + k) % addresses.len();
+        let url = &addresses[index];
+        let address = BrokerAddress::of(url);
+        let attempt = connect_one(amqp, url, name.clone(), address.clone());
+        let failure = match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
+            Ok(Ok(connection)) => {
+                return Ok(Connected {
+                    connection,
+                    index,
+                    address,
+                });
+            }
+            Ok(Err(e)) => e,
+            Err(_) => ConnectError::NoAnswer { at: address },
+        };
+        if addresses.len() > 1 {
+            tracing::warn!(error = %failure, "cannot connect to this broker address; trying the next");
+        }
+        failures.push(failure);
+    }
+    Err(ConnectError::of_all(failures))
+}
+
+async fn connect_one(
+    amqp: &AmqpSettings,
+    url: &SecretString,
+    name: String,
+    address: BrokerAddress,
+) -> Result<Connection, ConnectError> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     // Off the runtime: a file on a hung mount must not stall timers.
     let files = amqp.clone();
@@ -202,10 +287,10 @@ pub async fn connect(amqp: &AmqpSettings, name: String) -> Result<Connection, Co
         .await
         .map_err(|e| lapin::Error::from(std::io::Error::other(e)))??;
     let runtime = lapin::runtime::default_runtime()?;
-    let url = with_default_frame_max(amqp.url.expose_secret());
+    let url = with_default_frame_max(url.expose_secret());
     Connection::connect_with_config(&url, properties, tls, runtime)
         .await
-        .map_err(|e| classify(e, BrokerAddress::of(amqp)))
+        .map_err(|e| classify(e, address))
 }
 
 /// The TLS settings for lapin: empty (system roots only) unless files are
@@ -457,10 +542,7 @@ mod tests {
 
     #[test]
     fn the_broker_address_names_host_port_user_and_vhost_never_the_password() {
-        let amqp = |url: &str| AmqpSettings {
-            url: url.to_owned().into(),
-            ..AmqpSettings::default()
-        };
+        let amqp = |url: &str| SecretString::from(url.to_owned());
         let tls = BrokerAddress::of(&amqp("amqps://svc:hunter2@mq.example/prod"));
         assert_eq!(
             (tls.to_string(), tls.user.as_str(), tls.vhost.as_str()),

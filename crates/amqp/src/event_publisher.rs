@@ -31,7 +31,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use crate::confirm::publish_confirmed;
-use crate::connect::{ConnectError, connect};
+use crate::connect::{ConnectError, connect_from};
 use crate::settings::AmqpSettings;
 
 /// Why an event was not published; each means "try again later".
@@ -103,6 +103,9 @@ pub struct EventPublisher {
     exchange: String,
     link: Mutex<Option<Link>>,
     generations: std::sync::atomic::AtomicU64,
+    /// Where in `amqp.urls` the next link starts: the address after the
+    /// last link's, since a link is only opened again once it was lost.
+    next_address: std::sync::atomic::AtomicUsize,
     /// The last attempt's outcome: what `/readyz` says while the link is
     /// busy or absent.
     last: std::sync::Mutex<Result<(), NotReady>>,
@@ -117,6 +120,7 @@ impl EventPublisher {
             exchange: amqp.input_exchange(),
             link: Mutex::new(None),
             generations: std::sync::atomic::AtomicU64::new(0),
+            next_address: std::sync::atomic::AtomicUsize::new(0),
             last: std::sync::Mutex::new(Err(NotReady::NotYet)),
         }
     }
@@ -364,8 +368,13 @@ impl EventPublisher {
     }
 
     async fn open(&self) -> Result<Link, ConnectError> {
+        use std::sync::atomic::Ordering::Relaxed;
         let name = format!("zoom-dept-sync ingest ({})", self.queue);
-        let connection = connect(&self.amqp, name).await?;
+        let start = self.next_address.load(Relaxed);
+        let connected = connect_from(&self.amqp, name, start).await?;
+        self.next_address.store(connected.index + 1, Relaxed);
+        tracing::info!(broker = %connected.address, "the receiver connected to the broker");
+        let connection = connected.connection;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())

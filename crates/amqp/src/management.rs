@@ -55,7 +55,8 @@ pub async fn queue_details(
     base: &str,
     queue: &str,
 ) -> Result<QueueDetails, ManagementError> {
-    let url = url::Url::parse(amqp.url.expose_secret())
+    // The nodes of a cluster share their users: the first address's.
+    let url = url::Url::parse(amqp.addresses()[0].expose_secret())
         .map_err(|e| ManagementError::BadAmqpUrl(e.to_string()))?;
     let vhost = percent_encoding::percent_decode_str(url.path().trim_start_matches('/'))
         .decode_utf8_lossy()

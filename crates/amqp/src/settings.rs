@@ -38,10 +38,23 @@ pub enum AmqpSettingsError {
     TlsWithoutAmqps { key: &'static str },
     /// The message never quotes the URL: it holds the broker password.
     #[error(
-        "amqp.url (or AMQP_URL) {why}; write amqp://user:password@host:5672/vhost or \
+        "{which} {why}; write amqp://user:password@host:5672/vhost or \
          amqps://user:password@host:5671/vhost (the value is not shown: it holds the password)"
     )]
-    BadUrl { why: &'static str },
+    BadUrl { which: String, why: &'static str },
+    /// The addresses of one cluster: one scheme (the TLS files are for all
+    /// or none) and one vhost (the same queues).
+    #[error(
+        "the addresses in amqp.urls (or AMQP_URL) must all use the same {what}: they are nodes of one \
+         RabbitMQ cluster (the values are not shown: they hold the password)"
+    )]
+    MixedAddresses { what: &'static str },
+    #[error(
+        "amqp.url and amqp.urls are both set: give one address in amqp.url or several in amqp.urls"
+    )]
+    UrlAndUrls,
+    #[error("amqp.urls is empty: give at least one address, or use amqp.url")]
+    NoUrls,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -49,6 +62,9 @@ pub enum AmqpSettingsError {
 pub struct AmqpSettings {
     /// Carries the broker password, hence secret.
     pub url: SecretString,
+    /// Several nodes of one RabbitMQ cluster, tried in turn (see
+    /// [`AmqpSettings::addresses`]); exclusive with `url`. Empty: `url`.
+    pub urls: Vec<SecretString>,
     pub queue: String,
     /// Defaults to `<queue>.dead`.
     pub dead_letter_queue: Option<String>,
@@ -93,10 +109,21 @@ pub enum QueueType {
     Quorum,
 }
 
+impl QueueType {
+    /// As RabbitMQ's `x-queue-type` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
+}
+
 impl Default for AmqpSettings {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            urls: Vec::new(),
             queue: "hr.user.department_changed".into(),
             dead_letter_queue: None,
             input_exchange: None,
@@ -142,23 +169,43 @@ impl AmqpSettings {
         }
     }
 
-    /// The URL's scheme, once it is a broker URL lapin can use. The message
-    /// never quotes the URL: it holds the broker password.
+    /// The broker addresses, tried in this order: `urls` when set, else
+    /// `url` alone.
+    pub fn addresses(&self) -> &[SecretString] {
+        if self.urls.is_empty() {
+            std::slice::from_ref(&self.url)
+        } else {
+            &self.urls
+        }
+    }
+
+    /// The addresses' common scheme, once each is a broker URL lapin can
+    /// use and all name one scheme and one vhost. The message never quotes
+    /// a URL: it holds the broker password.
     pub fn url_scheme(&self) -> Result<String, AmqpSettingsError> {
-        let bad = |why: &'static str| AmqpSettingsError::BadUrl { why };
-        let url =
-            url::Url::parse(self.url.expose_secret().trim()).map_err(|_| bad("is not a URL"))?;
-        if !matches!(url.scheme(), "amqp" | "amqps") {
-            return Err(bad("is not an amqp:// or amqps:// URL"));
+        let several = !self.urls.is_empty();
+        let mut common: Option<(String, String)> = None;
+        for (i, url) in self.addresses().iter().enumerate() {
+            let which = if several {
+                format!("address {} of amqp.urls (or AMQP_URL)", i + 1)
+            } else {
+                "amqp.url (or AMQP_URL)".to_owned()
+            };
+            let (scheme, vhost) = scheme_and_vhost(url.expose_secret(), which)?;
+            match &common {
+                None => common = Some((scheme, vhost)),
+                Some((s, _)) if *s != scheme => {
+                    return Err(AmqpSettingsError::MixedAddresses { what: "scheme" });
+                }
+                Some((_, v)) if *v != vhost => {
+                    return Err(AmqpSettingsError::MixedAddresses { what: "vhost" });
+                }
+                Some(_) => {}
+            }
         }
-        match url.host() {
-            Some(url::Host::Domain(_) | url::Host::Ipv4(_)) => Ok(url.scheme().to_owned()),
-            // lapin's URL parser reads an IPv6 literal as "localhost".
-            Some(url::Host::Ipv6(_)) => Err(bad(
-                "has an IPv6 address, which the AMQP client cannot use: give a host name",
-            )),
-            None => Err(bad("has no host")),
-        }
+        common
+            .map(|(scheme, _)| scheme)
+            .ok_or(AmqpSettingsError::NoUrls)
     }
 
     /// TLS files given relative to the config file's directory, like
@@ -188,6 +235,49 @@ impl AmqpSettings {
             .clone()
             .unwrap_or_else(|| format!("{}.in", self.queue))
     }
+}
+
+/// One address's scheme and vhost, once it is a broker URL lapin can use.
+fn scheme_and_vhost(url: &str, which: String) -> Result<(String, String), AmqpSettingsError> {
+    let bad = |why: &'static str| AmqpSettingsError::BadUrl {
+        which: which.clone(),
+        why,
+    };
+    let parsed = url::Url::parse(url.trim()).map_err(|_| bad("is not a URL"))?;
+    if !matches!(parsed.scheme(), "amqp" | "amqps") {
+        return Err(bad("is not an amqp:// or amqps:// URL"));
+    }
+    match parsed.host() {
+        Some(url::Host::Domain(_) | url::Host::Ipv4(_)) => {}
+        // lapin's URL parser reads an IPv6 literal as "localhost".
+        Some(url::Host::Ipv6(_)) => {
+            return Err(bad(
+                "has an IPv6 address, which the AMQP client cannot use: give a host name",
+            ));
+        }
+        None => return Err(bad("has no host")),
+    }
+    let vhost = percent_encoding::percent_decode_str(parsed.path().trim_start_matches('/'))
+        .decode_utf8_lossy()
+        .into_owned();
+    Ok((parsed.scheme().to_owned(), vhost))
+}
+
+/// `AMQP_URL`'s addresses: one URL, or several separated by commas. A
+/// comma splits only where the next address begins (`amqp://`,
+/// `amqps://`), so a comma inside a password stays in it.
+pub fn split_addresses(list: &str) -> Vec<String> {
+    let mut addresses = Vec::new();
+    let mut start = 0;
+    for (at, _) in list.match_indices(',') {
+        let rest = list[at + 1..].trim_start();
+        if rest.starts_with("amqp://") || rest.starts_with("amqps://") {
+            addresses.push(list[start..at].trim().to_owned());
+            start = at + 1;
+        }
+    }
+    addresses.push(list[start..].trim().to_owned());
+    addresses
 }
 
 impl AmqpSettings {

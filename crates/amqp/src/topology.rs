@@ -30,6 +30,11 @@ pub fn regex_escape(name: &str) -> String {
     escaped
 }
 
+/// The quorum dead-letter queue's delivery limit: each toolbox read counts
+/// one delivery on RabbitMQ before 4.3; two thousand million reads is out
+/// of reach.
+pub const DEAD_LETTER_DELIVERY_LIMIT: i32 = i32::MAX;
+
 #[derive(Debug, Clone)]
 pub struct Topology {
     pub queue: String,
@@ -70,17 +75,41 @@ impl Topology {
 
     /// The arguments a queue is declared with; a redeclaration with other
     /// arguments fails, so they come from this one place.
-    ///
-    /// The dead-letter queue is always a classic queue with no arguments:
-    /// classic queues have no delivery limit, so reading it (which hands
-    /// every message back) never counts toward one. A quorum dead-letter
-    /// queue on RabbitMQ 4 gets a delivery limit of 20 by default and would
-    /// drop a dead letter an operator had looked at twenty times.
     pub fn arguments(&self, queue: &str) -> FieldTable {
-        let mut arguments = FieldTable::default();
-        if queue != self.queue {
-            return arguments;
+        if queue == self.queue {
+            self.input_arguments()
+        } else {
+            self.dead_letter_arguments()
         }
+    }
+
+    /// The dead-letter queue's type follows `amqp.queue_type`: on a cluster
+    /// it is a quorum queue, replicated like the input queue, so dead
+    /// letters outlive the loss of a node. Reading it hands every message
+    /// back with `basic.nack`, which RabbitMQ before 4.3 counts as a
+    /// delivery; RabbitMQ 4.0 gives quorum queues a default delivery limit
+    /// of 20, past which a message with nowhere to go is dropped. So the
+    /// limit is set, and out of reach: [`DEAD_LETTER_DELIVERY_LIMIT`]
+    /// (`-1`, 4.x's "no limit", drops every message at its first hand-back
+    /// on 3.10). See docs/decisions/0033-replicated-dead-letter-queue.md.
+    /// On a single node it stays a classic queue, which has no limit.
+    fn dead_letter_arguments(&self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        if self.queue_type == QueueType::Quorum {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString(LongString::from("quorum")),
+            );
+            arguments.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(DEAD_LETTER_DELIVERY_LIMIT),
+            );
+        }
+        arguments
+    }
+
+    fn input_arguments(&self) -> FieldTable {
+        let mut arguments = FieldTable::default();
         if self.queue_type == QueueType::Quorum {
             arguments.insert(
                 "x-queue-type".into(),
@@ -167,7 +196,11 @@ impl Topology {
             tracing::warn!(
                 queue = %queue,
                 error = %declare_error,
-                "the dead-letter queue exists with other arguments (a quorum queue?): using it as it is. On RabbitMQ 4 a quorum queue has a delivery limit, and `dead-letters list` hands messages back, so it refuses to read such a queue; move its messages to a classic queue of that name"
+                expected = %self.queue_type.name(),
+                "the dead-letter queue exists with other arguments: using it as it is. A classic one on a cluster \
+                 lives on one node and is lost with it; a quorum one without the daemon's delivery limit drops \
+                 messages read 20 times on RabbitMQ 4.0-4.2, so `dead-letters` refuses to read it. Move its messages \
+                 to a queue declared as the daemon declares it (docs/deployment.md: Running on a RabbitMQ cluster)"
             );
         }
         Ok(channel)

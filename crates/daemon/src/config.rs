@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use redact::figment_error_line;
 pub use zds_amqp::settings::{AmqpSettings, OutcomesSettings, QueueType};
+use zds_amqp::settings::{AmqpSettingsError, split_addresses};
 pub use zds_core::brake::BrakeSettings;
 use zds_core::mapping::Mapping;
 pub use zds_core::mapping::Unmapped;
@@ -350,13 +351,14 @@ impl Settings {
                 path.display()
             )));
         }
-        let file: FileConfig = Figment::new()
-            .merge(Toml::file_exact(path))
-            .merge(
-                Env::prefixed("ZDS_")
-                    .ignore(&["ingest_secret", "ingest_secret_file"])
-                    .split("__"),
-            )
+        let figment = Figment::new().merge(Toml::file_exact(path)).merge(
+            Env::prefixed("ZDS_")
+                .ignore(&["ingest_secret", "ingest_secret_file"])
+                .split("__"),
+        );
+        let both_urls = figment.contains("amqp.url") && figment.contains("amqp.urls");
+        let no_urls = figment.contains("amqp.urls");
+        let file: FileConfig = figment
             .extract()
             .map_err(|e| ConfigError(figment_error_line(e)))?;
 
@@ -364,8 +366,19 @@ impl Settings {
         let mapping = Mapping::new(&departments).map_err(|e| ConfigError(e.to_string()))?;
 
         let mut amqp = file.amqp;
-        if let Some(url) = secret_var(env, "AMQP_URL")?.filter(|u| !u.is_empty()) {
-            amqp.url = url.into();
+        if let Some(list) = secret_var(env, "AMQP_URL")?.filter(|u| !u.is_empty()) {
+            // The environment replaces the file's address or addresses.
+            let mut addresses = split_addresses(&list);
+            amqp.urls = Vec::new();
+            if addresses.len() == 1 {
+                amqp.url = addresses.remove(0).into();
+            } else {
+                amqp.urls = addresses.into_iter().map(Into::into).collect();
+            }
+        } else if both_urls {
+            return Err(ConfigError::from_section(AmqpSettingsError::UrlAndUrls));
+        } else if no_urls && amqp.urls.is_empty() {
+            return Err(ConfigError::from_section(AmqpSettingsError::NoUrls));
         }
         amqp.resolve_tls_paths(path.parent().unwrap_or(Path::new(".")));
         let credentials = ZoomCredentials {
@@ -852,6 +865,66 @@ mod tests {
         let f = file(MINIMAL);
         let s = Settings::load(f.path(), &env_with_secrets).unwrap();
         assert!(!s.zoom.allow_insecure_http, "https only by default");
+    }
+
+    #[test]
+    fn several_broker_addresses_come_from_the_file_or_a_comma_separated_amqp_url() {
+        let urls = |s: &Settings| -> Vec<String> {
+            let all = s.amqp.addresses().iter();
+            all.map(|u| u.expose_secret().to_owned()).collect()
+        };
+        let f = file(&format!(
+            "[amqp]\nurls = [\"amqp://u:p@a:5672/%2f\", \"amqp://u:p@b:5672/%2f\"]\n{MINIMAL}"
+        ));
+        let s = Settings::load(f.path(), &env_with_secrets).unwrap();
+        assert_eq!(urls(&s), ["amqp://u:p@a:5672/%2f", "amqp://u:p@b:5672/%2f"]);
+        // A comma inside a password stays in it: only `,amqp://` splits.
+        let env = |name: &str| match name {
+            "AMQP_URL" => Some("amqp://u:p,w@a/%2f, amqp://u:p,w@b/%2f".to_owned()),
+            other => env_with_secrets(other),
+        };
+        let s = Settings::load(f.path(), &env).unwrap();
+        assert_eq!(urls(&s), ["amqp://u:p,w@a/%2f", "amqp://u:p,w@b/%2f"]);
+        let env = |name: &str| match name {
+            "AMQP_URL" => Some("amqp://u:p@only/%2f".to_owned()),
+            other => env_with_secrets(other),
+        };
+        let s = Settings::load(f.path(), &env).unwrap();
+        assert_eq!(
+            urls(&s),
+            ["amqp://u:p@only/%2f"],
+            "AMQP_URL replaces the file's list"
+        );
+    }
+
+    #[test]
+    fn broker_address_lists_that_cannot_be_one_cluster_are_refused() {
+        for (amqp, expected) in [
+            (
+                "url = \"amqp://a/%2f\"\nurls = [\"amqp://b/%2f\"]",
+                "amqp.url and amqp.urls are both set",
+            ),
+            ("urls = []", "amqp.urls is empty"),
+            (
+                "urls = [\"amqp://a/%2f\", \"amqps://b/%2f\"]",
+                "must all use the same scheme",
+            ),
+            (
+                "urls = [\"amqp://a/%2f\", \"amqp://b/other\"]",
+                "must all use the same vhost",
+            ),
+            (
+                "urls = [\"amqp://a/%2f\", \"amqp://u:hunter2@/%2f\"]",
+                "address 2 of amqp.urls (or AMQP_URL) is not a URL",
+            ),
+        ] {
+            let f = file(&format!("[amqp]\n{amqp}\n{MINIMAL}"));
+            let err = Settings::load(f.path(), &env_with_secrets)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{amqp}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Health {
 struct State {
     /// `None` while consuming; else why not.
     broker_down: Option<String>,
+    /// The broker node of the current session (`host:port`), for `/readyz`.
+    broker: Option<String>,
     /// Why consumption is paused, and until when if known.
     paused: Option<(String, Option<Instant>)>,
     /// The broker blocks a connection (memory or disk alarm).
@@ -79,6 +81,20 @@ impl Health {
     pub fn broker_down(&self, why: impl Into<String>) {
         let why = why.into();
         self.change(|s| s.broker_down = Some(why));
+    }
+
+    /// The node a session is connected to (`host:port`, never the
+    /// password), or `None` between sessions.
+    pub fn broker_in_use(&self, address: Option<String>) {
+        self.change(|s| s.broker = address);
+    }
+
+    /// `broker: host:port`, or `broker: none connected`.
+    pub fn broker_line(&self) -> String {
+        self.with(|s| match &s.broker {
+            Some(address) => format!("broker: {address}"),
+            None => "broker: none connected".to_owned(),
+        })
     }
 
     pub fn paused(&self, why: impl Into<String>, until: Option<Instant>) {

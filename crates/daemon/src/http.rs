@@ -64,7 +64,8 @@ pub async fn serve(
     Ok(zds_server::spawn(listener, app, limits, shutdown))
 }
 
-/// The first line says ready or why not; the second, each Zoom category's
+/// The first line says ready or why not; the third, the broker node in use
+/// (`host:port`, never the password); the second, each Zoom category's
 /// rate now (lowered while other apps use the account's budget).
 /// Alive unless the consume loop stopped turning (a hang: restart it).
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
@@ -76,9 +77,13 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let rates = rates_line(&state.rates);
+    let broker = state.health.broker_line();
     match state.health.readiness() {
-        Ok(()) => (StatusCode::OK, format!("ready\n{rates}\n")),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n{rates}\n")),
+        Ok(()) => (StatusCode::OK, format!("ready\n{rates}\n{broker}\n")),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{why}\n{rates}\n{broker}\n"),
+        ),
     }
 }
 

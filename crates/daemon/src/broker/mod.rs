@@ -115,17 +115,27 @@ pub struct Session {
     publishing: Channel,
     topology: Topology,
     outcomes: Option<OutcomeTopology>,
+    /// The node the consuming connection went to, and its place in
+    /// `amqp.urls`: the next session starts with the address after it.
+    address: connect::BrokerAddress,
+    index: usize,
 }
 
 impl Session {
-    async fn open(settings: &Settings) -> Result<Self, ConnectError> {
+    /// Opens both connections, trying the addresses from `start` on; the
+    /// publishing one tries the consuming one's node first.
+    async fn open(settings: &Settings, start: usize) -> Result<Self, ConnectError> {
         // No lapin auto-recovery: a lost connection ends the session, whose
         // unstarted work stops at once, and the supervisor builds a new one.
-        let connect = |role: &str| {
+        let connect = |role: &str, start: usize| {
             let name = format!("zoom-dept-sync {} ({role})", settings.amqp.queue);
-            connect::connect(&settings.amqp, name)
+            connect::connect_from(&settings.amqp, name, start)
         };
-        let consuming_connection = connect("consume").await?;
+        let connect::Connected {
+            connection: consuming_connection,
+            index,
+            address,
+        } = connect("consume", start).await?;
         let topology = Topology::new(&settings.amqp);
         let consuming = consuming_connection.create_channel().await?;
         let consuming = topology.ensure(&consuming_connection, consuming).await?;
@@ -139,7 +149,7 @@ impl Session {
         consuming
             .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
             .await?;
-        let publishing_connection = Arc::new(connect("publish").await?);
+        let publishing_connection = Arc::new(connect("publish", index).await?.connection);
         let publishing = publishing_connection.create_channel().await?;
         publishing
             .confirm_select(ConfirmSelectOptions::default())
@@ -151,6 +161,8 @@ impl Session {
             publishing,
             topology,
             outcomes,
+            address,
+            index,
         })
     }
 
@@ -258,10 +270,12 @@ pub async fn run(
 ) -> Result<(), ConnectError> {
     let mut delays = reconnect_delays();
     let mut sessions = 0u64;
+    // Where the next session starts in `amqp.urls`.
+    let mut start = 0;
     loop {
         let opened = tokio::select! {
             opened = daemon.systemd.pinging(
-                tokio::time::timeout(daemon.open_timeout, Session::open(settings)),
+                tokio::time::timeout(daemon.open_timeout, Session::open(settings, start)),
             ) => opened,
             _ = shutdown.cancelled() => return Ok(()),
         };
@@ -274,6 +288,9 @@ pub async fn run(
                     daemon.metrics.broker_reconnects.inc();
                 }
                 delays = reconnect_delays();
+                // A lost session may be a lost node: the next one starts
+                // with the next address, and reaches this one last.
+                start = session.index + 1;
                 match run_session(session, &daemon, &shutdown).await {
                     SessionEnd::Shutdown => return Ok(()),
                     SessionEnd::Lost(reason) => (reason, false),
@@ -309,7 +326,14 @@ async fn run_session(
     daemon: &Daemon,
     shutdown: &CancellationToken,
 ) -> SessionEnd {
-    tracing::info!(queue = %session.topology.queue, "connected to the broker; consuming");
+    tracing::info!(
+        queue = %session.topology.queue,
+        broker = %session.address,
+        "connected to the broker; consuming"
+    );
+    daemon
+        .health
+        .broker_in_use(Some(session.address.to_string()));
     let settler = Settler::new(
         session.publishing.clone(),
         Arc::clone(&session.publishing_connection),
@@ -320,6 +344,7 @@ async fn run_session(
     let ctx = Arc::new(SessionCtx::new(settler, daemon, shutdown.clone()));
     session.watch(&ctx, &daemon.health);
     let end = consumer::consume(&session, daemon, &ctx).await;
+    daemon.health.broker_in_use(None);
     ctx.lost.cancel();
     session.close().await;
     end
