@@ -51,19 +51,14 @@ async fn a_quorum_queue_keeps_its_messages_when_its_leader_is_killed() {
     let new_leader = cluster.leader(&queue).await;
     assert!(new_leader < 3, "the queue has a leader again: {new_leader}");
 
-    // A rolling restart's step: a graceful stop, then back.
+    // A rolling restart's first step: a graceful stop (the way back is
+    // `restart`, as above). The cluster's drop stops the rest.
     let follower = (new_leader + 1) % 3;
     let at = Instant::now();
     cluster.stop_node(follower).await;
     eprintln!("stopped node {follower} in {:?}", at.elapsed());
     let others: Vec<usize> = (0..3).filter(|&i| i != follower).collect();
     assert_eq!(cluster.running().await, others, "two running nodes");
-    cluster.restart(follower).await;
-    assert_eq!(
-        cluster.running().await,
-        [0, 1, 2],
-        "the stopped node rejoined"
-    );
     eprintln!("whole test: {:?}", started.elapsed());
 }
 

@@ -150,7 +150,10 @@ boot() {
 # at once while the VM is not yet reachable, so it is retried.
 await_up() {
     local letter=$1 deadline=$((SECONDS + BOOT_TIMEOUT))
-    until ctl_within 20 "$letter" await_startup --timeout 15 >/dev/null 2>&1; do
+    # Each rabbitmqctl call boots a VM of its own, CPU the nodes need: look
+    # for the pid file (written once the node is reachable) first.
+    until vm_pid "$letter" >/dev/null || ((SECONDS >= deadline)); do sleep 0.1; done
+    until trace "await $letter" && ctl_within 20 "$letter" await_startup --timeout 15 >/dev/null 2>&1; do
         if ((SECONDS >= deadline)); then
             echo "rabbitmq-cluster: node $(node_name "$letter") did not start; log:" >&2
             tail -n 30 "$(node_dir "$letter")"/log/*.log >&2 2>/dev/null || true
@@ -160,11 +163,28 @@ await_up() {
     done
 }
 
-join() {
-    local letter=$1
-    quiet ctl "$letter" stop_app
-    quiet ctl "$letter" join_cluster "$(node_name a)"
-    quiet ctl "$letter" start_app
+# Joins b and c to a (https://www.rabbitmq.com/docs/clustering): both stop
+# and start their application side by side, the joins themselves (quick,
+# one schema change each) go one after the other.
+join_b_and_c() {
+    local pids=() p failed=0
+    for p in b c; do
+        quiet ctl "$p" stop_app &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || failed=1; done
+    ((failed == 0)) || return 1
+    trace join
+    quiet ctl b join_cluster "$(node_name a)"
+    quiet ctl c join_cluster "$(node_name a)"
+    trace start_app
+    pids=()
+    for p in b c; do
+        quiet ctl "$p" start_app &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || failed=1; done
+    ((failed == 0))
 }
 
 start_reaper() {
@@ -177,6 +197,7 @@ cmd_start() {
     [[ $# -ge 3 ]] || die "usage: start DIR PORT_A PORT_B PORT_C [DIST_A DIST_B DIST_C]"
     local amqp=("$1" "$2" "$3") dist=("${4:-}" "${5:-}" "${6:-}")
     mkdir -p "$DIR/home"
+    echo $$ >"$DIR/start.pid"
     [[ -n ${OWNER_PID:-} ]] && start_reaper "$OWNER_PID"
     if [[ ! -s $DIR/home/.erlang.cookie ]]; then
         head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/home/.erlang.cookie"
@@ -195,10 +216,8 @@ cmd_start() {
     done
     for i in "${pids[@]}"; do wait "$i" || failed=1; done
     [[ $failed == 0 ]] || die "cluster $TAG did not start"
-    trace join b
-    join b
-    trace join c
-    join c
+    trace stop_app
+    join_b_and_c || die "nodes b and c did not join a"
     trace started
 }
 
@@ -276,8 +295,16 @@ cmd_running() {
     die "no node of cluster $TAG answers"
 }
 
+# SIGKILLs any VM of this cluster still running without a pid file (one
+# whose boot a reaper overtook), found by the marker only its nodes carry.
+kill_marked() {
+    local pid
+    for pid in $(pgrep -f -- "-zds_node zds-$TAG-[abc]@localhost" || true); do
+        kill_pid "$pid"
+    done
+}
+
 cmd_stop() {
-    [[ -d $DIR ]] || return 0
     if [[ -z ${ZDS_REAPER:-} && -s $DIR/reaper.pid ]]; then
         kill "$(<"$DIR/reaper.pid")" 2>/dev/null || true
     fi
@@ -289,13 +316,23 @@ cmd_stop() {
     done
     local p
     for p in "${pids[@]}"; do wait "$p" || true; done
+    kill_marked
     rm -rf "$DIR"
 }
 
+# Stops the cluster once the owner is gone: first the start that may still
+# run (no boot after this), then the nodes, then any VM a boot in flight
+# forked meanwhile.
 cmd_reap() {
     local owner=$1
     while kill -0 "$owner" 2>/dev/null; do sleep 0.5; done
+    if [[ -s $DIR/start.pid ]]; then
+        kill "$(<"$DIR/start.pid")" 2>/dev/null || true
+        sleep 1
+    fi
     cmd_stop
+    sleep 2
+    kill_marked
 }
 
 main() {
