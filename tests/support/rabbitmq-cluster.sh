@@ -154,6 +154,7 @@ await_up() {
     # for the pid file (written once the node is reachable) first.
     until vm_pid "$letter" >/dev/null || ((SECONDS >= deadline)); do sleep 0.1; done
     until trace "await $letter" && ctl_within 20 "$letter" await_startup --timeout 15 >/dev/null 2>&1; do
+        [[ -d $DIR ]] || return 1 # stopped meanwhile (by the reaper)
         if ((SECONDS >= deadline)); then
             echo "rabbitmq-cluster: node $(node_name "$letter") did not start; log:" >&2
             tail -n 30 "$(node_dir "$letter")"/log/*.log >&2 2>/dev/null || true
@@ -197,7 +198,7 @@ cmd_start() {
     [[ $# -ge 3 ]] || die "usage: start DIR PORT_A PORT_B PORT_C [DIST_A DIST_B DIST_C]"
     local amqp=("$1" "$2" "$3") dist=("${4:-}" "${5:-}" "${6:-}")
     mkdir -p "$DIR/home"
-    echo $$ >"$DIR/start.pid"
+    echo $$ >"$DIR/busy.pids"
     [[ -n ${OWNER_PID:-} ]] && start_reaper "$OWNER_PID"
     if [[ ! -s $DIR/home/.erlang.cookie ]]; then
         head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/home/.erlang.cookie"
@@ -213,6 +214,7 @@ cmd_start() {
     for i in a b c; do
         await_up "$i" &
         pids+=($!)
+        echo $! >>"$DIR/busy.pids"
     done
     for i in "${pids[@]}"; do wait "$i" || failed=1; done
     [[ $failed == 0 ]] || die "cluster $TAG did not start"
@@ -240,6 +242,7 @@ await_in_cluster() {
     me=$(node_name "$letter")
     until ctl "$letter" cluster_status --formatter json 2>/dev/null |
         grep -o '"running_nodes":\[[^]]*\]' | grep -q "\"$me\""; do
+        [[ -d $DIR ]] || die "cluster $TAG stopped meanwhile"
         ((SECONDS < deadline)) || die "node $me did not rejoin the cluster"
         sleep 0.2
     done
@@ -247,6 +250,8 @@ await_in_cluster() {
 
 cmd_restart() {
     local letter=$1
+    [[ -d $DIR ]] || die "no cluster in $DIR"
+    echo $$ >>"$DIR/busy.pids"
     boot "$letter"
     await_up "$letter" || die "node $(node_name "$letter") did not restart"
     await_in_cluster "$letter"
@@ -326,8 +331,15 @@ cmd_stop() {
 cmd_reap() {
     local owner=$1
     while kill -0 "$owner" 2>/dev/null; do sleep 0.5; done
-    if [[ -s $DIR/start.pid ]]; then
-        kill "$(<"$DIR/start.pid")" 2>/dev/null || true
+    if [[ -s $DIR/busy.pids ]]; then
+        # A start or restart still running, and the waits it runs side by
+        # side; a pid is only taken for one while it still runs this script.
+        local pid
+        for pid in $(<"$DIR/busy.pids"); do
+            if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "rabbitmq-cluster.sh [a-z]* $DIR "; then
+                kill "$pid" 2>/dev/null || true
+            fi
+        done
         sleep 1
     fi
     cmd_stop
