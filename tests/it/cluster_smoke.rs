@@ -36,7 +36,9 @@ async fn a_quorum_queue_keeps_its_messages_when_its_leader_is_killed() {
     eprintln!("killed node {leader} (the leader) in {:?}", at.elapsed());
 
     let survivor = &cluster.urls()[(leader + 1) % 3];
+    let at = Instant::now();
     let bodies = read_all(survivor, &queue).await;
+    eprintln!("read back from a survivor in {:?}", at.elapsed());
     let expected: Vec<String> = (0..MESSAGES).map(body).collect();
     assert_eq!(bodies, expected, "every confirmed message, in order");
 
