@@ -86,6 +86,7 @@ impl RabbitCluster {
         args.extend(dist);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         if let Err(e) = cluster.run("start", &args).await {
+            drop(cluster); // stops what did start, before the panic
             panic!("the cluster did not start: {e}");
         }
         cluster
