@@ -7,6 +7,8 @@ mod big_messages;
 mod brake;
 mod broker_limits;
 mod clumsy_hands;
+mod cluster_harness;
+mod cluster_smoke;
 mod compose;
 mod config_errors;
 mod credentials;
