@@ -7,6 +7,7 @@ mod big_messages;
 mod brake;
 mod broker_limits;
 mod clumsy_hands;
+mod cluster;
 mod cluster_harness;
 mod cluster_smoke;
 mod compose;

@@ -8,8 +8,9 @@
 //! person key is two hashes of the key text ([`PersonKey`]: 64 + 32 bits,
 //! from two randomly keyed SipHash states built once per process), a time is
 //! 12 bytes, and each map is 8 `Mutex<HashMap>` shards, allocated whole at
-//! start: 32 bytes a bucket for the history and the identity pairs (about
-//! 4 MiB for the history's 100,000).
+//! start: 40 bytes a bucket for the history (the time and a 64-bit hash of
+//! the event's id, to know the same event coming again; about 5 MiB for
+//! 100,000) and 32 for the identity pairs.
 //!
 //! Capacities and TTLs are those the moka caches had (history 100,000 keys
 //! for 30 days; identity pairs 20,000 and email answers 10,000, for an
@@ -123,6 +124,21 @@ impl From<Moment> for OffsetDateTime {
         let nanos = i128::from(m.secs) * 1_000_000_000 + i128::from(m.nanos);
         OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
+}
+
+/// A person's newest applied event: when it occurred, and a hash of its
+/// id, so that the same event coming again (a delivery whose ack died with
+/// a broker node) is known as applied already. 20 bytes, packed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, packed(4))]
+struct Applied {
+    at: Moment,
+    event: u64,
+}
+
+/// An event id's hash, keyed like [`PersonKey`]'s.
+fn event_hash(event_id: &str) -> u64 {
+    PersonKey::of(b'v', event_id).hash
 }
 
 struct Slot<V> {
@@ -256,9 +272,9 @@ impl<V: Clone> Bounded<V> {
 /// The worker's memory of people: see the module's doc.
 pub struct People {
     started: Instant,
-    /// When the newest applied event of each person occurred (by every key
-    /// that names them).
-    history: Bounded<Moment>,
+    /// When the newest applied event of each person occurred, and which it
+    /// was (by every key that names them).
+    history: Bounded<Applied>,
     /// Which keys name one person, both ways.
     identities: Bounded<PersonKey>,
     ids_by_email: Bounded<ZoomUserId>,
@@ -342,24 +358,49 @@ impl People {
         let now = self.now();
         keys.iter()
             .filter_map(|key| self.history.get_at(*key, now))
-            .filter(|applied| *applied > occurred)
+            .map(|applied| applied.at)
+            .filter(|at| *at > occurred)
             .max()
             .map(OffsetDateTime::from)
     }
 
-    /// Remembers that an event that occurred at `occurred` was applied,
-    /// under every key (each keeps the newest time it saw).
-    pub fn remember_applied(&self, keys: &[PersonKey], occurred: OffsetDateTime) {
-        let occurred = Moment::from(occurred);
+    /// Whether this very event (its id and time) is the person's newest
+    /// applied one: it came again, and applying it again would only cost
+    /// Zoom calls. After a broker node dies, the deliveries whose acks died
+    /// with it come again; so does a sender's retry.
+    pub fn applied_already(
+        &self,
+        keys: &[PersonKey],
+        occurred: OffsetDateTime,
+        event_id: &str,
+    ) -> bool {
+        let this = Applied {
+            at: Moment::from(occurred),
+            event: event_hash(event_id),
+        };
+        let now = self.now();
+        keys.iter()
+            .filter_map(|key| self.history.get_at(*key, now))
+            .any(|applied| applied == this)
+    }
+
+    /// Remembers that event `event_id`, which occurred at `occurred`, was
+    /// applied, under every key (each keeps the newest it saw; of two at
+    /// the same time, the one applied last).
+    pub fn remember_applied(&self, keys: &[PersonKey], occurred: OffsetDateTime, event_id: &str) {
+        let this = Applied {
+            at: Moment::from(occurred),
+            event: event_hash(event_id),
+        };
         let now = self.now();
         let mut keys = keys.to_vec();
         keys.sort_unstable();
         keys.dedup();
         for key in &keys {
-            let newest = self
-                .history
-                .get_at(*key, now)
-                .map_or(occurred, |known| known.max(occurred));
+            let newest = match self.history.get_at(*key, now) {
+                Some(known) if known.at > this.at => known,
+                _ => this,
+            };
             self.history.insert_at(*key, newest, now);
         }
     }
@@ -464,7 +505,7 @@ mod tests {
         let id = ZoomUserId::parse("u1").unwrap();
         let keys = people.keys(Some(&id), None);
         let at = datetime!(2026-01-02 03:04:05.123456789 UTC);
-        people.remember_applied(&keys, at);
+        people.remember_applied(&keys, at, "e2");
         let older = datetime!(2026-01-02 03:04:05.123456788 UTC);
         assert_eq!(people.newer_applied(&keys, older), Some(at));
         assert_eq!(people.newer_applied(&keys, at), None);
@@ -473,15 +514,38 @@ mod tests {
             None
         );
         // An older event applied later does not move the history back.
-        people.remember_applied(&keys, older);
+        people.remember_applied(&keys, older, "e1");
         assert_eq!(people.newer_applied(&keys, older), Some(at));
         let other = people.keys(Some(&ZoomUserId::parse("u2").unwrap()), None);
         assert_eq!(people.newer_applied(&other, older), None);
     }
 
     #[test]
-    fn a_bucket_is_32_bytes() {
-        assert_eq!(std::mem::size_of::<(u64, Slot<Moment>)>(), 32);
+    fn the_same_event_again_is_applied_already_another_at_the_same_time_is_not() {
+        let people = People::default();
+        let keys = people.keys(Some(&ZoomUserId::parse("u1").unwrap()), None);
+        let at = datetime!(2026-01-02 03:04:05 UTC);
+        assert!(!people.applied_already(&keys, at, "e1"));
+        people.remember_applied(&keys, at, "e1");
+        assert!(people.applied_already(&keys, at, "e1"));
+        assert!(!people.applied_already(&keys, at, "e2"), "another event");
+        let later = datetime!(2026-01-02 03:04:06 UTC);
+        assert!(!people.applied_already(&keys, later, "e1"), "another time");
+        // Of two at one time, the one applied last is the newest.
+        people.remember_applied(&keys, at, "e2");
+        assert!(people.applied_already(&keys, at, "e2"));
+        assert!(!people.applied_already(&keys, at, "e1"));
+        // Once a newer one is applied, an older one is stale, not a repeat.
+        people.remember_applied(&keys, later, "e3");
+        assert!(!people.applied_already(&keys, at, "e2"));
+        assert_eq!(people.newer_applied(&keys, at), Some(later));
+        let other = people.keys(Some(&ZoomUserId::parse("u2").unwrap()), None);
+        assert!(!people.applied_already(&other, later, "e3"));
+    }
+
+    #[test]
+    fn a_bucket_is_40_bytes_in_the_history_and_32_in_the_pairs() {
+        assert_eq!(std::mem::size_of::<(u64, Slot<Applied>)>(), 40);
         assert_eq!(std::mem::size_of::<(u64, Slot<PersonKey>)>(), 32);
     }
 

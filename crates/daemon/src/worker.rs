@@ -228,6 +228,7 @@ impl Worker {
         let attempts = Attempts::new(deadline, limits.stop.clone());
         let (outcome, from_group, to_group, user) = match self.newer_applied(change) {
             Some(newer) => (Outcome::Stale { newer }, None, None, None),
+            None if self.applied_already(change) => (Outcome::AlreadyApplied, None, None, None),
             None => {
                 let s = self.sync(change, &attempts, limits.brake_exempt).await;
                 (s.outcome, s.from_group, s.to_group, s.user)
@@ -305,6 +306,17 @@ impl Worker {
             .newer_applied(&self.ordering_keys(change), occurred)
     }
 
+    /// This very event was applied last for its person: it came again (its
+    /// ack was lost with a broker node, or the sender retried). Events
+    /// without `occurred_at` are not judged.
+    fn applied_already(&self, change: &DepartmentChange) -> bool {
+        change.occurred_at.is_some_and(|occurred| {
+            let keys = self.ordering_keys(change);
+            self.people
+                .applied_already(&keys, occurred, change.event_id.as_str())
+        })
+    }
+
     /// Remembers when an applied event occurred, under every key of its
     /// person (the resolved id too).
     fn remember_applied(
@@ -324,7 +336,7 @@ impl Worker {
         };
         let mut keys = self.ordering_keys(change);
         keys.extend(resolved.map(PersonKey::id));
-        self.people.remember_applied(&keys, occurred);
+        (self.people).remember_applied(&keys, occurred, change.event_id.as_str());
     }
 
     /// The brake every write asks, for the daemon and the HTTP server.
