@@ -80,6 +80,7 @@ fn config(queue: &str, zoom: &FakeHandle, listen: u16) -> String {
          [http]\nlisten = \"127.0.0.1:{listen}\"\n\
          [zoom]\napi_base_url = \"{}\"\noauth_token_url = \"{}\"\nallow_insecure_http = true\n\
          [zoom.rate_limits]\nlight = 1000\nmedium = 1000\nheavy = 1000\n\
+         [brake]\nmax_changes = 0\n\
          [departments]\n{departments}",
         zoom.api_base_url(),
         zoom.token_url()
@@ -163,11 +164,26 @@ fn moves(zoom: &FakeHandle) -> Vec<(String, Vec<u8>, Instant)> {
 }
 
 struct Run {
+    reconnected: Duration,
     resume: Duration,
     extra: usize,
 }
 
-async fn one_run(dir: &Path, urls: &[String], run: usize) -> Run {
+/// When the daemon logged its second "connected to the broker; consuming".
+fn reconnected_at(log: &Path) -> Option<std::time::SystemTime> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .filter(|l| l.contains("connected to the broker; consuming"))
+        .nth(1)?;
+    let stamp = line.split_whitespace().next()?;
+    let at =
+        time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()?;
+    let nanos = u64::try_from(at.unix_timestamp_nanos()).ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_nanos(nanos))
+}
+
+async fn one_run(dir: &Path, cluster_dir: &Path, urls: &[String], run: usize) -> Run {
     let zoom = seeded_zoom().await;
     let queue = format!("bench.cluster.{}.{run}", std::process::id());
     let listen = daemon::free_port();
@@ -196,11 +212,26 @@ async fn one_run(dir: &Path, urls: &[String], run: usize) -> Run {
     let asked: HashSet<(String, Vec<u8>)> =
         moves(&zoom).into_iter().map(|(p, b, _)| (p, b)).collect();
     let killed = Instant::now();
-    cluster(&["kill", dir.join("cluster").to_str().unwrap(), LETTERS[node]]);
+    let killed_wall = std::time::SystemTime::now();
+    cluster(&["kill", cluster_dir.to_str().unwrap(), LETTERS[node]]);
+    // The new session: the daemon's second "consuming" line.
+    let log = dir.join(format!("daemon-{run}.log"));
+    let reconnect =
+        async || reconnected_at(&log).map(|at| at.duration_since(killed_wall).unwrap_or_default());
+    wait_for(
+        "the daemon reconnects",
+        Duration::from_secs(120),
+        async || reconnect().await.is_some(),
+    )
+    .await;
+    let reconnected = reconnect().await.unwrap();
+    // Its first move: asked after it consumed, by no request before the kill.
     let resumed = async || {
         moves(&zoom)
             .into_iter()
-            .find(|(p, b, at)| *at > killed && !asked.contains(&(p.clone(), b.clone())))
+            .find(|(p, b, at)| {
+                *at > killed + reconnected && !asked.contains(&(p.clone(), b.clone()))
+            })
             .map(|(_, _, at)| at)
     };
     wait_for("a new move", Duration::from_secs(120), async || {
@@ -208,26 +239,40 @@ async fn one_run(dir: &Path, urls: &[String], run: usize) -> Run {
     })
     .await;
     let resume = resumed().await.unwrap() - killed;
-    wait_for("everyone in g6", Duration::from_secs(120), async || {
-        zoom.state().users.iter().all(|u| u.groups == ["g6"])
-    })
-    .await;
+    let everyone = async || zoom.state().users.iter().all(|u| u.groups == ["g6"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !everyone().await {
+        if Instant::now() > deadline {
+            let log =
+                std::fs::read_to_string(dir.join(format!("daemon-{run}.log"))).unwrap_or_default();
+            let notable: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            let mut groups = BTreeMap::new();
+            for user in zoom.state().users {
+                *groups.entry(user.groups.join(",")).or_insert(0) += 1;
+            }
+            panic!("not everyone in g6: {groups:?}\n{}", notable.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let extra = zoom.api_requests().len().saturating_sub(PEOPLE * EACH);
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
-    cluster(&[
-        "restart",
-        dir.join("cluster").to_str().unwrap(),
-        LETTERS[node],
-    ]);
-    Run { resume, extra }
+    cluster(&["restart", cluster_dir.to_str().unwrap(), LETTERS[node]]);
+    Run {
+        reconnected,
+        resume,
+        extra,
+    }
 }
 
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ports: Vec<u16> = (0..3).map(|_| daemon::free_port()).collect();
-    let cluster_dir = dir.path().join("cluster");
+    let cluster_dir = dir.path().join(format!("bench{}", std::process::id()));
     let started = Instant::now();
     let mut args = vec!["start".to_owned(), cluster_dir.to_str().unwrap().to_owned()];
     args.extend(ports.iter().map(u16::to_string));
@@ -240,18 +285,16 @@ async fn main() {
         .collect();
     let mut runs = BTreeMap::new();
     for run in 0..RUNS {
-        runs.insert(run, one_run(dir.path(), &urls, run).await);
+        runs.insert(run, one_run(dir.path(), &cluster_dir, &urls, run).await);
     }
     cluster(&["stop", cluster_dir.to_str().unwrap()]);
-    println!("| run | node death → next applied event | extra Zoom calls |");
-    println!("|---|---|---|");
+    println!(
+        "| run | node death → consuming again | node death → next applied event | extra Zoom calls |"
+    );
+    println!("|---|---|---|---|");
     for (run, r) in &runs {
-        println!(
-            "| {} | {} ms | {} |",
-            run + 1,
-            r.resume.as_millis(),
-            r.extra
-        );
+        let (back, resume) = (r.reconnected.as_millis(), r.resume.as_millis());
+        println!("| {} | {back} ms | {resume} ms | {} |", run + 1, r.extra);
     }
     let mut times: Vec<u128> = runs.values().map(|r| r.resume.as_millis()).collect();
     times.sort_unstable();

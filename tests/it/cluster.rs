@@ -381,6 +381,11 @@ async fn the_queue_leader_dies_mid_stream_and_every_person_still_lands_in_order(
         cluster.kill(leader).await;
     })
     .await;
+    let stayed = daemon.node(&cluster).await;
+    assert_eq!(
+        stayed, node,
+        "the daemon's own node lives: its session stays"
+    );
     assert_final_and_in_order(&zoom);
     let extra = extra_calls(&zoom);
     eprintln!("extra calls: {extra}: {:?}", calls_by_kind(&zoom));
