@@ -325,3 +325,72 @@ async fn review_control_the_daemon_passes_over_a_hung_first_address_with_the_def
     app.wait_until_consuming().await;
     app.stop().await;
 }
+
+/// Q4: a sweep told to stop because its held messages near the consumer
+/// timeout (`hold_for`) then takes "the rest", with no time bound at all:
+/// the one stop that exists to end the hold prolongs it. Here `hold_for`
+/// is zero and messages keep arriving: the sweep does not come back.
+#[tokio::test]
+async fn review_a_sweep_stopped_by_its_hold_limit_ends_while_messages_keep_arriving() {
+    use zoom_dept_sync::broker::admin::{Step, SweepLimits};
+    let app = TestApp::prepare_with(|_| {}).await;
+    let queue = unique_name("review-flood-sweep");
+    app.channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+    let flood = app.connection.create_channel().await.unwrap();
+    let target = queue.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let flooding = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let sent = flood
+                    .basic_publish(
+                        "".into(),
+                        target.as_str().into(),
+                        BasicPublishOptions::default(),
+                        b"{}",
+                        BasicProperties::default(),
+                    )
+                    .await;
+                if sent.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    eventually(
+        "the flood fills the queue",
+        Duration::from_secs(10),
+        || async { app.queue_state(&queue).await.0 >= 1000 },
+    )
+    .await;
+    let admin = Admin::connect(&app.settings.amqp, "review").await.unwrap();
+    let limits = SweepLimits {
+        rate: None,
+        stop: tokio_util::sync::CancellationToken::new(),
+        hold_for: Duration::ZERO,
+    };
+    let swept = tokio::time::timeout(
+        Duration::from_secs(15),
+        admin.sweep(&queue, &limits, |_| Step::Keep),
+    )
+    .await;
+    stop.cancel();
+    let _ = flooding.await;
+    admin.close().await;
+    let _ = app
+        .channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await;
+    let summary = swept
+        .expect("a sweep past its hold limit did not end in 15 s while messages kept arriving")
+        .expect("sweep");
+    assert!(summary.stopped);
+}

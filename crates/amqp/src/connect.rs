@@ -761,4 +761,32 @@ mod tests {
             );
         }
     }
+
+    /// Review (issue 23), low: `of_all`'s own doc says a refused login is
+    /// the cluster's, not a node's (the nodes share their users), yet a
+    /// refusal next to a node that is merely down is not permanent: at
+    /// start-up with a wrong password and one node away for maintenance,
+    /// `run` does not exit 2 and logs WARN "broker unavailable" (not the
+    /// ERROR "refuses this daemon") at every attempt, forever.
+    #[test]
+    fn review_a_refused_login_beside_a_node_that_is_down_is_a_refusal() {
+        let at = |host: &str| BrokerAddress {
+            host: host.into(),
+            port: 5672,
+            user: "svc".into(),
+            vhost: "/".into(),
+        };
+        let mixed = ConnectError::of_all(vec![
+            ConnectError::LoginRefused {
+                at: at("node-a"),
+                user: "svc".into(),
+                detail: "ACCESS_REFUSED".into(),
+            },
+            ConnectError::Unreachable {
+                at: at("node-b"),
+                source: lapin::Error::from(std::io::Error::other("connection refused")),
+            },
+        ]);
+        assert!(mixed.is_permanent(), "{mixed}");
+    }
 }
