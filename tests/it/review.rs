@@ -394,3 +394,109 @@ async fn review_a_sweep_stopped_by_its_hold_limit_ends_while_messages_keep_arriv
         .expect("sweep");
     assert!(summary.stopped);
 }
+
+/// A node that completes the AMQP handshake and then answers nothing on
+/// any channel (`channel.open` and after): a node cut off from its cluster
+/// whose queue and channel processes hang, a node in a partition's
+/// minority. A proxy to the real broker that forwards the connection's own
+/// frames (channel 0: the handshake, heartbeats) and drops every other.
+async fn half_alive_address() -> (tokio::task::JoinHandle<()>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let live = url::Url::parse(&amqp_url()).expect("AMQP_URL is a URL");
+    let upstream = format!(
+        "{}:{}",
+        live.host_str().unwrap(),
+        live.port().unwrap_or(5672)
+    );
+    let mut url = live.clone();
+    url.set_port(Some(listener.local_addr().unwrap().port()))
+        .unwrap();
+    let proxy = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+            });
+            tokio::spawn(async move {
+                let mut header = [0u8; 8];
+                if client_read.read_exact(&mut header).await.is_err()
+                    || server_write.write_all(&header).await.is_err()
+                {
+                    return;
+                }
+                loop {
+                    let mut frame = [0u8; 7];
+                    if client_read.read_exact(&mut frame).await.is_err() {
+                        return;
+                    }
+                    let channel = u16::from_be_bytes([frame[1], frame[2]]);
+                    let size = u32::from_be_bytes([frame[3], frame[4], frame[5], frame[6]]);
+                    let mut rest = vec![0u8; size as usize + 1];
+                    if client_read.read_exact(&mut rest).await.is_err() {
+                        return;
+                    }
+                    if channel == 0 {
+                        if server_write.write_all(&frame).await.is_err()
+                            || server_write.write_all(&rest).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (proxy, url.to_string())
+}
+
+/// Q2: the address is rotated only once a session opened (`start =
+/// session.index + 1`); a session that connects but cannot open (its node
+/// answers the handshake, then nothing) fails by `recovery_timeout_secs`
+/// and the next attempt starts at the same address again: the live second
+/// address is never tried. (12 s: above one address's 10 s, so this is not
+/// the short-timeout case above.)
+#[tokio::test]
+async fn review_the_daemon_passes_over_a_node_that_connects_but_opens_no_channel() {
+    let zoom = spawn_zoom(mapped_zoom()).await;
+    let (proxy, half_alive) = half_alive_address().await;
+    let app = TestApp::prepare_with(|s| {
+        use_zoom(s, &zoom);
+        s.amqp.urls = vec![half_alive.clone().into(), amqp_url().into()];
+        s.amqp.recovery_timeout_secs = 12;
+    })
+    .await;
+    // The proxy does what it says: the handshake passes, a channel does not.
+    let probe = tokio::time::timeout(
+        Duration::from_secs(5),
+        lapin::Connection::connect(&half_alive, lapin::ConnectionProperties::default()),
+    )
+    .await
+    .expect("the handshake through the proxy is answered")
+    .expect("the login through the proxy passes");
+    let channel = tokio::time::timeout(Duration::from_secs(2), probe.create_channel()).await;
+    assert!(channel.is_err(), "no channel opens through the proxy");
+    drop(probe);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let daemon = tokio::spawn(zoom_dept_sync::startup::run(
+        app.settings.clone(),
+        shutdown.clone(),
+    ));
+    let consuming = tokio::time::timeout(Duration::from_secs(40), async {
+        while app.queue_state(&app.queue).await.1 == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), daemon).await;
+    proxy.abort();
+    assert!(
+        consuming.is_ok(),
+        "in 40 s (three session attempts) the daemon never reached the live second address"
+    );
+}
