@@ -440,12 +440,11 @@ async fn half_alive_address() -> (tokio::task::JoinHandle<()>, String) {
                     if client_read.read_exact(&mut rest).await.is_err() {
                         return;
                     }
-                    if channel == 0 {
-                        if server_write.write_all(&frame).await.is_err()
-                            || server_write.write_all(&rest).await.is_err()
-                        {
-                            return;
-                        }
+                    if channel == 0
+                        && (server_write.write_all(&frame).await.is_err()
+                            || server_write.write_all(&rest).await.is_err())
+                    {
+                        return;
                     }
                 }
             });
