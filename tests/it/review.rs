@@ -230,8 +230,9 @@ async fn review_a_capped_read_ends_while_messages_keep_arriving() {
 
 /// Q5: the quorum dead-letter queue's `x-delivery-limit` is the argument's;
 /// a policy with a smaller `delivery-limit` matching the queue wins (the
-/// minimum of the two applies; the operator guide's own policies use a
-/// prefix of the input queue's name, which the dead-letter queue shares).
+/// minimum of the two applies). A vhost-wide `delivery-limit` policy for
+/// quorum queues is RabbitMQ's own advice for poison messages, and its
+/// pattern catches the dead-letter queue too.
 /// `dead-letters` checks only the declared arguments, so it reads such a
 /// queue, and each read is a delivery: the dead letters are dropped. The
 /// classic dead-letter queue this replaced was immune (the test this
