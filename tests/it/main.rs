@@ -39,6 +39,7 @@ mod quarantine;
 mod rate_limit;
 mod reconcile;
 mod retries;
+mod review;
 mod stale;
 mod suite_rules;
 mod systemd;

@@ -696,4 +696,97 @@ mod tests {
         assert_eq!(verdict(E::AlertReceived(A::InternalError)), None);
         assert_eq!(verdict(E::General("x".into())), None);
     }
+
+    /// Review (issue 23): an `AMQP_URL` (or `AMQP_URL_FILE`) listing the
+    /// nodes one a line, not comma-separated, is not split; the URL parser
+    /// drops the newline, so the second address, password included, becomes
+    /// the first one's vhost. The config check lets it through, and the
+    /// vhost is what `VhostRefused` prints (and the broker logs).
+    #[test]
+    fn review_a_newline_separated_address_list_never_puts_a_password_in_a_vhost() {
+        let list = "amqp://svc:first@node-a:5672/%2f\namqp://svc:hunter2@node-b:5672/%2f";
+        let addresses = crate::settings::split_addresses(list);
+        let amqp = AmqpSettings {
+            url: addresses[0].clone().into(),
+            urls: if addresses.len() > 1 {
+                addresses.iter().cloned().map(Into::into).collect()
+            } else {
+                Vec::new()
+            },
+            ..AmqpSettings::default()
+        };
+        if amqp.url_scheme().is_err() {
+            return; // refused: fine, as long as the message is secret-free
+        }
+        for url in amqp.addresses() {
+            let at = BrokerAddress::of(url);
+            let refused = ConnectError::VhostRefused {
+                user: at.user.clone(),
+                vhost: at.vhost.clone(),
+                detail: String::new(),
+                at,
+            };
+            assert!(
+                !refused.to_string().contains("hunter2"),
+                "accepted, and the error names the password: {refused}"
+            );
+        }
+    }
+
+    /// Review (issue 23): a comma in the wrong place is taken into a URL.
+    /// A trailing comma, or an empty element, ends up in the vhost of the
+    /// address before it ("/,"), which the config check accepts: the daemon
+    /// then meets a vhost refusal instead of a config error at start-up.
+    #[test]
+    fn review_a_trailing_comma_or_an_empty_element_is_refused_at_start_up() {
+        for list in [
+            "amqp://u:p@a/%2f,",
+            "amqp://u:p@a/%2f,,amqp://u:p@b/%2f",
+            "amqp://u:p@a/%2f, ,amqp://u:p@b/%2f",
+        ] {
+            let addresses = crate::settings::split_addresses(list);
+            let amqp = AmqpSettings {
+                urls: addresses.iter().cloned().map(Into::into).collect(),
+                ..AmqpSettings::default()
+            };
+            let checked = amqp.url_scheme();
+            let vhosts: Vec<String> = amqp
+                .addresses()
+                .iter()
+                .map(|u| BrokerAddress::of(u).vhost)
+                .collect();
+            assert!(
+                checked.is_err() || vhosts.iter().all(|v| v == "/"),
+                "{list:?} accepted with vhosts {vhosts:?}"
+            );
+        }
+    }
+
+    /// Review (issue 23), low: `of_all`'s own doc says a refused login is
+    /// the cluster's, not a node's (the nodes share their users), yet a
+    /// refusal next to a node that is merely down is not permanent: at
+    /// start-up with a wrong password and one node away for maintenance,
+    /// `run` does not exit 2 and logs WARN "broker unavailable" (not the
+    /// ERROR "refuses this daemon") at every attempt, forever.
+    #[test]
+    fn review_a_refused_login_beside_a_node_that_is_down_is_a_refusal() {
+        let at = |host: &str| BrokerAddress {
+            host: host.into(),
+            port: 5672,
+            user: "svc".into(),
+            vhost: "/".into(),
+        };
+        let mixed = ConnectError::of_all(vec![
+            ConnectError::LoginRefused {
+                at: at("node-a"),
+                user: "svc".into(),
+                detail: "ACCESS_REFUSED".into(),
+            },
+            ConnectError::Unreachable {
+                at: at("node-b"),
+                source: lapin::Error::from(std::io::Error::other("connection refused")),
+            },
+        ]);
+        assert!(mixed.is_permanent(), "{mixed}");
+    }
 }
