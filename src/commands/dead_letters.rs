@@ -177,11 +177,7 @@ async fn open(config: &Path, command: &str) -> Result<(Settings, Admin), Exit> {
             );
             return Err(Exit::Problems);
         }
-        if admin
-            .check_declared_with(&queue, Default::default())
-            .await
-            .is_ok()
-        {
+        if admin.is_plain_classic(&queue).await {
             if settings.amqp.queue_type != QueueType::Classic {
                 eprintln!(
                     "zoom-dept-sync: warning: dead-letter queue {queue} is a classic queue: on a RabbitMQ cluster it \
@@ -197,7 +193,46 @@ async fn open(config: &Path, command: &str) -> Result<(Settings, Admin), Exit> {
         );
         return Err(Exit::Problems);
     }
+    check_no_delivery_limit_policy(&settings, &queue).await?;
     Ok((settings, admin))
+}
+
+/// A policy's `delivery-limit` on a quorum dead-letter queue wins over the
+/// daemon's out-of-reach one (the smaller applies), and every read counts
+/// one delivery before RabbitMQ 4.3: reading could drop dead letters. Only
+/// the management API shows policies; without `amqp.management_url` the
+/// command says it could not check.
+async fn check_no_delivery_limit_policy(settings: &Settings, queue: &str) -> Result<(), Exit> {
+    if settings.amqp.queue_type != QueueType::Quorum {
+        return Ok(());
+    }
+    let Some(base) = settings.amqp.management_url.as_deref() else {
+        eprintln!(
+            "zoom-dept-sync: warning: cannot check that no policy sets a delivery-limit on dead-letter queue {queue} \
+             (set amqp.management_url): such a policy would drop dead letters read that many times"
+        );
+        return Ok(());
+    };
+    let details = crate::broker::management::queue_details(&settings.amqp, base, queue).await;
+    match details.map(|d| d.policy_delivery_limit) {
+        Ok(Some(limit))
+            if limit < i64::from(crate::broker::topology::DEAD_LETTER_DELIVERY_LIMIT) =>
+        {
+            eprintln!(
+                "zoom-dept-sync: a policy sets delivery-limit {limit} on dead-letter queue {queue}: each read hands every \
+                 message back, which RabbitMQ before 4.3 counts, so reading could drop dead letters. Exclude the queue \
+                 from that policy (docs/deployment.md: Running on a RabbitMQ cluster), then read it"
+            );
+            Err(Exit::Problems)
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            eprintln!(
+                "zoom-dept-sync: warning: cannot check the dead-letter queue's policies: {e}"
+            );
+            Ok(())
+        }
+    }
 }
 
 pub(super) fn problem(e: AdminError) -> Exit {

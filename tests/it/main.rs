@@ -3,6 +3,7 @@
 //! in only for BambooHR's API). One crate so it links once.
 
 mod addresses;
+mod addresses_edges;
 mod big_messages;
 mod brake;
 mod broker_limits;
@@ -39,7 +40,6 @@ mod quarantine;
 mod rate_limit;
 mod reconcile;
 mod retries;
-mod review;
 mod stale;
 mod suite_rules;
 mod systemd;

@@ -222,6 +222,19 @@ impl Admin {
             .await
     }
 
+    /// Whether `queue` is a classic queue with no other arguments (which
+    /// has no delivery limit). Asked with an explicit `x-queue-type`: on
+    /// RabbitMQ 4 a vhost's default queue type fills in a missing one, so
+    /// an empty redeclaration could match a quorum queue.
+    pub async fn is_plain_classic(&self, queue: &str) -> bool {
+        let mut classic = FieldTable::default();
+        classic.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from("classic")),
+        );
+        self.check_declared_with(queue, classic).await.is_ok()
+    }
+
     /// `Ok(())` when `queue` exists and a redeclaration with `arguments`
     /// matches it (a classic queue: no arguments at all).
     pub async fn check_declared_with(
@@ -268,7 +281,8 @@ impl Admin {
             last_tag = Some(got.delivery.delivery_tag);
             if messages.len() == cap {
                 capped = true;
-                last_tag = take_the_rest(&channel, queue, last_tag).await?;
+                let remaining = got.message_count;
+                last_tag = take_the_rest(&channel, queue, last_tag, remaining).await?;
                 break;
             }
             messages.push(stored(messages.len(), &got, LISTED_BODY_BYTES));
@@ -294,6 +308,8 @@ impl Admin {
         let mut summary = SweepSummary::default();
         let mut pacer = limits.rate.map(pacer);
         let mut last_kept = None;
+        // Behind the last message taken, as the broker counted them.
+        let mut remaining = 0;
         let mut position = 0;
         let result = loop {
             if limits.stop.is_cancelled() || started.elapsed() > limits.hold_for {
@@ -306,6 +322,7 @@ impl Admin {
                 Err(e) => break Err(e),
             };
             let tag = got.delivery.delivery_tag;
+            remaining = got.message_count;
             // One message at a time, whole: `purge --export` writes it.
             let message = stored(position, &got, usize::MAX);
             position += 1;
@@ -333,7 +350,7 @@ impl Admin {
             }
         };
         if summary.stopped && result.is_ok() {
-            last_kept = take_the_rest(&channel, queue, last_kept).await?;
+            last_kept = take_the_rest(&channel, queue, last_kept, remaining).await?;
         }
         hand_back(&channel, last_kept).await?;
         result.map(|()| summary)
@@ -451,13 +468,22 @@ async fn ack(got: &BasicGetMessage) -> Result<(), AdminError> {
 /// Takes (holds) every message left in `queue`, so that the hand-back that
 /// follows returns the whole queue in order (see the module's comment).
 /// Returns the last tag held: `last_held`, or a later one.
+///
+/// Only the `remaining` messages the broker counted behind the last one
+/// taken: a message that arrives meanwhile is behind everything held
+/// anyway, and a queue that keeps filling (the daemon dead-lettering, a
+/// webhook burst) must not keep the read going forever.
 async fn take_the_rest(
     channel: &Channel,
     queue: &str,
     mut last_held: Option<u64>,
+    remaining: u32,
 ) -> Result<Option<u64>, AdminError> {
-    while let Some(got) = get(channel, queue).await? {
-        last_held = Some(got.delivery.delivery_tag);
+    for _ in 0..remaining {
+        match get(channel, queue).await? {
+            Some(got) => last_held = Some(got.delivery.delivery_tag),
+            None => break,
+        }
     }
     Ok(last_held)
 }

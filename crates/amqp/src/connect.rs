@@ -96,14 +96,22 @@ fn list(failures: &[ConnectError]) -> String {
 
 impl ConnectError {
     /// True when trying again cannot succeed without an operator. Of
-    /// several addresses, only when every one gave such a verdict: a node
-    /// that is merely away may come back.
+    /// several addresses: when one refused the login or the vhost (the
+    /// nodes of a cluster share their users and vhosts, so the others
+    /// would too), or when every one gave such a verdict (a TLS file, a
+    /// certificate: a node that is merely away may come back).
     pub fn is_permanent(&self) -> bool {
         match self {
             Self::Broker(_) | Self::Unreachable { .. } | Self::NoAnswer { .. } => false,
-            Self::NoneAnswered(failures) => failures.iter().all(Self::is_permanent),
+            Self::NoneAnswered(failures) => {
+                failures.iter().any(Self::is_refusal) || failures.iter().all(Self::is_permanent)
+            }
             _ => true,
         }
+    }
+
+    fn is_refusal(&self) -> bool {
+        matches!(self, Self::LoginRefused { .. } | Self::VhostRefused { .. })
     }
 
     /// Several failures as one: the failure itself when there is one, or
@@ -697,13 +705,13 @@ mod tests {
         assert_eq!(verdict(E::General("x".into())), None);
     }
 
-    /// Review (issue 23): an `AMQP_URL` (or `AMQP_URL_FILE`) listing the
+    /// Found by the review (issue 23): an `AMQP_URL` (or `AMQP_URL_FILE`) listing the
     /// nodes one a line, not comma-separated, is not split; the URL parser
     /// drops the newline, so the second address, password included, becomes
     /// the first one's vhost. The config check lets it through, and the
     /// vhost is what `VhostRefused` prints (and the broker logs).
     #[test]
-    fn review_a_newline_separated_address_list_never_puts_a_password_in_a_vhost() {
+    fn a_newline_separated_address_list_never_puts_a_password_in_a_vhost() {
         let list = "amqp://svc:first@node-a:5672/%2f\namqp://svc:hunter2@node-b:5672/%2f";
         let addresses = crate::settings::split_addresses(list);
         let amqp = AmqpSettings {
@@ -733,12 +741,12 @@ mod tests {
         }
     }
 
-    /// Review (issue 23): a comma in the wrong place is taken into a URL.
+    /// Found by the review (issue 23): a comma in the wrong place is taken into a URL.
     /// A trailing comma, or an empty element, ends up in the vhost of the
     /// address before it ("/,"), which the config check accepts: the daemon
     /// then meets a vhost refusal instead of a config error at start-up.
     #[test]
-    fn review_a_trailing_comma_or_an_empty_element_is_refused_at_start_up() {
+    fn a_trailing_comma_or_an_empty_element_is_refused_at_start_up() {
         for list in [
             "amqp://u:p@a/%2f,",
             "amqp://u:p@a/%2f,,amqp://u:p@b/%2f",
@@ -762,14 +770,14 @@ mod tests {
         }
     }
 
-    /// Review (issue 23), low: `of_all`'s own doc says a refused login is
+    /// Found by the review (issue 23): `of_all`'s own doc says a refused login is
     /// the cluster's, not a node's (the nodes share their users), yet a
     /// refusal next to a node that is merely down is not permanent: at
     /// start-up with a wrong password and one node away for maintenance,
     /// `run` does not exit 2 and logs WARN "broker unavailable" (not the
     /// ERROR "refuses this daemon") at every attempt, forever.
     #[test]
-    fn review_a_refused_login_beside_a_node_that_is_down_is_a_refusal() {
+    fn a_refused_login_beside_a_node_that_is_down_is_a_refusal() {
         let at = |host: &str| BrokerAddress {
             host: host.into(),
             port: 5672,

@@ -370,9 +370,13 @@ impl EventPublisher {
     async fn open(&self) -> Result<Link, ConnectError> {
         use std::sync::atomic::Ordering::Relaxed;
         let name = format!("zoom-dept-sync ingest ({})", self.queue);
-        let start = self.next_address.load(Relaxed);
+        // Moved on before trying: an attempt cut short (a request's
+        // deadline, a hung address) must not start at the same address
+        // next time, or a hung first address would keep every attempt.
+        let start = self.next_address.fetch_add(1, Relaxed);
         let connected = connect_from(&self.amqp, name, start).await?;
-        self.next_address.store(connected.index + 1, Relaxed);
+        self.next_address
+            .store(connected.index.wrapping_add(1), Relaxed);
         tracing::info!(broker = %connected.address, "the receiver connected to the broker");
         let connection = connected.connection;
         let channel = connection.create_channel().await?;

@@ -1,7 +1,7 @@
 //! RabbitMQ's management API, for what AMQP does not tell: how many
 //! deliveries are unacknowledged, and which consumer is active under single
-//! active consumer. Only `status` uses it, and only when
-//! `amqp.management_url` is set.
+//! active consumer, and what a policy sets on a queue. `status` and
+//! `dead-letters` use it, only when `amqp.management_url` is set.
 
 use std::time::Duration;
 
@@ -29,6 +29,9 @@ pub struct QueueDetails {
     pub active_consumers: u64,
     /// Consumers standing by under single active consumer.
     pub waiting_consumers: u64,
+    /// The `delivery-limit` a policy (or operator policy) sets on the
+    /// queue: the smaller of it and the queue's own argument applies.
+    pub policy_delivery_limit: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +44,8 @@ struct RawQueue {
     consumers: u64,
     #[serde(default)]
     consumer_details: Vec<RawConsumer>,
+    #[serde(default)]
+    effective_policy_definition: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -120,5 +125,6 @@ pub async fn queue_details(
         consumers: raw.consumers,
         active_consumers: raw.consumers.saturating_sub(waiting),
         waiting_consumers: waiting,
+        policy_delivery_limit: raw.effective_policy_definition["delivery-limit"].as_i64(),
     })
 }

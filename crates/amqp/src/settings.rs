@@ -243,7 +243,23 @@ fn scheme_and_vhost(url: &str, which: String) -> Result<(String, String), AmqpSe
         which: which.clone(),
         why,
     };
-    let parsed = url::Url::parse(url.trim()).map_err(|_| bad("is not a URL"))?;
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(bad("is empty (a comma too many in the list?)"));
+    }
+    // The URL parser drops tabs and newlines: another address, password
+    // and all, would become this one's vhost.
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(
+            "holds a space or a line break (separate several addresses with commas)",
+        ));
+    }
+    if url.ends_with(',') || url.contains(",,") {
+        return Err(bad(
+            "ends with a comma, or holds two (an empty address in the list?)",
+        ));
+    }
+    let parsed = url::Url::parse(url).map_err(|_| bad("is not a URL"))?;
     if !matches!(parsed.scheme(), "amqp" | "amqps") {
         return Err(bad("is not an amqp:// or amqps:// URL"));
     }
@@ -263,13 +279,15 @@ fn scheme_and_vhost(url: &str, which: String) -> Result<(String, String), AmqpSe
     Ok((parsed.scheme().to_owned(), vhost))
 }
 
-/// `AMQP_URL`'s addresses: one URL, or several separated by commas. A
-/// comma splits only where the next address begins (`amqp://`,
-/// `amqps://`), so a comma inside a password stays in it.
+/// `AMQP_URL`'s addresses: one URL, or several separated by commas (or
+/// one a line, as a file may hold them). A separator splits only where the
+/// next address begins (`amqp://`, `amqps://`), so a comma inside a
+/// password stays in it; a comma left at the end of an address (a trailing
+/// or doubled comma) stays too, and [`AmqpSettings::url_scheme`] refuses it.
 pub fn split_addresses(list: &str) -> Vec<String> {
     let mut addresses = Vec::new();
     let mut start = 0;
-    for (at, _) in list.match_indices(',') {
+    for (at, _) in list.match_indices([',', '\n']) {
         let rest = list[at + 1..].trim_start();
         if rest.starts_with("amqp://") || rest.starts_with("amqps://") {
             addresses.push(list[start..at].trim().to_owned());

@@ -101,6 +101,23 @@ pub struct RunLimits {
     /// The delivery must be settled before this (the broker's consumer
     /// timeout, less a margin): the event's budget ends there at the latest.
     pub settle_by: Instant,
+    /// The broker delivered this message before (its `redelivered` flag):
+    /// only such a message can be a repeat of an event already applied
+    /// whose ack was lost. A message sent again (a sender's re-send,
+    /// `publish`, `dead-letters replay`) is new, and applied.
+    pub redelivered: bool,
+}
+
+/// What makes two events the same change: the id and what it asks (a
+/// sender that reuses an id for a correction sends another change).
+fn repeat_key(change: &DepartmentChange) -> String {
+    format!(
+        "{}\u{0}{:?}\u{0}{:?}\u{0}{}",
+        change.event_id.as_str(),
+        change.previous_department,
+        change.new_department,
+        change.leave
+    )
 }
 
 impl Worker {
@@ -228,7 +245,9 @@ impl Worker {
         let attempts = Attempts::new(deadline, limits.stop.clone());
         let (outcome, from_group, to_group, user) = match self.newer_applied(change) {
             Some(newer) => (Outcome::Stale { newer }, None, None, None),
-            None if self.applied_already(change) => (Outcome::AlreadyApplied, None, None, None),
+            None if limits.redelivered && self.applied_already(change) => {
+                (Outcome::AlreadyApplied, None, None, None)
+            }
             None => {
                 let s = self.sync(change, &attempts, limits.brake_exempt).await;
                 (s.outcome, s.from_group, s.to_group, s.user)
@@ -313,7 +332,7 @@ impl Worker {
         change.occurred_at.is_some_and(|occurred| {
             let keys = self.ordering_keys(change);
             self.people
-                .applied_already(&keys, occurred, change.event_id.as_str())
+                .applied_already(&keys, occurred, &repeat_key(change))
         })
     }
 
@@ -336,7 +355,7 @@ impl Worker {
         };
         let mut keys = self.ordering_keys(change);
         keys.extend(resolved.map(PersonKey::id));
-        (self.people).remember_applied(&keys, occurred, change.event_id.as_str());
+        (self.people).remember_applied(&keys, occurred, &repeat_key(change));
     }
 
     /// The brake every write asks, for the daemon and the HTTP server.

@@ -115,6 +115,7 @@ impl Task {
                     stop: self.ctx.lost.child_token(),
                     settle_by,
                     brake_exempt: super::settle::approved_as_large(&self.delivery),
+                    redelivered: self.delivery.redelivered,
                 };
                 tokio::select! {
                     processed = self.daemon.worker.process(admitted, &limits) => processed,
@@ -171,10 +172,13 @@ impl Task {
     /// drains like a hand-back (every event not started goes back, in
     /// order), and consuming waits for `resume`.
     fn settled_for_good(&self, processed: &Processed, outcome: &Outcome) {
+        // Zoom answered: a pause's probe succeeded. A repeat settled from
+        // memory made no call, so it proves nothing about Zoom.
         if matches!(
             outcome,
             Outcome::Applied | Outcome::Added | Outcome::AlreadyApplied
-        ) {
+        ) && processed.attempts > 0
+        {
             self.ctx.drain.zoom_worked();
         }
         if let Some(id) = self.event_id.as_deref() {

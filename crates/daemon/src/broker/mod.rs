@@ -281,6 +281,10 @@ pub async fn run(
         };
         // `refused`: an operator must act (a changed password, a revoked
         // vhost): an ERROR per attempt, and the reason in /readyz.
+        // A session that did not open may be a node that answers the
+        // handshake and nothing else (cut off from its cluster): the next
+        // try starts with the next address.
+        start = start.wrapping_add(1);
         let (reason, refused) = match opened {
             Ok(Ok(session)) => {
                 sessions += 1;
@@ -290,7 +294,7 @@ pub async fn run(
                 delays = reconnect_delays();
                 // A lost session may be a lost node: the next one starts
                 // with the next address, and reaches this one last.
-                start = session.index + 1;
+                start = session.index.wrapping_add(1);
                 match run_session(session, &daemon, &shutdown).await {
                     SessionEnd::Shutdown => return Ok(()),
                     SessionEnd::Lost(reason) => (reason, false),

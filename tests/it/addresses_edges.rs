@@ -1,7 +1,9 @@
-//! Review of issue 23 (several broker addresses, a quorum dead-letter
-//! queue, the same event known by its id and time): tests that fail on the
-//! change as merged, each naming the defect it shows. Written by the
-//! adversarial review; the fixes are the lead's to make.
+//! The edges of issue 23's change (several broker addresses, a quorum
+//! dead-letter queue, a repeated event known by its id and time), found by
+//! an adversarial review: each test failed on the change as first merged.
+//! Hung or half-alive first addresses, re-sent and corrected events, reads
+//! of a queue that keeps filling, a delivery-limit policy on the quorum
+//! dead-letter queue.
 
 use std::time::Duration;
 
@@ -45,7 +47,7 @@ async fn settled(app: &TestApp) {
 /// Zoom: the person stays where the hand put them. Before issue 23's
 /// change the daemon moved them again.
 #[tokio::test]
-async fn review_the_same_event_sent_again_after_a_hand_move_is_applied_again() {
+async fn the_same_event_sent_again_after_a_hand_move_is_applied_again() {
     let zoom = spawn_zoom(mapped_zoom().user("U1", "u1@example.com", &["grp_eng"])).await;
     let mut app = TestApp::spawn_with(|s| use_zoom(s, &zoom)).await;
     app.wait_until_consuming().await;
@@ -72,7 +74,7 @@ async fn review_the_same_event_sent_again_after_a_hand_move_is_applied_again() {
 /// acked as `already_applied` and never applied. (Equal times are not
 /// stale, so without the new check it would be applied.)
 #[tokio::test]
-async fn review_an_event_id_reused_for_another_change_is_not_taken_for_a_repeat() {
+async fn an_event_id_reused_for_another_change_is_not_taken_for_a_repeat() {
     let zoom = spawn_zoom(mapped_zoom().user("U1", "u1@example.com", &["grp_eng"])).await;
     let mut app = TestApp::spawn_with(|s| use_zoom(s, &zoom)).await;
     app.wait_until_consuming().await;
@@ -109,7 +111,7 @@ fn hung_address() -> (std::net::TcpListener, String) {
 /// success. So with the first address hung, no attempt ever reaches the
 /// second, live, one: every webhook is answered 503, forever.
 #[tokio::test]
-async fn review_the_receiver_passes_over_a_hung_first_address() {
+async fn the_receiver_passes_over_a_hung_first_address() {
     let app = TestApp::prepare_with(|_| {}).await;
     let (_hung, hung) = hung_address();
     let mut amqp = app.settings.amqp.clone();
@@ -144,7 +146,7 @@ async fn review_the_receiver_passes_over_a_hung_first_address() {
 /// opened. Set below one address's 10 s, a hung first address keeps the
 /// daemon off the live second one for good.
 #[tokio::test]
-async fn review_the_daemon_passes_over_a_hung_first_address_whatever_its_recovery_timeout() {
+async fn the_daemon_passes_over_a_hung_first_address_whatever_its_recovery_timeout() {
     let zoom = spawn_zoom(mapped_zoom()).await;
     let (_hung, hung) = hung_address();
     let mut app = TestApp::spawn_with(|s| {
@@ -173,7 +175,7 @@ async fn review_the_daemon_passes_over_a_hung_first_address_whatever_its_recover
 /// and holds ever more unacked messages toward the consumer timeout.
 /// A bound (the queue's `message_count` at the first `basic.get`) ends it.
 #[tokio::test]
-async fn review_a_capped_read_ends_while_messages_keep_arriving() {
+async fn a_capped_read_ends_while_messages_keep_arriving() {
     let app = TestApp::prepare_with(|_| {}).await;
     let queue = unique_name("review-flood");
     let declare = QueueDeclareOptions {
@@ -191,6 +193,9 @@ async fn review_a_capped_read_ends_while_messages_keep_arriving() {
         let stop = stop.clone();
         tokio::spawn(async move {
             while !stop.is_cancelled() {
+                // A steady stream, about a thousand a second: the read must
+                // end although the queue never empties.
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 let sent = flood
                     .basic_publish(
                         "".into(),
@@ -238,7 +243,7 @@ async fn review_a_capped_read_ends_while_messages_keep_arriving() {
 /// classic dead-letter queue this replaced was immune (the test this
 /// change removed, `reading_does_not_count_toward_a_delivery_limit`).
 #[tokio::test]
-async fn review_a_delivery_limit_policy_on_the_quorum_dead_letter_queue_loses_nothing() {
+async fn a_delivery_limit_policy_on_the_quorum_dead_letter_queue_loses_nothing() {
     let app = TestApp::prepare_with(|s| s.amqp.queue_type = QueueType::Quorum).await;
     let mut published = Vec::new();
     for i in 0..5 {
@@ -285,7 +290,34 @@ async fn review_a_delivery_limit_policy_on_the_quorum_dead_letter_queue_loses_no
         "{}",
         String::from_utf8_lossy(&set.stderr)
     );
-    let tool = Tool::new(&app, "queue_type = \"quorum\"\n");
+    // A policy is set long before anyone reads; the management API shows
+    // it once its statistics catch up (about 5 s).
+    let url = format!(
+        "http://127.0.0.1:15672/api/queues/%2f/{}",
+        app.dead_letter_queue
+    );
+    eventually(
+        "the management API shows the policy",
+        Duration::from_secs(15),
+        || async {
+            let got = reqwest::Client::new()
+                .get(&url)
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await;
+            let body: serde_json::Value = match got {
+                Ok(response) => response.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            body["effective_policy_definition"]["delivery-limit"] == 2
+        },
+    )
+    .await;
+    // The check needs the management API (`.ci/run` enables it).
+    let tool = Tool::new(
+        &app,
+        "queue_type = \"quorum\"\nmanagement_url = \"http://127.0.0.1:15672\"\n",
+    );
     let mut refused = None;
     for _ in 0..4 {
         let (code, _, err) = tool.run_async(&["dead-letters", "list", "--json"]).await;
@@ -315,7 +347,7 @@ async fn review_a_delivery_limit_policy_on_the_quorum_dead_letter_queue_loses_no
 /// (60 s) the same hung first address is passed over (after its 10 s), so
 /// the failure above is the short open bound, not the harness.
 #[tokio::test]
-async fn review_control_the_daemon_passes_over_a_hung_first_address_with_the_default_timeout() {
+async fn control_the_daemon_passes_over_a_hung_first_address_with_the_default_timeout() {
     let zoom = spawn_zoom(mapped_zoom()).await;
     let (_hung, hung) = hung_address();
     let mut app = TestApp::spawn_with(|s| {
@@ -332,7 +364,7 @@ async fn review_control_the_daemon_passes_over_a_hung_first_address_with_the_def
 /// the one stop that exists to end the hold prolongs it. Here `hold_for`
 /// is zero and messages keep arriving: the sweep does not come back.
 #[tokio::test]
-async fn review_a_sweep_stopped_by_its_hold_limit_ends_while_messages_keep_arriving() {
+async fn a_sweep_stopped_by_its_hold_limit_ends_while_messages_keep_arriving() {
     use zoom_dept_sync::broker::admin::{Step, SweepLimits};
     let app = TestApp::prepare_with(|_| {}).await;
     let queue = unique_name("review-flood-sweep");
@@ -351,6 +383,9 @@ async fn review_a_sweep_stopped_by_its_hold_limit_ends_while_messages_keep_arriv
         let stop = stop.clone();
         tokio::spawn(async move {
             while !stop.is_cancelled() {
+                // A steady stream, about a thousand a second: the read must
+                // end although the queue never empties.
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 let sent = flood
                     .basic_publish(
                         "".into(),
@@ -461,7 +496,7 @@ async fn half_alive_address() -> (tokio::task::JoinHandle<()>, String) {
 /// address is never tried. (12 s: above one address's 10 s, so this is not
 /// the short-timeout case above.)
 #[tokio::test]
-async fn review_the_daemon_passes_over_a_node_that_connects_but_opens_no_channel() {
+async fn the_daemon_passes_over_a_node_that_connects_but_opens_no_channel() {
     let zoom = spawn_zoom(mapped_zoom()).await;
     let (proxy, half_alive) = half_alive_address().await;
     let app = TestApp::prepare_with(|s| {
