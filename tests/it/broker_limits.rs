@@ -77,8 +77,13 @@ async fn past_max_redeliveries_an_event_is_dead_lettered() {
         use_zoom(s, &zoom);
     })
     .await;
-    app.publish_json(event("poison", "U1", Some("Engineering"), "Sales"))
-        .await;
+    // Without `occurred_at`: a call that completes after the cut would
+    // otherwise be remembered as applied, and the redelivery settled as
+    // `already_applied` without a call (decision 0034), ending the loop
+    // this test needs.
+    let mut poison = event("poison", "U1", Some("Engineering"), "Sales");
+    poison.as_object_mut().unwrap().remove("occurred_at");
+    app.publish_json(poison).await;
     for n in 1..=2 {
         wait_for_calls(&zoom, n).await;
         proxy.cut();
