@@ -177,56 +177,12 @@ async fn the_daemon_passes_over_a_hung_first_address_whatever_its_recovery_timeo
 #[tokio::test]
 async fn a_capped_read_ends_while_messages_keep_arriving() {
     let app = TestApp::prepare_with(|_| {}).await;
-    let queue = unique_name("review-flood");
-    let declare = QueueDeclareOptions {
-        auto_delete: false,
-        ..QueueDeclareOptions::default()
-    };
-    app.channel
-        .queue_declare(queue.as_str().into(), declare, FieldTable::default())
-        .await
-        .expect("declare");
-    let flood = app.connection.create_channel().await.unwrap();
-    let target = queue.clone();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let flooding = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                // A steady stream, about a thousand a second: the read must
-                // end although the queue never empties.
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                let sent = flood
-                    .basic_publish(
-                        "".into(),
-                        target.as_str().into(),
-                        BasicPublishOptions::default(),
-                        b"{}",
-                        BasicProperties::default(),
-                    )
-                    .await;
-                if sent.is_err() {
-                    break;
-                }
-            }
-        })
-    };
-    // A head start, so the queue is never empty while the read goes on.
-    eventually(
-        "the flood fills the queue",
-        Duration::from_secs(10),
-        || async { app.queue_state(&queue).await.0 >= 1000 },
-    )
-    .await;
+    let flood = Flood::start(&app, "review-flood").await;
+    let queue = flood.queue.clone();
     let admin = Admin::connect(&app.settings.amqp, "review").await.unwrap();
     let read = tokio::time::timeout(Duration::from_secs(15), admin.peek_at_most(&queue, 1)).await;
-    stop.cancel();
-    let _ = flooding.await;
     admin.close().await;
-    let _ = app
-        .channel
-        .queue_delete(queue.as_str().into(), Default::default())
-        .await;
+    flood.stop(&app).await;
     let (head, capped) = read
         .expect("a capped read of one message did not end in 15 s while messages kept arriving")
         .expect("read");
@@ -367,46 +323,8 @@ async fn control_the_daemon_passes_over_a_hung_first_address_with_the_default_ti
 async fn a_sweep_stopped_by_its_hold_limit_ends_while_messages_keep_arriving() {
     use zoom_dept_sync::broker::admin::{Step, SweepLimits};
     let app = TestApp::prepare_with(|_| {}).await;
-    let queue = unique_name("review-flood-sweep");
-    app.channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("declare");
-    let flood = app.connection.create_channel().await.unwrap();
-    let target = queue.clone();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let flooding = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                // A steady stream, about a thousand a second: the read must
-                // end although the queue never empties.
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                let sent = flood
-                    .basic_publish(
-                        "".into(),
-                        target.as_str().into(),
-                        BasicPublishOptions::default(),
-                        b"{}",
-                        BasicProperties::default(),
-                    )
-                    .await;
-                if sent.is_err() {
-                    break;
-                }
-            }
-        })
-    };
-    eventually(
-        "the flood fills the queue",
-        Duration::from_secs(10),
-        || async { app.queue_state(&queue).await.0 >= 1000 },
-    )
-    .await;
+    let flood = Flood::start(&app, "review-flood-sweep").await;
+    let queue = flood.queue.clone();
     let admin = Admin::connect(&app.settings.amqp, "review").await.unwrap();
     let limits = SweepLimits {
         rate: None,
@@ -418,17 +336,77 @@ async fn a_sweep_stopped_by_its_hold_limit_ends_while_messages_keep_arriving() {
         admin.sweep(&queue, &limits, |_| Step::Keep),
     )
     .await;
-    stop.cancel();
-    let _ = flooding.await;
     admin.close().await;
-    let _ = app
-        .channel
-        .queue_delete(queue.as_str().into(), Default::default())
-        .await;
+    flood.stop(&app).await;
     let summary = swept
         .expect("a sweep past its hold limit did not end in 15 s while messages kept arriving")
         .expect("sweep");
     assert!(summary.stopped);
+}
+
+/// A queue of its own that a steady stream (about a thousand messages a
+/// second) keeps filling, with a head start of 1,000, so a read of it
+/// never finds it empty.
+struct Flood {
+    queue: String,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Flood {
+    async fn start(app: &TestApp, prefix: &str) -> Self {
+        let queue = unique_name(prefix);
+        app.channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare");
+        let channel = app.connection.create_channel().await.unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(stream_into(channel, queue.clone(), stop.clone()));
+        eventually(
+            "the flood fills the queue",
+            Duration::from_secs(10),
+            || async { app.queue_state(&queue).await.0 >= 1000 },
+        )
+        .await;
+        Self { queue, stop, task }
+    }
+
+    /// Stops the stream and deletes the queue.
+    async fn stop(self, app: &TestApp) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        let _ = app
+            .channel
+            .queue_delete(self.queue.as_str().into(), Default::default())
+            .await;
+    }
+}
+
+async fn stream_into(
+    channel: lapin::Channel,
+    queue: String,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let sent = channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                b"{}",
+                BasicProperties::default(),
+            )
+            .await;
+        if sent.is_err() {
+            break;
+        }
+    }
 }
 
 /// A node that completes the AMQP handshake and then answers nothing on

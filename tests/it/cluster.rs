@@ -297,9 +297,7 @@ async fn run_through_a_loss(
     via: usize,
     lose: impl AsyncFnOnce(),
 ) {
-    let (connection, channel) = channel_to(&cluster.url(via)).await;
-    publish_all(&channel, &daemon.settings.amqp.queue, &events()).await;
-    let _ = connection.close(200, "published".into()).await;
+    publish_via(&cluster.url(via), &daemon.settings.amqp.queue, &events()).await;
     eventually(
         "a third of the moves are made",
         Duration::from_secs(60),
@@ -307,6 +305,11 @@ async fn run_through_a_loss(
     )
     .await;
     lose().await;
+    everyone_in_the_last_group(zoom).await;
+}
+
+/// Waits (at most 90 s) until every person is in their last event's group.
+async fn everyone_in_the_last_group(zoom: &FakeHandle) {
     let done = || async {
         let state = zoom.state();
         (0..PEOPLE).all(|p| {
@@ -322,6 +325,13 @@ async fn run_through_a_loss(
         done,
     )
     .await;
+}
+
+/// Publishes `events` (confirmed) through the node at `url`.
+async fn publish_via(url: &str, queue: &str, events: &[serde_json::Value]) {
+    let (connection, channel) = channel_to(url).await;
+    publish_all(&channel, queue, events).await;
+    let _ = connection.close(200, "published".into()).await;
 }
 
 async fn assert_nothing_left(cluster: &RabbitCluster, node: usize, daemon: &Daemon) {
@@ -423,9 +433,12 @@ async fn dead_letters_written_before_a_node_is_lost_are_all_readable_after() {
     let dead = daemon.settings.amqp.dead_letter_queue();
     let leader = cluster.leader(&dead).await;
     let via = (leader + 1) % 3;
-    let (connection, channel) = channel_to(&cluster.url(via)).await;
-    publish_all(&channel, &daemon.settings.amqp.queue, &unknown_people(10)).await;
-    let _ = connection.close(200, "published".into()).await;
+    publish_via(
+        &cluster.url(via),
+        &daemon.settings.amqp.queue,
+        &unknown_people(10),
+    )
+    .await;
     let url = cluster.url(via);
     eventually("ten dead letters", Duration::from_secs(60), || async {
         ready(&url, &dead).await == 10
@@ -482,30 +495,12 @@ async fn a_rolling_restart_of_all_three_nodes_during_a_run_loses_nothing() {
     let mut rounds = rounds.into_iter();
     for node in 0..3 {
         let via = cluster.url((node + 1) % 3);
-        let (connection, channel) = channel_to(&via).await;
-        publish_all(&channel, &queue, &rounds.next().unwrap()).await;
-        let _ = connection.close(200, "published".into()).await;
+        publish_via(&via, &queue, &rounds.next().unwrap()).await;
         cluster.stop_node(node).await;
-        let (connection, channel) = channel_to(&via).await;
-        publish_all(&channel, &queue, &rounds.next().unwrap()).await;
-        let _ = connection.close(200, "published".into()).await;
+        publish_via(&via, &queue, &rounds.next().unwrap()).await;
         cluster.restart(node).await;
     }
-    let done = || async {
-        let state = zoom.state();
-        (0..PEOPLE).all(|p| {
-            state
-                .users
-                .iter()
-                .any(|u| u.id == person(p) && u.groups == [group(EACH)])
-        })
-    };
-    eventually(
-        "every person reaches their last group",
-        Duration::from_secs(90),
-        done,
-    )
-    .await;
+    everyone_in_the_last_group(&zoom).await;
     assert_final_and_in_order(&zoom);
     assert_nothing_left(&cluster, 0, &daemon).await;
     daemon.stop().await;

@@ -357,7 +357,7 @@ impl Settings {
                 .split("__"),
         );
         let both_urls = figment.contains("amqp.url") && figment.contains("amqp.urls");
-        let no_urls = figment.contains("amqp.urls");
+        let urls_set = figment.contains("amqp.urls");
         let file: FileConfig = figment
             .extract()
             .map_err(|e| ConfigError(figment_error_line(e)))?;
@@ -377,7 +377,7 @@ impl Settings {
             }
         } else if both_urls {
             return Err(ConfigError::from_section(AmqpSettingsError::UrlAndUrls));
-        } else if no_urls && amqp.urls.is_empty() {
+        } else if urls_set && amqp.urls.is_empty() {
             return Err(ConfigError::from_section(AmqpSettingsError::NoUrls));
         }
         amqp.resolve_tls_paths(path.parent().unwrap_or(Path::new(".")));

@@ -9,7 +9,8 @@
 //! from two randomly keyed SipHash states built once per process), a time is
 //! 12 bytes, and each map is 8 `Mutex<HashMap>` shards, allocated whole at
 //! start: 40 bytes a bucket for the history (the time and a 64-bit hash of
-//! the event's id, to know the same event coming again; about 5 MiB for
+//! what the event asked (its id and departments), to know the same event
+//! coming again; about 5 MiB for
 //! 100,000) and 32 for the identity pairs.
 //!
 //! Capacities and TTLs are those the moka caches had (history 100,000 keys
@@ -126,9 +127,10 @@ impl From<Moment> for OffsetDateTime {
     }
 }
 
-/// A person's newest applied event: when it occurred, and a hash of its
-/// id, so that the same event coming again (a delivery whose ack died with
-/// a broker node) is known as applied already. 20 bytes, packed.
+/// A person's newest applied event: when it occurred, and a hash of what
+/// makes it that change (the caller's `change` text: its id and what it
+/// asks), so that the same event coming again (a delivery whose ack died
+/// with a broker node) is known as applied already. 20 bytes, packed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C, packed(4))]
 struct Applied {
@@ -136,9 +138,9 @@ struct Applied {
     event: u64,
 }
 
-/// An event id's hash, keyed like [`PersonKey`]'s.
-fn event_hash(event_id: &str) -> u64 {
-    PersonKey::of(b'v', event_id).hash
+/// A change's hash, keyed like [`PersonKey`]'s.
+fn change_hash(change: &str) -> u64 {
+    PersonKey::of(b'v', change).hash
 }
 
 struct Slot<V> {
@@ -364,19 +366,19 @@ impl People {
             .map(OffsetDateTime::from)
     }
 
-    /// Whether this very event (its id and time) is the person's newest
-    /// applied one: it came again, and applying it again would only cost
-    /// Zoom calls. After a broker node dies, the deliveries whose acks died
-    /// with it come again; so does a sender's retry.
+    /// Whether this very event (`change` and its time) is the person's
+    /// newest applied one: it came again, and applying it again would only
+    /// cost Zoom calls. After a broker node dies, the deliveries whose acks
+    /// died with it come again.
     pub fn applied_already(
         &self,
         keys: &[PersonKey],
         occurred: OffsetDateTime,
-        event_id: &str,
+        change: &str,
     ) -> bool {
         let this = Applied {
             at: Moment::from(occurred),
-            event: event_hash(event_id),
+            event: change_hash(change),
         };
         let now = self.now();
         keys.iter()
@@ -384,13 +386,13 @@ impl People {
             .any(|applied| applied == this)
     }
 
-    /// Remembers that event `event_id`, which occurred at `occurred`, was
+    /// Remembers that event `change`, which occurred at `occurred`, was
     /// applied, under every key (each keeps the newest it saw; of two at
     /// the same time, the one applied last).
-    pub fn remember_applied(&self, keys: &[PersonKey], occurred: OffsetDateTime, event_id: &str) {
+    pub fn remember_applied(&self, keys: &[PersonKey], occurred: OffsetDateTime, change: &str) {
         let this = Applied {
             at: Moment::from(occurred),
-            event: event_hash(event_id),
+            event: change_hash(change),
         };
         let now = self.now();
         let mut keys = keys.to_vec();

@@ -325,9 +325,10 @@ impl Worker {
             .newer_applied(&self.ordering_keys(change), occurred)
     }
 
-    /// This very event was applied last for its person: it came again (its
-    /// ack was lost with a broker node, or the sender retried). Events
-    /// without `occurred_at` are not judged.
+    /// This very event (its id, time and departments) was applied last for
+    /// its person: asked only of a redelivered message, whose ack was lost
+    /// (with a broker node, say). Events without `occurred_at` are not
+    /// judged.
     fn applied_already(&self, change: &DepartmentChange) -> bool {
         change.occurred_at.is_some_and(|occurred| {
             let keys = self.ordering_keys(change);
